@@ -1,0 +1,34 @@
+import { topics, type ReadingError } from '../core/index.ts'
+
+export type Identity = { kind: 'device', id: string } | { kind: 'resident', id: string }
+
+/** What an identity may publish: a device only its own vitals topic; nobody `$SYS/`. */
+export function mayPublish (who: Identity, topic: string): boolean {
+  if (topic.startsWith('$')) return false
+  if (who.kind === 'device') return topic === topics.vitals(who.id)
+  return false
+}
+
+function withinSubtree (filter: string, root: string): boolean {
+  // `root` itself, or anything strictly below `root/`; a wildcard there cannot escape the subtree
+  return filter === root || filter.startsWith(root + '/')
+}
+
+/**
+ * What an identity may subscribe to: a device its own `devices/{id}/#` and
+ * `standards/#`; a resident its own `alerts/{id}` and below. Anything else is refused.
+ */
+export function maySubscribe (who: Identity, filter: string): boolean {
+  if (filter.startsWith('$')) return false
+  if (who.kind === 'device') return withinSubtree(filter, `devices/${who.id}`) || withinSubtree(filter, 'standards')
+  return withinSubtree(filter, `alerts/${who.id}`)
+}
+
+/** The clientId must be the authenticated identity, optionally `identity:suffix` for several sessions. */
+export function clientIdMatches (clientId: string, username: string): boolean {
+  return clientId === username || (clientId.startsWith(username + ':') && clientId.length > username.length + 1)
+}
+
+export function errorPayload (e: ReadingError): Buffer {
+  return Buffer.from(JSON.stringify(e.seq === undefined ? { code: e.code, message: e.message } : { code: e.code, message: e.message, seq: e.seq }))
+}

@@ -1,0 +1,95 @@
+import { readFileSync } from 'node:fs'
+import { z } from 'zod'
+import { VitalmeshError } from './errors.ts'
+
+const port = z.coerce.number().int().min(0).max(65535)
+const bool = z.union([z.boolean(), z.enum(['true', 'false', '1', '0', 'yes', 'no']).transform((s) => s === 'true' || s === '1' || s === 'yes')])
+
+export const ConfigSchema = z.strictObject({
+  dataDir: z.string().min(1).default('./data').describe('directory for the SQLite files'),
+  log: z.strictObject({
+    level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    pretty: bool.optional().describe('pretty logs; default: when stdout is a terminal'),
+  }).prefault({}),
+  mqtt: z.strictObject({
+    host: z.string().default('0.0.0.0'),
+    port: port.default(1883),
+    maxPayloadBytes: z.coerce.number().int().min(256).max(16 * 1024 * 1024).default(64 * 1024),
+  }).prefault({}),
+  http: z.strictObject({
+    host: z.string().default('0.0.0.0'),
+    port: port.default(8080),
+  }).prefault({}),
+  ingest: z.strictObject({
+    /** how many spool rows one drain step moves to the telemetry store */
+    drainBatch: z.coerce.number().int().min(1).max(100_000).default(5000),
+    /** bounded dead-letter table for invalid payloads */
+    deadLetterMax: z.coerce.number().int().min(0).default(10_000),
+  }).prefault({}),
+  demo: z.strictObject({
+    enabled: bool.default(true).describe('create a demo resident, device and API key on first start'),
+  }).prefault({}),
+})
+
+export type Config = z.infer<typeof ConfigSchema>
+
+/** Environment variables and the setting each one sets. */
+export const ENV_SETTINGS: Record<string, string> = {
+  VITALMESH_DATA_DIR: 'dataDir',
+  VITALMESH_LOG_LEVEL: 'log.level',
+  VITALMESH_LOG_PRETTY: 'log.pretty',
+  VITALMESH_MQTT_HOST: 'mqtt.host',
+  VITALMESH_MQTT_PORT: 'mqtt.port',
+  VITALMESH_MAX_PAYLOAD_BYTES: 'mqtt.maxPayloadBytes',
+  VITALMESH_HTTP_HOST: 'http.host',
+  VITALMESH_HTTP_PORT: 'http.port',
+  VITALMESH_DRAIN_BATCH: 'ingest.drainBatch',
+  VITALMESH_DEAD_LETTER_MAX: 'ingest.deadLetterMax',
+  VITALMESH_DEMO: 'demo.enabled',
+}
+
+function setPath (obj: Record<string, unknown>, path: string, value: unknown): void {
+  const parts = path.split('.')
+  let o = obj
+  for (const p of parts.slice(0, -1)) {
+    if (typeof o[p] !== 'object' || o[p] === null) o[p] = {}
+    o = o[p] as Record<string, unknown>
+  }
+  o[parts[parts.length - 1]!] = value
+}
+
+function envNameFor (path: string): string | undefined {
+  return Object.keys(ENV_SETTINGS).find((k) => ENV_SETTINGS[k] === path)
+}
+
+/**
+ * Builds the configuration from an optional JSON file (VITALMESH_CONFIG) and the
+ * environment, which wins. Errors name the setting and the variable that set it.
+ */
+export function loadConfig (env: Record<string, string | undefined>, overrides: Record<string, unknown> = {}): Config {
+  let raw: Record<string, unknown> = {}
+  const file = env.VITALMESH_CONFIG
+  if (file) {
+    try {
+      raw = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>
+    } catch (e) {
+      throw new VitalmeshError('VM_CONFIG_INVALID', `VITALMESH_CONFIG=${file}: cannot read the config file: ${(e as Error).message}`)
+    }
+  }
+  for (const [name, path] of Object.entries(ENV_SETTINGS)) {
+    const v = env[name]
+    if (v !== undefined && v !== '') setPath(raw, path, v)
+  }
+  for (const [path, v] of Object.entries(overrides)) setPath(raw, path, v)
+  const parsed = ConfigSchema.safeParse(raw)
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => {
+      const path = i.path.join('.')
+      const envName = envNameFor(path)
+      const from = envName && env[envName] !== undefined ? ` (from ${envName}=${JSON.stringify(env[envName])})` : ''
+      return `setting "${path}"${from}: ${i.message}`
+    })
+    throw new VitalmeshError('VM_CONFIG_INVALID', `invalid configuration:\n  ${lines.join('\n  ')}`)
+  }
+  return parsed.data
+}

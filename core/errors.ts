@@ -1,0 +1,42 @@
+/**
+ * Stable error codes. A code is never reused once retired; docs/errors.md lists every
+ * code and a test fails when the two differ.
+ */
+export const ErrorCodes = {
+  VM_MALFORMED_PAYLOAD: { status: 400, text: 'The payload is not valid UTF-8 JSON. Send one JSON object per message.' },
+  VM_INVALID_READING: { status: 400, text: 'The reading does not match payload v1 (fields, types or ranges of the schema).' },
+  VM_IMPLAUSIBLE_READING: { status: 422, text: 'The reading is physiologically implausible; measure again.' },
+  VM_PAYLOAD_TOO_LARGE: { status: 413, text: 'The MQTT packet exceeds the configured maximum payload size.' },
+  VM_ACL_DENIED: { status: 403, text: 'The identity may not publish or subscribe to this topic.' },
+  VM_AUTH_FAILED: { status: 401, text: 'Unknown identity or wrong secret.' },
+  VM_CLIENT_ID_MISMATCH: { status: 401, text: 'The MQTT clientId must be the authenticated identity (or identity:suffix).' },
+  VM_UNAUTHORIZED: { status: 401, text: 'Missing or invalid API key.' },
+  VM_FORBIDDEN: { status: 403, text: 'The API key may not access this resource.' },
+  VM_NOT_FOUND: { status: 404, text: 'No such resource.' },
+  VM_BAD_REQUEST: { status: 400, text: 'The request is invalid.' },
+  VM_CONFIG_INVALID: { status: 500, text: 'A configuration setting is invalid.' },
+  VM_STORE_UNAVAILABLE: { status: 503, text: 'The storage layer is not available.' },
+  VM_NOT_READY: { status: 503, text: 'The service is starting or stopping.' },
+  VM_INTERNAL: { status: 500, text: 'Internal error; see the server log.' },
+} as const
+
+export type ErrorCode = keyof typeof ErrorCodes
+
+export class VitalmeshError extends Error {
+  readonly code: ErrorCode
+  readonly status: number
+  constructor (code: ErrorCode, message?: string, options?: { cause?: unknown }) {
+    super(message ?? ErrorCodes[code].text, options)
+    this.name = 'VitalmeshError'
+    this.code = code
+    this.status = ErrorCodes[code].status
+  }
+
+  toJSON (): { code: ErrorCode, message: string } {
+    return { code: this.code, message: this.message }
+  }
+}
+
+export function isVitalmeshError (e: unknown): e is VitalmeshError {
+  return e instanceof VitalmeshError
+}

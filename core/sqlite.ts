@@ -1,0 +1,20 @@
+import Database from 'better-sqlite3'
+import { mkdirSync } from 'node:fs'
+import { dirname } from 'node:path'
+
+export type DB = Database.Database
+
+/**
+ * Opens a SQLite file for durable use: WAL (readers never block the writer) and
+ * synchronous=FULL, so a committed transaction survives a crash of the process or the
+ * machine. Callers batch their writes (group commit) to pay the fsync once per batch.
+ */
+export function openDatabase (file: string): DB {
+  if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true })
+  const db = new Database(file)
+  db.pragma('journal_mode = WAL')
+  db.pragma('synchronous = FULL')
+  db.pragma('busy_timeout = 5000')
+  db.pragma('foreign_keys = ON')
+  return db
+}

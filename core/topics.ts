@@ -1,0 +1,17 @@
+import { isValidId } from './ids.ts'
+
+/** The MQTT topic contract shared by broker, ingest, alerting and the firmware. */
+export const topics = {
+  vitals: (deviceId: string) => `vitals/${deviceId}`,
+  deviceErrors: (deviceId: string) => `devices/${deviceId}/errors`,
+  deviceRoot: (deviceId: string) => `devices/${deviceId}/`,
+  alerts: (residentId: string) => `alerts/${residentId}`,
+  standards: 'standards/current',
+} as const
+
+/** Returns the device id of a `vitals/{deviceId}` topic, or undefined. */
+export function parseVitalsTopic (topic: string): string | undefined {
+  if (!topic.startsWith('vitals/')) return undefined
+  const id = topic.slice(7)
+  return isValidId(id) ? id : undefined
+}

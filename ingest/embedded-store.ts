@@ -1,0 +1,59 @@
+import { openDatabase, type DB, type StoredReading } from '../core/index.ts'
+import type { TelemetryStore } from './store.ts'
+
+interface Row {
+  device_id: string, resident_id: string, seq: number, ts: number,
+  hr: number | null, sys: number | null, dia: number | null, activity: string | null, motion: number | null, confidence: number | null
+}
+
+/** The default telemetry store: a SQLite file, indexed for (resident, time) queries. */
+export class EmbeddedStore implements TelemetryStore {
+  readonly kind = 'embedded'
+  private readonly db: DB
+  private readonly insertMany: (rows: readonly StoredReading[]) => void
+  private readonly range
+
+  constructor (file: string) {
+    this.db = openDatabase(file)
+    this.db.exec(`
+      CREATE TABLE IF NOT EXISTS readings (
+        device_id TEXT NOT NULL, seq INTEGER NOT NULL, resident_id TEXT NOT NULL, ts INTEGER NOT NULL,
+        hr REAL, sys REAL, dia REAL, activity TEXT, motion INTEGER, confidence REAL,
+        PRIMARY KEY (device_id, seq));
+      CREATE INDEX IF NOT EXISTS readings_resident_ts ON readings(resident_id, ts);
+    `)
+    const insert = this.db.prepare('INSERT OR IGNORE INTO readings (device_id, seq, resident_id, ts, hr, sys, dia, activity, motion, confidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)')
+    this.insertMany = this.db.transaction((rows: readonly StoredReading[]) => {
+      for (const r of rows) {
+        insert.run(r.deviceId, r.seq, r.residentId, r.ts, r.hr ?? null, r.sys ?? null, r.dia ?? null,
+          r.activity ?? null, r.motion === undefined ? null : r.motion ? 1 : 0, r.confidence ?? null)
+      }
+    })
+    this.range = this.db.prepare<[string, number, number, number], Row>('SELECT * FROM readings WHERE resident_id = ? AND ts >= ? AND ts < ? ORDER BY ts, device_id, seq LIMIT ?')
+  }
+
+  async write (rows: readonly StoredReading[]): Promise<void> {
+    this.insertMany(rows)
+  }
+
+  async queryRange (residentId: string, from: number, to: number, limit: number): Promise<StoredReading[]> {
+    return this.range.all(residentId, from, to, limit).map((r) => {
+      const o: StoredReading = { deviceId: r.device_id, residentId: r.resident_id, seq: r.seq, ts: r.ts }
+      if (r.hr !== null) o.hr = r.hr
+      if (r.sys !== null) o.sys = r.sys
+      if (r.dia !== null) o.dia = r.dia
+      if (r.activity !== null) o.activity = r.activity as StoredReading['activity']
+      if (r.motion !== null) o.motion = r.motion === 1
+      if (r.confidence !== null) o.confidence = r.confidence
+      return o
+    })
+  }
+
+  async ping (): Promise<void> {
+    this.db.prepare('SELECT 1').get()
+  }
+
+  async close (): Promise<void> {
+    this.db.close()
+  }
+}

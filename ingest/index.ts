@@ -1,0 +1,5 @@
+export * from './spool.ts'
+export * from './store.ts'
+export * from './embedded-store.ts'
+export * from './drain.ts'
+export * from './ingest.ts'

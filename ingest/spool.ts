@@ -1,0 +1,189 @@
+import type { DB, Reading, StoredReading, Logger } from '../core/index.ts'
+
+/** A reading in the spool: stored, bound to device and resident, with its spool id. */
+export interface SpoolRow extends StoredReading { id: number }
+
+export interface DeadLetter { deviceId: string, code: string, message: string, payload: Buffer }
+
+export interface AppendRequest {
+  deviceKey: number
+  deviceId: string
+  residentId: string
+  readings: Reading[]
+  /** the raw payload and its first error, kept for operators when part of it was invalid */
+  deadLetter?: DeadLetter
+}
+
+export interface AppendResult { accepted: number, duplicates: number }
+
+/**
+ * Work that must commit atomically with the readings (e.g. alert state), so that an
+ * accepted reading and its consequences are either both durable or both absent.
+ * `prepare` runs inside the transaction and must only write to the database; the
+ * in-memory effects go in `commit`, which runs only when the transaction succeeded.
+ */
+export interface CommitParticipant<T = unknown> {
+  prepare(accepted: readonly SpoolRow[]): T
+  commit(prepared: T): void
+  rollback?(prepared: T | undefined): void
+}
+
+interface Pending { req: AppendRequest, done: (err: Error | null, result?: AppendResult) => void }
+
+/**
+ * The durable spool: a PUBACK is sent only after `append` calls back, and it calls back
+ * only after the SQLite transaction holding the readings has been committed (fsync).
+ * Requests that arrive while the event loop is busy are committed together in one
+ * transaction (group commit), so the cost of an fsync is shared by all of them.
+ */
+export class Spool {
+  private queue: Pending[] = []
+  private scheduled = false
+  private readonly participants: CommitParticipant<unknown>[] = []
+  private readonly listeners: ((rows: readonly SpoolRow[]) => void)[] = []
+  private readonly s
+  private readonly commitBatch: (batch: Pending[]) => { results: AppendResult[], rows: SpoolRow[], prepared: unknown[] }
+  private deadLettersSincePrune = 0
+  /** counters for metrics and tests */
+  readonly stats = { commits: 0, accepted: 0, duplicates: 0 }
+
+  constructor (private readonly db: DB, private readonly logger: Logger, private readonly opts: { deadLetterMax: number }) {
+    db.exec(`
+      CREATE TABLE IF NOT EXISTS spool (
+        id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, resident_id TEXT NOT NULL, seq INTEGER NOT NULL,
+        ts INTEGER NOT NULL, hr REAL, sys REAL, dia REAL, activity TEXT, motion INTEGER, confidence REAL);
+      CREATE TABLE IF NOT EXISTS seen (device_key INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (device_key, seq)) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, id INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS dead_letters (
+        id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, received_at INTEGER NOT NULL,
+        code TEXT NOT NULL, message TEXT NOT NULL, payload BLOB NOT NULL);
+    `)
+    this.s = {
+      seen: db.prepare('INSERT OR IGNORE INTO seen (device_key, seq) VALUES (?, ?)'),
+      insert: db.prepare('INSERT INTO spool (device_id, resident_id, seq, ts, hr, sys, dia, activity, motion, confidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)'),
+      deadLetter: db.prepare('INSERT INTO dead_letters (device_id, received_at, code, message, payload) VALUES (?, ?, ?, ?, ?)'),
+      pruneDeadLetters: db.prepare('DELETE FROM dead_letters WHERE id <= (SELECT max(id) FROM dead_letters) - ?'),
+      read: db.prepare<[number, number], RawRow>('SELECT * FROM spool WHERE id > ? ORDER BY id LIMIT ?'),
+      cursor: db.prepare<[string], { id: number }>('SELECT id FROM cursors WHERE name = ?'),
+      setCursor: db.prepare('INSERT INTO cursors (name, id) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET id = excluded.id'),
+      deleteUpTo: db.prepare('DELETE FROM spool WHERE id <= ?'),
+      count: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM spool'),
+    }
+    this.commitBatch = db.transaction((batch: Pending[]) => {
+      const results: AppendResult[] = []
+      const rows: SpoolRow[] = []
+      const now = Date.now()
+      for (const { req } of batch) {
+        const res: AppendResult = { accepted: 0, duplicates: 0 }
+        for (const r of req.readings) {
+          if (this.s.seen.run(req.deviceKey, r.seq).changes === 0) { res.duplicates++; continue }
+          const info = this.s.insert.run(req.deviceId, req.residentId, r.seq, r.ts, r.hr ?? null, r.sys ?? null, r.dia ?? null,
+            r.activity ?? null, r.motion === undefined ? null : r.motion ? 1 : 0, r.confidence ?? null)
+          res.accepted++
+          rows.push({ ...r, id: Number(info.lastInsertRowid), deviceId: req.deviceId, residentId: req.residentId })
+        }
+        if (req.deadLetter) {
+          const d = req.deadLetter
+          this.s.deadLetter.run(d.deviceId, now, d.code, d.message, d.payload)
+          this.deadLettersSincePrune++
+        }
+        results.push(res)
+      }
+      if (this.deadLettersSincePrune > 100) {
+        this.s.pruneDeadLetters.run(this.opts.deadLetterMax)
+        this.deadLettersSincePrune = 0
+      }
+      const prepared = this.participants.map((p) => p.prepare(rows))
+      return { results, rows, prepared }
+    })
+  }
+
+  addParticipant<T> (p: CommitParticipant<T>): void {
+    this.participants.push(p as CommitParticipant<unknown>)
+  }
+
+  /** Called after each commit with the readings it accepted (e.g. to wake the drain). */
+  onCommit (listener: (rows: readonly SpoolRow[]) => void): void {
+    this.listeners.push(listener)
+  }
+
+  append (req: AppendRequest, done: (err: Error | null, result?: AppendResult) => void): void {
+    this.queue.push({ req, done })
+    if (!this.scheduled) {
+      this.scheduled = true
+      setImmediate(this.flush)
+    }
+  }
+
+  appendAsync (req: AppendRequest): Promise<AppendResult> {
+    return new Promise((resolve, reject) => this.append(req, (err, res) => err ? reject(err) : resolve(res!)))
+  }
+
+  /** Commits everything queued so far in one transaction. */
+  readonly flush = (): void => {
+    this.scheduled = false
+    const batch = this.queue
+    if (batch.length === 0) return
+    this.queue = []
+    let out
+    try {
+      out = this.commitBatch(batch)
+    } catch (err) {
+      this.logger.error({ err, requests: batch.length }, 'spool commit failed; the readings were not acknowledged')
+      for (const p of this.participants) p.rollback?.(undefined)
+      for (const p of batch) p.done(err as Error)
+      return
+    }
+    this.stats.commits++
+    for (let i = 0; i < batch.length; i++) {
+      const r = out.results[i]!
+      this.stats.accepted += r.accepted
+      this.stats.duplicates += r.duplicates
+      batch[i]!.done(null, r)
+    }
+    this.participants.forEach((p, i) => p.commit(out.prepared[i]))
+    if (out.rows.length) for (const l of this.listeners) l(out.rows)
+  }
+
+  cursor (name: string): number {
+    return this.s.cursor.get(name)?.id ?? 0
+  }
+
+  read (afterId: number, limit: number): SpoolRow[] {
+    return this.s.read.all(afterId, limit).map(fromRaw)
+  }
+
+  /** Marks rows up to `id` as delivered to the store and removes them from the spool. */
+  ack (name: string, id: number): void {
+    this.db.transaction(() => {
+      this.s.setCursor.run(name, id)
+      this.s.deleteUpTo.run(id)
+    })()
+  }
+
+  size (): number {
+    return this.s.count.get()!.n
+  }
+
+  /** Rejects a payload as a whole (e.g. malformed JSON) but keeps it for operators. */
+  deadLetter (deviceKey: number, d: DeadLetter, done: (err: Error | null) => void): void {
+    this.append({ deviceKey, deviceId: d.deviceId, residentId: '', readings: [], deadLetter: d }, (err) => done(err))
+  }
+}
+
+interface RawRow {
+  id: number, device_id: string, resident_id: string, seq: number, ts: number,
+  hr: number | null, sys: number | null, dia: number | null, activity: string | null, motion: number | null, confidence: number | null
+}
+
+function fromRaw (r: RawRow): SpoolRow {
+  const row: SpoolRow = { id: r.id, deviceId: r.device_id, residentId: r.resident_id, seq: r.seq, ts: r.ts }
+  if (r.hr !== null) row.hr = r.hr
+  if (r.sys !== null) row.sys = r.sys
+  if (r.dia !== null) row.dia = r.dia
+  if (r.activity !== null) row.activity = r.activity as SpoolRow['activity']
+  if (r.motion !== null) row.motion = r.motion === 1
+  if (r.confidence !== null) row.confidence = r.confidence
+  return row
+}
+

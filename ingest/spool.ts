@@ -50,7 +50,8 @@ export class Spool {
   constructor (private readonly db: DB, private readonly logger: Logger, private readonly opts: { deadLetterMax: number }) {
     db.exec(`
       CREATE TABLE IF NOT EXISTS spool (
-        id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, resident_id TEXT NOT NULL, seq INTEGER NOT NULL,
+        -- AUTOINCREMENT: ids must never be reused after the drain deleted rows, or the cursor would skip them
+        id INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT NOT NULL, resident_id TEXT NOT NULL, seq INTEGER NOT NULL,
         ts INTEGER NOT NULL, hr REAL, sys REAL, dia REAL, activity TEXT, motion INTEGER, confidence REAL);
       CREATE TABLE IF NOT EXISTS seen (device_key INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (device_key, seq)) WITHOUT ROWID;
       CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, id INTEGER NOT NULL);

@@ -37,3 +37,18 @@ export function collect (c: MqttClient): { messages: { topic: string, body: any 
     },
   }
 }
+
+/** SUBSCRIBE and return the SUBACK return code per filter (128 = refused), in order. */
+export async function subackCodes (c: MqttClient, filters: string[]): Promise<Record<string, number>> {
+  let granted: number[]
+  try {
+    const res = await c.subscribeAsync(Object.fromEntries(filters.map((f) => [f, { qos: 1 as const }])))
+    granted = res.map((g) => g.qos)
+  } catch (e) {
+    // mqtt.js rejects when any code is 128; the SUBACK packet is on the error
+    const p = (e as { packet?: { granted?: number[] } }).packet
+    if (!p?.granted) throw e
+    granted = p.granted
+  }
+  return Object.fromEntries(filters.map((f, i) => [f, granted[i]!]))
+}

@@ -1,0 +1,74 @@
+import { afterAll, describe, expect, it } from 'vitest'
+import Database from 'better-sqlite3'
+import { join } from 'node:path'
+import { startAppProcess, tempDir, waitFor, type AppProcess } from './helpers/proc.ts'
+import { connect } from './helpers/mqtt.ts'
+
+const N = 2000
+
+function storedSeqs (dataDir: string, deviceId: string): number[] {
+  // read the store file directly, as an operator would, while the app is down
+  const db = new Database(join(dataDir, 'telemetry.db'), { readonly: true })
+  try {
+    return db.prepare<[string], { seq: number }>('SELECT seq FROM readings WHERE device_id = ? ORDER BY seq').all(deviceId).map((r) => r.seq)
+  } finally { db.close() }
+}
+
+describe('a PUBACK means the reading is durable', () => {
+  let app: AppProcess | undefined
+  afterAll(async () => { await app?.kill('SIGKILL') })
+
+  it('keeps every acknowledged reading exactly once across a SIGKILL, and stores nothing for resent seqs', async () => {
+    const dataDir = tempDir()
+    app = await startAppProcess(dataDir)
+    const { device } = app.creds
+    const c = await connect(app.mqttPort, device.deviceId, device.secret)
+    const t0 = Date.now() - N * 1000
+    const payload = (seq: number) => JSON.stringify({ v: 1, seq, ts: t0 + seq * 1000, hr: 60 + (seq % 40), sys: 110 + (seq % 20), dia: 70 + (seq % 10) })
+
+    // 20 messages in flight, as a busy device or gateway would have
+    let next = 0
+    let acked = 0
+    await new Promise<void>((resolve, reject) => {
+      const send = (): void => {
+        if (next >= N) return
+        const seq = next++
+        c.publish(`vitals/${device.deviceId}`, payload(seq), { qos: 1 }, (err) => {
+          if (err) return reject(err)
+          acked++
+          if (acked === N) resolve()
+          else send()
+        })
+      }
+      for (let i = 0; i < 20; i++) send()
+    })
+    // killed right after the last PUBACK: no graceful shutdown, no chance to flush anything
+    await app.kill('SIGKILL')
+    c.end(true)
+
+    app = await startAppProcess(dataDir)
+    await waitFor('the spool to drain after the restart', async () => {
+      const res = await fetch(`http://127.0.0.1:${app!.httpPort}/readyz`)
+      return res.status === 200
+    })
+    const c2 = await connect(app.mqttPort, device.deviceId, device.secret)
+    await waitFor(`${N} readings in the store`, async () => {
+      const res = await fetch(`http://127.0.0.1:${app!.httpPort}/v1/residents/${device.residentId}/readings?from=0&limit=10000`, {
+        headers: { authorization: `Bearer ${app!.creds.apiKeys.operator}` },
+      })
+      return ((await res.json()) as { count: number }).count >= N
+    }, 20_000)
+
+    // the device did not see some PUBACKs (as after a lost connection) and resends: nothing new is stored
+    for (let seq = N - 50; seq < N; seq++) await c2.publishAsync(`vitals/${device.deviceId}`, payload(seq), { qos: 1 })
+    await c2.endAsync()
+    await app.kill('SIGTERM')
+    app = undefined
+
+    const seqs = storedSeqs(dataDir, device.deviceId)
+    expect(seqs.length).toBe(N)
+    expect(new Set(seqs).size).toBe(N)
+    expect(seqs[0]).toBe(0)
+    expect(seqs[N - 1]).toBe(N - 1)
+  })
+})

@@ -1,0 +1,72 @@
+import { readFileSync } from 'node:fs'
+import { parseArgs } from 'node:util'
+import { runFleet, type DeviceCredentials } from './fleet.ts'
+import type { Scenario } from './model.ts'
+
+const HELP = `vitalmesh firmware simulator
+
+  npm run sim -- [--devices 20] [--url mqtt://localhost:1883] [--credentials data/demo-credentials.json]
+                 [--interval 2] [--duration 60] [--batch 1] [--seed 1] [--scenario crisis-episodes]
+
+  --devices      how many simulated wearables (taken from the credentials file)
+  --interval     seconds between two readings of one device
+  --duration     seconds to run (Ctrl-C stops earlier)
+  --batch        readings per message (1 = single readings)
+  --seed         a run with the same seed is the same run
+  --scenario     scenario of the first device (the demo resident's): healthy, hypertensive,
+                 crisis-episodes, tachycardia-episodes
+The first device is the demo resident's; its alerts are printed as they arrive.`
+
+const { values } = parseArgs({
+  options: {
+    devices: { type: 'string', default: '20' },
+    url: { type: 'string', default: 'mqtt://localhost:1883' },
+    credentials: { type: 'string', default: 'data/demo-credentials.json' },
+    interval: { type: 'string', default: '2' },
+    duration: { type: 'string', default: '60' },
+    batch: { type: 'string', default: '1' },
+    seed: { type: 'string', default: '1' },
+    scenario: { type: 'string', default: 'crisis-episodes' },
+    help: { type: 'boolean', short: 'h' },
+  },
+})
+if (values.help) { console.log(HELP); process.exit(0) }
+
+function int (name: string, v: string, min: number): number {
+  const n = Number(v)
+  if (!Number.isFinite(n) || n < min) { console.error(`--${name} must be a number >= ${min}, got "${v}"`); process.exit(2) }
+  return n
+}
+
+let creds: { device: DeviceCredentials, fleet: DeviceCredentials[], resident: { id: string, password: string } }
+try {
+  creds = JSON.parse(readFileSync(values.credentials, 'utf8'))
+} catch (e) {
+  console.error(`cannot read credentials from ${values.credentials}: ${(e as Error).message}\nStart vitalmesh first (npm start): it writes the demo credentials there.`)
+  process.exit(2)
+}
+const want = int('devices', values.devices, 1)
+const all = [creds.device, ...creds.fleet]
+if (want > all.length) console.error(`only ${all.length} device credentials in ${values.credentials}; simulating ${all.length}`)
+const devices = all.slice(0, want)
+
+console.log(`sim: ${devices.length} devices -> ${values.url}, a reading every ${values.interval} s each, for ${values.duration} s (seed ${values.seed})`)
+const stats = await runFleet({
+  url: values.url,
+  devices,
+  intervalS: int('interval', values.interval, 0.01),
+  durationS: int('duration', values.duration, 1),
+  batch: int('batch', values.batch, 1),
+  seed: int('seed', values.seed, 0),
+  firstScenario: values.scenario as Scenario,
+  watchAlerts: { residentId: creds.resident.id, password: creds.resident.password },
+  onProgress: (s) => console.log(`sim: ${s.elapsedS.toFixed(0)} s, ${s.connected} connected, ${s.sent} readings sent, ${s.acked} acknowledged, ${s.errors} device errors, ${s.alerts} alerts for ${creds.resident.id}`),
+  onAlert: (topic, body) => {
+    try {
+      const a = JSON.parse(body) as { severity: string, state: string, message: string }
+      console.log(`ALERT ${topic} [${a.severity}, ${a.state}] ${a.message}`)
+    } catch { console.log(`ALERT ${topic} ${body}`) }
+  },
+})
+console.log(`sim: done in ${stats.elapsedS.toFixed(1)} s: ${stats.sent} readings sent, ${stats.acked} acknowledged, ${stats.errors} device errors, ${stats.alerts} alerts received by ${creds.resident.id}`)
+process.exit(stats.acked === stats.sent ? 0 : 1)

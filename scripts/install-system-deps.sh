@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the Debian packages vitalmesh's tests and benchmarks use, when they are missing.
+# Idempotent: a second run installs nothing. Needs root (or sudo) and Debian's apt.
+set -euo pipefail
+
+# command -> package that provides it
+declare -A NEED=(
+  [mosquitto_pub]=mosquitto-clients
+  [mosquitto_sub]=mosquitto-clients
+  [mosquitto]=mosquitto
+)
+
+missing=()
+for cmd in "${!NEED[@]}"; do
+  if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ]; then
+    missing+=("${NEED[$cmd]}")
+  fi
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "system packages: all present"
+  exit 0
+fi
+mapfile -t pkgs < <(printf '%s\n' "${missing[@]}" | sort -u)
+echo "system packages: installing ${pkgs[*]}"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+# the mosquitto package may start a system broker on 1883, which vitalmesh uses by default;
+# tests and benchmarks start their own mosquitto on free ports
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet mosquitto 2>/dev/null; then
+  $SUDO systemctl disable --now mosquitto >/dev/null 2>&1 || true
+fi
+echo "system packages: done"

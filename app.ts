@@ -30,7 +30,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   const store: TelemetryStore = new EmbeddedStore(join(dataDir, 'telemetry.db'))
   const alerts = new AlertBook(db, defaultRuleSet, clock, logger.child({ component: 'alerting' }))
   spool.addParticipant(alerts)
-  const drain = new Drain(spool, store, logger.child({ component: 'drain' }), { batch: config.ingest.drainBatch })
+  const drain = new Drain(spool, store, logger.child({ component: 'drain' }), { batch: config.ingest.drainBatch, intervalMs: config.ingest.drainIntervalMs })
 
   let broker: Broker | undefined
   const ingest = new Ingest(spool, clock, (deviceId, e) => broker?.replyError(deviceId, e))

@@ -23,6 +23,8 @@ export const ConfigSchema = z.strictObject({
   ingest: z.strictObject({
     /** how many spool rows one drain step moves to the telemetry store */
     drainBatch: z.coerce.number().int().min(1).max(100_000).default(5000),
+    /** how long the drain waits to gather a batch before writing a partial one */
+    drainIntervalMs: z.coerce.number().int().min(0).max(60_000).default(100),
     /** bounded dead-letter table for invalid payloads */
     deadLetterMax: z.coerce.number().int().min(0).default(10_000),
   }).prefault({}),
@@ -44,6 +46,7 @@ export const ENV_SETTINGS: Record<string, string> = {
   VITALMESH_HTTP_HOST: 'http.host',
   VITALMESH_HTTP_PORT: 'http.port',
   VITALMESH_DRAIN_BATCH: 'ingest.drainBatch',
+  VITALMESH_DRAIN_INTERVAL_MS: 'ingest.drainIntervalMs',
   VITALMESH_DEAD_LETTER_MAX: 'ingest.deadLetterMax',
   VITALMESH_DEMO: 'demo.enabled',
 }

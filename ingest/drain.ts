@@ -15,6 +15,7 @@ export class Drain {
   private stopped = false
   private failures = 0
   private timer: NodeJS.Timeout | undefined
+  private tick: NodeJS.Timeout | undefined
   private idleWaiters: (() => void)[] = []
   readonly stats = { drained: 0, batches: 0, failures: 0 }
 
@@ -22,11 +23,18 @@ export class Drain {
     private readonly spool: Spool,
     private readonly store: TelemetryStore,
     private readonly logger: Logger,
-    private readonly opts: { batch: number, maxBackoffMs?: number },
+    private readonly opts: { batch: number, intervalMs: number, maxBackoffMs?: number },
   ) {}
 
   start (): void {
-    this.spool.onCommit(() => this.kick())
+    // A pass starts at once when a full batch is waiting, else after intervalMs: the store
+    // then takes few large transactions instead of one per ingest commit.
+    let pending = 0
+    this.spool.onCommit((rows) => {
+      pending += rows.length
+      if (pending >= this.opts.batch) { pending = 0; this.kick(); return }
+      this.tick ??= setTimeout(() => { this.tick = undefined; pending = 0; this.kick() }, this.opts.intervalMs)
+    })
     this.kick()
   }
 
@@ -76,6 +84,7 @@ export class Drain {
 
   stop (): void {
     this.stopped = true
+    if (this.tick) clearTimeout(this.tick)
     if (this.timer) clearTimeout(this.timer)
     this.timer = undefined
   }

@@ -1,0 +1,61 @@
+import { describe, expect, it } from 'vitest'
+import { openDatabase, silentLogger, type StoredReading } from '../../core/index.ts'
+import { Spool, Drain, EmbeddedStore, type TelemetryStore } from '../index.ts'
+import { tempDir } from '../../test/helpers/proc.ts'
+import { join } from 'node:path'
+
+const req = (deviceKey: number, seqs: number[]) => ({ deviceKey, deviceId: `d${deviceKey}`, residentId: 'r1', readings: seqs.map((seq) => ({ seq, ts: 1000 + seq, hr: 70 })) })
+
+describe('spool', () => {
+  it('commits the appends of one event-loop turn in one transaction, and drops duplicate seqs per device', async () => {
+    const spool = new Spool(openDatabase(':memory:'), silentLogger(), { deadLetterMax: 10 })
+    const results = await Promise.all([spool.appendAsync(req(1, [1, 2])), spool.appendAsync(req(1, [2, 3])), spool.appendAsync(req(2, [1]))])
+    expect(spool.stats.commits).toBe(1)
+    expect(results).toEqual([{ accepted: 2, duplicates: 0 }, { accepted: 1, duplicates: 1 }, { accepted: 1, duplicates: 0 }])
+    expect(await spool.appendAsync(req(1, [1, 2, 3]))).toEqual({ accepted: 0, duplicates: 3 })
+    expect(spool.size()).toBe(4)
+  })
+
+  it('never reuses an id after the drain emptied it (the cursor would skip readings)', async () => {
+    const spool = new Spool(openDatabase(':memory:'), silentLogger(), { deadLetterMax: 10 })
+    await spool.appendAsync(req(1, [1]))
+    const [first] = spool.read(0, 10)
+    spool.ack('store', first!.id)
+    await spool.appendAsync(req(1, [2]))
+    expect(spool.read(spool.cursor('store'), 10).map((r) => r.seq)).toEqual([2])
+  })
+})
+
+class FlakyStore implements TelemetryStore {
+  readonly kind = 'flaky'
+  down = true
+  writes = 0
+  constructor (private readonly inner: TelemetryStore) {}
+  async write (rows: readonly StoredReading[]): Promise<void> {
+    this.writes++
+    if (this.down) throw new Error('connection refused')
+    return this.inner.write(rows)
+  }
+  queryRange (r: string, f: number, t: number, l: number) { return this.inner.queryRange(r, f, t, l) }
+  async ping () {}
+  async close () { await this.inner.close() }
+}
+
+describe('drain', () => {
+  it('keeps readings in the spool while the store fails, then delivers each exactly once', async () => {
+    const dir = tempDir()
+    const spool = new Spool(openDatabase(join(dir, 's.db')), silentLogger(), { deadLetterMax: 10 })
+    const store = new FlakyStore(new EmbeddedStore(join(dir, 't.db')))
+    const drain = new Drain(spool, store, silentLogger(), { batch: 3, intervalMs: 5, maxBackoffMs: 20 })
+    drain.start()
+    await spool.appendAsync(req(1, [1, 2, 3, 4, 5, 6, 7]))
+    await new Promise((r) => setTimeout(r, 100))
+    expect(store.writes).toBeGreaterThan(1) // it retried
+    expect(spool.size()).toBe(7)
+    store.down = false
+    await drain.idle()
+    expect(spool.size()).toBe(0)
+    expect((await store.queryRange('r1', 0, 1e9, 100)).map((r) => r.seq)).toEqual([1, 2, 3, 4, 5, 6, 7])
+    drain.stop()
+  })
+})

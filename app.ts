@@ -3,9 +3,10 @@ import type { AddressInfo } from 'node:net'
 import { openDatabase, topics, type Clock, type Config, type Logger } from './core/index.ts'
 import { Registry, ensureDemo, type DemoCredentials } from './registry/index.ts'
 import { Spool, EmbeddedStore, Drain, Ingest, type TelemetryStore } from './ingest/index.ts'
-import { AlertBook, defaultRuleSet } from './alerting/index.ts'
+import { AlertBook, RuleSetStore, type Override } from './alerting/index.ts'
+import { Outbox } from './forwarder/index.ts'
 import { createBroker, type Broker } from './broker/index.ts'
-import { buildApi } from './api/index.ts'
+import { buildApi, alertingRoutes } from './api/index.ts'
 
 export interface AppDeps {
   config: Config
@@ -28,7 +29,27 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   const registry = new Registry(db)
   const spool = new Spool(db, logger.child({ component: 'ingest' }), { deadLetterMax: config.ingest.deadLetterMax })
   const store: TelemetryStore = new EmbeddedStore(join(dataDir, 'telemetry.db'))
-  const alerts = new AlertBook(db, defaultRuleSet, clock, logger.child({ component: 'alerting' }))
+  const ruleSets = new RuleSetStore(db)
+  const outbox = new Outbox(db, clock, logger.child({ component: 'outbox' }), config.outbox)
+  const alerts = new AlertBook({
+    db, clock, logger: logger.child({ component: 'alerting' }),
+    activeRuleSets: () => ruleSets.active(),
+    resident: (id) => {
+      const r = registry.resident(id)
+      return r && { id: r.id, birthYear: r.birthYear, conditions: r.conditions, region: r.region, language: r.language, hospitalId: r.hospitalId }
+    },
+    overrides: (id) => new Map<string, Override>(registry.overrides(id).map((o) => [o.ruleKey, o.params])),
+    hospitalEndpoint: (id) => {
+      const h = registry.hospital(id)
+      return h?.webhookUrl ? { url: h.webhookUrl, token: h.webhookToken } : undefined
+    },
+    enqueueWebhook: (e) => { outbox.enqueue(e) },
+    options: {
+      tickMs: config.alerting.tickMs,
+      escalateAfterS: config.alerting.escalateAfterS,
+      renotifyS: { critical: config.alerting.renotifyCriticalS, warning: config.alerting.renotifyWarningS, info: config.alerting.renotifyInfoS },
+    },
+  })
   spool.addParticipant(alerts)
   const drain = new Drain(spool, store, logger.child({ component: 'drain' }), { batch: config.ingest.drainBatch, intervalMs: config.ingest.drainIntervalMs })
 
@@ -39,13 +60,37 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     authenticate: (u, p) => registry.authenticate(u, p),
     ingest: (device, payload, done) => ingest.accept(device, payload, done),
     maxPayloadBytes: config.mqtt.maxPayloadBytes,
+    acknowledge: (residentId, payload, done) => {
+      let id: unknown
+      try { id = (JSON.parse(payload.toString('utf8')) as { id?: unknown }).id } catch { /* reported below */ }
+      if (typeof id !== 'string') {
+        log.info({ residentId }, 'alert acknowledgement without {"id": "<alert id>"} ignored')
+        return done(null)
+      }
+      try { alerts.acknowledge(id, `resident:${residentId}`, residentId) } catch (e) { log.info({ residentId, alertId: id, err: (e as Error).message }, 'alert acknowledgement refused') }
+      done(null)
+    },
   })
   const mqtt = broker
-  alerts.setNotifier((alert, delivered) => {
-    mqtt.publish(topics.alerts(alert.residentId), Buffer.from(JSON.stringify(alert)), 1).then(delivered, (err: Error) => {
-      log.warn({ err, alertId: alert.id }, 'could not publish an alert; it will be re-sent after a restart')
-    })
+  alerts.setNotifier({
+    alert: (alert, delivered) => {
+      mqtt.publish(topics.alerts(alert.residentId), Buffer.from(JSON.stringify(alert)), 1).then(delivered, (err: Error) => {
+        log.warn({ err, alertId: alert.id }, 'could not publish an alert; it will be re-sent after a restart')
+      })
+    },
+    status: (residentId, body) => {
+      mqtt.publish(topics.alertStatus(residentId), Buffer.from(JSON.stringify(body)), 1, true).catch((err: Error) => log.warn({ err }, 'could not publish an alert status'))
+    },
   })
+  /** devices read the standards in force from a retained topic, to warn locally */
+  const publishStandards = (): void => {
+    const body = { ruleSets: alerts.activeRuleSets, updatedAt: new Date(clock.now()).toISOString() }
+    mqtt.publish(topics.standards, Buffer.from(JSON.stringify(body)), 1, true).catch((err: Error) => log.warn({ err }, 'could not publish the standards'))
+  }
+  const rulesChanged = (residentId?: string): void => {
+    alerts.rulesChanged(residentId)
+    if (!residentId) publishStandards()
+  }
 
   let started = false
   let stopping = false
@@ -55,6 +100,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     queryReadings: (r, from, to, limit) => store.queryRange(r, from, to, limit),
     residentExists: (id) => registry.resident(id) !== undefined,
     mqttOverWebSocket: (stream, req) => mqtt.handle(stream, req),
+    routes: [alertingRoutes({ registry, ruleSets, alerts, rulesChanged })],
     readiness: async () => {
       const checks: Record<string, string> = { app: started && !stopping ? 'ok' : 'starting or stopping' }
       try { await store.ping(); checks.store = 'ok' } catch (e) { checks.store = (e as Error).message }
@@ -65,7 +111,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   let demo: DemoCredentials | undefined
 
   return {
-    config, registry, spool, store, alerts, drain, ingest, broker: mqtt, api,
+    config, registry, spool, store, alerts, ruleSets, outbox, drain, ingest, broker: mqtt, api, rulesChanged,
     get demo () { return demo },
     async start (): Promise<Listening> {
       if (config.demo.enabled) {
@@ -77,6 +123,9 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       }
       drain.start()
       alerts.resendUndelivered()
+      alerts.start()
+      outbox.start()
+      publishStandards()
       const tcp = await mqtt.listenTcp(config.mqtt.host, config.mqtt.port)
       await api.listen({ host: config.http.host, port: config.http.port })
       const listening = { mqttPort: (tcp.address() as AddressInfo).port, httpPort: (api.server.address() as AddressInfo).port }
@@ -91,7 +140,8 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       await mqtt.close()
       spool.flush()
       drain.stop()
-      alerts.flushDelivered()
+      alerts.stop()
+      outbox.stop()
       await store.close()
       db.close()
       log.info('vitalmesh stopped')

@@ -1,3 +1,6 @@
-export * from './rules.ts'
+export * from './ruleset.ts'
+export * from './builtin.ts'
+export * from './engine.ts'
+export * from './rulesets.ts'
 export * from './alerts.ts'
 export * from './messages.ts'

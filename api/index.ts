@@ -1,1 +1,3 @@
 export * from './app.ts'
+export * from './alerting.ts'
+export * from './access.ts'

@@ -13,6 +13,8 @@ export interface BrokerDeps {
   /** ingest one vitals payload; calls back once durable (or with an error: no PUBACK) */
   ingest(device: { id: string, deviceKey: number, residentId: string }, payload: Buffer, done: (err: Error | null) => void): void
   maxPayloadBytes: number
+  /** a resident acknowledges an alert over MQTT */
+  acknowledge?(residentId: string, payload: Buffer, done: (err: Error | null) => void): void
 }
 
 /** An MQTT PUBLISH header plus topic and message id fit well within this. */
@@ -83,6 +85,9 @@ export async function createBroker (deps: BrokerDeps): Promise<Broker> {
           return done(null)
         }
         return deps.ingest(p, payload, (err) => done(err))
+      }
+      if (p.kind === 'resident' && packet.topic === topics.alertAck(p.id) && deps.acknowledge) {
+        return deps.acknowledge(p.id, Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload), done)
       }
       done(null)
     },

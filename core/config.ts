@@ -28,6 +28,18 @@ export const ConfigSchema = z.strictObject({
     /** bounded dead-letter table for invalid payloads */
     deadLetterMax: z.coerce.number().int().min(0).default(10_000),
   }).prefault({}),
+  alerting: z.strictObject({
+    tickMs: z.coerce.number().int().min(10).max(60_000).default(1000).describe('period of the engine timer (no-data, hold-down, re-notify, escalation)'),
+    escalateAfterS: z.coerce.number().min(0).default(900).describe('a critical alert not acknowledged this long goes to the resident\'s hospital'),
+    renotifyCriticalS: z.coerce.number().min(0).default(300),
+    renotifyWarningS: z.coerce.number().min(0).default(3600),
+    renotifyInfoS: z.coerce.number().min(0).default(0),
+  }).prefault({}),
+  outbox: z.strictObject({
+    pollMs: z.coerce.number().int().min(10).default(500),
+    timeoutMs: z.coerce.number().int().min(100).default(10_000),
+    maxBackoffMs: z.coerce.number().int().min(100).default(300_000),
+  }).prefault({}),
   demo: z.strictObject({
     enabled: bool.default(true).describe('create a demo resident, device and API key on first start'),
   }).prefault({}),
@@ -49,6 +61,14 @@ export const ENV_SETTINGS: Record<string, string> = {
   VITALMESH_DRAIN_INTERVAL_MS: 'ingest.drainIntervalMs',
   VITALMESH_DEAD_LETTER_MAX: 'ingest.deadLetterMax',
   VITALMESH_DEMO: 'demo.enabled',
+  VITALMESH_ALERT_TICK_MS: 'alerting.tickMs',
+  VITALMESH_ESCALATE_AFTER_S: 'alerting.escalateAfterS',
+  VITALMESH_RENOTIFY_CRITICAL_S: 'alerting.renotifyCriticalS',
+  VITALMESH_RENOTIFY_WARNING_S: 'alerting.renotifyWarningS',
+  VITALMESH_RENOTIFY_INFO_S: 'alerting.renotifyInfoS',
+  VITALMESH_OUTBOX_POLL_MS: 'outbox.pollMs',
+  VITALMESH_OUTBOX_TIMEOUT_MS: 'outbox.timeoutMs',
+  VITALMESH_OUTBOX_MAX_BACKOFF_MS: 'outbox.maxBackoffMs',
 }
 
 function setPath (obj: Record<string, unknown>, path: string, value: unknown): void {

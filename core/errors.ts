@@ -14,6 +14,8 @@ export const ErrorCodes = {
   VM_FORBIDDEN: { status: 403, text: 'The API key may not access this resource.' },
   VM_NOT_FOUND: { status: 404, text: 'No such resource.' },
   VM_BAD_REQUEST: { status: 400, text: 'The request is invalid.' },
+  VM_INVALID_RULE_SET: { status: 400, text: 'The rule set document does not match the rule-set schema.' },
+  VM_CONFLICT: { status: 409, text: 'The resource exists already (e.g. a rule set version is published once).' },
   VM_CONFIG_INVALID: { status: 500, text: 'A configuration setting is invalid.' },
   VM_STORE_UNAVAILABLE: { status: 503, text: 'The storage layer is not available.' },
   VM_NOT_READY: { status: 503, text: 'The service is starting or stopping.' },

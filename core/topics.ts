@@ -6,6 +6,10 @@ export const topics = {
   deviceErrors: (deviceId: string) => `devices/${deviceId}/errors`,
   deviceRoot: (deviceId: string) => `devices/${deviceId}/`,
   alerts: (residentId: string) => `alerts/${residentId}`,
+  /** a resident acknowledges an alert by publishing `{"id": "<alert id>"}` here */
+  alertAck: (residentId: string) => `alerts/${residentId}/ack`,
+  /** retained: the resident's active alerts */
+  alertStatus: (residentId: string) => `alerts/${residentId}/status`,
   standards: 'standards/current',
 } as const
 

@@ -1,5 +1,5 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto'
-import { type DB, hashSecret, verifySecret, newSecret, digestToken, SCRYPT_COST, isValidId, VitalmeshError } from '../core/index.ts'
+import { type DB, ensureColumns, hashSecret, verifySecret, newSecret, digestToken, SCRYPT_COST, isValidId, VitalmeshError } from '../core/index.ts'
 
 export type Role = 'operator' | 'resident' | 'hospital' | 'research'
 
@@ -9,7 +9,12 @@ export type Principal = DevicePrincipal | ResidentPrincipal
 
 export interface ApiKeyPrincipal { keyId: string, role: Role, scope: string | null }
 
-export interface ResidentRecord { id: string, name: string | null, language: string, region: string | null }
+export interface ResidentRecord {
+  id: string, name: string | null, language: string, region: string | null
+  birthYear: number | null, conditions: string[], hospitalId: string | null
+}
+export interface HospitalRecord { id: string, name: string, webhookUrl: string | null, webhookToken: string | null }
+export interface OverrideRecord { residentId: string, ruleKey: string, params: { value?: number, min?: number, max?: number, forS?: number }, setBy: string, setAt: number }
 export interface DeviceRecord { key: number, id: string, residentId: string, model: string | null, region: string | null, revoked: boolean }
 
 /**
@@ -29,12 +34,24 @@ export class Registry {
         key INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, resident_id TEXT NOT NULL REFERENCES residents(id),
         secret_hash TEXT NOT NULL, model TEXT, region TEXT, created_at INTEGER NOT NULL, revoked_at INTEGER);
       CREATE INDEX IF NOT EXISTS devices_resident ON devices(resident_id);
+      CREATE TABLE IF NOT EXISTS hospitals (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL, webhook_url TEXT, webhook_token TEXT, created_at INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS overrides (
+        resident_id TEXT NOT NULL, rule_key TEXT NOT NULL, params TEXT NOT NULL, set_by TEXT NOT NULL, set_at INTEGER NOT NULL,
+        PRIMARY KEY (resident_id, rule_key));
       CREATE TABLE IF NOT EXISTS api_keys (
         id TEXT PRIMARY KEY, digest TEXT NOT NULL, role TEXT NOT NULL, scope TEXT,
         label TEXT, created_at INTEGER NOT NULL, revoked_at INTEGER);
     `)
+    ensureColumns(db, 'residents', { birth_year: 'INTEGER', conditions: "TEXT NOT NULL DEFAULT '[]'", hospital_id: 'TEXT' })
     this.q = {
-      resident: db.prepare<[string], { id: string, name: string | null, language: string, region: string | null, secret_hash: string | null }>('SELECT id, name, language, region, secret_hash FROM residents WHERE id = ?'),
+      resident: db.prepare<[string], { id: string, name: string | null, language: string, region: string | null, secret_hash: string | null, birth_year: number | null, conditions: string, hospital_id: string | null }>('SELECT id, name, language, region, secret_hash, birth_year, conditions, hospital_id FROM residents WHERE id = ?'),
+      updateResident: db.prepare('UPDATE residents SET birth_year = coalesce(?, birth_year), conditions = coalesce(?, conditions), hospital_id = coalesce(?, hospital_id), language = coalesce(?, language) WHERE id = ?'),
+      hospital: db.prepare<[string], { id: string, name: string, webhook_url: string | null, webhook_token: string | null }>('SELECT id, name, webhook_url, webhook_token FROM hospitals WHERE id = ?'),
+      insertHospital: db.prepare('INSERT INTO hospitals (id, name, webhook_url, webhook_token, created_at) VALUES (?, ?, ?, ?, ?)'),
+      overrides: db.prepare<[string], { resident_id: string, rule_key: string, params: string, set_by: string, set_at: number }>('SELECT * FROM overrides WHERE resident_id = ?'),
+      setOverride: db.prepare('INSERT INTO overrides (resident_id, rule_key, params, set_by, set_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT(resident_id, rule_key) DO UPDATE SET params = excluded.params, set_by = excluded.set_by, set_at = excluded.set_at'),
+      deleteOverride: db.prepare('DELETE FROM overrides WHERE resident_id = ? AND rule_key = ?'),
       device: db.prepare<[string], { key: number, id: string, resident_id: string, secret_hash: string, model: string | null, region: string | null, revoked_at: number | null }>('SELECT key, id, resident_id, secret_hash, model, region, revoked_at FROM devices WHERE id = ?'),
       insertResident: db.prepare('INSERT INTO residents (id, name, language, region, secret_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)'),
       insertDevice: db.prepare('INSERT INTO devices (id, resident_id, secret_hash, model, region, created_at) VALUES (?, ?, ?, ?, ?, ?)'),
@@ -69,7 +86,40 @@ export class Registry {
 
   resident (id: string): ResidentRecord | undefined {
     const r = this.q.resident.get(id)
-    return r && { id: r.id, name: r.name, language: r.language, region: r.region }
+    return r && {
+      id: r.id, name: r.name, language: r.language, region: r.region,
+      birthYear: r.birth_year, conditions: JSON.parse(r.conditions) as string[], hospitalId: r.hospital_id,
+    }
+  }
+
+  /** Sets a resident's profile fields (those given); the rule engine picks rule sets by them. */
+  updateResident (id: string, p: { birthYear?: number, conditions?: string[], hospitalId?: string, language?: string }): void {
+    if (p.hospitalId !== undefined && !this.q.hospital.get(p.hospitalId)) throw new VitalmeshError('VM_NOT_FOUND', `hospital "${p.hospitalId}" is not registered`)
+    const changes = this.q.updateResident.run(p.birthYear ?? null, p.conditions ? JSON.stringify(p.conditions) : null, p.hospitalId ?? null, p.language ?? null, id).changes
+    if (!changes) throw new VitalmeshError('VM_NOT_FOUND', `resident "${id}" is not registered`)
+  }
+
+  addHospital (h: { id: string, name: string, webhookUrl?: string, webhookToken?: string }): void {
+    if (!isValidId(h.id)) throw new VitalmeshError('VM_BAD_REQUEST', `"${h.id}" is not a valid id`)
+    if (this.q.hospital.get(h.id)) throw new VitalmeshError('VM_CONFLICT', `hospital "${h.id}" is already registered`)
+    this.q.insertHospital.run(h.id, h.name, h.webhookUrl ?? null, h.webhookToken ?? null, Date.now())
+  }
+
+  hospital (id: string): HospitalRecord | undefined {
+    const h = this.q.hospital.get(id)
+    return h && { id: h.id, name: h.name, webhookUrl: h.webhook_url, webhookToken: h.webhook_token }
+  }
+
+  overrides (residentId: string): OverrideRecord[] {
+    return this.q.overrides.all(residentId).map((o) => ({ residentId: o.resident_id, ruleKey: o.rule_key, params: JSON.parse(o.params) as OverrideRecord['params'], setBy: o.set_by, setAt: o.set_at }))
+  }
+
+  setOverride (residentId: string, ruleKey: string, params: OverrideRecord['params'], setBy: string): void {
+    this.q.setOverride.run(residentId, ruleKey, JSON.stringify(params), setBy, Date.now())
+  }
+
+  deleteOverride (residentId: string, ruleKey: string): boolean {
+    return this.q.deleteOverride.run(residentId, ruleKey).changes > 0
   }
 
   device (id: string): DeviceRecord | undefined {

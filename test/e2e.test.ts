@@ -36,12 +36,12 @@ describe('wearable to alert, end to end', () => {
 
     const crisis = await pub(2, 192, 124, 88)
     expect(crisis.code, crisis.stderr).toBe(0)
-    const line = await waitFor('an alert on mosquitto_sub', () => sub.lines.find((l) => l.includes('"bp.crisis"')))
+    const line = await waitFor('an alert on mosquitto_sub', () => sub.lines.find((l) => l.includes('"acc-aha-2017/bp-category"')))
     sub.stop()
     const [topic, ...rest] = line.split(' ')
     expect(topic).toBe(`alerts/${resident.id}`)
     const alert = JSON.parse(rest.join(' '))
-    expect(alert).toMatchObject({ residentId: resident.id, ruleId: 'bp.crisis', severity: 'critical', state: 'open', reading: { seq: 2, sys: 192, dia: 124 } })
+    expect(alert).toMatchObject({ residentId: resident.id, ruleKey: 'acc-aha-2017/bp-category', severity: 'critical', state: 'open', reading: { seq: 2, deviceId: device.deviceId }, detail: { category: 'crisis', values: { sys: 192, dia: 124 } } })
     expect(alert.message).toMatch(/emergency/)
     // the store is fed by the spool's drain, a moment after the PUBACK
     await waitFor('both readings in the store', async () => (await readings()).count === 2)

@@ -13,7 +13,7 @@ describe('firmware simulator', () => {
     const r = await run(process.execPath, ['--import', 'tsx', join(ROOT, 'firmware-sim/cli.ts'), '--url', `mqtt://127.0.0.1:${t.mqttPort}`,
       '--credentials', join(t.dataDir, 'demo-credentials.json'), '--devices', '20', '--interval', '0.2', '--duration', '6'], 40_000)
     expect(r.code, r.stdout + r.stderr).toBe(0)
-    expect(r.stdout).toMatch(/ALERT alerts\/demo-resident \[critical, open\] Hypertensive crisis/)
+    expect(r.stdout).toMatch(/ALERT alerts\/demo-resident \[critical, open\] .*hypertensive crisis/)
     const summary = /(\d+) readings sent, (\d+) acknowledged, (\d+) device errors, (\d+) alerts/.exec(r.stdout.split('\n').filter(Boolean).pop()!)!
     expect(Number(summary[1])).toBeGreaterThan(400)
     expect(summary[2]).toBe(summary[1])
@@ -21,7 +21,7 @@ describe('firmware simulator', () => {
     await t.app.drain.idle()
     const stored = await t.app.store.queryRange('demo-resident', 0, Date.now() + 1e6, 10_000)
     expect(stored.length).toBeGreaterThanOrEqual(25)
-    expect(t.app.alerts.forResident('demo-resident').some((a) => a.ruleId === 'bp.crisis')).toBe(true)
+    expect(t.app.alerts.forResident('demo-resident').some((a) => a.ruleKey === 'acc-aha-2017/bp-category' && a.detail.category === 'crisis')).toBe(true)
   })
 
   it('is deterministic for a seed and stays physiological', () => {

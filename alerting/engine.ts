@@ -1,0 +1,328 @@
+import type { Reading } from '../core/index.ts'
+import type { Condition, Metric, Rule, RuleSetDoc, Severity, Audience } from './ruleset.ts'
+
+/** What the engine knows of a resident to pick rule sets by audience. */
+export interface ResidentProfile {
+  id: string
+  birthYear: number | null
+  conditions: readonly string[]
+  region: string | null
+}
+
+/** Per-resident, per-rule state; plain JSON so it can be stored with the commit that changed it. */
+export interface RuleState {
+  /** sustained: ts when the condition became true */
+  since?: number | null
+  /** nOfM: the last m results as bits, newest in bit 0, and how many were recorded */
+  bits?: number
+  count?: number
+  /** rateOfChange: recent [ts, value] pairs */
+  w?: [number, number][]
+  /** average: buckets [start, nBp, sumSys, sumDia, nHr, sumHr] */
+  b?: [number, number, number, number, number, number][]
+}
+
+export interface Detail {
+  values: { hr?: number, sys?: number, dia?: number, pp?: number, map?: number }
+  category?: string
+  scores?: { sys?: number, hr?: number }
+  average?: { sys?: number, dia?: number, hr?: number, n: number }
+  change?: number
+  silentForS?: number
+}
+
+export interface Verdict {
+  key: string
+  rule: CompiledRule
+  /** the condition to open an alert holds */
+  trigger: boolean
+  /** the (hysteresis-relaxed) condition to keep an open alert holds */
+  holds: boolean
+  severity: Severity
+  detail: Detail
+}
+
+export interface CompiledRule {
+  key: string
+  ruleSetId: string
+  ruleSetVersion: string
+  rule: Rule
+  /** evaluates a reading; undefined when the reading lacks what the rule needs */
+  evaluate(r: Reading, st: RuleState): Verdict | undefined
+}
+
+export interface Override { value?: number, min?: number, max?: number, forS?: number }
+
+export function metricOf (r: Reading, m: Metric): number | undefined {
+  switch (m) {
+    case 'hr': return r.hr
+    case 'sys': return r.sys
+    case 'dia': return r.dia
+    case 'pp': return r.sys !== undefined && r.dia !== undefined ? r.sys - r.dia : undefined
+    case 'map': return r.sys !== undefined && r.dia !== undefined ? r.dia + (r.sys - r.dia) / 3 : undefined
+  }
+}
+
+type Test = (r: Reading) => boolean | undefined
+
+function compare (op: '>' | '>=' | '<' | '<=', x: number, v: number): boolean {
+  return op === '>' ? x > v : op === '>=' ? x >= v : op === '<' ? x < v : x <= v
+}
+
+function compileCondition (c: Condition, relax: number): Test {
+  if ('activity' in c) {
+    const set = new Set(c.activity)
+    return (r) => r.activity === undefined ? undefined : set.has(r.activity)
+  }
+  const m = c.metric
+  if (c.op === 'between') {
+    const min = c.min - relax; const max = c.max + relax
+    return (r) => { const x = metricOf(r, m); return x === undefined ? undefined : x >= min && x < max }
+  }
+  const op = c.op
+  // hysteresis moves the threshold toward normal, so an open alert clears only once the value is clearly back
+  const v = op === '>' || op === '>=' ? c.value - relax : c.value + relax
+  return (r) => { const x = metricOf(r, m); return x === undefined ? undefined : compare(op, x, v) }
+}
+
+function compileAll (cs: readonly Condition[], relax: number): Test {
+  const tests = cs.map((c) => compileCondition(c, relax))
+  return (r) => {
+    let all = true
+    for (const t of tests) {
+      const v = t(r)
+      if (v === undefined) return undefined
+      if (!v) all = false
+    }
+    return all
+  }
+}
+
+function valuesOf (r: Reading): Detail['values'] {
+  const v: Detail['values'] = {}
+  if (r.hr !== undefined) v.hr = r.hr
+  if (r.sys !== undefined && r.dia !== undefined) { v.sys = r.sys; v.dia = r.dia; v.pp = r.sys - r.dia; v.map = Math.round((r.dia + (r.sys - r.dia) / 3) * 10) / 10 }
+  return v
+}
+
+function applyOverride (rule: Rule, o: Override | undefined): Rule {
+  if (!o) return rule
+  const patch = (cs: Condition[]): Condition[] => {
+    let done = false
+    return cs.map((c) => {
+      if (done || 'activity' in c) return c
+      done = true
+      if (c.op === 'between') return { ...c, min: o.min ?? c.min, max: o.max ?? c.max }
+      return { ...c, value: o.value ?? c.value }
+    })
+  }
+  switch (rule.kind) {
+    case 'threshold': case 'nOfM': return { ...rule, when: patch(rule.when) }
+    case 'sustained': return { ...rule, when: patch(rule.when), forS: o.forS ?? rule.forS }
+    case 'noData': return { ...rule, forS: o.forS ?? rule.forS }
+    default: return rule
+  }
+}
+
+/** Compiles one rule of a rule set into a closure that evaluates a reading. */
+export function compileRule (doc: Pick<RuleSetDoc, 'id' | 'version'>, original: Rule, override?: Override): CompiledRule {
+  const rule = applyOverride(original, override)
+  const key = `${doc.id}/${rule.id}`
+  const h = rule.clear.hysteresis
+  const base = { key, ruleSetId: doc.id, ruleSetVersion: doc.version, rule }
+  const verdict = (c: CompiledRule, trigger: boolean, holds: boolean, severity: Severity, detail: Detail): Verdict =>
+    ({ key, rule: c, trigger, holds: holds || trigger, severity, detail })
+  let self: CompiledRule
+  switch (rule.kind) {
+    case 'threshold': {
+      const t = compileAll(rule.when, 0); const relaxed = compileAll(rule.when, h)
+      self = { ...base, evaluate: (r) => { const v = t(r); if (v === undefined) return undefined; return verdict(self, v, relaxed(r) === true, rule.severity, { values: valuesOf(r) }) } }
+      break
+    }
+    case 'classification': {
+      const cats = rule.categories
+      const alertOn = rule.alertOn
+      const firstAlerting = cats.findIndex((c) => c.id in alertOn)
+      const levelOf = (x: number, which: 'sys' | 'dia', relax: number): number => {
+        let level = 0
+        for (let i = 1; i < cats.length; i++) {
+          const b = cats[i]![which]
+          if (b && compare(b.op, x, b.value - relax)) level = i
+        }
+        return level
+      }
+      self = {
+        ...base,
+        evaluate: (r) => {
+          if (r.sys === undefined || r.dia === undefined) return undefined
+          // the category is the higher of the SBP and DBP categories
+          const level = Math.max(levelOf(r.sys, 'sys', 0), levelOf(r.dia, 'dia', 0))
+          const relaxedLevel = h > 0 ? Math.max(levelOf(r.sys, 'sys', h), levelOf(r.dia, 'dia', h)) : level
+          const cat = cats[level]!.id
+          const sev = alertOn[cat]
+          return verdict(self, sev !== undefined, firstAlerting >= 0 && relaxedLevel >= firstAlerting, sev ?? rule.severity, { values: valuesOf(r), category: cat })
+        },
+      }
+      break
+    }
+    case 'sustained': {
+      const t = compileAll(rule.when, 0); const relaxed = compileAll(rule.when, h)
+      const forMs = rule.forS * 1000
+      self = {
+        ...base,
+        evaluate: (r, st) => {
+          const v = t(r)
+          if (v === undefined) return undefined
+          if (!v) st.since = null
+          else if (st.since === undefined || st.since === null) st.since = r.ts
+          const trigger = v && r.ts - st.since! >= forMs
+          return verdict(self, trigger, relaxed(r) === true, rule.severity, { values: valuesOf(r) })
+        },
+      }
+      break
+    }
+    case 'nOfM': {
+      const t = compileAll(rule.when, 0)
+      const mask = rule.m >= 32 ? 0xffffffff : (1 << rule.m) - 1
+      self = {
+        ...base,
+        evaluate: (r, st) => {
+          const v = t(r)
+          if (v === undefined) return undefined
+          st.bits = (((st.bits ?? 0) << 1) | (v ? 1 : 0)) & mask
+          st.count = Math.min(rule.m, (st.count ?? 0) + 1)
+          let ones = 0
+          for (let b = st.bits; b; b &= b - 1) ones++
+          return verdict(self, ones >= rule.n, ones >= rule.n, rule.severity, { values: valuesOf(r) })
+        },
+      }
+      break
+    }
+    case 'rateOfChange': {
+      const withinMs = rule.withinS * 1000
+      self = {
+        ...base,
+        evaluate: (r, st) => {
+          const x = metricOf(r, rule.metric)
+          if (x === undefined) return undefined
+          const w = (st.w ??= [])
+          while (w.length > 0 && (r.ts - w[0]![0] > withinMs || w.length >= 64)) w.shift()
+          let change = 0
+          for (const [, y] of w) change = Math.max(change, rule.direction === 'rise' ? x - y : y - x)
+          w.push([r.ts, x])
+          return verdict(self, change >= rule.delta, change >= rule.delta - h, rule.severity, { values: valuesOf(r), change })
+        },
+      }
+      break
+    }
+    case 'noData': {
+      // judged on the engine's timer; a reading only ever clears it
+      self = { ...base, evaluate: (r) => verdict(self, false, false, rule.severity, { values: valuesOf(r) }) }
+      break
+    }
+    case 'score': {
+      const score = (x: number, bands: { upTo: number | null, points: number }[]): number => {
+        for (const b of bands) if (b.upTo === null || x <= b.upTo) return b.points
+        return 0
+      }
+      self = {
+        ...base,
+        evaluate: (r) => {
+          const scores: Detail['scores'] = {}
+          if (rule.bands.sys && r.sys !== undefined) scores.sys = score(r.sys, rule.bands.sys)
+          if (rule.bands.hr && r.hr !== undefined) scores.hr = score(r.hr, rule.bands.hr)
+          if (scores.sys === undefined && scores.hr === undefined) return undefined
+          const top = Math.max(scores.sys ?? 0, scores.hr ?? 0)
+          return verdict(self, top >= rule.anySubScoreAtLeast, top >= rule.anySubScoreAtLeast, rule.severity, { values: valuesOf(r), scores })
+        },
+      }
+      break
+    }
+    case 'average': {
+      const windowMs = rule.windowS * 1000
+      const bucketMs = Math.max(60_000, Math.floor(windowMs / 168))
+      self = {
+        ...base,
+        evaluate: (r, st) => {
+          if (r.hr === undefined && r.sys === undefined) return undefined
+          const b = (st.b ??= [])
+          const start = r.ts - (r.ts % bucketMs)
+          let cur = b.find((x) => x[0] === start)
+          if (!cur) { cur = [start, 0, 0, 0, 0, 0]; b.push(cur); b.sort((x, y) => x[0] - y[0]) }
+          if (r.sys !== undefined && r.dia !== undefined) { cur[1]++; cur[2] += r.sys; cur[3] += r.dia }
+          if (r.hr !== undefined) { cur[4]++; cur[5] += r.hr }
+          const newest = b[b.length - 1]![0]
+          while (b.length > 0 && b[0]![0] <= newest - windowMs) b.shift()
+          let nBp = 0; let sSys = 0; let sDia = 0; let nHr = 0; let sHr = 0
+          for (const x of b) { nBp += x[1]; sSys += x[2]; sDia += x[3]; nHr += x[4]; sHr += x[5] }
+          const avg: Detail['average'] = { n: Math.max(nBp, nHr) }
+          if (nBp) { avg.sys = Math.round(sSys / nBp * 10) / 10; avg.dia = Math.round(sDia / nBp * 10) / 10 }
+          if (nHr) avg.hr = Math.round(sHr / nHr * 10) / 10
+          const met = (relax: number): boolean => rule.any.some((c) => {
+            const n = c.metric === 'hr' ? nHr : nBp
+            if (n < rule.minReadings) return false
+            const x = c.metric === 'hr' ? avg.hr : c.metric === 'sys' ? avg.sys : c.metric === 'dia' ? avg.dia
+              : c.metric === 'pp' ? avg.sys! - avg.dia! : avg.dia! + (avg.sys! - avg.dia!) / 3
+            const v = c.op === '>' || c.op === '>=' ? c.value - relax : c.value + relax
+            return x !== undefined && compare(c.op, x, v)
+          })
+          return verdict(self, met(0), met(h), rule.severity, { values: valuesOf(r), average: avg })
+        },
+      }
+      break
+    }
+  }
+  return self
+}
+
+export function audienceMatches (a: Audience, p: ResidentProfile, now: number): boolean {
+  switch (a.kind) {
+    case 'all': return true
+    case 'resident': return a.residentId === p.id
+    case 'cohort': {
+      if (a.ageMin !== undefined || a.ageMax !== undefined) {
+        if (p.birthYear === null) return false
+        const age = new Date(now).getUTCFullYear() - p.birthYear
+        if (a.ageMin !== undefined && age < a.ageMin) return false
+        if (a.ageMax !== undefined && age >= a.ageMax) return false
+      }
+      if (a.conditions && !a.conditions.some((c) => p.conditions.includes(c))) return false
+      if (a.regions && (p.region === null || !a.regions.includes(p.region))) return false
+      return true
+    }
+  }
+}
+
+/**
+ * The rules that apply to each resident, compiled once per resident and reused for every
+ * reading until the active rule sets, the resident's profile or an override change.
+ */
+export class RuleIndex {
+  private readonly perResident = new Map<string, CompiledRule[]>()
+  private readonly shared = new Map<string, CompiledRule>()
+
+  constructor (private readonly active: readonly RuleSetDoc[], private readonly overrides: (residentId: string) => Map<string, Override> | undefined) {
+    for (const doc of active) for (const r of doc.rules) this.shared.set(`${doc.id}/${r.id}`, compileRule(doc, r))
+  }
+
+  get ruleSets (): readonly RuleSetDoc[] { return this.active }
+
+  rulesFor (p: ResidentProfile, now: number): CompiledRule[] {
+    let rules = this.perResident.get(p.id)
+    if (rules) return rules
+    const ov = this.overrides(p.id)
+    rules = []
+    for (const doc of this.active) {
+      if (!audienceMatches(doc.audience, p, now)) continue
+      for (const r of doc.rules) {
+        const key = `${doc.id}/${r.id}`
+        const o = ov?.get(key)
+        rules.push(o ? compileRule(doc, r, o) : this.shared.get(key)!)
+      }
+    }
+    this.perResident.set(p.id, rules)
+    return rules
+  }
+
+  forget (residentId: string): void { this.perResident.delete(residentId) }
+}

@@ -1,0 +1,125 @@
+import type { FastifyInstance } from 'fastify'
+import { parse as parseYaml } from 'yaml'
+import { z } from 'zod'
+import { VitalmeshError, IdSchema } from '../core/index.ts'
+import type { Registry } from '../registry/index.ts'
+import type { AlertBook, RuleSetStore } from '../alerting/index.ts'
+import { requireRole, mayAccessResident } from './access.ts'
+
+export interface AlertingRoutesDeps {
+  registry: Registry
+  ruleSets: RuleSetStore
+  alerts: AlertBook
+  /** called after a rule set was activated or deactivated, or an override changed */
+  rulesChanged(residentId?: string): void
+}
+
+const OverrideBody = z.strictObject({
+  ruleKey: z.string().regex(/^[A-Za-z0-9._-]+\/[A-Za-z0-9._-]+$/, 'ruleKey is <rule set id>/<rule id>'),
+  params: z.strictObject({ value: z.number().optional(), min: z.number().optional(), max: z.number().optional(), forS: z.number().positive().optional() })
+    .refine((p) => Object.keys(p).length > 0, 'give at least one of value, min, max, forS'),
+})
+
+function parseBody<T> (schema: z.ZodType<T>, body: unknown): T {
+  const r = schema.safeParse(body)
+  if (!r.success) throw new VitalmeshError('VM_BAD_REQUEST', r.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; '))
+  return r.data
+}
+
+function residentParam (id: string): string {
+  const r = IdSchema.safeParse(id)
+  if (!r.success) throw new VitalmeshError('VM_BAD_REQUEST', `resident id: ${r.error.issues[0]!.message}`)
+  return r.data
+}
+
+/** Rule sets (research institutions publish, operators activate), standards, alerts and overrides. */
+export function alertingRoutes (d: AlertingRoutesDeps) {
+  return (app: FastifyInstance): void => {
+    // research institutions may publish YAML as well as JSON
+    app.addContentTypeParser(['application/yaml', 'application/x-yaml', 'text/yaml'], { parseAs: 'string' }, (_req, body, done) => {
+      try { done(null, parseYaml(body as string)) } catch (e) { done(new VitalmeshError('VM_INVALID_RULE_SET', `not valid YAML: ${(e as Error).message}`)) }
+    })
+    const hospitalOf = (id: string): string | null | undefined => d.registry.resident(id)?.hospitalId
+    const guardResident = (p: Parameters<typeof mayAccessResident>[0], id: string): void => {
+      if (!mayAccessResident(p, id, hospitalOf)) throw new VitalmeshError('VM_FORBIDDEN', `this key may not access resident ${id}`)
+      if (!d.registry.resident(id)) throw new VitalmeshError('VM_NOT_FOUND', `resident ${id} is not registered`)
+    }
+
+    app.get('/v1/standards', async (req) => {
+      requireRole(req.principal, 'operator', 'resident', 'hospital', 'research')
+      return { ruleSets: d.alerts.activeRuleSets }
+    })
+
+    app.get('/v1/rulesets', async (req) => {
+      requireRole(req.principal, 'operator', 'research')
+      return { versions: d.ruleSets.list() }
+    })
+
+    app.get<{ Params: { id: string, version: string } }>('/v1/rulesets/:id/:version', async (req) => {
+      requireRole(req.principal, 'operator', 'research')
+      const doc = d.ruleSets.get(req.params.id, req.params.version)
+      if (!doc) throw new VitalmeshError('VM_NOT_FOUND', `rule set ${req.params.id} version ${req.params.version} is not published`)
+      return doc
+    })
+
+    app.post('/v1/rulesets', async (req, reply) => {
+      const p = requireRole(req.principal, 'research')
+      const doc = d.ruleSets.publish(req.body, `research:${p.scope ?? p.keyId}`)
+      req.log.info({ ruleSet: doc.id, version: doc.version, by: p.scope }, 'rule set published')
+      return reply.status(201).send({ id: doc.id, version: doc.version, active: false })
+    })
+
+    app.post<{ Params: { id: string, version: string } }>('/v1/rulesets/:id/:version/activate', async (req) => {
+      const p = requireRole(req.principal, 'operator')
+      d.ruleSets.activate(req.params.id, req.params.version, `operator:${p.keyId}`)
+      d.rulesChanged()
+      req.log.info({ ruleSet: req.params.id, version: req.params.version }, 'rule set activated')
+      return { id: req.params.id, version: req.params.version, active: true }
+    })
+
+    app.delete<{ Params: { id: string } }>('/v1/rulesets/:id/active', async (req) => {
+      const p = requireRole(req.principal, 'operator')
+      d.ruleSets.deactivate(req.params.id, `operator:${p.keyId}`)
+      d.rulesChanged()
+      return { id: req.params.id, active: false }
+    })
+
+    app.get<{ Params: { id: string }, Querystring: { limit?: string } }>('/v1/residents/:id/alerts', async (req) => {
+      const p = requireRole(req.principal, 'operator', 'resident', 'hospital')
+      const id = residentParam(req.params.id)
+      guardResident(p, id)
+      const limit = Math.min(1000, Math.max(1, Number(req.query.limit ?? 100) || 100))
+      return { residentId: id, alerts: d.alerts.forResident(id, limit) }
+    })
+
+    app.get<{ Params: { id: string } }>('/v1/alerts/:id/history', async (req) => {
+      const p = requireRole(req.principal, 'operator', 'resident', 'hospital')
+      const a = d.alerts.get(req.params.id)
+      if (!a || !mayAccessResident(p, a.residentId, hospitalOf)) throw new VitalmeshError('VM_NOT_FOUND', `no alert ${req.params.id} for this key`)
+      return { alert: a, transitions: d.alerts.history(a.id) }
+    })
+
+    app.post<{ Params: { id: string } }>('/v1/alerts/:id/ack', async (req) => {
+      const p = requireRole(req.principal, 'operator', 'resident')
+      const a = d.alerts.acknowledge(req.params.id, `${p.role}:${p.scope ?? p.keyId}`, p.role === 'resident' ? p.scope ?? '' : undefined)
+      return a
+    })
+
+    app.get<{ Params: { id: string } }>('/v1/residents/:id/overrides', async (req) => {
+      const p = requireRole(req.principal, 'operator', 'hospital')
+      const id = residentParam(req.params.id)
+      guardResident(p, id)
+      return { residentId: id, overrides: d.registry.overrides(id) }
+    })
+
+    app.put<{ Params: { id: string } }>('/v1/residents/:id/overrides', async (req) => {
+      const p = requireRole(req.principal, 'hospital')
+      const id = residentParam(req.params.id)
+      guardResident(p, id)
+      const body = parseBody(OverrideBody, req.body)
+      d.registry.setOverride(id, body.ruleKey, body.params, `hospital:${p.scope}`)
+      d.rulesChanged(id)
+      return { residentId: id, overrides: d.registry.overrides(id) }
+    })
+  }
+}

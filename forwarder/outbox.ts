@@ -1,0 +1,109 @@
+import { request } from 'undici'
+import type { Clock, DB, Logger } from '../core/index.ts'
+
+export interface OutboxEntry { sink: string, url: string, headers: Record<string, string>, body: string, idempotencyKey: string }
+
+interface Row { id: number, sink: string, url: string, headers: string, body: string, idempotency_key: string, attempts: number }
+
+export interface OutboxOptions { pollMs: number, timeoutMs: number, maxBackoffMs: number }
+
+/**
+ * A durable outbox: messages are written in the same transaction as the change that
+ * caused them and delivered at least once, with an Idempotency-Key the receiver can use
+ * to drop repeats. Each endpoint has its own queue, so one slow or failing endpoint
+ * never delays the others; failures back off exponentially with jitter.
+ */
+export class Outbox {
+  private readonly s
+  private timer: NodeJS.Timeout | undefined
+  private readonly busy = new Set<string>()
+  private readonly waiters: (() => void)[] = []
+  readonly stats = { delivered: 0, failures: 0 }
+
+  constructor (db: DB, private readonly clock: Clock, private readonly logger: Logger, private readonly opts: OutboxOptions) {
+    db.exec(`
+      CREATE TABLE IF NOT EXISTS outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, sink TEXT NOT NULL, url TEXT NOT NULL, headers TEXT NOT NULL, body TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL UNIQUE, attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL,
+        created_at INTEGER NOT NULL, delivered_at INTEGER, last_error TEXT);
+      CREATE INDEX IF NOT EXISTS outbox_due ON outbox(next_at) WHERE delivered_at IS NULL;
+    `)
+    this.s = {
+      insert: db.prepare('INSERT OR IGNORE INTO outbox (sink, url, headers, body, idempotency_key, next_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)'),
+      due: db.prepare<[number], Row>('SELECT id, sink, url, headers, body, idempotency_key, attempts FROM outbox WHERE delivered_at IS NULL AND next_at <= ? ORDER BY id LIMIT 500'),
+      delivered: db.prepare('UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, last_error = NULL WHERE id = ?'),
+      failed: db.prepare('UPDATE outbox SET attempts = attempts + 1, next_at = ?, last_error = ? WHERE id = ?'),
+      pending: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM outbox WHERE delivered_at IS NULL'),
+    }
+  }
+
+  /** Call inside the transaction that makes the message necessary. Repeats of a key are ignored. */
+  enqueue (e: OutboxEntry): boolean {
+    const now = this.clock.now()
+    return this.s.insert.run(e.sink, e.url, JSON.stringify(e.headers), e.body, e.idempotencyKey, now, now).changes > 0
+  }
+
+  pending (): number { return this.s.pending.get()!.n }
+
+  start (): void {
+    const loop = (): void => {
+      this.poll()
+      this.timer = setTimeout(loop, this.opts.pollMs)
+    }
+    loop()
+  }
+
+  stop (): void { if (this.timer) clearTimeout(this.timer); this.timer = undefined }
+
+  /** Starts deliveries that are due: the oldest message of each idle endpoint. */
+  poll (): void {
+    const rows = this.s.due.all(this.clock.now())
+    const seen = new Set<string>()
+    for (const row of rows) {
+      const endpoint = new URL(row.url).origin
+      if (seen.has(endpoint) || this.busy.has(endpoint)) continue
+      seen.add(endpoint)
+      this.busy.add(endpoint)
+      void this.deliver(row).finally(() => {
+        this.busy.delete(endpoint)
+        if (this.busy.size === 0 && this.pending() === 0) { const w = this.waiters.splice(0); w.forEach((f) => f()) }
+      })
+    }
+  }
+
+  private async deliver (row: Row): Promise<void> {
+    let error: string
+    let retryAfterMs: number | undefined
+    try {
+      const res = await request(row.url, {
+        method: 'POST',
+        headers: { ...JSON.parse(row.headers) as Record<string, string>, 'content-type': 'application/json', 'idempotency-key': row.idempotency_key },
+        body: row.body,
+        headersTimeout: this.opts.timeoutMs,
+        bodyTimeout: this.opts.timeoutMs,
+      })
+      await res.body.dump()
+      if (res.statusCode >= 200 && res.statusCode < 300) {
+        this.s.delivered.run(this.clock.now(), row.id)
+        this.stats.delivered++
+        return
+      }
+      error = `HTTP ${res.statusCode}`
+      const ra = Number(res.headers['retry-after'])
+      if (Number.isFinite(ra) && ra >= 0) retryAfterMs = ra * 1000
+    } catch (e) {
+      error = (e as Error).message
+    }
+    this.stats.failures++
+    const backoff = Math.min(this.opts.maxBackoffMs, 500 * 2 ** Math.min(row.attempts, 16)) * (0.5 + Math.random() / 2)
+    const delay = Math.max(backoff, retryAfterMs ?? 0)
+    this.s.failed.run(this.clock.now() + delay, error, row.id)
+    this.logger.warn({ sink: row.sink, url: new URL(row.url).origin, attempts: row.attempts + 1, error, retryInMs: Math.round(delay) }, 'delivery failed; will retry')
+  }
+
+  /** Resolves when nothing is pending (tests, shutdown). */
+  async idle (): Promise<void> {
+    if (this.pending() === 0 && this.busy.size === 0) return
+    await new Promise<void>((resolve) => this.waiters.push(resolve))
+  }
+}

@@ -2,6 +2,7 @@ import { writeFileSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { cpus } from 'node:os'
 import { ingestThroughput, type IngestResult } from './ingest.ts'
+import { ruleEvaluation } from './rules.ts'
 
 /** `npm run bench`: speed goals live here, never in timed tests. */
 const results: IngestResult[] = []
@@ -10,6 +11,8 @@ for (const o of [{ messages: 20_000, batch: 1, inflight: 20 }, { messages: 5_000
   console.log(`ingest, ${r.label}: ${Math.round(r.readingsPerS)} readings/s, server CPU ${r.serverCpuUsPerReading.toFixed(1)} µs/reading, load generator CPU ${r.clientCpuUsPerReading.toFixed(1)} µs/reading`)
   results.push(r)
 }
+const rules = ruleEvaluation()
+console.log(`rule engine: ${rules.ruleSets} active rule sets, ${rules.rules} rules per resident: ${(rules.nsPerReading / 1000).toFixed(2)} µs per reading, ${(rules.nsPerReadingPerRule / 1000).toFixed(3)} µs per reading per rule (goal < 2 µs)`)
 const dir = join(import.meta.dirname, 'results')
 mkdirSync(dir, { recursive: true })
 const md = [
@@ -20,6 +23,12 @@ const md = [
   '| load | readings | seconds | readings/s | server CPU µs/reading | load generator CPU µs/reading |',
   '|---|---|---|---|---|---|',
   ...results.map((r) => `| ${r.label} | ${r.readings} | ${r.seconds.toFixed(2)} | ${Math.round(r.readingsPerS)} | ${r.serverCpuUsPerReading.toFixed(1)} | ${r.clientCpuUsPerReading.toFixed(1)} |`),
+  '',
+  '# Rule engine evaluation cost',
+  '',
+  '| active rule sets | rules per resident | readings | µs per reading | µs per reading per rule | goal |',
+  '|---|---|---|---|---|---|',
+  `| ${rules.ruleSets} | ${rules.rules} | ${rules.readings} | ${(rules.nsPerReading / 1000).toFixed(2)} | ${(rules.nsPerReadingPerRule / 1000).toFixed(3)} | < 2 µs per reading per rule |`,
   '',
 ]
 writeFileSync(join(dir, 'ingest.md'), md.join('\n'))

@@ -1,12 +1,12 @@
 import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { runFleet, type DeviceCredentials } from './fleet.ts'
-import type { Scenario } from './model.ts'
+import { SCENARIOS, type Scenario } from './model.ts'
 
 const HELP = `vitalmesh firmware simulator
 
   npm run sim -- [--devices 20] [--url mqtt://localhost:1883] [--credentials data/demo-credentials.json]
-                 [--interval 2] [--duration 60] [--batch 1] [--seed 1] [--scenario crisis-episodes]
+                 [--interval 2] [--duration 60] [--batch 1] [--seed 1] [--scenario crisis-episodes] [--sim-step S]
 
   --devices      how many simulated wearables (taken from the credentials file)
   --interval     seconds between two readings of one device
@@ -14,7 +14,9 @@ const HELP = `vitalmesh firmware simulator
   --batch        readings per message (1 = single readings)
   --seed         a run with the same seed is the same run
   --scenario     scenario of the first device (the demo resident's): healthy, hypertensive,
-                 crisis-episodes, tachycardia-episodes
+                 crisis-episodes, tachycardia-episodes, sustained-tachycardia
+  --sim-step     fast-forward: each reading's timestamp advances S simulated seconds, ending
+                 at about now (like a device replaying what it measured while offline)
 The first device is the demo resident's; its alerts are printed as they arrive.`
 
 const { values } = parseArgs({
@@ -27,6 +29,7 @@ const { values } = parseArgs({
     batch: { type: 'string', default: '1' },
     seed: { type: 'string', default: '1' },
     scenario: { type: 'string', default: 'crisis-episodes' },
+    'sim-step': { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   },
 })
@@ -45,6 +48,7 @@ try {
   console.error(`cannot read credentials from ${values.credentials}: ${(e as Error).message}\nStart vitalmesh first (npm start): it writes the demo credentials there.`)
   process.exit(2)
 }
+if (!SCENARIOS.includes(values.scenario as Scenario)) { console.error(`--scenario must be one of ${SCENARIOS.join(', ')}`); process.exit(2) }
 const want = int('devices', values.devices, 1)
 const all = [creds.device, ...creds.fleet]
 if (want > all.length) console.error(`only ${all.length} device credentials in ${values.credentials}; simulating ${all.length}`)
@@ -59,6 +63,7 @@ const stats = await runFleet({
   batch: int('batch', values.batch, 1),
   seed: int('seed', values.seed, 0),
   firstScenario: values.scenario as Scenario,
+  ...(values['sim-step'] ? { simStepS: int('sim-step', values['sim-step'], 0.001) } : {}),
   watchAlerts: { residentId: creds.resident.id, password: creds.resident.password },
   onProgress: (s) => console.log(`sim: ${s.elapsedS.toFixed(0)} s, ${s.connected} connected, ${s.sent} readings sent, ${s.acked} acknowledged, ${s.errors} device errors, ${s.alerts} alerts for ${creds.resident.id}`),
   onAlert: (topic, body) => {

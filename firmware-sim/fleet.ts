@@ -12,6 +12,11 @@ export interface FleetOptions {
   seed: number
   /** readings per message (store-and-forward style batches when > 1) */
   batch: number
+  /**
+   * simulated seconds per reading: readings carry timestamps that advance this much each,
+   * ending at about now (a device replaying what it measured while offline, or a fast-forward demo)
+   */
+  simStepS?: number
   /** scenario of the first device (the demo resident's) */
   firstScenario?: Scenario
   watchAlerts?: { residentId: string, password: string }
@@ -61,10 +66,12 @@ export async function runFleet (o: FleetOptions): Promise<FleetStats> {
     sims.push(sim)
   })))
 
+  const planned = Math.ceil(o.durationS / o.intervalS) * o.batch
+  const simStart = o.simStepS ? Date.now() - planned * o.simStepS * 1000 : 0
   const tick = (sim: SimDevice): void => {
     const readings = []
     for (let k = 0; k < o.batch; k++) {
-      const t = Date.now() - (o.batch - 1 - k) * 1000
+      const t = o.simStepS ? Math.min(Date.now(), simStart + sim.n * o.simStepS * 1000) : Date.now() - (o.batch - 1 - k) * 1000
       const m = measure(sim.person, t, sim.rand, sim.n++)
       readings.push({ seq: sim.seq++, ts: t, ...m })
     }

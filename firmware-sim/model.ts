@@ -16,7 +16,8 @@ function normal (rand: () => number, mean: number, sd: number): number {
   return mean + sd * Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v)
 }
 
-export type Scenario = 'healthy' | 'hypertensive' | 'crisis-episodes' | 'tachycardia-episodes'
+export type Scenario = 'healthy' | 'hypertensive' | 'crisis-episodes' | 'tachycardia-episodes' | 'sustained-tachycardia'
+export const SCENARIOS: Scenario[] = ['healthy', 'hypertensive', 'crisis-episodes', 'tachycardia-episodes', 'sustained-tachycardia']
 
 export interface Person {
   restHr: number
@@ -54,6 +55,12 @@ export function measure (p: Person, t: number, rand: () => number, n: number): S
   let dia = p.restDia + 3 * circadian + 5 * exertion + normal(rand, 0, 3) - (sleeping ? 6 : 0)
   if (p.scenario === 'crisis-episodes' && n % 20 === 19) { sys = normal(rand, 192, 5); dia = normal(rand, 118, 4) }
   if (p.scenario === 'tachycardia-episodes' && n % 15 >= 12) hr = normal(rand, 132, 4)
+  if (p.scenario === 'sustained-tachycardia') {
+    // at rest throughout: normal, then 30 readings of tachycardia, a slow recovery just under
+    // the threshold (118 bpm, inside the hysteresis margin), then clearly normal
+    const phaseHr = n < 2 ? p.restHr : n < 32 ? 132 : n < 38 ? 118 : 78
+    return { hr: Math.round(phaseHr), sys: Math.round(Math.min(sys, 135)), dia: Math.round(Math.min(dia, 85, sys - 15)), activity: 'rest', motion: false }
+  }
   const motion = rand() < 0.02
   if (motion) hr += normal(rand, 0, 15) // motion artefact: noisy optical heart rate
   dia = Math.min(dia, sys - 15)

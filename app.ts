@@ -4,9 +4,9 @@ import { openDatabase, topics, type Clock, type Config, type Logger } from './co
 import { Registry, ensureDemo, type DemoCredentials } from './registry/index.ts'
 import { Spool, EmbeddedStore, Drain, Ingest, type TelemetryStore } from './ingest/index.ts'
 import { AlertBook, RuleSetStore, type Override } from './alerting/index.ts'
-import { Outbox } from './forwarder/index.ts'
+import { Outbox, Aggregator, parseWindow, hospitalSink, researchSink, parentSink, type SummarySink } from './forwarder/index.ts'
 import { createBroker, type Broker } from './broker/index.ts'
-import { buildApi, alertingRoutes } from './api/index.ts'
+import { buildApi, alertingRoutes, forwarderRoutes } from './api/index.ts'
 
 export interface AppDeps {
   config: Config
@@ -30,7 +30,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   const spool = new Spool(db, logger.child({ component: 'ingest' }), { deadLetterMax: config.ingest.deadLetterMax })
   const store: TelemetryStore = new EmbeddedStore(join(dataDir, 'telemetry.db'))
   const ruleSets = new RuleSetStore(db)
-  const outbox = new Outbox(db, clock, logger.child({ component: 'outbox' }), config.outbox)
+  const outbox = new Outbox(db, clock, logger.child({ component: 'outbox' }), { ...config.outbox, deadLetterAfterMs: config.outbox.deadLetterAfterS * 1000 })
   const alerts = new AlertBook({
     db, clock, logger: logger.child({ component: 'alerting' }),
     activeRuleSets: () => ruleSets.active(),
@@ -51,6 +51,25 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     },
   })
   spool.addParticipant(alerts)
+
+  const windows = config.forwarder.windows.split(',').map((w) => parseWindow(w))
+  const sinks: SummarySink[] = [
+    hospitalSink({ node: config.region.id, maxEntries: config.forwarder.fhirMaxEntries, clock, hospitals: () => registry.hospitals(), enqueue: (e) => { outbox.enqueue(e) } }),
+    researchSink({ k: config.forwarder.k, institutions: () => registry.institutions(), enqueue: (e) => { outbox.enqueue(e) } }),
+  ]
+  if (config.region.parentUrl) sinks.push(parentSink({ parentUrl: config.region.parentUrl, token: config.region.parentToken ?? null, enqueue: (e) => { outbox.enqueue(e) } }))
+  const aggregator = new Aggregator({
+    db, clock, logger: logger.child({ component: 'forwarder' }), windows,
+    latenessMs: config.forwarder.latenessS * 1000, retainMs: config.forwarder.retainS * 1000,
+    region: { id: config.region.id, level: config.region.level },
+    resident: (id) => {
+      const r = registry.resident(id)
+      return r && { region: r.region, birthYear: r.birthYear, hospitalId: r.hospitalId, researchConsent: r.researchConsent }
+    },
+    alertsIn: (id, from, to) => alerts.openedBetween(id, from, to),
+    sinks,
+  })
+  spool.addParticipant({ prepare: (rows) => aggregator.prepare(rows), commit: () => {} })
   const drain = new Drain(spool, store, logger.child({ component: 'drain' }), { batch: config.ingest.drainBatch, intervalMs: config.ingest.drainIntervalMs })
 
   let broker: Broker | undefined
@@ -100,7 +119,10 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     queryReadings: (r, from, to, limit) => store.queryRange(r, from, to, limit),
     residentExists: (id) => registry.resident(id) !== undefined,
     mqttOverWebSocket: (stream, req) => mqtt.handle(stream, req),
-    routes: [alertingRoutes({ registry, ruleSets, alerts, rulesChanged })],
+    routes: [
+      alertingRoutes({ registry, ruleSets, alerts, rulesChanged }),
+      forwarderRoutes({ registry, aggregator, outbox, region: config.region, windows: windows.map((w) => w.name), residentChanged: (id) => alerts.rulesChanged(id) }),
+    ],
     readiness: async () => {
       const checks: Record<string, string> = { app: started && !stopping ? 'ok' : 'starting or stopping' }
       try { await store.ping(); checks.store = 'ok' } catch (e) { checks.store = (e as Error).message }
@@ -111,7 +133,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   let demo: DemoCredentials | undefined
 
   return {
-    config, registry, spool, store, alerts, ruleSets, outbox, drain, ingest, broker: mqtt, api, rulesChanged,
+    config, registry, spool, store, alerts, ruleSets, outbox, aggregator, drain, ingest, broker: mqtt, api, rulesChanged,
     get demo () { return demo },
     async start (): Promise<Listening> {
       if (config.demo.enabled) {
@@ -125,6 +147,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       alerts.resendUndelivered()
       alerts.start()
       outbox.start()
+      aggregator.start(config.forwarder.tickMs)
       publishStandards()
       const tcp = await mqtt.listenTcp(config.mqtt.host, config.mqtt.port)
       await api.listen({ host: config.http.host, port: config.http.port })
@@ -141,6 +164,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       spool.flush()
       drain.stop()
       alerts.stop()
+      aggregator.stop()
       outbox.stop()
       await store.close()
       db.close()

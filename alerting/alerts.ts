@@ -127,6 +127,7 @@ export class AlertBook {
       saveState: db.prepare('INSERT INTO rule_state (resident_id, rule_key, state) VALUES (?, ?, ?) ON CONFLICT(resident_id, rule_key) DO UPDATE SET state = excluded.state'),
       seen: db.prepare('INSERT INTO resident_seen (resident_id, last_ts) VALUES (?, ?) ON CONFLICT(resident_id) DO UPDATE SET last_ts = max(last_ts, excluded.last_ts)'),
       allSeen: db.prepare<[], { resident_id: string, last_ts: number }>('SELECT resident_id, last_ts FROM resident_seen'),
+      openedBetween: db.prepare<[string, number, number], { n: number }>('SELECT count(*) AS n FROM alerts WHERE resident_id = ? AND opened_at >= ? AND opened_at < ?'),
     }
     this.index = this.buildIndex()
     this.reload()
@@ -453,6 +454,11 @@ export class AlertBook {
 
   forResident (residentId: string, limit = 100): Alert[] {
     return this.s.forResident.all(residentId, limit).map(fromRow)
+  }
+
+  /** How many alerts opened for a resident in [from, to) (window summaries report it). */
+  openedBetween (residentId: string, from: number, to: number): number {
+    return this.s.openedBetween.get(residentId, from, to)!.n
   }
 
   get (alertId: string): Alert | undefined {

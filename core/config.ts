@@ -39,6 +39,23 @@ export const ConfigSchema = z.strictObject({
     pollMs: z.coerce.number().int().min(10).default(500),
     timeoutMs: z.coerce.number().int().min(100).default(10_000),
     maxBackoffMs: z.coerce.number().int().min(100).default(300_000),
+    breakerFailures: z.coerce.number().int().min(1).default(5),
+    breakerOpenMs: z.coerce.number().int().min(0).default(30_000),
+    deadLetterAfterS: z.coerce.number().min(1).default(3 * 86400),
+  }).prefault({}),
+  region: z.strictObject({
+    id: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/).default('local').describe('this node\'s region (a county id for a county node)'),
+    level: z.enum(['county', 'city', 'province', 'national']).default('county'),
+    parentUrl: z.url().optional().describe('the parent node\'s federation endpoint, e.g. https://city.example/v1/federation/rollups'),
+    parentToken: z.string().optional().describe('an API key with role "region" issued by the parent node'),
+  }).prefault({}),
+  forwarder: z.strictObject({
+    windows: z.string().regex(/^\s*\d+[smhd](\s*,\s*\d+[smhd])*\s*$/, 'a list like 1h,1d').default('1h,1d'),
+    latenessS: z.coerce.number().min(0).default(600).describe('a window closes this long after its end'),
+    retainS: z.coerce.number().min(0).default(7 * 86400).describe('late readings for windows older than this are stored but no longer summarised'),
+    tickMs: z.coerce.number().int().min(10).default(1000),
+    k: z.coerce.number().int().min(2).default(5).describe('research cells covering fewer residents are suppressed'),
+    fhirMaxEntries: z.coerce.number().int().min(1).max(10_000).default(100),
   }).prefault({}),
   demo: z.strictObject({
     enabled: bool.default(true).describe('create a demo resident, device and API key on first start'),
@@ -69,6 +86,19 @@ export const ENV_SETTINGS: Record<string, string> = {
   VITALMESH_OUTBOX_POLL_MS: 'outbox.pollMs',
   VITALMESH_OUTBOX_TIMEOUT_MS: 'outbox.timeoutMs',
   VITALMESH_OUTBOX_MAX_BACKOFF_MS: 'outbox.maxBackoffMs',
+  VITALMESH_OUTBOX_BREAKER_FAILURES: 'outbox.breakerFailures',
+  VITALMESH_OUTBOX_BREAKER_OPEN_MS: 'outbox.breakerOpenMs',
+  VITALMESH_OUTBOX_DEAD_LETTER_AFTER_S: 'outbox.deadLetterAfterS',
+  VITALMESH_REGION_ID: 'region.id',
+  VITALMESH_REGION_LEVEL: 'region.level',
+  VITALMESH_PARENT_URL: 'region.parentUrl',
+  VITALMESH_PARENT_TOKEN: 'region.parentToken',
+  VITALMESH_WINDOWS: 'forwarder.windows',
+  VITALMESH_WINDOW_LATENESS_S: 'forwarder.latenessS',
+  VITALMESH_WINDOW_RETAIN_S: 'forwarder.retainS',
+  VITALMESH_FORWARDER_TICK_MS: 'forwarder.tickMs',
+  VITALMESH_RESEARCH_K: 'forwarder.k',
+  VITALMESH_FHIR_MAX_ENTRIES: 'forwarder.fhirMaxEntries',
 }
 
 function setPath (obj: Record<string, unknown>, path: string, value: unknown): void {

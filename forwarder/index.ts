@@ -1,1 +1,7 @@
 export * from './outbox.ts'
+export * from './stats.ts'
+export * from './windows.ts'
+export * from './aggregator.ts'
+export * from './fhir.ts'
+export * from './research.ts'
+export * from './sinks.ts'

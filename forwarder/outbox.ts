@@ -1,11 +1,22 @@
 import { request } from 'undici'
-import type { Clock, DB, Logger } from '../core/index.ts'
+import { ensureColumns, type Clock, type DB, type Logger } from '../core/index.ts'
 
 export interface OutboxEntry { sink: string, url: string, headers: Record<string, string>, body: string, idempotencyKey: string }
 
 interface Row { id: number, sink: string, url: string, headers: string, body: string, idempotency_key: string, attempts: number }
 
-export interface OutboxOptions { pollMs: number, timeoutMs: number, maxBackoffMs: number }
+export interface OutboxOptions {
+  pollMs: number
+  timeoutMs: number
+  maxBackoffMs: number
+  /** consecutive failures that open an endpoint's circuit, and how long it stays open */
+  breakerFailures?: number
+  breakerOpenMs?: number
+  /** a message not delivered this long after it was queued is set aside for an operator */
+  deadLetterAfterMs?: number
+}
+
+export interface DeadLetterRow { id: number, sink: string, url: string, idempotencyKey: string, attempts: number, createdAt: number, deadAt: number, lastError: string | null }
 
 /**
  * A durable outbox: messages are written in the same transaction as the change that
@@ -17,8 +28,10 @@ export class Outbox {
   private readonly s
   private timer: NodeJS.Timeout | undefined
   private readonly busy = new Set<string>()
+  /** per endpoint: consecutive failures and, when its circuit is open, until when */
+  private readonly breakers = new Map<string, { failures: number, openUntil: number }>()
   private readonly waiters: (() => void)[] = []
-  readonly stats = { delivered: 0, failures: 0 }
+  readonly stats = { delivered: 0, failures: 0, deadLettered: 0, circuitOpened: 0 }
 
   constructor (db: DB, private readonly clock: Clock, private readonly logger: Logger, private readonly opts: OutboxOptions) {
     db.exec(`
@@ -28,12 +41,16 @@ export class Outbox {
         created_at INTEGER NOT NULL, delivered_at INTEGER, last_error TEXT);
       CREATE INDEX IF NOT EXISTS outbox_due ON outbox(next_at) WHERE delivered_at IS NULL;
     `)
+    ensureColumns(db, 'outbox', { dead_at: 'INTEGER' })
     this.s = {
       insert: db.prepare('INSERT OR IGNORE INTO outbox (sink, url, headers, body, idempotency_key, next_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)'),
-      due: db.prepare<[number], Row>('SELECT id, sink, url, headers, body, idempotency_key, attempts FROM outbox WHERE delivered_at IS NULL AND next_at <= ? ORDER BY id LIMIT 500'),
+      due: db.prepare<[number], Row & { created_at: number }>('SELECT id, sink, url, headers, body, idempotency_key, attempts, created_at FROM outbox WHERE delivered_at IS NULL AND dead_at IS NULL AND next_at <= ? ORDER BY id LIMIT 500'),
+      dead: db.prepare('UPDATE outbox SET dead_at = ? WHERE id = ?'),
+      deadList: db.prepare<[], { id: number, sink: string, url: string, idempotency_key: string, attempts: number, created_at: number, dead_at: number, last_error: string | null }>('SELECT id, sink, url, idempotency_key, attempts, created_at, dead_at, last_error FROM outbox WHERE dead_at IS NOT NULL AND delivered_at IS NULL ORDER BY id'),
+      redrive: db.prepare('UPDATE outbox SET dead_at = NULL, attempts = 0, next_at = ?, created_at = ? WHERE dead_at IS NOT NULL AND delivered_at IS NULL AND (? IS NULL OR sink = ?)'),
       delivered: db.prepare('UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, last_error = NULL WHERE id = ?'),
       failed: db.prepare('UPDATE outbox SET attempts = attempts + 1, next_at = ?, last_error = ? WHERE id = ?'),
-      pending: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM outbox WHERE delivered_at IS NULL'),
+      pending: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM outbox WHERE delivered_at IS NULL AND dead_at IS NULL'),
     }
   }
 
@@ -55,12 +72,34 @@ export class Outbox {
 
   stop (): void { if (this.timer) clearTimeout(this.timer); this.timer = undefined }
 
-  /** Starts deliveries that are due: the oldest message of each idle endpoint. */
+  /** Messages set aside after `deadLetterAfterMs`, for operators. */
+  deadLetters (): DeadLetterRow[] {
+    return this.s.deadList.all().map((r) => ({ id: r.id, sink: r.sink, url: r.url, idempotencyKey: r.idempotency_key, attempts: r.attempts, createdAt: r.created_at, deadAt: r.dead_at, lastError: r.last_error }))
+  }
+
+  /** An operator sends the dead letters (of one sink, or all) again. */
+  redrive (sink?: string): number {
+    const now = this.clock.now()
+    const n = this.s.redrive.run(now, now, sink ?? null, sink ?? null).changes
+    this.breakers.clear()
+    return n
+  }
+
+  /** Starts deliveries that are due: the oldest message of each idle endpoint whose circuit is closed. */
   poll (): void {
-    const rows = this.s.due.all(this.clock.now())
+    const now = this.clock.now()
+    const rows = this.s.due.all(now)
     const seen = new Set<string>()
     for (const row of rows) {
       const endpoint = new URL(row.url).origin
+      if (this.opts.deadLetterAfterMs !== undefined && now - row.created_at > this.opts.deadLetterAfterMs) {
+        this.s.dead.run(now, row.id)
+        this.stats.deadLettered++
+        this.logger.error({ sink: row.sink, url: endpoint, attempts: row.attempts, key: row.idempotency_key }, 'message not delivered in time; moved to the dead letters (re-drive: POST /v1/outbox/redrive)')
+        continue
+      }
+      const breaker = this.breakers.get(endpoint)
+      if (breaker && breaker.openUntil > now) continue
       if (seen.has(endpoint) || this.busy.has(endpoint)) continue
       seen.add(endpoint)
       this.busy.add(endpoint)
@@ -77,7 +116,7 @@ export class Outbox {
     try {
       const res = await request(row.url, {
         method: 'POST',
-        headers: { ...JSON.parse(row.headers) as Record<string, string>, 'content-type': 'application/json', 'idempotency-key': row.idempotency_key },
+        headers: { 'content-type': 'application/json', ...JSON.parse(row.headers) as Record<string, string>, 'idempotency-key': row.idempotency_key },
         body: row.body,
         headersTimeout: this.opts.timeoutMs,
         bodyTimeout: this.opts.timeoutMs,
@@ -86,6 +125,7 @@ export class Outbox {
       if (res.statusCode >= 200 && res.statusCode < 300) {
         this.s.delivered.run(this.clock.now(), row.id)
         this.stats.delivered++
+        this.breakers.delete(new URL(row.url).origin)
         return
       }
       error = `HTTP ${res.statusCode}`
@@ -95,6 +135,16 @@ export class Outbox {
       error = (e as Error).message
     }
     this.stats.failures++
+    const endpoint = new URL(row.url).origin
+    const b = this.breakers.get(endpoint) ?? { failures: 0, openUntil: 0 }
+    b.failures++
+    if (b.failures >= (this.opts.breakerFailures ?? 5)) {
+      // stop hammering an endpoint that keeps failing; one trial after the pause (half-open)
+      b.openUntil = this.clock.now() + (this.opts.breakerOpenMs ?? 30_000)
+      b.failures = (this.opts.breakerFailures ?? 5) - 1
+      this.stats.circuitOpened++
+    }
+    this.breakers.set(endpoint, b)
     const backoff = Math.min(this.opts.maxBackoffMs, 500 * 2 ** Math.min(row.attempts, 16)) * (0.5 + Math.random() / 2)
     const delay = Math.max(backoff, retryAfterMs ?? 0)
     this.s.failed.run(this.clock.now() + delay, error, row.id)

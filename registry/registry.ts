@@ -1,7 +1,7 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto'
 import { type DB, ensureColumns, hashSecret, verifySecret, newSecret, digestToken, SCRYPT_COST, isValidId, VitalmeshError } from '../core/index.ts'
 
-export type Role = 'operator' | 'resident' | 'hospital' | 'research'
+export type Role = 'operator' | 'resident' | 'hospital' | 'research' | 'region'
 
 export interface DevicePrincipal { kind: 'device', id: string, deviceKey: number, residentId: string }
 export interface ResidentPrincipal { kind: 'resident', id: string }
@@ -11,9 +11,14 @@ export interface ApiKeyPrincipal { keyId: string, role: Role, scope: string | nu
 
 export interface ResidentRecord {
   id: string, name: string | null, language: string, region: string | null
-  birthYear: number | null, conditions: string[], hospitalId: string | null
+  birthYear: number | null, conditions: string[], hospitalId: string | null, researchConsent: boolean
 }
-export interface HospitalRecord { id: string, name: string, webhookUrl: string | null, webhookToken: string | null }
+export interface HospitalRecord {
+  id: string, name: string, webhookUrl: string | null, webhookToken: string | null
+  /** FHIR server base URL receiving summaries, and how vitalmesh authenticates to it */
+  fhirUrl: string | null, fhirAuth: 'bearer' | 'hmac', fhirSecret: string | null
+}
+export interface InstitutionRecord { id: string, name: string, pushUrl: string | null, token: string | null, pseudonymKey: string }
 export interface OverrideRecord { residentId: string, ruleKey: string, params: { value?: number, min?: number, max?: number, forS?: number }, setBy: string, setAt: number }
 export interface DeviceRecord { key: number, id: string, residentId: string, model: string | null, region: string | null, revoked: boolean }
 
@@ -43,12 +48,19 @@ export class Registry {
         id TEXT PRIMARY KEY, digest TEXT NOT NULL, role TEXT NOT NULL, scope TEXT,
         label TEXT, created_at INTEGER NOT NULL, revoked_at INTEGER);
     `)
-    ensureColumns(db, 'residents', { birth_year: 'INTEGER', conditions: "TEXT NOT NULL DEFAULT '[]'", hospital_id: 'TEXT' })
+    ensureColumns(db, 'residents', { birth_year: 'INTEGER', conditions: "TEXT NOT NULL DEFAULT '[]'", hospital_id: 'TEXT', research_consent: 'INTEGER NOT NULL DEFAULT 0' })
+    ensureColumns(db, 'hospitals', { fhir_url: 'TEXT', fhir_auth: "TEXT NOT NULL DEFAULT 'bearer'", fhir_secret: 'TEXT' })
+    db.exec(`CREATE TABLE IF NOT EXISTS research_institutions (
+      id TEXT PRIMARY KEY, name TEXT NOT NULL, push_url TEXT, token TEXT, pseudonym_key TEXT NOT NULL, created_at INTEGER NOT NULL)`)
     this.q = {
-      resident: db.prepare<[string], { id: string, name: string | null, language: string, region: string | null, secret_hash: string | null, birth_year: number | null, conditions: string, hospital_id: string | null }>('SELECT id, name, language, region, secret_hash, birth_year, conditions, hospital_id FROM residents WHERE id = ?'),
-      updateResident: db.prepare('UPDATE residents SET birth_year = coalesce(?, birth_year), conditions = coalesce(?, conditions), hospital_id = coalesce(?, hospital_id), language = coalesce(?, language) WHERE id = ?'),
-      hospital: db.prepare<[string], { id: string, name: string, webhook_url: string | null, webhook_token: string | null }>('SELECT id, name, webhook_url, webhook_token FROM hospitals WHERE id = ?'),
-      insertHospital: db.prepare('INSERT INTO hospitals (id, name, webhook_url, webhook_token, created_at) VALUES (?, ?, ?, ?, ?)'),
+      resident: db.prepare<[string], { id: string, name: string | null, language: string, region: string | null, secret_hash: string | null, birth_year: number | null, conditions: string, hospital_id: string | null, research_consent: number }>('SELECT id, name, language, region, secret_hash, birth_year, conditions, hospital_id, research_consent FROM residents WHERE id = ?'),
+      updateResident: db.prepare('UPDATE residents SET birth_year = coalesce(?, birth_year), conditions = coalesce(?, conditions), hospital_id = coalesce(?, hospital_id), language = coalesce(?, language), research_consent = coalesce(?, research_consent) WHERE id = ?'),
+      hospital: db.prepare<[string], { id: string, name: string, webhook_url: string | null, webhook_token: string | null, fhir_url: string | null, fhir_auth: 'bearer' | 'hmac', fhir_secret: string | null }>('SELECT id, name, webhook_url, webhook_token, fhir_url, fhir_auth, fhir_secret FROM hospitals WHERE id = ?'),
+      hospitals: db.prepare<[], { id: string }>('SELECT id FROM hospitals ORDER BY id'),
+      insertHospital: db.prepare('INSERT INTO hospitals (id, name, webhook_url, webhook_token, fhir_url, fhir_auth, fhir_secret, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
+      institution: db.prepare<[string], { id: string, name: string, push_url: string | null, token: string | null, pseudonym_key: string }>('SELECT * FROM research_institutions WHERE id = ?'),
+      institutions: db.prepare<[], { id: string }>('SELECT id FROM research_institutions ORDER BY id'),
+      insertInstitution: db.prepare('INSERT INTO research_institutions (id, name, push_url, token, pseudonym_key, created_at) VALUES (?, ?, ?, ?, ?, ?)'),
       overrides: db.prepare<[string], { resident_id: string, rule_key: string, params: string, set_by: string, set_at: number }>('SELECT * FROM overrides WHERE resident_id = ?'),
       setOverride: db.prepare('INSERT INTO overrides (resident_id, rule_key, params, set_by, set_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT(resident_id, rule_key) DO UPDATE SET params = excluded.params, set_by = excluded.set_by, set_at = excluded.set_at'),
       deleteOverride: db.prepare('DELETE FROM overrides WHERE resident_id = ? AND rule_key = ?'),
@@ -88,27 +100,44 @@ export class Registry {
     const r = this.q.resident.get(id)
     return r && {
       id: r.id, name: r.name, language: r.language, region: r.region,
-      birthYear: r.birth_year, conditions: JSON.parse(r.conditions) as string[], hospitalId: r.hospital_id,
+      birthYear: r.birth_year, conditions: JSON.parse(r.conditions) as string[], hospitalId: r.hospital_id, researchConsent: r.research_consent === 1,
     }
   }
 
   /** Sets a resident's profile fields (those given); the rule engine picks rule sets by them. */
-  updateResident (id: string, p: { birthYear?: number, conditions?: string[], hospitalId?: string, language?: string }): void {
+  updateResident (id: string, p: { birthYear?: number, conditions?: string[], hospitalId?: string, language?: string, researchConsent?: boolean }): void {
     if (p.hospitalId !== undefined && !this.q.hospital.get(p.hospitalId)) throw new VitalmeshError('VM_NOT_FOUND', `hospital "${p.hospitalId}" is not registered`)
-    const changes = this.q.updateResident.run(p.birthYear ?? null, p.conditions ? JSON.stringify(p.conditions) : null, p.hospitalId ?? null, p.language ?? null, id).changes
+    const consent = p.researchConsent === undefined ? null : p.researchConsent ? 1 : 0
+    const changes = this.q.updateResident.run(p.birthYear ?? null, p.conditions ? JSON.stringify(p.conditions) : null, p.hospitalId ?? null, p.language ?? null, consent, id).changes
     if (!changes) throw new VitalmeshError('VM_NOT_FOUND', `resident "${id}" is not registered`)
   }
 
-  addHospital (h: { id: string, name: string, webhookUrl?: string, webhookToken?: string }): void {
+  addHospital (h: { id: string, name: string, webhookUrl?: string, webhookToken?: string, fhirUrl?: string, fhirAuth?: 'bearer' | 'hmac', fhirSecret?: string }): void {
     if (!isValidId(h.id)) throw new VitalmeshError('VM_BAD_REQUEST', `"${h.id}" is not a valid id`)
     if (this.q.hospital.get(h.id)) throw new VitalmeshError('VM_CONFLICT', `hospital "${h.id}" is already registered`)
-    this.q.insertHospital.run(h.id, h.name, h.webhookUrl ?? null, h.webhookToken ?? null, Date.now())
+    this.q.insertHospital.run(h.id, h.name, h.webhookUrl ?? null, h.webhookToken ?? null, h.fhirUrl ?? null, h.fhirAuth ?? 'bearer', h.fhirSecret ?? null, Date.now())
   }
 
   hospital (id: string): HospitalRecord | undefined {
     const h = this.q.hospital.get(id)
-    return h && { id: h.id, name: h.name, webhookUrl: h.webhook_url, webhookToken: h.webhook_token }
+    return h && { id: h.id, name: h.name, webhookUrl: h.webhook_url, webhookToken: h.webhook_token, fhirUrl: h.fhir_url, fhirAuth: h.fhir_auth, fhirSecret: h.fhir_secret }
   }
+
+  hospitals (): HospitalRecord[] { return this.q.hospitals.all().map((h) => this.hospital(h.id)!) }
+
+  /** Registers a research institution with its own pseudonym key (so institutions cannot link their data). */
+  addInstitution (i: { id: string, name: string, pushUrl?: string, token?: string }): void {
+    if (!isValidId(i.id)) throw new VitalmeshError('VM_BAD_REQUEST', `"${i.id}" is not a valid id`)
+    if (this.q.institution.get(i.id)) throw new VitalmeshError('VM_CONFLICT', `institution "${i.id}" is already registered`)
+    this.q.insertInstitution.run(i.id, i.name, i.pushUrl ?? null, i.token ?? null, randomBytes(32).toString('base64url'), Date.now())
+  }
+
+  institution (id: string): InstitutionRecord | undefined {
+    const r = this.q.institution.get(id)
+    return r && { id: r.id, name: r.name, pushUrl: r.push_url, token: r.token, pseudonymKey: r.pseudonym_key }
+  }
+
+  institutions (): InstitutionRecord[] { return this.q.institutions.all().map((r) => this.institution(r.id)!) }
 
   overrides (residentId: string): OverrideRecord[] {
     return this.q.overrides.all(residentId).map((o) => ({ residentId: o.resident_id, ruleKey: o.rule_key, params: JSON.parse(o.params) as OverrideRecord['params'], setBy: o.set_by, setAt: o.set_at }))

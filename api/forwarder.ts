@@ -1,0 +1,96 @@
+import type { FastifyInstance } from 'fastify'
+import { z } from 'zod'
+import { VitalmeshError } from '../core/index.ts'
+import type { Registry, Role } from '../registry/index.ts'
+import type { Aggregator, Outbox, RegionRollup } from '../forwarder/index.ts'
+import { requireRole } from './access.ts'
+
+export interface ForwarderRoutesDeps {
+  registry: Registry
+  aggregator: Aggregator
+  outbox: Outbox
+  region: { id: string, level: string }
+  windows: string[]
+  residentChanged(residentId: string): void
+}
+
+const Stats = z.strictObject({ n: z.number().int().min(0), min: z.number().nullable(), max: z.number().nullable(), sum: z.number(), bins: z.record(z.string(), z.number().int().min(0)) })
+const RollupSchema = z.strictObject({
+  schema: z.literal('vitalmesh.region-rollup/1'),
+  region: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/),
+  level: z.string(),
+  window: z.strictObject({ kind: z.string(), start: z.number().int(), end: z.number().int() }),
+  version: z.number().int().min(1),
+  residents: z.number().int().min(0),
+  hr: Stats, sys: Stats, dia: Stats,
+  bpCategories: z.record(z.string(), z.number().int().min(0)),
+  children: z.array(z.string()),
+})
+
+const ApiKeyBody = z.strictObject({
+  role: z.enum(['operator', 'resident', 'hospital', 'research', 'region']),
+  scope: z.string().min(1).max(64).nullable().default(null),
+  label: z.string().max(200).optional(),
+})
+
+function bad (issues: z.core.$ZodIssue[]): VitalmeshError {
+  return new VitalmeshError('VM_BAD_REQUEST', issues.slice(0, 5).map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; '))
+}
+
+/** Federation (parent region), region aggregates, the outbox's dead letters, API keys, consent. */
+export function forwarderRoutes (d: ForwarderRoutesDeps) {
+  return (app: FastifyInstance): void => {
+    app.post('/v1/federation/rollups', async (req, reply) => {
+      const p = requireRole(req.principal, 'region')
+      const r = RollupSchema.safeParse(req.body)
+      if (!r.success) throw bad(r.error.issues)
+      if (r.data.region !== p.scope) throw new VitalmeshError('VM_FORBIDDEN', `this key speaks for region ${p.scope}, not ${r.data.region}`)
+      if (!d.windows.includes(r.data.window.kind)) throw new VitalmeshError('VM_BAD_REQUEST', `window ${r.data.window.kind} is not one this node keeps (${d.windows.join(', ')})`)
+      d.aggregator.receiveRollup(r.data as RegionRollup)
+      return reply.status(202).send({ accepted: true, region: r.data.region, window: r.data.window, version: r.data.version })
+    })
+
+    app.get<{ Params: { id: string }, Querystring: { window?: string, from?: string, to?: string } }>('/v1/regions/:id/aggregates', async (req) => {
+      const p = requireRole(req.principal, 'operator', 'region')
+      if (req.params.id !== d.region.id) throw new VitalmeshError('VM_NOT_FOUND', `this node serves region ${d.region.id}`)
+      if (p.role === 'region' && p.scope !== d.region.id) throw new VitalmeshError('VM_FORBIDDEN', 'this key is for another region')
+      const kind = req.query.window ?? d.windows[0]!
+      if (!d.windows.includes(kind)) throw new VitalmeshError('VM_BAD_REQUEST', `window must be one of ${d.windows.join(', ')}`)
+      const to = Number(req.query.to ?? Date.now())
+      const from = Number(req.query.from ?? to - 7 * 86400_000)
+      if (!Number.isFinite(from) || !Number.isFinite(to)) throw new VitalmeshError('VM_BAD_REQUEST', 'from and to are epoch milliseconds')
+      return { region: d.region, window: kind, aggregates: d.aggregator.regionAggregates(kind, from, to) }
+    })
+
+    app.get('/v1/outbox/dead', async (req) => {
+      requireRole(req.principal, 'operator')
+      return { deadLetters: d.outbox.deadLetters() }
+    })
+
+    app.post<{ Querystring: { sink?: string } }>('/v1/outbox/redrive', async (req) => {
+      requireRole(req.principal, 'operator')
+      const n = d.outbox.redrive(req.query.sink)
+      req.log.info({ sink: req.query.sink ?? 'all', count: n }, 'dead letters re-driven')
+      return { redriven: n }
+    })
+
+    app.post('/v1/api-keys', async (req, reply) => {
+      const p = requireRole(req.principal, 'operator')
+      const r = ApiKeyBody.safeParse(req.body)
+      if (!r.success) throw bad(r.error.issues)
+      if (r.data.role !== 'operator' && r.data.scope === null) throw new VitalmeshError('VM_BAD_REQUEST', `a ${r.data.role} key needs a scope (which resident, hospital, institution or region)`)
+      const key = d.registry.addApiKey(r.data.role as Role, r.data.scope, r.data.label ?? `by ${p.keyId}`)
+      return reply.status(201).send({ key, role: r.data.role, scope: r.data.scope })
+    })
+
+    app.put<{ Params: { id: string } }>('/v1/residents/:id/consent', async (req) => {
+      const p = requireRole(req.principal, 'resident')
+      if (p.scope !== req.params.id) throw new VitalmeshError('VM_FORBIDDEN', 'residents set only their own consent')
+      const r = z.strictObject({ research: z.boolean() }).safeParse(req.body)
+      if (!r.success) throw bad(r.error.issues)
+      d.registry.updateResident(req.params.id, { researchConsent: r.data.research })
+      d.residentChanged(req.params.id)
+      return { residentId: req.params.id, research: r.data.research }
+    })
+  }
+}

@@ -1,0 +1,297 @@
+import type { Clock, DB, Logger, Reading } from '../core/index.ts'
+import { BUILTIN_RULE_SETS, compileRule } from '../alerting/index.ts'
+import { addValue, emptyStats, mergeStats, statsFromJSON, statsToJSON, summarize, type MetricStats, type StatsSummary } from './stats.ts'
+import { windowStart, type WindowKind } from './windows.ts'
+
+/** One resident's summary of one window: what hospitals receive (as FHIR) and research cells are built from. */
+export interface ResidentSummary {
+  residentId: string
+  window: { kind: string, start: number, end: number }
+  version: number
+  hr: StatsSummary
+  sys: StatsSummary
+  dia: StatsSummary
+  /** ACC/AHA 2017 category of each BP reading */
+  bpCategories: Record<string, number>
+  /** share of readings in range: BP below 130/80, HR 50-100 bpm (readings are periodic, so this approximates time) */
+  timeInRange: { bp: number | null, hr: number | null }
+  alerts: number
+}
+
+export interface ResidentWindow {
+  residentId: string
+  kind: string
+  start: number
+  hr: MetricStats
+  sys: MetricStats
+  dia: MetricStats
+  cats: Record<string, number>
+  bpIn: number
+  hrIn: number
+}
+
+/** A roll-up: the mergeable aggregate of a region for one window, sent up to the parent region. */
+export interface RegionRollup {
+  schema: 'vitalmesh.region-rollup/1'
+  region: string
+  level: string
+  window: { kind: string, start: number, end: number }
+  version: number
+  residents: number
+  hr: ReturnType<typeof statsToJSON>
+  sys: ReturnType<typeof statsToJSON>
+  dia: ReturnType<typeof statsToJSON>
+  bpCategories: Record<string, number>
+  /** the regions below, as received (a county has none) */
+  children: string[]
+}
+
+export interface ResidentFacts { region: string | null, birthYear: number | null, hospitalId: string | null, researchConsent: boolean }
+
+/** A window that closed (or changed after closing): what every sink gets. */
+export interface ClosedWindow {
+  kind: string
+  start: number
+  end: number
+  version: number
+  /** summaries of residents whose data changed since the last emission of this window */
+  changed: ResidentSummary[]
+  /** every resident's raw window, for aggregates (research cells) */
+  all: ResidentWindow[]
+  rollup: RegionRollup
+  facts(residentId: string): ResidentFacts | undefined
+}
+
+export interface SummarySink { name: string, emit(w: ClosedWindow): void }
+
+export interface AggregatorDeps {
+  db: DB
+  clock: Clock
+  logger: Logger
+  windows: WindowKind[]
+  latenessMs: number
+  /** how long a closed window is kept for late readings and corrections */
+  retainMs: number
+  region: { id: string, level: string }
+  resident(id: string): ResidentFacts | undefined
+  alertsIn(residentId: string, from: number, to: number): number
+  sinks: SummarySink[]
+}
+
+const accAha = BUILTIN_RULE_SETS.find((d) => d.id === 'acc-aha-2017')!
+const classify = compileRule(accAha, accAha.rules[0]!)
+
+function newWindow (residentId: string, kind: string, start: number): ResidentWindow {
+  return { residentId, kind, start, hr: emptyStats(), sys: emptyStats(), dia: emptyStats(), cats: {}, bpIn: 0, hrIn: 0 }
+}
+
+function toJSON (w: ResidentWindow): string {
+  return JSON.stringify({ ...w, hr: statsToJSON(w.hr), sys: statsToJSON(w.sys), dia: statsToJSON(w.dia) })
+}
+
+function fromJSON (s: string): ResidentWindow {
+  const j = JSON.parse(s) as ResidentWindow & { hr: ReturnType<typeof statsToJSON>, sys: ReturnType<typeof statsToJSON>, dia: ReturnType<typeof statsToJSON> }
+  return { ...j, hr: statsFromJSON(j.hr), sys: statsFromJSON(j.sys), dia: statsFromJSON(j.dia) }
+}
+
+/**
+ * Windowed summaries computed incrementally from the ingest stream (it takes part in the
+ * spool's commit): each reading updates its resident's open windows; a window closes
+ * `latenessMs` after its end and goes to every sink; a late reading (a device that was
+ * offline) is folded into its own window, which is emitted again as a correction.
+ */
+export class Aggregator {
+  private readonly open = new Map<string, ResidentWindow>()
+  private readonly s
+  private timer: NodeJS.Timeout | undefined
+  readonly stats = { windowsClosed: 0, corrections: 0, lateReadings: 0, tooLate: 0 }
+
+  constructor (private readonly d: AggregatorDeps) {
+    const db = d.db
+    db.exec(`
+      CREATE TABLE IF NOT EXISTS summary_windows (
+        kind TEXT NOT NULL, start INTEGER NOT NULL, resident_id TEXT NOT NULL, state TEXT NOT NULL, dirty INTEGER NOT NULL DEFAULT 1,
+        PRIMARY KEY (kind, start, resident_id)) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS summary_groups (
+        kind TEXT NOT NULL, start INTEGER NOT NULL, version INTEGER NOT NULL DEFAULT 0, dirty INTEGER NOT NULL DEFAULT 1,
+        PRIMARY KEY (kind, start)) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS child_rollups (
+        child TEXT NOT NULL, kind TEXT NOT NULL, start INTEGER NOT NULL, version INTEGER NOT NULL, body TEXT NOT NULL, received_at INTEGER NOT NULL,
+        PRIMARY KEY (child, kind, start)) WITHOUT ROWID;
+    `)
+    this.s = {
+      save: db.prepare('INSERT INTO summary_windows (kind, start, resident_id, state, dirty) VALUES (?, ?, ?, ?, 1) ON CONFLICT(kind, start, resident_id) DO UPDATE SET state = excluded.state, dirty = 1'),
+      load: db.prepare<[string, number, string], { state: string }>('SELECT state FROM summary_windows WHERE kind = ? AND start = ? AND resident_id = ?'),
+      group: db.prepare('INSERT INTO summary_groups (kind, start, dirty) VALUES (?, ?, 1) ON CONFLICT(kind, start) DO UPDATE SET dirty = 1'),
+      groupRow: db.prepare<[string, number], { version: number }>('SELECT version FROM summary_groups WHERE kind = ? AND start = ?'),
+      due: db.prepare<[string, number], { start: number, version: number }>('SELECT start, version FROM summary_groups WHERE kind = ? AND dirty = 1 AND start <= ? ORDER BY start'),
+      windowsOf: db.prepare<[string, number], { resident_id: string, state: string, dirty: number }>('SELECT resident_id, state, dirty FROM summary_windows WHERE kind = ? AND start = ?'),
+      emitted: db.prepare('UPDATE summary_groups SET version = ?, dirty = 0 WHERE kind = ? AND start = ?'),
+      clean: db.prepare('UPDATE summary_windows SET dirty = 0 WHERE kind = ? AND start = ?'),
+      children: db.prepare<[string, number], { body: string }>('SELECT body FROM child_rollups WHERE kind = ? AND start = ? ORDER BY child'),
+      saveChild: db.prepare('INSERT INTO child_rollups (child, kind, start, version, body, received_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(child, kind, start) DO UPDATE SET version = excluded.version, body = excluded.body, received_at = excluded.received_at WHERE excluded.version > child_rollups.version'),
+      openWindows: db.prepare<[string, number], { resident_id: string, start: number, state: string }>('SELECT resident_id, start, state FROM summary_windows WHERE kind = ? AND start >= ?'),
+      pruneWindows: db.prepare('DELETE FROM summary_windows WHERE kind = ? AND start < ?'),
+      pruneGroups: db.prepare('DELETE FROM summary_groups WHERE kind = ? AND start < ? AND dirty = 0'),
+      pruneChildren: db.prepare('DELETE FROM child_rollups WHERE kind = ? AND start < ?'),
+    }
+    // windows still open (not yet past their lateness) are kept in memory
+    const now = d.clock.now()
+    for (const w of d.windows) {
+      for (const row of this.s.openWindows.all(w.name, windowStart(now, w.ms) - w.ms)) this.open.set(`${w.name}|${row.start}|${row.resident_id}`, fromJSON(row.state))
+    }
+  }
+
+  private windowFor (residentId: string, w: WindowKind, start: number, now: number, late: Map<string, ResidentWindow>): ResidentWindow | undefined {
+    const key = `${w.name}|${start}|${residentId}`
+    let acc = this.open.get(key) ?? late.get(key)
+    if (acc) return acc
+    if (start + w.ms + this.d.retainMs < now) { this.stats.tooLate++; return undefined }
+    const row = this.s.load.get(w.name, start, residentId)
+    acc = row ? fromJSON(row.state) : newWindow(residentId, w.name, start)
+    // old windows are loaded for one late reading and written back, not kept in memory
+    if (start + w.ms + this.d.latenessMs >= now) this.open.set(key, acc)
+    else { late.set(key, acc); this.stats.lateReadings++ }
+    return acc
+  }
+
+  /** Folds the readings of one spool commit into their windows, inside its transaction. */
+  prepare (rows: readonly (Reading & { residentId: string })[]): void {
+    const now = this.d.clock.now()
+    const touched = new Set<ResidentWindow>()
+    const late = new Map<string, ResidentWindow>()
+    for (const r of rows) {
+      for (const w of this.d.windows) {
+        const acc = this.windowFor(r.residentId, w, windowStart(r.ts, w.ms), now, late)
+        if (!acc) continue
+        if (r.hr !== undefined) { addValue(acc.hr, r.hr); if (r.hr >= 50 && r.hr <= 100) acc.hrIn++ }
+        if (r.sys !== undefined && r.dia !== undefined) {
+          addValue(acc.sys, r.sys); addValue(acc.dia, r.dia)
+          const cat = classify.evaluate(r, {})!.detail.category!
+          acc.cats[cat] = (acc.cats[cat] ?? 0) + 1
+          if (r.sys < 130 && r.dia < 80) acc.bpIn++
+        }
+        touched.add(acc)
+      }
+    }
+    for (const acc of touched) {
+      this.s.save.run(acc.kind, acc.start, acc.residentId, toJSON(acc))
+      this.s.group.run(acc.kind, acc.start)
+    }
+  }
+
+  commit (): void {}
+
+  /** A child region's roll-up arrived on the federation endpoint. Newer versions replace older ones. */
+  receiveRollup (r: RegionRollup): boolean {
+    const w = this.d.windows.find((x) => x.name === r.window.kind)
+    if (!w) return false
+    this.d.db.transaction(() => {
+      if (this.s.saveChild.run(r.region, r.window.kind, r.window.start, r.version, JSON.stringify(r), this.d.clock.now()).changes) this.s.group.run(r.window.kind, r.window.start)
+    })()
+    return true
+  }
+
+  summaryOf (acc: ResidentWindow, w: WindowKind, version: number): ResidentSummary {
+    const bpN = acc.sys.n
+    return {
+      residentId: acc.residentId,
+      window: { kind: w.name, start: acc.start, end: acc.start + w.ms },
+      version,
+      hr: summarize(acc.hr), sys: summarize(acc.sys), dia: summarize(acc.dia),
+      bpCategories: { ...acc.cats },
+      timeInRange: { bp: bpN ? Math.round((acc.bpIn / bpN) * 1000) / 1000 : null, hr: acc.hr.n ? Math.round((acc.hrIn / acc.hr.n) * 1000) / 1000 : null },
+      alerts: this.d.alertsIn(acc.residentId, acc.start, acc.start + w.ms),
+    }
+  }
+
+  /** Closes the windows that are past their lateness, and re-emits corrected ones. */
+  tick (): number {
+    const now = this.d.clock.now()
+    let emitted = 0
+    for (const w of this.d.windows) {
+      const due = this.s.due.all(w.name, now - w.ms - this.d.latenessMs)
+      for (const g of due) {
+        try {
+          this.d.db.transaction(() => { this.emit(w, g.start, g.version + 1); emitted++ })()
+        } catch (err) {
+          this.d.logger.error({ err, window: w.name, start: new Date(g.start).toISOString() }, 'closing a window failed; will retry')
+        }
+      }
+      // drop what can no longer change
+      const horizon = windowStart(now, w.ms) - w.ms - this.d.retainMs
+      for (const key of this.open.keys()) {
+        const [kind, start] = key.split('|')
+        if (kind === w.name && Number(start) + w.ms + this.d.latenessMs < now) this.open.delete(key)
+      }
+      this.s.pruneWindows.run(w.name, horizon)
+      this.s.pruneGroups.run(w.name, horizon)
+      this.s.pruneChildren.run(w.name, horizon)
+    }
+    return emitted
+  }
+
+  private emit (w: WindowKind, start: number, version: number): void {
+    const rows = this.s.windowsOf.all(w.name, start)
+    const all = rows.map((r) => fromJSON(r.state))
+    const changed = rows.filter((r) => r.dirty === 1).map((r) => this.summaryOf(fromJSON(r.state), w, version))
+    const children = this.s.children.all(w.name, start).map((r) => JSON.parse(r.body) as RegionRollup)
+    const hr = emptyStats(); const sys = emptyStats(); const dia = emptyStats()
+    const cats: Record<string, number> = {}
+    let residents = 0
+    for (const a of all) {
+      mergeStats(hr, a.hr); mergeStats(sys, a.sys); mergeStats(dia, a.dia)
+      for (const [c, n] of Object.entries(a.cats)) cats[c] = (cats[c] ?? 0) + n
+      residents++
+    }
+    for (const c of children) {
+      mergeStats(hr, statsFromJSON(c.hr)); mergeStats(sys, statsFromJSON(c.sys)); mergeStats(dia, statsFromJSON(c.dia))
+      for (const [k, n] of Object.entries(c.bpCategories)) cats[k] = (cats[k] ?? 0) + n
+      residents += c.residents
+    }
+    const rollup: RegionRollup = {
+      schema: 'vitalmesh.region-rollup/1', region: this.d.region.id, level: this.d.region.level,
+      window: { kind: w.name, start, end: start + w.ms }, version, residents,
+      hr: statsToJSON(hr), sys: statsToJSON(sys), dia: statsToJSON(dia), bpCategories: cats, children: children.map((c) => c.region),
+    }
+    const closed: ClosedWindow = { kind: w.name, start, end: start + w.ms, version, changed, all, rollup, facts: (id) => this.d.resident(id) }
+    for (const sink of this.d.sinks) sink.emit(closed)
+    this.s.emitted.run(version, w.name, start)
+    this.s.clean.run(w.name, start)
+    this.stats.windowsClosed++
+    if (version > 1) this.stats.corrections++
+  }
+
+  /** The region's aggregates per window (own residents and child regions merged), for the API. */
+  regionAggregates (kind: string, from: number, to: number): { window: { kind: string, start: number, end: number }, residents: number, hr: StatsSummary, sys: StatsSummary, dia: StatsSummary, bpCategories: Record<string, number>, children: { region: string, residents: number, readings: number }[] }[] {
+    const w = this.d.windows.find((x) => x.name === kind)
+    if (!w) return []
+    const starts = new Set<number>()
+    const rows = this.d.db.prepare<[string, number, number, string, number, number], { start: number }>('SELECT DISTINCT start FROM summary_windows WHERE kind = ? AND start >= ? AND start < ? UNION SELECT DISTINCT start FROM child_rollups WHERE kind = ? AND start >= ? AND start < ?')
+    for (const r of rows.all(kind, from, to, kind, from, to)) starts.add(r.start)
+    return [...starts].sort((a, b) => a - b).map((start) => {
+      const all = this.s.windowsOf.all(kind, start).map((r) => fromJSON(r.state))
+      const children = this.s.children.all(kind, start).map((r) => JSON.parse(r.body) as RegionRollup)
+      const hr = emptyStats(); const sys = emptyStats(); const dia = emptyStats()
+      const cats: Record<string, number> = {}
+      let residents = all.length
+      for (const a of all) { mergeStats(hr, a.hr); mergeStats(sys, a.sys); mergeStats(dia, a.dia); for (const [c, n] of Object.entries(a.cats)) cats[c] = (cats[c] ?? 0) + n }
+      for (const c of children) {
+        mergeStats(hr, statsFromJSON(c.hr)); mergeStats(sys, statsFromJSON(c.sys)); mergeStats(dia, statsFromJSON(c.dia))
+        for (const [k, n] of Object.entries(c.bpCategories)) cats[k] = (cats[k] ?? 0) + n
+        residents += c.residents
+      }
+      return {
+        window: { kind, start, end: start + w.ms }, residents, hr: summarize(hr), sys: summarize(sys), dia: summarize(dia), bpCategories: cats,
+        children: children.map((c) => ({ region: c.region, residents: c.residents, readings: Math.max(c.hr.n, c.sys.n) })),
+      }
+    })
+  }
+
+  start (tickMs: number): void {
+    const loop = (): void => { this.tick(); this.timer = setTimeout(loop, tickMs) }
+    this.timer = setTimeout(loop, tickMs)
+  }
+
+  stop (): void { if (this.timer) clearTimeout(this.timer); this.timer = undefined }
+}

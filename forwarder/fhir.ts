@@ -1,0 +1,83 @@
+import { createHash } from 'node:crypto'
+import type { ResidentSummary } from './aggregator.ts'
+import type { StatsSummary } from './stats.ts'
+
+export const SUMMARY_SYSTEM = 'urn:vitalmesh:summary'
+export const RESIDENT_SYSTEM = 'urn:vitalmesh:resident'
+const LOINC = 'http://loinc.org'
+const UCUM = 'http://unitsofmeasure.org'
+const CATEGORY = { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'vital-signs', display: 'Vital Signs' }] }
+const STATISTICS = ['mean', 'min', 'max', 'p50', 'p95'] as const
+type Statistic = typeof STATISTICS[number]
+const STAT_TEXT: Record<Statistic, string> = { mean: 'mean', min: 'minimum', max: 'maximum', p50: 'median (50th percentile)', p95: '95th percentile' }
+
+/** A UUID derived from a name, so a re-sent Bundle carries the same fullUrls. */
+function nameUuid (name: string): string {
+  const h = createHash('sha256').update(name).digest('hex')
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-${((parseInt(h.slice(16, 18), 16) & 0x3f) | 0x80).toString(16)}${h.slice(18, 20)}-${h.slice(20, 32)}`
+}
+
+function qty (value: number, unit: 'mm[Hg]' | '/min'): { value: number, unit: string, system: string, code: string } {
+  return { value, unit: unit === '/min' ? 'beats/minute' : 'mmHg', system: UCUM, code: unit }
+}
+
+export interface FhirEntry { fullUrl: string, resource: Record<string, unknown>, request: { method: 'POST' | 'PUT', url: string, ifNoneExist?: string } }
+
+/**
+ * FHIR R4 Observations (vital-signs profile) for one resident's window summary: one per
+ * statistic, for the BP panel 85354-9 (components 8480-6 and 8462-4) and heart rate 8867-4,
+ * with an effectivePeriod and the statistic stated in `method`. Each has a deterministic
+ * identifier: the first send creates it conditionally (If-None-Exist), so a re-send never
+ * duplicates; a corrected summary (a late reading) updates it conditionally (PUT).
+ */
+export function summaryEntries (s: ResidentSummary, node: string): FhirEntry[] {
+  const out: FhirEntry[] = []
+  const period = { start: new Date(s.window.start).toISOString(), end: new Date(s.window.end).toISOString() }
+  const subject = { reference: `Patient?identifier=${RESIDENT_SYSTEM}|${s.residentId}`, identifier: { system: RESIDENT_SYSTEM, value: s.residentId } }
+  const add = (metric: 'bp' | 'hr', stat: Statistic, body: Record<string, unknown>, count: number): void => {
+    const value = `${node}/${s.residentId}/${s.window.kind}/${period.start}/${metric}/${stat}`
+    const resource = {
+      resourceType: 'Observation',
+      identifier: [{ system: SUMMARY_SYSTEM, value }],
+      status: s.version > 1 ? 'amended' : 'final',
+      category: [CATEGORY],
+      subject,
+      effectivePeriod: period,
+      method: { text: `${STAT_TEXT[stat]} of ${count} readings over ${s.window.kind}` },
+      note: [{ text: `vitalmesh ${s.window.kind} summary, statistic: ${STAT_TEXT[stat]}, readings: ${count}, summary version ${s.version}` }],
+      ...body,
+    }
+    const condition = `identifier=${encodeURIComponent(SUMMARY_SYSTEM)}|${encodeURIComponent(value)}`
+    out.push({
+      fullUrl: `urn:uuid:${nameUuid(value)}`,
+      resource,
+      request: s.version > 1 ? { method: 'PUT', url: `Observation?${condition}` } : { method: 'POST', url: 'Observation', ifNoneExist: condition },
+    })
+  }
+  const v = (x: StatsSummary, stat: Statistic): number | null => x[stat]
+  for (const stat of STATISTICS) {
+    const sys = v(s.sys, stat); const dia = v(s.dia, stat)
+    if (sys !== null && dia !== null) {
+      add('bp', stat, {
+        code: { coding: [{ system: LOINC, code: '85354-9', display: 'Blood pressure panel with all children optional' }], text: `Blood pressure, ${STAT_TEXT[stat]}` },
+        component: [
+          { code: { coding: [{ system: LOINC, code: '8480-6', display: 'Systolic blood pressure' }] }, valueQuantity: qty(sys, 'mm[Hg]') },
+          { code: { coding: [{ system: LOINC, code: '8462-4', display: 'Diastolic blood pressure' }] }, valueQuantity: qty(dia, 'mm[Hg]') },
+        ],
+      }, s.sys.count)
+    }
+    const hr = v(s.hr, stat)
+    if (hr !== null) {
+      add('hr', stat, {
+        code: { coding: [{ system: LOINC, code: '8867-4', display: 'Heart rate' }], text: `Heart rate, ${STAT_TEXT[stat]}` },
+        valueQuantity: qty(hr, '/min'),
+      }, s.hr.count)
+    }
+  }
+  return out
+}
+
+/** A transaction Bundle: the receiving server applies it atomically. */
+export function transactionBundle (entries: FhirEntry[], id: string, timestamp: number): Record<string, unknown> {
+  return { resourceType: 'Bundle', id, type: 'transaction', timestamp: new Date(timestamp).toISOString(), entry: entries }
+}

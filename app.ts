@@ -6,7 +6,7 @@ import { Spool, EmbeddedStore, Drain, Ingest, type TelemetryStore } from './inge
 import { AlertBook, RuleSetStore, type Override } from './alerting/index.ts'
 import { Outbox, Aggregator, parseWindow, hospitalSink, researchSink, parentSink, type SummarySink } from './forwarder/index.ts'
 import { createBroker, type Broker } from './broker/index.ts'
-import { buildApi, alertingRoutes, forwarderRoutes } from './api/index.ts'
+import { buildApi, alertingRoutes, forwarderRoutes, operatorRoutes } from './api/index.ts'
 
 export interface AppDeps {
   config: Config
@@ -121,6 +121,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     mqttOverWebSocket: (stream, req) => mqtt.handle(stream, req),
     routes: [
       alertingRoutes({ registry, ruleSets, alerts, rulesChanged }),
+      operatorRoutes({ registry, residentChanged: (id) => alerts.rulesChanged(id) }),
       forwarderRoutes({ registry, aggregator, outbox, region: config.region, windows: windows.map((w) => w.name), residentChanged: (id) => alerts.rulesChanged(id) }),
     ],
     readiness: async () => {

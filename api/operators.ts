@@ -1,0 +1,51 @@
+import type { FastifyInstance } from 'fastify'
+import { z } from 'zod'
+import { VitalmeshError, IdSchema } from '../core/index.ts'
+import type { Registry } from '../registry/index.ts'
+import { requireRole } from './access.ts'
+
+const HospitalBody = z.strictObject({
+  id: IdSchema, name: z.string().min(1).max(200),
+  webhookUrl: z.url().optional().describe('receives escalated critical alerts'), webhookToken: z.string().optional(),
+  fhirUrl: z.url().optional().describe('FHIR server endpoint receiving transaction Bundles of summaries'),
+  fhirAuth: z.enum(['bearer', 'hmac']).optional(), fhirSecret: z.string().optional(),
+})
+const InstitutionBody = z.strictObject({ id: IdSchema, name: z.string().min(1).max(200), pushUrl: z.url().optional(), token: z.string().optional() })
+const ResidentPatch = z.strictObject({
+  birthYear: z.number().int().min(1900).max(2100).optional(),
+  conditions: z.array(z.string().min(1).max(64)).max(50).optional(),
+  hospitalId: IdSchema.optional(),
+  language: z.enum(['en', 'zh-CN']).optional(),
+})
+
+function parse<T> (schema: z.ZodType<T>, body: unknown): T {
+  const r = schema.safeParse(body)
+  if (!r.success) throw new VitalmeshError('VM_BAD_REQUEST', r.error.issues.slice(0, 5).map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; '))
+  return r.data
+}
+
+/** Operator routes for the registry: hospitals, research institutions, residents' profiles. */
+export function operatorRoutes (d: { registry: Registry, residentChanged(id: string): void }) {
+  return (app: FastifyInstance): void => {
+    app.post('/v1/hospitals', async (req, reply) => {
+      requireRole(req.principal, 'operator')
+      const h = parse(HospitalBody, req.body)
+      d.registry.addHospital(h)
+      return reply.status(201).send({ id: h.id, name: h.name })
+    })
+    app.post('/v1/institutions', async (req, reply) => {
+      requireRole(req.principal, 'operator')
+      const i = parse(InstitutionBody, req.body)
+      d.registry.addInstitution(i)
+      return reply.status(201).send({ id: i.id, name: i.name })
+    })
+    app.patch<{ Params: { id: string } }>('/v1/residents/:id', async (req) => {
+      requireRole(req.principal, 'operator')
+      const patch = parse(ResidentPatch, req.body)
+      d.registry.updateResident(req.params.id, patch)
+      d.residentChanged(req.params.id)
+      const r = d.registry.resident(req.params.id)!
+      return { id: r.id, birthYear: r.birthYear, conditions: r.conditions, hospitalId: r.hospitalId, language: r.language, region: r.region, researchConsent: r.researchConsent }
+    })
+  }
+}

@@ -1,0 +1,95 @@
+import { describe, expect, it } from 'vitest'
+import { summaryEntries, transactionBundle, researchPayload, pseudonym, ageBand, addValue, emptyStats, mergeStats, percentile, type ResidentSummary, type ClosedWindow, type ResidentWindow } from '../index.ts'
+import { fhirValidator } from '../../test/helpers/fhir.ts'
+
+const summary = (version = 1): ResidentSummary => ({
+  residentId: 'r1', window: { kind: '1h', start: Date.UTC(2026, 10, 1, 8), end: Date.UTC(2026, 10, 1, 9) }, version,
+  hr: { count: 60, min: 55, max: 130, mean: 72.4, p50: 70, p95: 120 },
+  sys: { count: 4, min: 118, max: 150, mean: 131.5, p50: 128, p95: 150 },
+  dia: { count: 4, min: 76, max: 95, mean: 83, p50: 80, p95: 95 },
+  bpCategories: { normal: 1, stage1: 2, stage2: 1 }, timeInRange: { bp: 0.25, hr: 0.9 }, alerts: 1,
+})
+
+describe('FHIR R4 summaries', () => {
+  const validate = fhirValidator()
+
+  it('builds transaction Bundles that validate against the FHIR R4 JSON schema', () => {
+    for (const version of [1, 2]) {
+      const bundle = transactionBundle(summaryEntries(summary(version), 'county-a'), 'b1', Date.UTC(2026, 10, 1, 9, 10))
+      expect(validate(bundle), JSON.stringify(validate.errors?.slice(0, 3))).toBe(true)
+    }
+    // and the validator does reject a broken one
+    expect(validate({ resourceType: 'Bundle', type: 'transaction', entry: [{ resource: { resourceType: 'Observation', status: 'guessed' } }] })).toBe(false)
+  })
+
+  it('uses the vital-signs codes, UCUM units, an effective period and a deterministic identifier', () => {
+    const entries = summaryEntries(summary(), 'county-a')
+    expect(entries.length).toBe(10) // mean, min, max, p50, p95 for the BP panel and heart rate
+    const bp = entries.find((e) => (e.resource.identifier as { value: string }[])[0]!.value.endsWith('/bp/p95'))!
+    expect(bp.resource).toMatchObject({
+      status: 'final',
+      category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'vital-signs' }] }],
+      code: { coding: [{ system: 'http://loinc.org', code: '85354-9' }] },
+      component: [
+        { code: { coding: [{ code: '8480-6' }] }, valueQuantity: { value: 150, system: 'http://unitsofmeasure.org', code: 'mm[Hg]' } },
+        { code: { coding: [{ code: '8462-4' }] }, valueQuantity: { value: 95, code: 'mm[Hg]' } },
+      ],
+      effectivePeriod: { start: '2026-11-01T08:00:00.000Z', end: '2026-11-01T09:00:00.000Z' },
+      method: { text: '95th percentile of 4 readings over 1h' },
+    })
+    expect(bp.resource.valueQuantity).toBeUndefined() // obs-7: no top-level value beside components
+    expect(bp.request).toEqual({ method: 'POST', url: 'Observation', ifNoneExist: expect.stringMatching(/^identifier=urn%3Avitalmesh%3Asummary\|county-a%2Fr1%2F1h%2F/) })
+    const hr = entries.find((e) => (e.resource.code as { coding: { code: string }[] }).coding[0]!.code === '8867-4')!
+    expect(hr.resource.valueQuantity).toEqual({ value: 72.4, unit: 'beats/minute', system: 'http://unitsofmeasure.org', code: '/min' })
+    expect(summaryEntries(summary(), 'county-a').map((e) => e.fullUrl)).toEqual(entries.map((e) => e.fullUrl))
+    const corrected = summaryEntries(summary(2), 'county-a')[0]!
+    expect(corrected.resource.status).toBe('amended')
+    expect(corrected.request.method).toBe('PUT')
+  })
+})
+
+describe('statistics', () => {
+  it('merges histograms exactly', () => {
+    const a = emptyStats(); const b = emptyStats(); const all = emptyStats()
+    for (let i = 0; i < 100; i++) { addValue(i % 2 ? a : b, 50 + i); addValue(all, 50 + i) }
+    mergeStats(a, b)
+    expect(a).toEqual(all)
+    expect(percentile(a, 50)).toBe(99)
+    expect(percentile(a, 95)).toBe(144)
+  })
+})
+
+describe('research de-identification', () => {
+  const win = (residents: { id: string, birthYear: number, consent: boolean }[]): ClosedWindow => {
+    const all: ResidentWindow[] = residents.map((r) => {
+      const w: ResidentWindow = { residentId: r.id, kind: '1h', start: Date.UTC(2026, 0, 1), hr: emptyStats(), sys: emptyStats(), dia: emptyStats(), cats: { normal: 1 }, bpIn: 1, hrIn: 1 }
+      addValue(w.hr, 70); addValue(w.sys, 120); addValue(w.dia, 78)
+      return w
+    })
+    const facts = new Map(residents.map((r) => [r.id, { region: 'county-a', birthYear: r.birthYear, hospitalId: null, researchConsent: r.consent }]))
+    return { kind: '1h', start: Date.UTC(2026, 0, 1), end: Date.UTC(2026, 0, 1, 1), version: 1, changed: [], all, rollup: undefined as never, facts: (id) => facts.get(id) }
+  }
+  const residents = [
+    ...Array.from({ length: 6 }, (_, i) => ({ id: `res-sixties-${i}`, birthYear: 1961, consent: true })),
+    ...Array.from({ length: 3 }, (_, i) => ({ id: `res-forties-${i}`, birthYear: 1981, consent: true })),
+    { id: 'res-no-consent', birthYear: 1961, consent: false },
+  ]
+
+  it('covers consenting residents only, in county and age-band cells of at least k, with keyed pseudonyms', () => {
+    const p = researchPayload(win(residents), { id: 'inst-a', pseudonymKey: 'key-a' }, 5)
+    expect(p.cells.map((c) => [c.region, c.ageBand, c.residents])).toEqual([['county-a', '60-69', 6]])
+    expect(p.suppressedCells).toBe(1)
+    const text = JSON.stringify(p)
+    for (const r of residents) expect(text).not.toContain(r.id)
+    expect(text).not.toContain('res-')
+    const q = researchPayload(win(residents), { id: 'inst-b', pseudonymKey: 'key-b' }, 5)
+    expect(new Set([...p.cells[0]!.pseudonyms, ...q.cells[0]!.pseudonyms]).size).toBe(12)
+    expect(pseudonym('key-a', 'r1')).not.toBe(pseudonym('key-b', 'r1'))
+  })
+
+  it('bands ages', () => {
+    const at = Date.UTC(2026, 5, 1)
+    expect([2010, 2000, 1990, 1961, 1946, 1940].map((y) => ageBand(y, at))).toEqual(['0-17', '18-29', '30-39', '60-69', '80+', '80+'])
+    expect(ageBand(null, at)).toBe('unknown')
+  })
+})

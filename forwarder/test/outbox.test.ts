@@ -1,0 +1,58 @@
+import { afterAll, describe, expect, it } from 'vitest'
+import Fastify, { type FastifyInstance } from 'fastify'
+import type { AddressInfo } from 'node:net'
+import { openDatabase, silentLogger, systemClock } from '../../core/index.ts'
+import { Outbox } from '../index.ts'
+import { waitFor } from '../../test/helpers/proc.ts'
+
+describe('outbox', () => {
+  const servers: FastifyInstance[] = []
+  afterAll(async () => { for (const s of servers) await s.close() })
+  async function server (handler: (n: number) => Promise<number | 'hang'>): Promise<{ url: string, hits: { key: string, body: unknown }[] }> {
+    const hits: { key: string, body: unknown }[] = []
+    const s = Fastify({ forceCloseConnections: true })
+    s.post('/in', async (req, reply) => {
+      hits.push({ key: String(req.headers['idempotency-key']), body: req.body })
+      const r = await handler(hits.length)
+      if (r === 'hang') await new Promise(() => {})
+      return reply.status(r as number).send({})
+    })
+    await s.listen({ port: 0, host: '127.0.0.1' })
+    servers.push(s)
+    return { url: `http://127.0.0.1:${(s.server.address() as AddressInfo).port}/in`, hits }
+  }
+
+  it('keeps one endpoint that hangs from delaying another', async () => {
+    const hanging = await server(async () => 'hang')
+    const fine = await server(async () => 200)
+    const o = new Outbox(openDatabase(':memory:'), systemClock, silentLogger(), { pollMs: 20, timeoutMs: 5000, maxBackoffMs: 100 })
+    o.enqueue({ sink: 'a', url: hanging.url, headers: {}, body: '{"n":1}', idempotencyKey: 'a1' })
+    for (let i = 0; i < 5; i++) o.enqueue({ sink: 'b', url: fine.url, headers: {}, body: `{"n":${i}}`, idempotencyKey: `b${i}` })
+    o.start()
+    await waitFor('the healthy endpoint to get all five', () => fine.hits.length === 5, 3000)
+    expect(fine.hits.map((h) => h.key)).toEqual(['b0', 'b1', 'b2', 'b3', 'b4'])
+    expect(hanging.hits.length).toBe(1)
+    o.stop()
+  })
+
+  it('ignores a repeated idempotency key, opens the circuit after repeated failures, dead-letters and re-drives', async () => {
+    let failing = true
+    const flaky = await server(async () => failing ? 500 : 200)
+    const o = new Outbox(openDatabase(':memory:'), systemClock, silentLogger(), { pollMs: 10, timeoutMs: 1000, maxBackoffMs: 20, breakerFailures: 3, breakerOpenMs: 400, deadLetterAfterMs: 1500 })
+    expect(o.enqueue({ sink: 'h', url: flaky.url, headers: {}, body: '{}', idempotencyKey: 'k1' })).toBe(true)
+    expect(o.enqueue({ sink: 'h', url: flaky.url, headers: {}, body: '{}', idempotencyKey: 'k1' })).toBe(false)
+    o.start()
+    await waitFor('the circuit to open', () => o.stats.circuitOpened >= 1, 3000)
+    const atOpen = flaky.hits.length
+    await new Promise((r) => setTimeout(r, 250))
+    expect(flaky.hits.length).toBe(atOpen) // no attempts while open
+    await waitFor('the message to be dead-lettered', () => o.deadLetters().length === 1, 5000)
+    expect(o.deadLetters()[0]).toMatchObject({ sink: 'h', idempotencyKey: 'k1', lastError: 'HTTP 500' })
+    expect(o.pending()).toBe(0)
+    failing = false
+    expect(o.redrive('h')).toBe(1)
+    await waitFor('delivery after the re-drive', () => o.stats.delivered === 1, 3000)
+    expect(o.deadLetters()).toEqual([])
+    o.stop()
+  })
+})

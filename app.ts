@@ -1,12 +1,12 @@
 import { join, resolve } from 'node:path'
 import type { AddressInfo } from 'node:net'
 import { openDatabase, topics, type Clock, type Config, type Logger } from './core/index.ts'
-import { Registry, ensureDemo, type DemoCredentials } from './registry/index.ts'
+import { Registry, AuditLog, ensureDemo, type DemoCredentials } from './registry/index.ts'
 import { Spool, EmbeddedStore, Drain, Ingest, type TelemetryStore } from './ingest/index.ts'
 import { AlertBook, RuleSetStore, type Override } from './alerting/index.ts'
 import { Outbox, Aggregator, parseWindow, hospitalSink, researchSink, parentSink, type SummarySink } from './forwarder/index.ts'
 import { createBroker, type Broker } from './broker/index.ts'
-import { buildApi, alertingRoutes, forwarderRoutes, operatorRoutes } from './api/index.ts'
+import { buildApi, alertingRoutes, forwarderRoutes, operatorRoutes, dataRoutes } from './api/index.ts'
 
 export interface AppDeps {
   config: Config
@@ -27,6 +27,8 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   const log = logger.child({ component: 'app' })
   const db = openDatabase(join(dataDir, 'vitalmesh.db'))
   const registry = new Registry(db)
+  const audit = new AuditLog(db, clock)
+  const exported = (action: string, subject: string, detail: unknown): void => { audit.append('forwarder', action, subject, detail) }
   const spool = new Spool(db, logger.child({ component: 'ingest' }), { deadLetterMax: config.ingest.deadLetterMax })
   const store: TelemetryStore = new EmbeddedStore(join(dataDir, 'telemetry.db'))
   const ruleSets = new RuleSetStore(db)
@@ -54,10 +56,10 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
 
   const windows = config.forwarder.windows.split(',').map((w) => parseWindow(w))
   const sinks: SummarySink[] = [
-    hospitalSink({ node: config.region.id, maxEntries: config.forwarder.fhirMaxEntries, clock, hospitals: () => registry.hospitals(), enqueue: (e) => { outbox.enqueue(e) } }),
-    researchSink({ k: config.forwarder.k, institutions: () => registry.institutions(), enqueue: (e) => { outbox.enqueue(e) } }),
+    hospitalSink({ node: config.region.id, maxEntries: config.forwarder.fhirMaxEntries, clock, hospitals: () => registry.hospitals(), enqueue: (e) => { outbox.enqueue(e) }, audit: exported }),
+    researchSink({ k: config.forwarder.k, institutions: () => registry.institutions(), enqueue: (e) => { outbox.enqueue(e) }, audit: exported }),
   ]
-  if (config.region.parentUrl) sinks.push(parentSink({ parentUrl: config.region.parentUrl, token: config.region.parentToken ?? null, enqueue: (e) => { outbox.enqueue(e) } }))
+  if (config.region.parentUrl) sinks.push(parentSink({ parentUrl: config.region.parentUrl, token: config.region.parentToken ?? null, enqueue: (e) => { outbox.enqueue(e) }, audit: exported }))
   const aggregator = new Aggregator({
     db, clock, logger: logger.child({ component: 'forwarder' }), windows,
     latenessMs: config.forwarder.latenessS * 1000, retainMs: config.forwarder.retainS * 1000,
@@ -118,11 +120,14 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     verifyApiKey: (t) => registry.verifyApiKey(t),
     queryReadings: (r, from, to, limit) => store.queryRange(r, from, to, limit),
     residentExists: (id) => registry.resident(id) !== undefined,
+    hospitalOf: (id) => registry.resident(id)?.hospitalId,
     mqttOverWebSocket: (stream, req) => mqtt.handle(stream, req),
+    audited: (actor, action, subject, detail) => { audit.append(actor, action, subject, detail) },
     routes: [
-      alertingRoutes({ registry, ruleSets, alerts, rulesChanged }),
-      operatorRoutes({ registry, residentChanged: (id) => alerts.rulesChanged(id) }),
-      forwarderRoutes({ registry, aggregator, outbox, region: config.region, windows: windows.map((w) => w.name), residentChanged: (id) => alerts.rulesChanged(id) }),
+      alertingRoutes({ registry, ruleSets, alerts, audit, rulesChanged }),
+      dataRoutes({ registry, aggregator, audit, windows: windows.map((w) => w.name), k: config.forwarder.k }),
+      operatorRoutes({ registry, audit, residentChanged: (id) => alerts.rulesChanged(id) }),
+      forwarderRoutes({ registry, aggregator, outbox, audit, region: config.region, windows: windows.map((w) => w.name), residentChanged: (id) => alerts.rulesChanged(id) }),
     ],
     readiness: async () => {
       const checks: Record<string, string> = { app: started && !stopping ? 'ok' : 'starting or stopping' }
@@ -134,7 +139,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   let demo: DemoCredentials | undefined
 
   return {
-    config, registry, spool, store, alerts, ruleSets, outbox, aggregator, drain, ingest, broker: mqtt, api, rulesChanged,
+    config, registry, audit, spool, store, alerts, ruleSets, outbox, aggregator, drain, ingest, broker: mqtt, api, rulesChanged,
     get demo () { return demo },
     async start (): Promise<Listening> {
       if (config.demo.enabled) {

@@ -1,10 +1,11 @@
 import { join, resolve } from 'node:path'
-import { loadConfig, openDatabase } from './core/index.ts'
-import { Registry, ensureDemo } from './registry/index.ts'
+import { loadConfig, openDatabase, systemClock } from './core/index.ts'
+import { Registry, AuditLog, ensureDemo } from './registry/index.ts'
 
 const HELP = `vitalmesh operator commands
 
-  npm run vitalmesh -- demo      create (if needed) and print the demo credentials
+  npm run vitalmesh -- demo          create (if needed) and print the demo credentials
+  npm run vitalmesh -- audit verify  check the audit log's hash chain; exit 1 at the first broken entry
 
 Settings come from the same environment variables as npm start (VITALMESH_DATA_DIR, ...).`
 
@@ -32,6 +33,15 @@ try:
   curl -H 'Authorization: Bearer ${c.apiKeys.resident}' http://localhost:${config.http.port}/v1/residents/${c.resident.id}/readings`)
     } finally { db.close() }
     return 0
+  }
+  if (cmd === 'audit' && argv[1] === 'verify') {
+    const db = openDatabase(join(dataDir, 'vitalmesh.db'))
+    try {
+      const r = new AuditLog(db, systemClock).verify()
+      if (r.ok) { console.log(`audit log intact: ${r.entries} entries`); return 0 }
+      console.error(`audit log BROKEN at entry ${r.brokenAt}: ${r.reason} (${r.entries} entries before it verified)`)
+      return 1
+    } finally { db.close() }
   }
   console.error(`unknown command "${cmd}"\n\n${HELP}`)
   return 2

@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import { parse as parseYaml } from 'yaml'
 import { z } from 'zod'
 import { VitalmeshError, IdSchema } from '../core/index.ts'
-import type { Registry } from '../registry/index.ts'
+import type { Registry, AuditLog } from '../registry/index.ts'
 import type { AlertBook, RuleSetStore } from '../alerting/index.ts'
 import { requireRole, mayAccessResident } from './access.ts'
 
@@ -10,6 +10,7 @@ export interface AlertingRoutesDeps {
   registry: Registry
   ruleSets: RuleSetStore
   alerts: AlertBook
+  audit: AuditLog
   /** called after a rule set was activated or deactivated, or an override changed */
   rulesChanged(residentId?: string): void
 }
@@ -65,6 +66,7 @@ export function alertingRoutes (d: AlertingRoutesDeps) {
     app.post('/v1/rulesets', async (req, reply) => {
       const p = requireRole(req.principal, 'research')
       const doc = d.ruleSets.publish(req.body, `research:${p.scope ?? p.keyId}`)
+      d.audit.append(`research:${p.scope}:${p.keyId}`, 'rule-set.published', `${doc.id}@${doc.version}`, { publisher: doc.publisher, citation: doc.citation })
       req.log.info({ ruleSet: doc.id, version: doc.version, by: p.scope }, 'rule set published')
       return reply.status(201).send({ id: doc.id, version: doc.version, active: false })
     })
@@ -72,6 +74,7 @@ export function alertingRoutes (d: AlertingRoutesDeps) {
     app.post<{ Params: { id: string, version: string } }>('/v1/rulesets/:id/:version/activate', async (req) => {
       const p = requireRole(req.principal, 'operator')
       d.ruleSets.activate(req.params.id, req.params.version, `operator:${p.keyId}`)
+      d.audit.append(`operator:${p.keyId}`, 'rule-set.activated', `${req.params.id}@${req.params.version}`)
       d.rulesChanged()
       req.log.info({ ruleSet: req.params.id, version: req.params.version }, 'rule set activated')
       return { id: req.params.id, version: req.params.version, active: true }
@@ -80,6 +83,7 @@ export function alertingRoutes (d: AlertingRoutesDeps) {
     app.delete<{ Params: { id: string } }>('/v1/rulesets/:id/active', async (req) => {
       const p = requireRole(req.principal, 'operator')
       d.ruleSets.deactivate(req.params.id, `operator:${p.keyId}`)
+      d.audit.append(`operator:${p.keyId}`, 'rule-set.deactivated', req.params.id)
       d.rulesChanged()
       return { id: req.params.id, active: false }
     })
@@ -118,6 +122,7 @@ export function alertingRoutes (d: AlertingRoutesDeps) {
       guardResident(p, id)
       const body = parseBody(OverrideBody, req.body)
       d.registry.setOverride(id, body.ruleKey, body.params, `hospital:${p.scope}`)
+      d.audit.append(`hospital:${p.scope}:${p.keyId}`, 'override.set', id, body)
       d.rulesChanged(id)
       return { residentId: id, overrides: d.registry.overrides(id) }
     })

@@ -5,16 +5,21 @@ import type { IncomingMessage } from 'node:http'
 import { z } from 'zod'
 import { VitalmeshError, IdSchema, type Logger, type StoredReading } from '../core/index.ts'
 import type { ApiKeyPrincipal } from '../registry/index.ts'
+import { mayAccessResident } from './access.ts'
 
 export interface ApiDeps {
   logger: Logger
   verifyApiKey(token: string): ApiKeyPrincipal | undefined
   queryReadings(residentId: string, from: number, to: number, limit: number): Promise<StoredReading[]>
   residentExists(id: string): boolean
+  /** the hospital caring for a resident, for scope checks */
+  hospitalOf(residentId: string): string | null | undefined
   /** the checks behind /readyz: each throws when its part is not ready */
   readiness(): Promise<Record<string, 'ok' | string>>
   /** MQTT over WebSocket: hands the stream of an upgraded `/mqtt` request to the broker */
   mqttOverWebSocket(stream: Duplex, req: IncomingMessage): void
+  /** records a data access in the audit trail */
+  audited?(actor: string, action: string, subject: string, detail: unknown): void
   /** more routes, each registered with the app (one function per audience or concern) */
   routes?: ((app: FastifyInstance) => void)[]
 }
@@ -71,8 +76,7 @@ export function buildApi (deps: ApiDeps): FastifyInstance {
     const id = IdSchema.safeParse(req.params.id)
     if (!id.success) throw new VitalmeshError('VM_BAD_REQUEST', 'resident id: ' + id.error.issues[0]!.message)
     const p = req.principal!
-    const allowed = p.role === 'operator' || (p.role === 'resident' && p.scope === id.data)
-    if (!allowed) throw new VitalmeshError('VM_FORBIDDEN', `this key may not read the readings of resident ${id.data}`)
+    if (!mayAccessResident(p, id.data, deps.hospitalOf)) throw new VitalmeshError('VM_FORBIDDEN', `this key may not read the readings of resident ${id.data}`)
     const q = ReadingsQuery.safeParse(req.query)
     if (!q.success) throw new VitalmeshError('VM_BAD_REQUEST', q.error.issues.map((i) => `${i.path.join('.') || 'query'}: ${i.message}`).join('; '))
     if (!deps.residentExists(id.data)) throw new VitalmeshError('VM_NOT_FOUND', `resident ${id.data} is not registered`)
@@ -80,6 +84,7 @@ export function buildApi (deps: ApiDeps): FastifyInstance {
     const from = q.data.from ?? to - 24 * 3600_000
     if (from > to) throw new VitalmeshError('VM_BAD_REQUEST', 'from must not be after to')
     const readings = await deps.queryReadings(id.data, from, to, q.data.limit)
+    if (p.role !== 'resident') deps.audited?.(`${p.role}:${p.scope ?? ''}:${p.keyId}`, 'pull.readings', id.data, { from, to, count: readings.length })
     return { residentId: id.data, from, to, count: readings.length, readings }
   })
 

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
 import { VitalmeshError } from '../core/index.ts'
-import type { Registry, Role } from '../registry/index.ts'
+import type { Registry, Role, AuditLog } from '../registry/index.ts'
 import type { Aggregator, Outbox, RegionRollup } from '../forwarder/index.ts'
 import { requireRole } from './access.ts'
 
@@ -9,6 +9,7 @@ export interface ForwarderRoutesDeps {
   registry: Registry
   aggregator: Aggregator
   outbox: Outbox
+  audit: AuditLog
   region: { id: string, level: string }
   windows: string[]
   residentChanged(residentId: string): void
@@ -70,6 +71,7 @@ export function forwarderRoutes (d: ForwarderRoutesDeps) {
     app.post<{ Querystring: { sink?: string } }>('/v1/outbox/redrive', async (req) => {
       requireRole(req.principal, 'operator')
       const n = d.outbox.redrive(req.query.sink)
+      d.audit.append(`operator:${req.principal!.keyId}`, 'outbox.redrive', req.query.sink ?? 'all', { count: n })
       req.log.info({ sink: req.query.sink ?? 'all', count: n }, 'dead letters re-driven')
       return { redriven: n }
     })
@@ -80,7 +82,33 @@ export function forwarderRoutes (d: ForwarderRoutesDeps) {
       if (!r.success) throw bad(r.error.issues)
       if (r.data.role !== 'operator' && r.data.scope === null) throw new VitalmeshError('VM_BAD_REQUEST', `a ${r.data.role} key needs a scope (which resident, hospital, institution or region)`)
       const key = d.registry.addApiKey(r.data.role as Role, r.data.scope, r.data.label ?? `by ${p.keyId}`)
-      return reply.status(201).send({ key, role: r.data.role, scope: r.data.scope })
+      const id = key.split('_')[1]!
+      d.audit.append(`operator:${p.keyId}`, 'api-key.created', id, { role: r.data.role, scope: r.data.scope })
+      return reply.status(201).send({ id, key, role: r.data.role, scope: r.data.scope })
+    })
+
+    app.get('/v1/api-keys', async (req) => {
+      requireRole(req.principal, 'operator')
+      return { keys: d.registry.apiKeys() }
+    })
+
+    app.delete<{ Params: { id: string } }>('/v1/api-keys/:id', async (req) => {
+      const p = requireRole(req.principal, 'operator')
+      if (!d.registry.revokeApiKey(req.params.id)) throw new VitalmeshError('VM_NOT_FOUND', `no active API key ${req.params.id}`)
+      d.audit.append(`operator:${p.keyId}`, 'api-key.revoked', req.params.id)
+      return { id: req.params.id, revoked: true }
+    })
+
+    app.get<{ Querystring: { after?: string, limit?: string } }>('/v1/audit', async (req) => {
+      requireRole(req.principal, 'operator')
+      const after = Math.max(0, Number(req.query.after ?? 0) || 0)
+      const limit = Math.min(1000, Math.max(1, Number(req.query.limit ?? 100) || 100))
+      return { entries: d.audit.list(after, limit) }
+    })
+
+    app.get('/v1/audit/verify', async (req) => {
+      requireRole(req.principal, 'operator')
+      return d.audit.verify()
     })
 
     app.put<{ Params: { id: string } }>('/v1/residents/:id/consent', async (req) => {
@@ -89,6 +117,7 @@ export function forwarderRoutes (d: ForwarderRoutesDeps) {
       const r = z.strictObject({ research: z.boolean() }).safeParse(req.body)
       if (!r.success) throw bad(r.error.issues)
       d.registry.updateResident(req.params.id, { researchConsent: r.data.research })
+      d.audit.append(`resident:${p.scope}`, 'resident.consent', req.params.id, { research: r.data.research })
       d.residentChanged(req.params.id)
       return { residentId: req.params.id, research: r.data.research }
     })

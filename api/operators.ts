@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
 import { VitalmeshError, IdSchema } from '../core/index.ts'
-import type { Registry } from '../registry/index.ts'
+import type { Registry, AuditLog } from '../registry/index.ts'
 import { requireRole } from './access.ts'
 
 const HospitalBody = z.strictObject({
@@ -25,24 +25,27 @@ function parse<T> (schema: z.ZodType<T>, body: unknown): T {
 }
 
 /** Operator routes for the registry: hospitals, research institutions, residents' profiles. */
-export function operatorRoutes (d: { registry: Registry, residentChanged(id: string): void }) {
+export function operatorRoutes (d: { registry: Registry, audit: AuditLog, residentChanged(id: string): void }) {
   return (app: FastifyInstance): void => {
     app.post('/v1/hospitals', async (req, reply) => {
       requireRole(req.principal, 'operator')
       const h = parse(HospitalBody, req.body)
       d.registry.addHospital(h)
+      d.audit.append(`operator:${req.principal!.keyId}`, 'hospital.registered', h.id, { name: h.name, fhirUrl: h.fhirUrl ?? null, webhookUrl: h.webhookUrl ?? null })
       return reply.status(201).send({ id: h.id, name: h.name })
     })
     app.post('/v1/institutions', async (req, reply) => {
       requireRole(req.principal, 'operator')
       const i = parse(InstitutionBody, req.body)
       d.registry.addInstitution(i)
+      d.audit.append(`operator:${req.principal!.keyId}`, 'institution.registered', i.id, { name: i.name, pushUrl: i.pushUrl ?? null })
       return reply.status(201).send({ id: i.id, name: i.name })
     })
     app.patch<{ Params: { id: string } }>('/v1/residents/:id', async (req) => {
       requireRole(req.principal, 'operator')
       const patch = parse(ResidentPatch, req.body)
       d.registry.updateResident(req.params.id, patch)
+      d.audit.append(`operator:${req.principal!.keyId}`, 'resident.updated', req.params.id, patch)
       d.residentChanged(req.params.id)
       const r = d.registry.resident(req.params.id)!
       return { id: r.id, birthYear: r.birthYear, conditions: r.conditions, hospitalId: r.hospitalId, language: r.language, region: r.region, researchConsent: r.researchConsent }

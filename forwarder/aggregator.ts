@@ -112,6 +112,7 @@ export class Aggregator {
       CREATE TABLE IF NOT EXISTS summary_windows (
         kind TEXT NOT NULL, start INTEGER NOT NULL, resident_id TEXT NOT NULL, state TEXT NOT NULL, dirty INTEGER NOT NULL DEFAULT 1,
         PRIMARY KEY (kind, start, resident_id)) WITHOUT ROWID;
+      CREATE INDEX IF NOT EXISTS summary_windows_resident ON summary_windows(resident_id, kind, start);
       CREATE TABLE IF NOT EXISTS summary_groups (
         kind TEXT NOT NULL, start INTEGER NOT NULL, version INTEGER NOT NULL DEFAULT 0, dirty INTEGER NOT NULL DEFAULT 1,
         PRIMARY KEY (kind, start)) WITHOUT ROWID;
@@ -131,6 +132,8 @@ export class Aggregator {
       children: db.prepare<[string, number], { body: string }>('SELECT body FROM child_rollups WHERE kind = ? AND start = ? ORDER BY child'),
       saveChild: db.prepare('INSERT INTO child_rollups (child, kind, start, version, body, received_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(child, kind, start) DO UPDATE SET version = excluded.version, body = excluded.body, received_at = excluded.received_at WHERE excluded.version > child_rollups.version'),
       openWindows: db.prepare<[string, number], { resident_id: string, start: number, state: string }>('SELECT resident_id, start, state FROM summary_windows WHERE kind = ? AND start >= ?'),
+      residentWindows: db.prepare<[string, string, number, number, number], { start: number, state: string }>('SELECT start, state FROM summary_windows WHERE resident_id = ? AND kind = ? AND start >= ? AND start < ? ORDER BY start LIMIT ?'),
+      groupStarts: db.prepare<[string, number, number, number], { start: number, version: number }>('SELECT start, version FROM summary_groups WHERE kind = ? AND start >= ? AND start < ? AND version > 0 ORDER BY start LIMIT ?'),
       pruneWindows: db.prepare('DELETE FROM summary_windows WHERE kind = ? AND start < ?'),
       pruneGroups: db.prepare('DELETE FROM summary_groups WHERE kind = ? AND start < ? AND dirty = 0'),
       pruneChildren: db.prepare('DELETE FROM child_rollups WHERE kind = ? AND start < ?'),
@@ -260,6 +263,25 @@ export class Aggregator {
     this.s.clean.run(w.name, start)
     this.stats.windowsClosed++
     if (version > 1) this.stats.corrections++
+  }
+
+  /** One resident's summaries in [from, to), oldest first (hospitals and residents read them). */
+  residentSummaries (residentId: string, kind: string, from: number, to: number, limit = 1000): ResidentSummary[] {
+    const w = this.d.windows.find((x) => x.name === kind)
+    if (!w) return []
+    return this.s.residentWindows.all(residentId, kind, from, to, limit).map((r) => this.summaryOf(fromJSON(r.state), w, 0))
+  }
+
+  /** Closed windows in [from, to), oldest first, with every resident's data, for research pulls. */
+  closedWindows (kind: string, from: number, to: number, limit: number): ClosedWindow[] {
+    const w = this.d.windows.find((x) => x.name === kind)
+    if (!w) return []
+    return this.s.groupStarts.all(kind, from, to, limit).map((g) => ({
+      kind, start: g.start, end: g.start + w.ms, version: g.version, changed: [],
+      all: this.s.windowsOf.all(kind, g.start).map((r) => fromJSON(r.state)),
+      rollup: undefined as never,
+      facts: (id: string) => this.d.resident(id),
+    }))
   }
 
   /** The region's aggregates per window (own residents and child regions merged), for the API. */

@@ -1,2 +1,3 @@
 export * from './registry.ts'
 export * from './demo.ts'
+export * from './audit.ts'

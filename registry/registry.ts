@@ -57,6 +57,7 @@ export class Registry {
       updateResident: db.prepare('UPDATE residents SET birth_year = coalesce(?, birth_year), conditions = coalesce(?, conditions), hospital_id = coalesce(?, hospital_id), language = coalesce(?, language), research_consent = coalesce(?, research_consent) WHERE id = ?'),
       hospital: db.prepare<[string], { id: string, name: string, webhook_url: string | null, webhook_token: string | null, fhir_url: string | null, fhir_auth: 'bearer' | 'hmac', fhir_secret: string | null }>('SELECT id, name, webhook_url, webhook_token, fhir_url, fhir_auth, fhir_secret FROM hospitals WHERE id = ?'),
       hospitals: db.prepare<[], { id: string }>('SELECT id FROM hospitals ORDER BY id'),
+      patients: db.prepare<[string], { id: string }>('SELECT id FROM residents WHERE hospital_id = ? ORDER BY id'),
       insertHospital: db.prepare('INSERT INTO hospitals (id, name, webhook_url, webhook_token, fhir_url, fhir_auth, fhir_secret, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
       institution: db.prepare<[string], { id: string, name: string, push_url: string | null, token: string | null, pseudonym_key: string }>('SELECT * FROM research_institutions WHERE id = ?'),
       institutions: db.prepare<[], { id: string }>('SELECT id FROM research_institutions ORDER BY id'),
@@ -68,6 +69,8 @@ export class Registry {
       insertResident: db.prepare('INSERT INTO residents (id, name, language, region, secret_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)'),
       insertDevice: db.prepare('INSERT INTO devices (id, resident_id, secret_hash, model, region, created_at) VALUES (?, ?, ?, ?, ?, ?)'),
       apiKey: db.prepare<[string], { id: string, digest: string, role: Role, scope: string | null, revoked_at: number | null }>('SELECT id, digest, role, scope, revoked_at FROM api_keys WHERE id = ?'),
+      revokeApiKey: db.prepare('UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL'),
+      apiKeys: db.prepare<[], { id: string, role: Role, scope: string | null, label: string | null, created_at: number, revoked_at: number | null }>('SELECT id, role, scope, label, created_at, revoked_at FROM api_keys ORDER BY created_at'),
       insertApiKey: db.prepare('INSERT INTO api_keys (id, digest, role, scope, label, created_at) VALUES (?, ?, ?, ?, ?, ?)'),
     }
   }
@@ -123,6 +126,9 @@ export class Registry {
     return h && { id: h.id, name: h.name, webhookUrl: h.webhook_url, webhookToken: h.webhook_token, fhirUrl: h.fhir_url, fhirAuth: h.fhir_auth, fhirSecret: h.fhir_secret }
   }
 
+  /** The residents a hospital cares for. */
+  patients (hospitalId: string): string[] { return this.q.patients.all(hospitalId).map((r) => r.id) }
+
   hospitals (): HospitalRecord[] { return this.q.hospitals.all().map((h) => this.hospital(h.id)!) }
 
   /** Registers a research institution with its own pseudonym key (so institutions cannot link their data). */
@@ -174,6 +180,15 @@ export class Registry {
     const token = `vm_${id}_${newSecret()}`
     this.q.insertApiKey.run(id, digestToken(token), role, scope, label ?? null, Date.now())
     return token
+  }
+
+  revokeApiKey (id: string): boolean {
+    return this.q.revokeApiKey.run(Date.now(), id).changes > 0
+  }
+
+  /** Keys without their secrets (only digests are stored anyway). */
+  apiKeys (): { id: string, role: Role, scope: string | null, label: string | null, createdAt: number, revokedAt: number | null }[] {
+    return this.q.apiKeys.all().map((k) => ({ id: k.id, role: k.role, scope: k.scope, label: k.label, createdAt: k.created_at, revokedAt: k.revoked_at }))
   }
 
   verifyApiKey (token: string): ApiKeyPrincipal | undefined {

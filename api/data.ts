@@ -1,0 +1,97 @@
+import type { FastifyInstance } from 'fastify'
+import { z } from 'zod'
+import { VitalmeshError, IdSchema } from '../core/index.ts'
+import type { Registry, AuditLog } from '../registry/index.ts'
+import { researchPayload, type Aggregator, type ResearchCell } from '../forwarder/index.ts'
+import { requireRole, mayAccessResident } from './access.ts'
+
+export interface DataRoutesDeps { registry: Registry, aggregator: Aggregator, audit: AuditLog, windows: string[], k: number }
+
+const Range = z.strictObject({
+  window: z.string().optional(),
+  from: z.coerce.number().int().min(0).optional(),
+  to: z.coerce.number().int().min(0).optional(),
+})
+const ResearchQuery = Range.extend({
+  region: z.string().max(64).optional(),
+  ageBand: z.string().max(16).optional(),
+  cursor: z.coerce.number().int().min(0).optional().describe('the window start to continue after (from the previous page)'),
+  limit: z.coerce.number().int().min(1).max(500).default(24).describe('windows per page'),
+  format: z.enum(['json', 'csv']).default('json'),
+})
+
+function parse<T> (schema: z.ZodType<T>, q: unknown): T {
+  const r = schema.safeParse(q)
+  if (!r.success) throw new VitalmeshError('VM_BAD_REQUEST', r.error.issues.slice(0, 5).map((i) => `${i.path.join('.') || 'query'}: ${i.message}`).join('; '))
+  return r.data
+}
+
+const CSV_COLUMNS = ['window_kind', 'window_start', 'window_end', 'version', 'region', 'age_band', 'residents',
+  ...['hr', 'sys', 'dia'].flatMap((m) => ['count', 'min', 'max', 'mean', 'p50', 'p95'].map((s) => `${m}_${s}`))]
+
+function csvRow (w: { kind: string, start: string, end: string }, version: number, c: ResearchCell): string {
+  const stats = (['hr', 'sys', 'dia'] as const).flatMap((m) => (['count', 'min', 'max', 'mean', 'p50', 'p95'] as const).map((s) => c[m][s] ?? ''))
+  return [w.kind, w.start, w.end, version, c.region, c.ageBand, c.residents, ...stats].map((v) => {
+    const t = String(v)
+    return /[",\n]/.test(t) ? `"${t.replace(/"/g, '""')}"` : t
+  }).join(',')
+}
+
+/** Hospitals' summaries of their residents, and research institutions' pull of de-identified aggregates. */
+export function dataRoutes (d: DataRoutesDeps) {
+  return (app: FastifyInstance): void => {
+    const hospitalOf = (id: string): string | null | undefined => d.registry.resident(id)?.hospitalId
+    const windowOf = (w: string | undefined): string => {
+      const kind = w ?? d.windows[0]!
+      if (!d.windows.includes(kind)) throw new VitalmeshError('VM_BAD_REQUEST', `window must be one of ${d.windows.join(', ')}`)
+      return kind
+    }
+
+    app.get<{ Params: { id: string } }>('/v1/hospitals/:id/residents', async (req) => {
+      const p = requireRole(req.principal, 'operator', 'hospital')
+      if (p.role === 'hospital' && p.scope !== req.params.id) throw new VitalmeshError('VM_FORBIDDEN', 'a hospital sees only its own residents')
+      if (!d.registry.hospital(req.params.id)) throw new VitalmeshError('VM_NOT_FOUND', `hospital ${req.params.id} is not registered`)
+      return { hospitalId: req.params.id, residents: d.registry.patients(req.params.id) }
+    })
+
+    app.get<{ Params: { id: string } }>('/v1/residents/:id/summaries', async (req) => {
+      const p = requireRole(req.principal, 'operator', 'resident', 'hospital')
+      const id = IdSchema.safeParse(req.params.id)
+      if (!id.success) throw new VitalmeshError('VM_BAD_REQUEST', 'resident id: ' + id.error.issues[0]!.message)
+      if (!mayAccessResident(p, id.data, hospitalOf)) throw new VitalmeshError('VM_FORBIDDEN', `this key may not access resident ${id.data}`)
+      if (!d.registry.resident(id.data)) throw new VitalmeshError('VM_NOT_FOUND', `resident ${id.data} is not registered`)
+      const q = parse(Range, req.query)
+      const kind = windowOf(q.window)
+      const to = q.to ?? Date.now()
+      const from = q.from ?? to - 7 * 86400_000
+      const summaries = d.aggregator.residentSummaries(id.data, kind, from, to)
+      if (p.role !== 'resident') d.audit.append(`${p.role}:${p.scope ?? ''}:${p.keyId}`, 'pull.summaries', id.data, { window: kind, from, to, count: summaries.length })
+      return { residentId: id.data, window: kind, summaries }
+    })
+
+    app.get('/v1/research/aggregates', async (req, reply) => {
+      const p = requireRole(req.principal, 'research')
+      const inst = p.scope ? d.registry.institution(p.scope) : undefined
+      if (!inst) throw new VitalmeshError('VM_FORBIDDEN', 'this research key is not bound to a registered institution')
+      const q = parse(ResearchQuery, req.query)
+      const kind = windowOf(q.window)
+      const to = q.to ?? Date.now()
+      const from = Math.max(q.from ?? to - 7 * 86400_000, q.cursor !== undefined ? q.cursor + 1 : 0)
+      const windows = d.aggregator.closedWindows(kind, from, to, q.limit)
+      const pages = windows.map((w) => {
+        const payload = researchPayload(w, { id: inst.id, pseudonymKey: inst.pseudonymKey }, d.k)
+        payload.cells = payload.cells.filter((c) => (!q.region || c.region === q.region) && (!q.ageBand || c.ageBand === q.ageBand))
+        return payload
+      })
+      const next = windows.length === q.limit ? windows[windows.length - 1]!.start : null
+      d.audit.append(`research:${inst.id}:${p.keyId}`, 'pull.research', inst.id, { window: kind, from, to, region: q.region ?? null, ageBand: q.ageBand ?? null, windows: pages.length, cells: pages.reduce((n, x) => n + x.cells.length, 0) })
+      if (q.format === 'csv') {
+        const lines = [CSV_COLUMNS.join(',')]
+        for (const pg of pages) for (const c of pg.cells) lines.push(csvRow(pg.window, pg.version, c))
+        if (next !== null) reply.header('link', `<?window=${kind}&from=${q.from ?? from}&to=${to}&cursor=${next}&limit=${q.limit}&format=csv>; rel="next"`)
+        return reply.type('text/csv; charset=utf-8').send(lines.join('\n') + '\n')
+      }
+      return { schema: 'vitalmesh.research-aggregate-page/1', window: kind, k: d.k, windows: pages, nextCursor: next }
+    })
+  }
+}

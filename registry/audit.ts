@@ -1,0 +1,81 @@
+import { createHash } from 'node:crypto'
+import type { Clock, DB } from '../core/index.ts'
+
+export interface AuditEntry { seq: number, at: number, actor: string, action: string, subject: string, detail: unknown, prevHash: string, hash: string }
+
+export type AuditAction =
+  | 'api-key.created' | 'api-key.revoked'
+  | 'rule-set.published' | 'rule-set.activated' | 'rule-set.deactivated'
+  | 'hospital.registered' | 'institution.registered' | 'resident.updated' | 'resident.consent'
+  | 'override.set'
+  | 'export.fhir' | 'export.research' | 'export.rollup'
+  | 'pull.research' | 'pull.readings' | 'pull.summaries'
+  | 'outbox.redrive'
+  | (string & {})
+
+const GENESIS = '0'.repeat(64)
+
+function entryHash (prevHash: string, e: { seq: number, at: number, actor: string, action: string, subject: string, detail: string }): string {
+  return createHash('sha256').update(prevHash).update('\n').update(JSON.stringify([e.seq, e.at, e.actor, e.action, e.subject, e.detail])).digest('hex')
+}
+
+/**
+ * The audit trail: append-only (triggers refuse UPDATE and DELETE) and hash-chained, each
+ * entry storing the hash of the one before, so changing or removing an entry breaks every
+ * hash after it and `verify` names the first entry that does not match.
+ */
+export class AuditLog {
+  private readonly s
+  private last: { seq: number, hash: string }
+
+  constructor (private readonly db: DB, private readonly clock: Clock) {
+    db.exec(`
+      CREATE TABLE IF NOT EXISTS audit (
+        seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, subject TEXT NOT NULL,
+        detail TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
+      CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+      CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    `)
+    this.s = {
+      insert: db.prepare('INSERT INTO audit (seq, at, actor, action, subject, detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
+      last: db.prepare<[], { seq: number, hash: string }>('SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1'),
+      page: db.prepare<[number, number], { seq: number, at: number, actor: string, action: string, subject: string, detail: string, prev_hash: string, hash: string }>('SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?'),
+    }
+    this.last = this.s.last.get() ?? { seq: 0, hash: GENESIS }
+  }
+
+  /** Appends an entry; call inside the transaction of the change it records when there is one. */
+  append (actor: string, action: AuditAction, subject: string, detail: unknown = {}): AuditEntry {
+    const e = { seq: this.last.seq + 1, at: this.clock.now(), actor, action, subject, detail: JSON.stringify(detail) }
+    const hash = entryHash(this.last.hash, e)
+    this.s.insert.run(e.seq, e.at, e.actor, e.action, e.subject, e.detail, this.last.hash, hash)
+    const entry = { ...e, detail, prevHash: this.last.hash, hash }
+    this.last = { seq: e.seq, hash }
+    return entry
+  }
+
+  list (afterSeq: number, limit: number): AuditEntry[] {
+    return this.s.page.all(afterSeq, limit).map((r) => ({ seq: r.seq, at: r.at, actor: r.actor, action: r.action, subject: r.subject, detail: JSON.parse(r.detail) as unknown, prevHash: r.prev_hash, hash: r.hash }))
+  }
+
+  /** Recomputes the chain; reports the first entry whose content or link does not match. */
+  verify (): { ok: boolean, entries: number, brokenAt?: number, reason?: string } {
+    let prev = GENESIS
+    let expectSeq = 1
+    let n = 0
+    for (let after = 0; ;) {
+      const rows = this.s.page.all(after, 1000)
+      if (rows.length === 0) break
+      for (const r of rows) {
+        if (r.seq !== expectSeq) return { ok: false, entries: n, brokenAt: expectSeq, reason: `entry ${expectSeq} is missing` }
+        if (r.prev_hash !== prev) return { ok: false, entries: n, brokenAt: r.seq, reason: 'it does not link to the entry before it' }
+        if (entryHash(prev, r) !== r.hash) return { ok: false, entries: n, brokenAt: r.seq, reason: 'its content does not match its hash' }
+        prev = r.hash
+        expectSeq++
+        n++
+      }
+      after = rows[rows.length - 1]!.seq
+    }
+    return { ok: true, entries: n }
+  }
+}

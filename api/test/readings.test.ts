@@ -5,12 +5,13 @@ import { connect, reading } from '../../test/helpers/mqtt.ts'
 describe('HTTP API', () => {
   let t: TestApp
   let base: string
+  const t0 = Date.now() - 60_000
   beforeAll(async () => {
     t = await startTestApp()
     base = `http://127.0.0.1:${t.httpPort}`
     const d = t.app.demo!.device
     const c = await connect(t.mqttPort, d.deviceId, d.secret)
-    for (let i = 1; i <= 3; i++) await c.publishAsync(`vitals/${d.deviceId}`, reading(i, { ts: Date.now() - (10 - i) * 1000 }), { qos: 1 })
+    for (let i = 1; i <= 3; i++) await c.publishAsync(`vitals/${d.deviceId}`, reading(i, { ts: t0 + i * 1000 }), { qos: 1 })
     await c.endAsync()
     await t.app.drain.idle()
   })
@@ -33,7 +34,7 @@ describe('HTTP API', () => {
     expect(own.body.readings.map((r: { seq: number }) => r.seq)).toEqual([1, 2, 3])
     const op = await get('/v1/residents/demo-resident/readings?limit=2', apiKeys.operator)
     expect(op.body.count).toBe(2)
-    const window = await get(`/v1/residents/demo-resident/readings?from=0&to=${Date.now() - 8500}`, apiKeys.operator)
+    const window = await get(`/v1/residents/demo-resident/readings?from=0&to=${t0 + 1500}`, apiKeys.operator)
     expect(window.body.readings.map((r: { seq: number }) => r.seq)).toEqual([1])
   })
 

@@ -122,6 +122,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     residentExists: (id) => registry.resident(id) !== undefined,
     hospitalOf: (id) => registry.resident(id)?.hospitalId,
     mqttOverWebSocket: (stream, req) => mqtt.handle(stream, req),
+    rateLimitPerMinute: config.http.rateLimitPerMinute,
     audited: (actor, action, subject, detail) => { audit.append(actor, action, subject, detail) },
     routes: [
       alertingRoutes({ registry, ruleSets, alerts, audit, rulesChanged }),

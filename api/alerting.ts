@@ -99,14 +99,17 @@ export function alertingRoutes (d: AlertingRoutesDeps) {
     app.get<{ Params: { id: string } }>('/v1/alerts/:id/history', async (req) => {
       const p = requireRole(req.principal, 'operator', 'resident', 'hospital')
       const a = d.alerts.get(req.params.id)
-      if (!a || !mayAccessResident(p, a.residentId, hospitalOf)) throw new VitalmeshError('VM_NOT_FOUND', `no alert ${req.params.id} for this key`)
+      if (!a) throw new VitalmeshError('VM_NOT_FOUND', `no alert ${req.params.id}`)
+      if (!mayAccessResident(p, a.residentId, hospitalOf)) throw new VitalmeshError('VM_FORBIDDEN', `this key may not access alert ${req.params.id}`)
       return { alert: a, transitions: d.alerts.history(a.id) }
     })
 
     app.post<{ Params: { id: string } }>('/v1/alerts/:id/ack', async (req) => {
       const p = requireRole(req.principal, 'operator', 'resident')
-      const a = d.alerts.acknowledge(req.params.id, `${p.role}:${p.scope ?? p.keyId}`, p.role === 'resident' ? p.scope ?? '' : undefined)
-      return a
+      const existing = d.alerts.get(req.params.id)
+      if (!existing) throw new VitalmeshError('VM_NOT_FOUND', `no alert ${req.params.id}`)
+      if (p.role === 'resident' && existing.residentId !== p.scope) throw new VitalmeshError('VM_FORBIDDEN', 'residents acknowledge only their own alerts')
+      return d.alerts.acknowledge(req.params.id, `${p.role}:${p.scope ?? p.keyId}`, p.role === 'resident' ? p.scope ?? '' : undefined)
     })
 
     app.get<{ Params: { id: string } }>('/v1/residents/:id/overrides', async (req) => {

@@ -18,6 +18,8 @@ export interface ApiDeps {
   readiness(): Promise<Record<string, 'ok' | string>>
   /** MQTT over WebSocket: hands the stream of an upgraded `/mqtt` request to the broker */
   mqttOverWebSocket(stream: Duplex, req: IncomingMessage): void
+  /** requests per minute per API key (token bucket; bursts up to the same number) */
+  rateLimitPerMinute?: number
   /** records a data access in the audit trail */
   audited?(actor: string, action: string, subject: string, detail: unknown): void
   /** more routes, each registered with the app (one function per audience or concern) */
@@ -32,6 +34,27 @@ const ReadingsQuery = z.strictObject({
 
 declare module 'fastify' {
   interface FastifyRequest { principal?: ApiKeyPrincipal }
+  interface FastifyInstance { vitalmeshRoutes: { method: string, url: string }[] }
+}
+
+/** A token bucket per API key: `perMinute` requests a minute, refilled continuously. */
+class KeyRateLimiter {
+  private readonly buckets = new Map<string, { tokens: number, at: number }>()
+  constructor (private readonly perMinute: number) {}
+  take (key: string): boolean {
+    const now = Date.now()
+    const b = this.buckets.get(key) ?? { tokens: this.perMinute, at: now }
+    b.tokens = Math.min(this.perMinute, b.tokens + ((now - b.at) / 60_000) * this.perMinute)
+    b.at = now
+    this.buckets.set(key, b)
+    if (b.tokens < 1) return false
+    b.tokens -= 1
+    return true
+  }
+  retryAfterS (key: string): number {
+    const b = this.buckets.get(key)
+    return b ? Math.max(1, Math.ceil(((1 - b.tokens) / this.perMinute) * 60)) : 1
+  }
 }
 
 function bearer (req: FastifyRequest): string | undefined {
@@ -56,13 +79,23 @@ export function buildApi (deps: ApiDeps): FastifyInstance {
   })
   app.setNotFoundHandler((req, reply) => reply.status(404).send({ code: 'VM_NOT_FOUND', message: `no route ${req.method} ${req.url}` }))
 
+  // every route, so a test can check that each one enforces role and scope
+  const routes: { method: string, url: string }[] = []
+  app.addHook('onRoute', (r) => { for (const m of [r.method].flat()) if (m !== 'HEAD') routes.push({ method: m, url: r.url }) })
+  app.decorate('vitalmeshRoutes', routes)
+
   app.decorateRequest('principal', undefined)
-  app.addHook('onRequest', async (req) => {
+  const limiter = new KeyRateLimiter(deps.rateLimitPerMinute ?? 600)
+  app.addHook('onRequest', async (req, reply) => {
     if (!req.url.startsWith('/v1/')) return
     const token = bearer(req)
     const p = token ? deps.verifyApiKey(token) : undefined
     if (!p) throw new VitalmeshError('VM_UNAUTHORIZED', 'send a valid API key as "Authorization: Bearer <key>"')
     req.principal = p
+    if (!limiter.take(p.keyId)) {
+      reply.header('retry-after', String(limiter.retryAfterS(p.keyId)))
+      throw new VitalmeshError('VM_RATE_LIMITED', `more than ${deps.rateLimitPerMinute ?? 600} requests a minute with this key; retry later`)
+    }
   })
 
   app.get('/healthz', async () => ({ status: 'ok' }))

@@ -19,6 +19,7 @@ export const ConfigSchema = z.strictObject({
   http: z.strictObject({
     host: z.string().default('0.0.0.0'),
     port: port.default(8080),
+    rateLimitPerMinute: z.coerce.number().int().min(1).default(600).describe('requests per minute per API key'),
   }).prefault({}),
   ingest: z.strictObject({
     /** how many spool rows one drain step moves to the telemetry store */
@@ -74,6 +75,7 @@ export const ENV_SETTINGS: Record<string, string> = {
   VITALMESH_MAX_PAYLOAD_BYTES: 'mqtt.maxPayloadBytes',
   VITALMESH_HTTP_HOST: 'http.host',
   VITALMESH_HTTP_PORT: 'http.port',
+  VITALMESH_RATE_LIMIT_PER_MINUTE: 'http.rateLimitPerMinute',
   VITALMESH_DRAIN_BATCH: 'ingest.drainBatch',
   VITALMESH_DRAIN_INTERVAL_MS: 'ingest.drainIntervalMs',
   VITALMESH_DEAD_LETTER_MAX: 'ingest.deadLetterMax',

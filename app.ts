@@ -6,7 +6,7 @@ import { Spool, EmbeddedStore, Drain, Ingest, type TelemetryStore } from './inge
 import { AlertBook, RuleSetStore, type Override } from './alerting/index.ts'
 import { Outbox, Aggregator, parseWindow, hospitalSink, researchSink, parentSink, type SummarySink } from './forwarder/index.ts'
 import { createBroker, type Broker } from './broker/index.ts'
-import { buildApi, alertingRoutes, forwarderRoutes, operatorRoutes, dataRoutes } from './api/index.ts'
+import { buildApi, alertingRoutes, forwarderRoutes, operatorRoutes, dataRoutes, consoleRoutes, LiveHub } from './api/index.ts'
 
 export interface AppDeps {
   config: Config
@@ -93,8 +93,11 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     },
   })
   const mqtt = broker
+  const live = new LiveHub({ verifyApiKey: (t) => registry.verifyApiKey(t), hospitalOf: (id) => registry.resident(id)?.hospitalId })
+  spool.onCommit((rows) => live.readings(rows))
   alerts.setNotifier({
     alert: (alert, delivered) => {
+      live.alert(alert)
       mqtt.publish(topics.alerts(alert.residentId), Buffer.from(JSON.stringify(alert)), 1).then(delivered, (err: Error) => {
         log.warn({ err, alertId: alert.id }, 'could not publish an alert; it will be re-sent after a restart')
       })
@@ -113,6 +116,24 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     if (!residentId) publishStandards()
   }
 
+  // node statistics for operators (console, /v1/stats), sampled once a second
+  let lastAccepted = 0
+  let readingsPerS = 0
+  const stats = (): Record<string, unknown> => {
+    const bySeverity: Record<string, number> = { info: 0, warning: 0, critical: 0 }
+    for (const a of alerts.activeAlerts()) bySeverity[a.severity] = (bySeverity[a.severity] ?? 0) + 1
+    return {
+      at: clock.now(), readingsPerS, readingsAccepted: spool.stats.accepted, duplicates: spool.stats.duplicates,
+      mqttClients: mqtt.aedes.connectedClients, openAlerts: bySeverity, outboxPending: outbox.pending(), drained: drain.stats.drained,
+    }
+  }
+  let statsTimer: NodeJS.Timeout | undefined
+  const sampleStats = (): void => {
+    readingsPerS = spool.stats.accepted - lastAccepted
+    lastAccepted = spool.stats.accepted
+    live.stats(stats())
+  }
+
   let started = false
   let stopping = false
   const api = buildApi({
@@ -123,8 +144,10 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     hospitalOf: (id) => registry.resident(id)?.hospitalId,
     mqttOverWebSocket: (stream, req) => mqtt.handle(stream, req),
     rateLimitPerMinute: config.http.rateLimitPerMinute,
+    live,
     audited: (actor, action, subject, detail) => { audit.append(actor, action, subject, detail) },
     routes: [
+      consoleRoutes({ registry, stats }),
       alertingRoutes({ registry, ruleSets, alerts, audit, rulesChanged }),
       dataRoutes({ registry, aggregator, audit, windows: windows.map((w) => w.name), k: config.forwarder.k }),
       operatorRoutes({ registry, audit, residentChanged: (id) => alerts.rulesChanged(id) }),
@@ -140,7 +163,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   let demo: DemoCredentials | undefined
 
   return {
-    config, registry, audit, spool, store, alerts, ruleSets, outbox, aggregator, drain, ingest, broker: mqtt, api, rulesChanged,
+    config, registry, audit, live, spool, store, alerts, ruleSets, outbox, aggregator, drain, ingest, broker: mqtt, api, rulesChanged,
     get demo () { return demo },
     async start (): Promise<Listening> {
       if (config.demo.enabled) {
@@ -155,6 +178,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       alerts.start()
       outbox.start()
       aggregator.start(config.forwarder.tickMs)
+      statsTimer = setInterval(sampleStats, 1000)
       publishStandards()
       const tcp = await mqtt.listenTcp(config.mqtt.host, config.mqtt.port)
       await api.listen({ host: config.http.host, port: config.http.port })
@@ -166,6 +190,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     },
     async stop (): Promise<void> {
       stopping = true
+      if (statsTimer) clearInterval(statsTimer)
       await api.close()
       await mqtt.close()
       spool.flush()

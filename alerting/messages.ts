@@ -43,10 +43,10 @@ export function describe (d: Detail, lang: Language, categoryTitle?: string): st
     const h = Math.round(d.silentForS / 360) / 10
     parts.push(zh ? `已有 ${h} 小时没有收到您设备的数据` : `no reading from your devices for ${h} h`)
   } else {
-    if (d.values.sys !== undefined) parts.push(zh ? `血压 ${d.values.sys}/${d.values.dia} mmHg` : `blood pressure ${d.values.sys}/${d.values.dia} mmHg`)
+    const cat = categoryTitle ? (zh ? `（${categoryTitle}）` : ` (${categoryTitle})`) : ''
+    if (d.values.sys !== undefined) parts.push(zh ? `血压 ${d.values.sys}/${d.values.dia} mmHg${cat}` : `blood pressure ${d.values.sys}/${d.values.dia} mmHg${cat}`)
     if (d.values.hr !== undefined) parts.push(zh ? `心率 ${d.values.hr} 次/分` : `heart rate ${d.values.hr} bpm`)
   }
-  if (categoryTitle) parts.push(zh ? `（${categoryTitle}）` : `(${categoryTitle})`)
   if (d.scores) {
     const s = Object.entries(d.scores).map(([k, v]) => `${k} ${v}`).join(', ')
     parts.push(zh ? `NEWS2 单项评分: ${s}（不是完整的 NEWS2）` : `NEWS2 sub-scores: ${s} (not a full NEWS2)`)

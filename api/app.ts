@@ -6,6 +6,7 @@ import { z } from 'zod'
 import { VitalmeshError, IdSchema, type Logger, type StoredReading } from '../core/index.ts'
 import type { ApiKeyPrincipal } from '../registry/index.ts'
 import { mayAccessResident } from './access.ts'
+import type { LiveHub } from './live.ts'
 
 export interface ApiDeps {
   logger: Logger
@@ -22,6 +23,8 @@ export interface ApiDeps {
   rateLimitPerMinute?: number
   /** records a data access in the audit trail */
   audited?(actor: string, action: string, subject: string, detail: unknown): void
+  /** the live stream at /v1/live */
+  live?: LiveHub
   /** more routes, each registered with the app (one function per audience or concern) */
   routes?: ((app: FastifyInstance) => void)[]
 }
@@ -125,8 +128,13 @@ export function buildApi (deps: ApiDeps): FastifyInstance {
 
   // MQTT over WebSocket on the HTTP port, at /mqtt
   const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 16 * 1024 * 1024 })
+  const liveWss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 64 * 1024 })
   app.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const path = (req.url ?? '').split('?')[0]
+    if (path === '/v1/live' && deps.live) {
+      liveWss.handleUpgrade(req, socket, head, (ws) => deps.live!.attach(ws))
+      return
+    }
     if (path !== '/mqtt') {
       socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n')
       return
@@ -140,6 +148,8 @@ export function buildApi (deps: ApiDeps): FastifyInstance {
   app.addHook('onClose', async () => {
     for (const c of wss.clients) c.terminate()
     wss.close()
+    deps.live?.close()
+    liveWss.close()
   })
   return app
 }

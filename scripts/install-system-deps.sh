@@ -8,6 +8,7 @@ declare -A NEED=(
   [mosquitto_pub]=mosquitto-clients
   [mosquitto_sub]=mosquitto-clients
   [mosquitto]=mosquitto
+  [chromium]=chromium
 )
 
 missing=()

@@ -71,6 +71,9 @@ describe('role and scope on every route', () => {
     'PATCH /v1/residents/:id': { path: () => R, allowed: ['operator'], body: () => ({ birthYear: 1950 }) },
     'GET /v1/hospitals/:id/residents': { path: () => '/v1/hospitals/h1/residents', allowed: ['operator', 'hospital'], wrongScope: { hospital: 'hospitalOther' } },
     'GET /v1/residents/:id/summaries': { path: () => `${R}/summaries`, allowed: ['operator', 'resident', 'hospital'], wrongScope: { resident: 'residentOther', hospital: 'hospitalOther' } },
+    'GET /v1/residents/:id': { path: () => R, allowed: ['operator', 'resident', 'hospital'], wrongScope: { resident: 'residentOther', hospital: 'hospitalOther' } },
+    'GET /v1/stats': { path: () => '/v1/stats', allowed: ['operator'] },
+    'GET /v1/whoami': { path: () => '/v1/whoami', allowed: ['operator', 'resident', 'hospital', 'research', 'region'] },
     'GET /v1/research/aggregates': { path: () => '/v1/research/aggregates', allowed: ['research'], wrongScope: { research: 'researchOther' } },
   }
   const roles: Role[] = ['operator', 'resident', 'hospital', 'research', 'region']

@@ -15,7 +15,7 @@ export interface AlertingRoutesDeps {
   rulesChanged(residentId?: string): void
 }
 
-const OverrideBody = z.strictObject({
+export const OverrideBody = z.strictObject({
   ruleKey: z.string().regex(/^[A-Za-z0-9._-]+\/[A-Za-z0-9._-]+$/, 'ruleKey is <rule set id>/<rule id>'),
   params: z.strictObject({ value: z.number().optional(), min: z.number().optional(), max: z.number().optional(), forS: z.number().positive().optional() })
     .refine((p) => Object.keys(p).length > 0, 'give at least one of value, min, max, forS'),

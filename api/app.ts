@@ -1,8 +1,11 @@
 import Fastify, { LogController, type FastifyInstance, type FastifyRequest, type FastifyBaseLogger } from 'fastify'
 import { WebSocketServer, createWebSocketStream } from 'ws'
+import swagger from '@fastify/swagger'
+import swaggerUi from '@fastify/swagger-ui'
+import { openApiDocument } from './openapi.ts'
+import { ReadingsQuery } from './schemas.ts'
 import type { Duplex } from 'node:stream'
 import type { IncomingMessage } from 'node:http'
-import { z } from 'zod'
 import { VitalmeshError, IdSchema, type Logger, type StoredReading } from '../core/index.ts'
 import type { ApiKeyPrincipal } from '../registry/index.ts'
 import { mayAccessResident } from './access.ts'
@@ -29,11 +32,6 @@ export interface ApiDeps {
   routes?: ((app: FastifyInstance) => void)[]
 }
 
-const ReadingsQuery = z.strictObject({
-  from: z.coerce.number().int().min(0).optional().describe('epoch ms, inclusive; default: 24 h ago'),
-  to: z.coerce.number().int().min(0).optional().describe('epoch ms, exclusive; default: now'),
-  limit: z.coerce.number().int().min(1).max(10_000).default(1000),
-})
 
 declare module 'fastify' {
   interface FastifyRequest { principal?: ApiKeyPrincipal }
@@ -125,6 +123,12 @@ export function buildApi (deps: ApiDeps): FastifyInstance {
   })
 
   for (const register of deps.routes ?? []) register(app)
+
+  // OpenAPI 3, generated from the route table and the zod schemas, with Swagger UI at /docs
+  const document = openApiDocument(routes)
+  app.get('/openapi.json', async () => document)
+  app.register(swagger, { mode: 'static', specification: { document: document as never } })
+  app.register(swaggerUi, { routePrefix: '/docs' })
 
   // MQTT over WebSocket on the HTTP port, at /mqtt
   const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 16 * 1024 * 1024 })

@@ -7,12 +7,12 @@ import { requireRole, mayAccessResident } from './access.ts'
 
 export interface DataRoutesDeps { registry: Registry, aggregator: Aggregator, audit: AuditLog, windows: string[], k: number }
 
-const Range = z.strictObject({
+export const Range = z.strictObject({
   window: z.string().optional(),
   from: z.coerce.number().int().min(0).optional(),
   to: z.coerce.number().int().min(0).optional(),
 })
-const ResearchQuery = Range.extend({
+export const ResearchQuery = Range.extend({
   region: z.string().max(64).optional(),
   ageBand: z.string().max(16).optional(),
   cursor: z.coerce.number().int().min(0).optional().describe('the window start to continue after (from the previous page)'),

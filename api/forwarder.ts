@@ -16,7 +16,7 @@ export interface ForwarderRoutesDeps {
 }
 
 const Stats = z.strictObject({ n: z.number().int().min(0), min: z.number().nullable(), max: z.number().nullable(), sum: z.number(), bins: z.record(z.string(), z.number().int().min(0)) })
-const RollupSchema = z.strictObject({
+export const RollupSchema = z.strictObject({
   schema: z.literal('vitalmesh.region-rollup/1'),
   region: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/),
   level: z.string(),
@@ -28,7 +28,7 @@ const RollupSchema = z.strictObject({
   children: z.array(z.string()),
 })
 
-const ApiKeyBody = z.strictObject({
+export const ApiKeyBody = z.strictObject({
   role: z.enum(['operator', 'resident', 'hospital', 'research', 'region']),
   scope: z.string().min(1).max(64).nullable().default(null),
   label: z.string().max(200).optional(),

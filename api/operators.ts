@@ -4,14 +4,14 @@ import { VitalmeshError, IdSchema } from '../core/index.ts'
 import type { Registry, AuditLog } from '../registry/index.ts'
 import { requireRole } from './access.ts'
 
-const HospitalBody = z.strictObject({
+export const HospitalBody = z.strictObject({
   id: IdSchema, name: z.string().min(1).max(200),
   webhookUrl: z.url().optional().describe('receives escalated critical alerts'), webhookToken: z.string().optional(),
   fhirUrl: z.url().optional().describe('FHIR server endpoint receiving transaction Bundles of summaries'),
   fhirAuth: z.enum(['bearer', 'hmac']).optional(), fhirSecret: z.string().optional(),
 })
-const InstitutionBody = z.strictObject({ id: IdSchema, name: z.string().min(1).max(200), pushUrl: z.url().optional(), token: z.string().optional() })
-const ResidentPatch = z.strictObject({
+export const InstitutionBody = z.strictObject({ id: IdSchema, name: z.string().min(1).max(200), pushUrl: z.url().optional(), token: z.string().optional() })
+export const ResidentPatch = z.strictObject({
   birthYear: z.number().int().min(1900).max(2100).optional(),
   conditions: z.array(z.string().min(1).max(64)).max(50).optional(),
   hospitalId: IdSchema.optional(),

@@ -1,0 +1,84 @@
+import { z } from 'zod'
+import { RuleSetDocSchema } from '../alerting/index.ts'
+import { ErrorCodes } from '../core/index.ts'
+import { ReadingsQuery } from './schemas.ts'
+import { OverrideBody } from './alerting.ts'
+import { RollupSchema, ApiKeyBody } from './forwarder.ts'
+import { HospitalBody, InstitutionBody, ResidentPatch } from './operators.ts'
+import { Range, ResearchQuery } from './data.ts'
+
+interface RouteDoc { summary: string, tags: string[], roles: string[], query?: z.ZodType, body?: z.ZodType, bodyTypes?: string[] }
+
+const ALL = ['operator', 'resident', 'hospital', 'research', 'region']
+
+/** What each route is for and who may call it; the OpenAPI document is generated from this and the zod schemas. */
+export const ROUTE_DOCS: Record<string, RouteDoc> = {
+  'GET /v1/whoami': { summary: 'The role and scope of the calling key', tags: ['auth'], roles: ALL },
+  'GET /v1/residents/:id': { summary: "A resident's profile", tags: ['residents'], roles: ['operator', 'resident (own)', 'hospital (its residents)'] },
+  'PATCH /v1/residents/:id': { summary: "Set a resident's birth year, conditions, hospital or language", tags: ['operators'], roles: ['operator'], body: ResidentPatch },
+  'GET /v1/residents/:id/readings': { summary: "A resident's readings in [from, to)", tags: ['residents'], roles: ['operator', 'resident (own)', 'hospital (its residents)'], query: ReadingsQuery },
+  'GET /v1/residents/:id/summaries': { summary: "A resident's window summaries", tags: ['hospitals', 'residents'], roles: ['operator', 'resident (own)', 'hospital (its residents)'], query: Range },
+  'GET /v1/residents/:id/alerts': { summary: "A resident's alerts, newest first", tags: ['alerts'], roles: ['operator', 'resident (own)', 'hospital (its residents)'] },
+  'GET /v1/alerts/:id/history': { summary: "An alert's transitions with who and when", tags: ['alerts'], roles: ['operator', 'resident (own)', 'hospital (its residents)'] },
+  'POST /v1/alerts/:id/ack': { summary: 'Acknowledge an alert', tags: ['alerts'], roles: ['operator', 'resident (own)'] },
+  'PUT /v1/residents/:id/consent': { summary: 'Consent (or not) to research use', tags: ['residents'], roles: ['resident (own)'], body: z.strictObject({ research: z.boolean() }) },
+  'GET /v1/residents/:id/overrides': { summary: 'Personal thresholds', tags: ['hospitals'], roles: ['operator', 'hospital (its residents)'] },
+  'PUT /v1/residents/:id/overrides': { summary: 'Set a personal threshold for a patient', tags: ['hospitals'], roles: ['hospital (its residents)'], body: OverrideBody },
+  'GET /v1/hospitals/:id/residents': { summary: 'The residents a hospital cares for', tags: ['hospitals'], roles: ['operator', 'hospital (own)'] },
+  'POST /v1/hospitals': { summary: 'Register a hospital (FHIR endpoint, escalation webhook)', tags: ['operators'], roles: ['operator'], body: HospitalBody },
+  'POST /v1/institutions': { summary: 'Register a research institution', tags: ['operators'], roles: ['operator'], body: InstitutionBody },
+  'GET /v1/standards': { summary: 'The rule sets in force', tags: ['rule sets'], roles: ['operator', 'resident', 'hospital', 'research'] },
+  'GET /v1/rulesets': { summary: 'Every published rule-set version', tags: ['rule sets'], roles: ['operator', 'research'] },
+  'GET /v1/rulesets/:id/:version': { summary: 'One rule-set version', tags: ['rule sets'], roles: ['operator', 'research'] },
+  'POST /v1/rulesets': { summary: 'Publish a rule set (JSON or YAML)', tags: ['rule sets'], roles: ['research'], body: RuleSetDocSchema, bodyTypes: ['application/json', 'application/yaml'] },
+  'POST /v1/rulesets/:id/:version/activate': { summary: 'Activate a rule-set version', tags: ['rule sets'], roles: ['operator'] },
+  'DELETE /v1/rulesets/:id/active': { summary: 'Deactivate a rule set', tags: ['rule sets'], roles: ['operator'] },
+  'GET /v1/research/aggregates': { summary: 'De-identified aggregates (JSON or CSV), a page of windows', tags: ['research'], roles: ['research (registered institution)'], query: ResearchQuery },
+  'POST /v1/federation/rollups': { summary: "A child region's roll-up", tags: ['federation'], roles: ['region (the child region)'], body: RollupSchema },
+  'GET /v1/regions/:id/aggregates': { summary: "This node's region aggregates per window", tags: ['federation'], roles: ['operator', 'region (own)'], query: Range },
+  'GET /v1/outbox/dead': { summary: 'Deliveries set aside after failing too long', tags: ['operators'], roles: ['operator'] },
+  'POST /v1/outbox/redrive': { summary: 'Send the dead letters again', tags: ['operators'], roles: ['operator'] },
+  'POST /v1/api-keys': { summary: 'Create an API key (shown once)', tags: ['auth'], roles: ['operator'], body: ApiKeyBody },
+  'GET /v1/api-keys': { summary: 'API keys (without secrets)', tags: ['auth'], roles: ['operator'] },
+  'DELETE /v1/api-keys/:id': { summary: 'Revoke an API key', tags: ['auth'], roles: ['operator'] },
+  'GET /v1/audit': { summary: 'The audit trail', tags: ['audit'], roles: ['operator'] },
+  'GET /v1/audit/verify': { summary: "Verify the audit trail's hash chain", tags: ['audit'], roles: ['operator'] },
+  'GET /v1/stats': { summary: 'Node statistics', tags: ['operators'], roles: ['operator'] },
+}
+
+const json = (s: z.ZodType): Record<string, unknown> => z.toJSONSchema(s, { target: 'openapi-3.0', io: 'input', unrepresentable: 'any' }) as Record<string, unknown>
+
+/** OpenAPI 3 for the routes the app registered, from ROUTE_DOCS and the zod schemas. */
+export function openApiDocument (routes: { method: string, url: string }[], extra: Record<string, RouteDoc> = {}): Record<string, unknown> {
+  const paths: Record<string, Record<string, unknown>> = {}
+  const docs = { ...ROUTE_DOCS, ...extra }
+  for (const r of routes) {
+    if (!r.url.startsWith('/v1/')) continue
+    const d = docs[`${r.method} ${r.url}`]
+    const path = r.url.replace(/:([A-Za-z]+)/g, '{$1}')
+    const params = [...r.url.matchAll(/:([A-Za-z]+)/g)].map((m) => ({ name: m[1], in: 'path', required: true, schema: { type: 'string' } }))
+    const query = d?.query ? Object.entries((json(d.query).properties ?? {}) as Record<string, unknown>).map(([name, schema]) => ({ name, in: 'query', required: false, schema })) : []
+    const op: Record<string, unknown> = {
+      summary: d?.summary ?? r.url,
+      description: d ? `Who may call it: ${d.roles.join(', ')}.` : undefined,
+      tags: d?.tags ?? ['other'],
+      security: [{ apiKey: [] }],
+      parameters: [...params, ...query],
+      responses: {
+        200: { description: 'OK' },
+        ...Object.fromEntries([...new Set(Object.values(ErrorCodes).map((e) => e.status))].map((st) => [st, { description: Object.entries(ErrorCodes).filter(([, e]) => e.status === st).map(([c]) => c).join(', '), content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } }])),
+      },
+    }
+    if (d?.body) op.requestBody = { required: true, content: Object.fromEntries((d.bodyTypes ?? ['application/json']).map((t) => [t, { schema: json(d.body!) }])) }
+    ;(paths[path] ??= {})[r.method.toLowerCase()] = op
+  }
+  return {
+    openapi: '3.0.3',
+    info: { title: 'vitalmesh API', version: '0.1.0', description: 'Wearable vital-sign telemetry. Send an API key as `Authorization: Bearer vm_...`. Errors are `{code, message}`; the codes are listed in docs/errors.md. Live stream: WebSocket `/v1/live`. MQTT over WebSocket: `/mqtt`.' },
+    components: {
+      securitySchemes: { apiKey: { type: 'http', scheme: 'bearer', description: 'vm_<id>_<secret>' } },
+      schemas: { Error: { type: 'object', properties: { code: { type: 'string', enum: Object.keys(ErrorCodes) }, message: { type: 'string' } }, required: ['code', 'message'] } },
+    },
+    paths,
+  }
+}

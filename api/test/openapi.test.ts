@@ -1,0 +1,31 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { startTestApp, type TestApp } from '../../test/helpers/app.ts'
+import { ROUTE_DOCS } from '../openapi.ts'
+
+describe('OpenAPI', () => {
+  let t: TestApp
+  beforeAll(async () => { t = await startTestApp() })
+  afterAll(async () => { await t?.stop() })
+
+  it('documents every /v1 route, with who may call it and the schemas of its inputs', async () => {
+    const routes = t.app.api.vitalmeshRoutes.filter((r) => r.url.startsWith('/v1/')).map((r) => `${r.method} ${r.url}`)
+    expect(routes.filter((r) => !ROUTE_DOCS[r])).toEqual([])
+    const doc = await (await fetch(`http://127.0.0.1:${t.httpPort}/openapi.json`)).json() as any
+    expect(doc.openapi).toBe('3.0.3')
+    const publish = doc.paths['/v1/rulesets'].post
+    expect(publish.description).toMatch(/research/)
+    expect(publish.requestBody.content['application/json'].schema.properties.rules).toBeTruthy()
+    expect(Object.keys(publish.requestBody.content)).toEqual(['application/json', 'application/yaml'])
+    const readings = doc.paths['/v1/residents/{id}/readings'].get
+    expect(readings.parameters.map((p: { name: string }) => p.name)).toEqual(['id', 'from', 'to', 'limit'])
+    expect(doc.components.schemas.Error.properties.code.enum).toContain('VM_FORBIDDEN')
+  })
+
+  it('serves Swagger UI at /docs', async () => {
+    const res = await fetch(`http://127.0.0.1:${t.httpPort}/docs/`)
+    expect(res.status).toBe(200)
+    expect(await res.text()).toMatch(/swagger/i)
+    const spec = await fetch(`http://127.0.0.1:${t.httpPort}/docs/json`)
+    expect(((await spec.json()) as { paths: object }).paths).toHaveProperty(['/v1/standards'])
+  })
+})

@@ -74,6 +74,7 @@ export function buildApi (deps: ApiDeps): FastifyInstance {
   app.setErrorHandler((err, req, reply) => {
     if (err instanceof VitalmeshError) return reply.status(err.status).send(err.toJSON())
     const e = err as { statusCode?: number, message: string, code?: string }
+    if (e.statusCode === 413) return reply.status(413).send({ code: 'VM_PAYLOAD_TOO_LARGE', message: 'the request body exceeds the 1 MiB limit' })
     if (e.statusCode && e.statusCode < 500) return reply.status(e.statusCode).send({ code: 'VM_BAD_REQUEST', message: e.message })
     req.log.error({ err }, 'request failed')
     return reply.status(500).send({ code: 'VM_INTERNAL', message: 'internal error; see the server log' })

@@ -16,8 +16,8 @@ function normal (rand: () => number, mean: number, sd: number): number {
   return mean + sd * Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v)
 }
 
-export type Scenario = 'healthy' | 'hypertensive' | 'crisis-episodes' | 'tachycardia-episodes' | 'sustained-tachycardia'
-export const SCENARIOS: Scenario[] = ['healthy', 'hypertensive', 'crisis-episodes', 'tachycardia-episodes', 'sustained-tachycardia']
+export type Scenario = 'healthy' | 'hypertensive' | 'crisis-episodes' | 'tachycardia-episodes' | 'sustained-tachycardia' | 'night-bradycardia' | 'offline-6h' | 'clock-drift' | 'duplicate-resends'
+export const SCENARIOS: Scenario[] = ['healthy', 'hypertensive', 'crisis-episodes', 'tachycardia-episodes', 'sustained-tachycardia', 'night-bradycardia', 'offline-6h', 'clock-drift', 'duplicate-resends']
 
 export interface Person {
   restHr: number
@@ -54,6 +54,7 @@ export function measure (p: Person, t: number, rand: () => number, n: number): S
   let sys = p.restSys + 6 * circadian + 20 * exertion + normal(rand, 0, 5) - (sleeping ? 10 : 0)
   let dia = p.restDia + 3 * circadian + 5 * exertion + normal(rand, 0, 3) - (sleeping ? 6 : 0)
   if (p.scenario === 'crisis-episodes' && n % 20 === 19) { sys = normal(rand, 192, 5); dia = normal(rand, 118, 4) }
+  if (p.scenario === 'night-bradycardia' && hour >= 1 && hour < 5) hr = normal(rand, 37, 1.5)
   if (p.scenario === 'tachycardia-episodes' && n % 15 >= 12) hr = normal(rand, 132, 4)
   if (p.scenario === 'sustained-tachycardia') {
     // at rest throughout: normal, then 30 readings of tachycardia, a slow recovery just under

@@ -1,0 +1,183 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { LiteClient } from '../firmware-sim/lite-client.ts'
+import { startAppProcess, tempDir, ROOT } from '../test/helpers/proc.ts'
+
+export interface Server {
+  name: string, pid: number, port: number, devices: { deviceId: string, residentId: string, secret: string }[]
+  resident?: { id: string, password: string }, operatorKey?: string, httpPort?: number, dataDir?: string
+  stop(): Promise<void>
+}
+
+export function cpuMs (pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')
+  return (Number(f[11]) + Number(f[12])) * 10
+}
+export function rssKb (pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+  return m ? Number(m[1]) : 0
+}
+
+async function waitLine (p: ChildProcess, re: RegExp, what: string): Promise<RegExpExecArray> {
+  return new Promise((resolve, reject) => {
+    let out = ''
+    const t = setTimeout(() => reject(new Error(`${what} did not start: ${out}`)), 20_000)
+    const on = (d: Buffer): void => { out += d.toString(); const m = re.exec(out); if (m) { clearTimeout(t); resolve(m) } }
+    p.stdout?.on('data', on); p.stderr?.on('data', on)
+  })
+}
+
+const anonymous = (n: number) => Array.from({ length: n }, (_, i) => ({ deviceId: `bench-${i}`, residentId: `r-${i}`, secret: 'x' }))
+
+export async function startMosquitto (): Promise<Server> {
+  const dir = mkdtempSync(join(tmpdir(), 'vm-mosq-'))
+  const port = 20000 + Math.floor(Math.random() * 20000)
+  writeFileSync(join(dir, 'm.conf'), `listener ${port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 0\nmax_queued_messages 100000\n`)
+  const bin = ['/usr/sbin/mosquitto', '/usr/bin/mosquitto'].find((b) => { try { readFileSync(b); return true } catch { return false } }) ?? 'mosquitto'
+  const p = spawn(bin, ['-c', join(dir, 'm.conf'), '-v'], { stdio: ['ignore', 'pipe', 'pipe'] })
+  await waitLine(p, /Opening ipv4 listen socket|mosquitto version .* running/, 'mosquitto')
+  return { name: 'mosquitto', pid: p.pid!, port, devices: anonymous(1000), stop: async () => { p.kill('SIGTERM') } }
+}
+
+export async function startPlainAedes (): Promise<Server> {
+  const p = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'bench/plain-aedes.ts'), '0'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+  const m = await waitLine(p, /"port":(\d+)/, 'plain aedes')
+  return { name: 'plain Aedes', pid: p.pid!, port: Number(m[1]), devices: anonymous(1000), stop: async () => { p.kill('SIGTERM') } }
+}
+
+export async function startVitalmesh (env: Record<string, string> = {}, name = 'vitalmesh (embedded)'): Promise<Server> {
+  const dataDir = tempDir('vm-bench-')
+  const app = await startAppProcess(dataDir, { VITALMESH_LOG_LEVEL: 'info', ...env })
+  return {
+    name, pid: app.proc.pid!, port: app.mqttPort, httpPort: app.httpPort, dataDir,
+    devices: [app.creds.device, ...app.creds.fleet], resident: app.creds.resident, operatorKey: app.creds.apiKeys.operator,
+    stop: async () => { await app.kill('SIGTERM') },
+  }
+}
+
+export interface LoadResult { readings: number, messages: number, seconds: number, serverCpuUs: number, generatorCpuUs: number, p50: number, p99: number }
+
+/**
+ * Closed-loop load: `devices` connections each keep `inflight` QoS 1 messages outstanding
+ * (or, with `rate`, an open-loop schedule of that many messages per second overall), for
+ * `seconds`. Returns throughput, server CPU per reading and publish-to-PUBACK latency.
+ */
+export async function load (s: Server, o: { devices: number, inflight: number, seconds: number, batch: number, rate?: number, skip?: number }): Promise<LoadResult> {
+  const clients = await Promise.all(s.devices.slice(o.skip ?? 0, (o.skip ?? 0) + o.devices).map(async (d) => {
+    const c = new LiteClient({ host: '127.0.0.1', port: s.port, clientId: d.deviceId, username: d.deviceId, password: d.secret })
+    await c.connect()
+    return { c, d, seq: Date.now() * 1000 }
+  }))
+  const lat: number[] = []
+  let messages = 0
+  const t0 = Date.now() - 3600_000
+  const body = (seq: number) => `{"seq":${seq},"ts":${t0 + (seq % 3_000_000)},"hr":${60 + (seq % 40)},"sys":${112 + (seq % 25)},"dia":${72 + (seq % 9)}}`
+  const payload = (x: { seq: number }): string => {
+    if (o.batch === 1) { const q = x.seq++; return `{"v":1,${body(q).slice(1)}` }
+    const parts = []
+    for (let k = 0; k < o.batch; k++) parts.push(body(x.seq++))
+    return `{"v":1,"readings":[${parts.join(',')}]}`
+  }
+  const cpu0 = cpuMs(s.pid)
+  const gen0 = process.cpuUsage()
+  const start = process.hrtime.bigint()
+  const end = Date.now() + o.seconds * 1000
+  let stopped = false
+  const sendOne = (x: (typeof clients)[number], again: boolean): void => {
+    const sent = process.hrtime.bigint()
+    x.c.publish(`vitals/${x.d.deviceId}`, payload(x), 1, (err) => {
+      if (err) return
+      messages++
+      lat.push(Number(process.hrtime.bigint() - sent) / 1e6)
+      if (again && !stopped && Date.now() < end) sendOne(x, true)
+    })
+  }
+  if (o.rate) {
+    const perTick = o.rate / 100
+    let acc = 0; let i = 0
+    const timer = setInterval(() => {
+      acc += perTick
+      while (acc >= 1) { acc--; sendOne(clients[i++ % clients.length]!, false) }
+    }, 10)
+    await new Promise((r) => setTimeout(r, o.seconds * 1000))
+    clearInterval(timer)
+  } else {
+    for (const x of clients) for (let k = 0; k < o.inflight; k++) sendOne(x, true)
+    await new Promise((r) => setTimeout(r, o.seconds * 1000))
+  }
+  stopped = true
+  const deadline = Date.now() + 10_000
+  while (clients.some((x) => x.c.pending > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
+  const seconds = Number(process.hrtime.bigint() - start) / 1e9
+  const cpu = cpuMs(s.pid) - cpu0
+  const gen = process.cpuUsage(gen0)
+  for (const x of clients) x.c.end()
+  lat.sort((a, b) => a - b)
+  const q = (p: number) => lat.length ? lat[Math.min(lat.length - 1, Math.floor((p / 100) * lat.length))]! : NaN
+  const readings = messages * o.batch
+  return { readings, messages, seconds, serverCpuUs: (cpu * 1000) / Math.max(1, readings), generatorCpuUs: (gen.user + gen.system) / Math.max(1, readings), p50: q(50), p99: q(99) }
+}
+
+/** Publish → alert delivered: crisis readings among a background load, timed to their arrival at the resident. */
+export async function alertLatency (s: Server, o: { backgroundRate: number, alertsPerS: number, seconds: number }): Promise<{ p50: number, p99: number, n: number }> {
+  if (!s.resident || !s.operatorKey || !s.httpPort) return { p50: NaN, p99: NaN, n: 0 }
+  const d = s.devices[0]! // the demo device, bound to the demo resident
+  // a rule without hold-down or cool-down, so every crisis reading after a normal one opens a new alert
+  const http = async (method: string, path: string, key: string, body?: unknown) => {
+    const r = await fetch(`http://127.0.0.1:${s.httpPort}${path}`, { method, headers: { authorization: `Bearer ${key}`, ...(body ? { 'content-type': 'application/json' } : {}) }, body: body ? JSON.stringify(body) : undefined })
+    return r.json() as Promise<{ key?: string }>
+  }
+  const research = (await http('POST', '/v1/api-keys', s.operatorKey, { role: 'research', scope: 'bench' })).key!
+  await http('POST', '/v1/rulesets', research, { id: 'bench-crisis', version: '1.0.0', publisher: 'bench', citation: 'bench', effectiveDate: '2026-01-01', audience: { kind: 'resident', residentId: s.resident.id }, rules: [{ id: 'crisis', title: 'Crisis', kind: 'threshold', severity: 'critical', when: [{ metric: 'sys', op: '>', value: 180 }] }] })
+  await http('POST', '/v1/rulesets/bench-crisis/1.0.0/activate', s.operatorKey)
+  const watcher = new LiteClient({ host: '127.0.0.1', port: s.port, clientId: `${s.resident.id}:bench`, username: s.resident.id, password: s.resident.password })
+  await watcher.connect()
+  watcher.subscribe(`alerts/${s.resident.id}`, 1)
+  const dev = new LiteClient({ host: '127.0.0.1', port: s.port, clientId: d.deviceId, username: d.deviceId, password: d.secret })
+  await dev.connect()
+  await new Promise((r) => setTimeout(r, 300))
+  const sentAt = new Map<number, bigint>()
+  const lat: number[] = []
+  watcher.onMessage = (_t, payload) => {
+    const a = JSON.parse(payload.toString()) as { state: string, reading: { seq: number } | null }
+    if (a.state !== 'open' || !a.reading) return
+    const t = sentAt.get(a.reading.seq)
+    if (t !== undefined) lat.push(Number(process.hrtime.bigint() - t) / 1e6)
+  }
+  const bg = load(s, { devices: Math.min(50, s.devices.length - 1), inflight: 1, seconds: o.seconds, batch: 1, rate: o.backgroundRate, skip: 1 })
+  let seq = Date.now() * 1000
+  let crisis = true
+  const timer = setInterval(() => {
+    // alternate crisis and normal readings: each crisis opens a new alert, each normal one resolves it
+    const s1 = seq++
+    if (crisis) sentAt.set(s1, process.hrtime.bigint())
+    dev.publish(`vitals/${d.deviceId}`, `{"v":1,"seq":${s1},"ts":${Date.now()},"sys":${crisis ? 195 : 120},"dia":${crisis ? 125 : 78}}`, 1)
+    crisis = !crisis
+  }, 500 / o.alertsPerS)
+  await bg
+  clearInterval(timer)
+  await new Promise((r) => setTimeout(r, 500))
+  dev.end(); watcher.end()
+  lat.sort((a, b) => a - b)
+  const q = (p: number) => lat.length ? lat[Math.min(lat.length - 1, Math.floor((p / 100) * lat.length))]! : NaN
+  return { p50: q(50), p99: q(99), n: lat.length }
+}
+
+/** RSS per idle connection: connect `n` clients and compare the server's RSS before and after. */
+export async function rssPerConnection (s: Server, n: number): Promise<{ n: number, kbPerConnection: number }> {
+  const before = rssKb(s.pid)
+  const clients: LiteClient[] = []
+  for (let i = 0; i < n; i += 200) {
+    await Promise.all(s.devices.slice(i, Math.min(n, i + 200)).map(async (d, k) => {
+      const c = new LiteClient({ host: '127.0.0.1', port: s.port, clientId: d.deviceId, username: d.deviceId, password: d.secret, localAddress: `127.0.${((i + k) >> 8) & 0xff}.${((i + k) & 0xff) || 1}` })
+      await c.connect()
+      clients.push(c)
+    }))
+  }
+  await new Promise((r) => setTimeout(r, 1000))
+  const after = rssKb(s.pid)
+  for (const c of clients) c.end()
+  return { n: clients.length, kbPerConnection: (after - before) / Math.max(1, clients.length) }
+}

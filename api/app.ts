@@ -15,6 +15,8 @@ export interface ApiDeps {
   readiness(): Promise<Record<string, 'ok' | string>>
   /** MQTT over WebSocket: hands the stream of an upgraded `/mqtt` request to the broker */
   mqttOverWebSocket(stream: Duplex, req: IncomingMessage): void
+  /** more routes, each in its own file (api/devices.ts, api/metrics.ts, ...) */
+  routes?: ((app: FastifyInstance) => void)[]
 }
 
 const ReadingsQuery = z.strictObject({
@@ -80,6 +82,8 @@ export function buildApi (deps: ApiDeps): FastifyInstance {
     const readings = await deps.queryReadings(id.data, from, to, q.data.limit)
     return { residentId: id.data, from, to, count: readings.length, readings }
   })
+
+  for (const register of deps.routes ?? []) register(app)
 
   // MQTT over WebSocket on the HTTP port, at /mqtt
   const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 16 * 1024 * 1024 })

@@ -1,1 +1,3 @@
 export * from './app.ts'
+export * from './devices.ts'
+export * from './metrics.ts'

@@ -16,7 +16,7 @@ function procCpuMs (pid: number): number {
  * (PUBACK after the group commit).
  */
 export async function ingestThroughput (o: { messages: number, batch: number, inflight: number }): Promise<IngestResult> {
-  const app = await startAppProcess(tempDir('vm-bench-'), { VITALMESH_LOG_LEVEL: 'info' })
+  const app = await startAppProcess(tempDir('vm-bench-'), { VITALMESH_LOG_LEVEL: 'info', VITALMESH_PUBLISH_RATE: '100000', VITALMESH_PUBLISH_BURST: '100000' })
   try {
     const d = app.creds.device
     const c = mqtt.connect(`mqtt://127.0.0.1:${app.mqttPort}`, { clientId: d.deviceId, username: d.deviceId, password: d.secret, protocolVersion: 4, reconnectPeriod: 0 })

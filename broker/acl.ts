@@ -2,10 +2,10 @@ import { topics, type ReadingError } from '../core/index.ts'
 
 export type Identity = { kind: 'device', id: string } | { kind: 'resident', id: string }
 
-/** What an identity may publish: a device only its own vitals topic; nobody `$SYS/`. */
+/** What an identity may publish: a device only its own vitals topic (and its status: the last will); nobody `$SYS/`. */
 export function mayPublish (who: Identity, topic: string): boolean {
   if (topic.startsWith('$')) return false
-  if (who.kind === 'device') return topic === topics.vitals(who.id)
+  if (who.kind === 'device') return topic === topics.vitals(who.id) || topic === topics.deviceStatus(who.id)
   return false
 }
 

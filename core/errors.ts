@@ -18,6 +18,8 @@ export const ErrorCodes = {
   VM_STORE_UNAVAILABLE: { status: 503, text: 'The storage layer is not available.' },
   VM_NOT_READY: { status: 503, text: 'The service is starting or stopping.' },
   VM_INTERNAL: { status: 500, text: 'Internal error; see the server log.' },
+  VM_RATE_LIMITED: { status: 429, text: 'The device publishes faster than its limit; the message was not stored, send it again later.' },
+  VM_CONNECTION_LIMIT: { status: 429, text: 'Too many connections from one source address.' },
 } as const
 
 export type ErrorCode = keyof typeof ErrorCodes

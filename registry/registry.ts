@@ -10,7 +10,14 @@ export type Principal = DevicePrincipal | ResidentPrincipal
 export interface ApiKeyPrincipal { keyId: string, role: Role, scope: string | null }
 
 export interface ResidentRecord { id: string, name: string | null, language: string, region: string | null }
-export interface DeviceRecord { key: number, id: string, residentId: string, model: string | null, region: string | null, revoked: boolean }
+export interface DeviceRecord { key: number, id: string, residentId: string, model: string | null, region: string | null, firmware: string | null, revoked: boolean, createdAt: number, lastSeenAt: number | null }
+
+export interface NewDevice { id: string, residentId: string, model?: string, region?: string, firmware?: string }
+
+export interface DeviceQuery { residentId?: string, region?: string, afterId?: string, limit: number, includeRevoked?: boolean }
+
+/** A device whose credentials changed (rotated or revoked) at `at`: its live sessions must end. */
+export interface CredentialChange { id: string, at: number, revoked: boolean }
 
 /**
  * Who may connect and what they are bound to: residents, their devices, API keys.
@@ -33,11 +40,12 @@ export class Registry {
         id TEXT PRIMARY KEY, digest TEXT NOT NULL, role TEXT NOT NULL, scope TEXT,
         label TEXT, created_at INTEGER NOT NULL, revoked_at INTEGER);
     `)
+    migrateDevices(db)
     this.q = {
       resident: db.prepare<[string], { id: string, name: string | null, language: string, region: string | null, secret_hash: string | null }>('SELECT id, name, language, region, secret_hash FROM residents WHERE id = ?'),
-      device: db.prepare<[string], { key: number, id: string, resident_id: string, secret_hash: string, model: string | null, region: string | null, revoked_at: number | null }>('SELECT key, id, resident_id, secret_hash, model, region, revoked_at FROM devices WHERE id = ?'),
+      device: db.prepare<[string], DeviceRow>(`SELECT ${DEVICE_COLUMNS} FROM devices WHERE id = ?`),
       insertResident: db.prepare('INSERT INTO residents (id, name, language, region, secret_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)'),
-      insertDevice: db.prepare('INSERT INTO devices (id, resident_id, secret_hash, model, region, created_at) VALUES (?, ?, ?, ?, ?, ?)'),
+      insertDevice: db.prepare('INSERT INTO devices (id, resident_id, secret_hash, model, region, firmware, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)'),
       apiKey: db.prepare<[string], { id: string, digest: string, role: Role, scope: string | null, revoked_at: number | null }>('SELECT id, digest, role, scope, revoked_at FROM api_keys WHERE id = ?'),
       insertApiKey: db.prepare('INSERT INTO api_keys (id, digest, role, scope, label, created_at) VALUES (?, ?, ?, ?, ?, ?)'),
     }
@@ -58,14 +66,17 @@ export class Registry {
   }
 
   /** Registers a device bound to a resident; returns its secret (shown once, stored hashed). */
-  async addDevice (d: { id: string, residentId: string, model?: string, region?: string }): Promise<string> {
+  async addDevice (d: NewDevice): Promise<string> {
     this.assertFreeId(d.id)
     const resident = this.q.resident.get(d.residentId)
     if (!resident) throw new VitalmeshError('VM_NOT_FOUND', `resident "${d.residentId}" is not registered`)
     const secret = newSecret()
-    this.q.insertDevice.run(d.id, d.residentId, await hashSecret(secret, SCRYPT_COST.token), d.model ?? null, d.region ?? resident.region, Date.now())
+    this.q.insertDevice.run(d.id, d.residentId, await hashSecret(secret, SCRYPT_COST.token), d.model ?? null, d.region ?? resident.region, d.firmware ?? null, Date.now())
     return secret
   }
+
+  /** The fleet operations (bulk import, rotate, revoke, list, presence) live in devices.ts. */
+  get database (): DB { return this.db }
 
   resident (id: string): ResidentRecord | undefined {
     const r = this.q.resident.get(id)
@@ -74,7 +85,7 @@ export class Registry {
 
   device (id: string): DeviceRecord | undefined {
     const d = this.q.device.get(id)
-    return d && { key: d.key, id: d.id, residentId: d.resident_id, model: d.model, region: d.region, revoked: d.revoked_at !== null }
+    return d && deviceRecord(d)
   }
 
   /** Checks an MQTT username and password. Returns undefined for any failure, after constant work. */
@@ -87,6 +98,15 @@ export class Registry {
     const r = isValidId(username) ? this.q.resident.get(username) : undefined
     const ok = await verifySecret(password, r?.secret_hash ?? undefined)
     return ok && r ? { kind: 'resident', id: r.id } : undefined
+  }
+
+  /**
+   * A device that presented a client certificate the CA signed, with this id as its CN:
+   * no password needed. Revoked devices are refused like with a password.
+   */
+  authenticateCertificate (deviceId: string): DevicePrincipal | undefined {
+    const d = isValidId(deviceId) ? this.q.device.get(deviceId) : undefined
+    return d && d.revoked_at === null ? { kind: 'device', id: d.id, deviceKey: d.key, residentId: d.resident_id } : undefined
   }
 
   /** Creates an API key `vm_<id>_<secret>`; only its digest is stored. */
@@ -107,4 +127,29 @@ export class Registry {
     if (a.length !== b.length || !timingSafeEqual(a, b)) return undefined
     return { keyId: row.id, role: row.role, scope: row.scope }
   }
+}
+
+export interface DeviceRow {
+  key: number, id: string, resident_id: string, secret_hash: string, model: string | null, region: string | null,
+  firmware: string | null, created_at: number, revoked_at: number | null, last_seen_at: number | null
+}
+
+export const DEVICE_COLUMNS = 'key, id, resident_id, secret_hash, model, region, firmware, created_at, revoked_at, last_seen_at'
+
+export function deviceRecord (d: DeviceRow): DeviceRecord {
+  return {
+    key: d.key, id: d.id, residentId: d.resident_id, model: d.model, region: d.region, firmware: d.firmware,
+    revoked: d.revoked_at !== null, createdAt: d.created_at, lastSeenAt: d.last_seen_at,
+  }
+}
+
+/** Adds the fleet columns to a devices table created by an earlier version. */
+function migrateDevices (db: DB): void {
+  const have = new Set((db.prepare('PRAGMA table_info(devices)').all() as { name: string }[]).map((c) => c.name))
+  if (!have.has('firmware')) db.exec('ALTER TABLE devices ADD COLUMN firmware TEXT')
+  if (!have.has('last_seen_at')) db.exec('ALTER TABLE devices ADD COLUMN last_seen_at INTEGER')
+  // rotation and revocation stamp this; every node polls it to end the sessions of changed devices
+  if (!have.has('credentials_changed_at')) db.exec('ALTER TABLE devices ADD COLUMN credentials_changed_at INTEGER')
+  db.exec('CREATE INDEX IF NOT EXISTS devices_credentials_changed ON devices(credentials_changed_at) WHERE credentials_changed_at IS NOT NULL')
+  db.exec('CREATE INDEX IF NOT EXISTS devices_region ON devices(region)')
 }

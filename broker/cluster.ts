@@ -1,0 +1,58 @@
+import { createRequire } from 'node:module'
+import { Redis } from 'ioredis'
+import type { Logger } from '../core/index.ts'
+
+const require = createRequire(import.meta.url)
+
+export interface ClusterBackends {
+  mq: unknown
+  persistence: unknown
+  /** 'ok' while both Redis links are up */
+  status(): string
+  /** called when the message link goes down or comes back */
+  onLinkChange(listener: (up: boolean) => void): void
+  close(): Promise<void>
+}
+
+/**
+ * Redis-backed Aedes: `mqemitter-redis` carries every publish to every node (Redis
+ * pub/sub: at most once, nothing is buffered for a node whose link is down), and
+ * `aedes-persistence-redis` keeps subscriptions, retained messages, wills and the QoS 1
+ * queues of persistent sessions, so a session can resume on any node.
+ *
+ * aedes 1.x needs an async persistence: aedes-persistence-redis 11.2.x's main export is
+ * a callback wrapper, so we construct its async class (asyncPersistence.js) directly.
+ */
+export function createClusterBackends (redisUrl: string, logger: Logger): ClusterBackends {
+  const log = logger.child({ component: 'cluster' })
+  const MQEmitterRedis = require('mqemitter-redis') as (opts: object) => { subConn: Redis, pubConn: Redis, state: NodeJS.EventEmitter, close(cb: () => void): void }
+  const AsyncPersistence = require('aedes-persistence-redis/asyncPersistence.js') as new (opts: object) => unknown
+  const mq = MQEmitterRedis({ connectionString: redisUrl })
+  const db = new Redis(redisUrl, { lazyConnect: false })
+  const persistence = new AsyncPersistence({ conn: db })
+  const listeners: ((up: boolean) => void)[] = []
+  let up = true
+  const check = (): void => {
+    const now = mq.subConn.status === 'ready' && mq.pubConn.status === 'ready'
+    if (now !== up) {
+      up = now
+      if (up) log.info('Redis link is back')
+      else log.error('Redis link is down: this node neither sends nor receives cluster messages')
+      for (const l of listeners) l(up)
+    }
+  }
+  for (const c of [mq.subConn, mq.pubConn]) {
+    c.on('ready', check)
+    c.on('close', check)
+    c.on('end', check)
+    c.on('error', (err: Error) => log.debug({ err: err.message }, 'redis error'))
+  }
+  db.on('error', (err: Error) => log.debug({ err: err.message }, 'redis error'))
+  return {
+    mq,
+    persistence,
+    status: () => mq.subConn.status === 'ready' && mq.pubConn.status === 'ready' && db.status === 'ready' ? 'ok' : `redis link ${mq.subConn.status}/${db.status}`,
+    onLinkChange: (l) => { listeners.push(l) },
+    close: async () => { if (db.status !== 'end') db.disconnect() },
+  }
+}

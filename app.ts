@@ -57,7 +57,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     ...(cluster ? { mq: cluster.mq, persistence: cluster.persistence } : {}),
   })
   const mqtt = broker
-  const credentialWatch = watchCredentials(fleet, mqtt, clock, config.fleet.credentialPollMs, log)
+  const credentialWatch = watchCredentials(fleet, mqtt, config.fleet.credentialPollMs, log)
   if (cluster) {
     // mqemitter-redis delivers nothing to a node while its Redis link is down: after a grace
     // period this node ends its sessions, so clients reconnect (through the load balancer)
@@ -123,6 +123,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       }
       drain.start()
       alerts.resendUndelivered()
+      fleet.resetOnline()
       mqtt.presence.start(config.fleet.lastSeenFlushMs)
       credentialWatch.start()
       const tcp = await mqtt.listenTcp(config.mqtt.host, config.mqtt.port)
@@ -155,8 +156,8 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
  * Ends the sessions of devices whose credentials were rotated or revoked by anyone (the
  * API of this node, the CLI, another node sharing the registry): a cheap indexed poll.
  */
-function watchCredentials (fleet: Fleet, broker: Broker, clock: Clock, everyMs: number, log: Logger) {
-  let cursor = clock.now()
+function watchCredentials (fleet: Fleet, broker: Broker, everyMs: number, log: Logger) {
+  let cursor = fleet.latestChange()
   let timer: NodeJS.Timeout | undefined
   const poll = (): void => {
     try {

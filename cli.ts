@@ -1,10 +1,11 @@
 import { join, resolve } from 'node:path'
-import { loadConfig, openDatabase } from './core/index.ts'
-import { Registry, ensureDemo } from './registry/index.ts'
+import { loadConfig, openDatabase, systemClock } from './core/index.ts'
+import { Registry, Fleet, ensureDemo, devicesCommand, DEVICES_HELP } from './registry/index.ts'
 
 const HELP = `vitalmesh operator commands
 
   npm run vitalmesh -- demo      create (if needed) and print the demo credentials
+${DEVICES_HELP}
 
 Settings come from the same environment variables as npm start (VITALMESH_DATA_DIR, ...).`
 
@@ -32,6 +33,12 @@ try:
   curl -H 'Authorization: Bearer ${c.apiKeys.resident}' http://localhost:${config.http.port}/v1/residents/${c.resident.id}/readings`)
     } finally { db.close() }
     return 0
+  }
+  if (cmd === 'devices') {
+    const db = openDatabase(join(dataDir, 'vitalmesh.db'))
+    try {
+      return await devicesCommand(new Fleet(new Registry(db), systemClock), argv.slice(1), { log: (s) => console.log(s), error: (s) => console.error(s) })
+    } finally { db.close() }
   }
   console.error(`unknown command "${cmd}"\n\n${HELP}`)
   return 2

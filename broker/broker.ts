@@ -36,8 +36,8 @@ export interface BrokerDeps {
   /** ingest one vitals payload; calls back once durable (or with an error: no PUBACK) */
   ingest(device: { id: string, deviceKey: number, residentId: string }, payload: Buffer, done: (err: Error | null) => void): void
   limits: BrokerLimits
-  /** batched last-seen write (registry) */
-  recordLastSeen?(seen: Iterable<[string, number]>): void
+  /** batched last-seen and online write (registry) */
+  recordLastSeen?(seen: Iterable<[string, number, boolean]>): void
   /** cluster backends (broker/cluster.ts); in-memory when absent */
   mq?: unknown
   persistence?: unknown
@@ -329,9 +329,9 @@ export async function createBroker (deps: BrokerDeps): Promise<Broker> {
       return n
     },
     async close () {
-      presence.stop()
       for (const s of servers) s.close()
       await new Promise<void>((resolve) => aedes.close(() => resolve()))
+      presence.stop()
     },
   }
   return broker

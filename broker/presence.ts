@@ -9,7 +9,7 @@ export class Presence {
   private dirty = new Map<string, number>()
   private timer: NodeJS.Timeout | undefined
 
-  constructor (private readonly write: (seen: Iterable<[string, number]>) => void, private readonly onError: (err: Error) => void) {}
+  constructor (private readonly write: (seen: Iterable<[string, number, boolean]>) => void, private readonly onError: (err: Error) => void) {}
 
   /** returns true when this is the device's first session on this node */
   connected (id: string, now: number): boolean {
@@ -47,7 +47,8 @@ export class Presence {
     const batch = this.dirty
     this.dirty = new Map()
     try {
-      this.write(batch)
+      const sessions = this.sessions
+      this.write((function * () { for (const [id, at] of batch) yield [id, at, sessions.has(id)] as [string, number, boolean] })())
     } catch (err) {
       // keep the newer of both values for the next attempt
       for (const [id, at] of batch) if ((this.dirty.get(id) ?? 0) < at) this.dirty.set(id, at)

@@ -40,7 +40,7 @@ export class Fleet {
       rotate: db.prepare('UPDATE devices SET secret_hash = ?, credentials_changed_at = ? WHERE id = ? AND revoked_at IS NULL'),
       revoke: db.prepare('UPDATE devices SET revoked_at = ?, credentials_changed_at = ? WHERE id = ? AND revoked_at IS NULL'),
       changedSince: db.prepare<[number], { id: string, at: number, revoked_at: number | null }>('SELECT id, credentials_changed_at AS at, revoked_at FROM devices WHERE credentials_changed_at > ? ORDER BY credentials_changed_at'),
-      lastSeen: db.prepare('UPDATE devices SET last_seen_at = ? WHERE id = ? AND (last_seen_at IS NULL OR last_seen_at < ?)'),
+      lastSeen: db.prepare('UPDATE devices SET last_seen_at = max(coalesce(last_seen_at, 0), ?), online = ? WHERE id = ?'),
       count: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM devices WHERE revoked_at IS NULL'),
     }
   }
@@ -122,8 +122,7 @@ export class Fleet {
    */
   private lastStamp = 0
   private stamp (): number {
-    const row = this.db.prepare<[], { m: number | null }>('SELECT max(credentials_changed_at) AS m FROM devices').get()
-    this.lastStamp = Math.max(this.clock.now(), (row?.m ?? 0) + 1, this.lastStamp + 1)
+    this.lastStamp = Math.max(this.clock.now(), this.latestChange() + 1, this.lastStamp + 1)
     return this.lastStamp
   }
 
@@ -151,12 +150,22 @@ export class Fleet {
 
   activeCount (): number { return this.q.count.get()!.n }
 
+  /** The stamp of the latest credential change: a poll cursor that starts after everything already in effect. */
+  latestChange (): number {
+    return this.db.prepare<[], { m: number | null }>('SELECT max(credentials_changed_at) AS m FROM devices').get()?.m ?? 0
+  }
+
   changedSince (t: number): CredentialChange[] {
     return this.q.changedSince.all(t).map((r) => ({ id: r.id, at: r.at, revoked: r.revoked_at !== null }))
   }
 
-  /** One transaction for all devices seen since the last write. */
-  recordLastSeen (seen: Iterable<[string, number]>): void {
-    this.db.transaction(() => { for (const [id, at] of seen) this.q.lastSeen.run(at, id, at) })()
+  /** One transaction for all devices seen since the last write (the CLI reads `online` from here). */
+  recordLastSeen (seen: Iterable<[string, number, boolean]>): void {
+    this.db.transaction(() => { for (const [id, at, online] of seen) this.q.lastSeen.run(at, online ? 1 : 0, id) })()
+  }
+
+  /** At start-up nobody is connected yet (a crash left the flags of the last run). */
+  resetOnline (): void {
+    this.db.exec('UPDATE devices SET online = 0 WHERE online = 1')
   }
 }

@@ -10,7 +10,7 @@ export type Principal = DevicePrincipal | ResidentPrincipal
 export interface ApiKeyPrincipal { keyId: string, role: Role, scope: string | null }
 
 export interface ResidentRecord { id: string, name: string | null, language: string, region: string | null }
-export interface DeviceRecord { key: number, id: string, residentId: string, model: string | null, region: string | null, firmware: string | null, revoked: boolean, createdAt: number, lastSeenAt: number | null }
+export interface DeviceRecord { key: number, id: string, residentId: string, model: string | null, region: string | null, firmware: string | null, revoked: boolean, createdAt: number, lastSeenAt: number | null, online: boolean }
 
 export interface NewDevice { id: string, residentId: string, model?: string, region?: string, firmware?: string }
 
@@ -131,15 +131,15 @@ export class Registry {
 
 export interface DeviceRow {
   key: number, id: string, resident_id: string, secret_hash: string, model: string | null, region: string | null,
-  firmware: string | null, created_at: number, revoked_at: number | null, last_seen_at: number | null
+  firmware: string | null, created_at: number, revoked_at: number | null, last_seen_at: number | null, online: number
 }
 
-export const DEVICE_COLUMNS = 'key, id, resident_id, secret_hash, model, region, firmware, created_at, revoked_at, last_seen_at'
+export const DEVICE_COLUMNS = 'key, id, resident_id, secret_hash, model, region, firmware, created_at, revoked_at, last_seen_at, online'
 
 export function deviceRecord (d: DeviceRow): DeviceRecord {
   return {
     key: d.key, id: d.id, residentId: d.resident_id, model: d.model, region: d.region, firmware: d.firmware,
-    revoked: d.revoked_at !== null, createdAt: d.created_at, lastSeenAt: d.last_seen_at,
+    revoked: d.revoked_at !== null, createdAt: d.created_at, lastSeenAt: d.last_seen_at, online: d.online === 1,
   }
 }
 
@@ -148,6 +148,8 @@ function migrateDevices (db: DB): void {
   const have = new Set((db.prepare('PRAGMA table_info(devices)').all() as { name: string }[]).map((c) => c.name))
   if (!have.has('firmware')) db.exec('ALTER TABLE devices ADD COLUMN firmware TEXT')
   if (!have.has('last_seen_at')) db.exec('ALTER TABLE devices ADD COLUMN last_seen_at INTEGER')
+  // as of the node's last batched write (fleet.lastSeenFlushMs); the API answers from memory
+  if (!have.has('online')) db.exec('ALTER TABLE devices ADD COLUMN online INTEGER NOT NULL DEFAULT 0')
   // rotation and revocation stamp this; every node polls it to end the sessions of changed devices
   if (!have.has('credentials_changed_at')) db.exec('ALTER TABLE devices ADD COLUMN credentials_changed_at INTEGER')
   db.exec('CREATE INDEX IF NOT EXISTS devices_credentials_changed ON devices(credentials_changed_at) WHERE credentials_changed_at IS NOT NULL')

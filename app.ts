@@ -109,10 +109,13 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     : undefined
 
   let demo: DemoCredentials | undefined
+  let listening: Listening | undefined
 
   return {
     config, registry, fleet, spool, store, alerts, drain, ingest, broker: mqtt, api,
     get demo () { return demo },
+    /** the bound ports once started */
+    get listening () { return listening },
     async start (): Promise<Listening> {
       if (config.demo.enabled) {
         const file = join(dataDir, 'demo-credentials.json')
@@ -128,9 +131,10 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       credentialWatch.start()
       const tcp = await mqtt.listenTcp(config.mqtt.host, config.mqtt.port)
       await api.listen({ host: config.http.host, port: config.http.port })
-      const listening: Listening = { mqttPort: (tcp.address() as AddressInfo).port, httpPort: (api.server.address() as AddressInfo).port }
-      if (tlsFiles && config.tls.port !== undefined) listening.tlsPort = ((await listenTls(mqtt, tlsFiles, config.mqtt.host, config.tls.port)).address() as AddressInfo).port
-      if (tlsFiles && config.tls.wssPort !== undefined) listening.wssPort = ((await listenWss(mqtt, tlsFiles, config.http.host, config.tls.wssPort)).address() as AddressInfo).port
+      const ports: Listening = { mqttPort: (tcp.address() as AddressInfo).port, httpPort: (api.server.address() as AddressInfo).port }
+      if (tlsFiles && config.tls.port !== undefined) ports.tlsPort = ((await listenTls(mqtt, tlsFiles, config.mqtt.host, config.tls.port)).address() as AddressInfo).port
+      if (tlsFiles && config.tls.wssPort !== undefined) ports.wssPort = ((await listenWss(mqtt, tlsFiles, config.http.host, config.tls.wssPort)).address() as AddressInfo).port
+      listening = ports
       started = true
       log.info({ ...listening, dataDir, store: store.kind },
         `vitalmesh started: MQTT mqtt://${config.mqtt.host}:${listening.mqttPort}, MQTT over WebSocket ws://${config.http.host}:${listening.httpPort}/mqtt, HTTP http://${config.http.host}:${listening.httpPort}`)

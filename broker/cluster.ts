@@ -1,4 +1,5 @@
 import { createRequire } from 'node:module'
+import { Readable } from 'node:stream'
 import { Redis } from 'ioredis'
 import type { Logger } from '../core/index.ts'
 
@@ -22,14 +23,24 @@ export interface ClusterBackends {
  *
  * aedes 1.x needs an async persistence: aedes-persistence-redis 11.2.x's main export is
  * a callback wrapper, so we construct its async class (asyncPersistence.js) directly.
+ * (12.x declares aedes-persistence 11 but is outside aedes 1.2's peer range ^11.2.1.)
+ * One mismatch remains: aedes 1.2 `.pipe()`s createRetainedStreamCombi's result, which
+ * 11.2.2 returns as an async generator; we wrap it in a Readable (else the first
+ * SUBSCRIBE crashes the process with "stream.pipe is not a function").
+ * 11.2.2 has no cleanIncoming (aedes feature-detects it): see aedes' MIGRATION.md.
  */
 export function createClusterBackends (redisUrl: string, logger: Logger): ClusterBackends {
   const log = logger.child({ component: 'cluster' })
   const MQEmitterRedis = require('mqemitter-redis') as (opts: object) => { subConn: Redis, pubConn: Redis, state: NodeJS.EventEmitter, close(cb: () => void): void }
-  const AsyncPersistence = require('aedes-persistence-redis/asyncPersistence.js') as new (opts: object) => unknown
+  type Retained = AsyncIterable<unknown>
+  const AsyncPersistence = require('aedes-persistence-redis/asyncPersistence.js') as new (opts: object) => { createRetainedStreamCombi(patterns: string[]): Retained }
+  class RedisPersistence extends AsyncPersistence {
+    override createRetainedStreamCombi (patterns: string[]): Retained { return Readable.from(super.createRetainedStreamCombi(patterns)) }
+    createRetainedStream (pattern: string): Retained { return this.createRetainedStreamCombi([pattern]) }
+  }
   const mq = MQEmitterRedis({ connectionString: redisUrl })
   const db = new Redis(redisUrl, { lazyConnect: false })
-  const persistence = new AsyncPersistence({ conn: db })
+  const persistence = new RedisPersistence({ conn: db })
   const listeners: ((up: boolean) => void)[] = []
   let up = true
   const check = (): void => {

@@ -1,6 +1,7 @@
 import { writeFileSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { cpus } from 'node:os'
+import { spawnSync } from 'node:child_process'
 import { ingestThroughput, type IngestResult } from './ingest.ts'
 
 /** `npm run bench`: speed goals live here, never in timed tests. */
@@ -24,3 +25,7 @@ const md = [
 ]
 writeFileSync(join(dir, 'ingest.md'), md.join('\n'))
 console.log(`written to ${join(dir, 'ingest.md')}`)
+
+// a quick run of the connection benchmark (2000 devices); the full one is `npm run bench:connections`
+const quick = spawnSync(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'connections.ts'), '2000'], { stdio: 'inherit' })
+if (quick.status !== 0) process.exitCode = quick.status ?? 1

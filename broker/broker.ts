@@ -2,6 +2,7 @@ import { createServer, type Server, type Socket } from 'node:net'
 import { TLSSocket } from 'node:tls'
 import type { Duplex } from 'node:stream'
 import type { IncomingMessage } from 'node:http'
+import type { EventEmitter } from 'node:events'
 import { Aedes, type Client, type AuthenticateError } from 'aedes'
 import { parseVitalsTopic, topics, type Clock, type ErrorCode, type Logger, type ReadingError } from '../core/index.ts'
 import type { Principal } from '../registry/index.ts'
@@ -244,6 +245,9 @@ export async function createBroker (deps: BrokerDeps): Promise<Broker> {
       broker.publish(topics.deviceStatus(s.principal.id), statusPayload(false, now), 1, true).catch(() => {})
     }
   })
+  // aedes emits 'error' when its persistence fails (Redis unreachable in a cluster); without a
+  // listener that would end the process, while the node can recover when the link returns
+  ;(aedes as unknown as EventEmitter).on('error', (err: Error) => log.error({ err: err.message }, 'broker persistence error'))
   aedes.on('clientError', (client, err) => log.debug({ clientId: client.id, err: err.message }, 'client error'))
   aedes.on('connectionError', (client, err) => log.debug({ clientId: client.id, err: err.message }, 'connection error'))
 

@@ -42,12 +42,16 @@ export function createClusterBackends (redisUrl: string, logger: Logger): Cluste
   const db = new Redis(redisUrl, { lazyConnect: false })
   const persistence = new RedisPersistence({ conn: db })
   const listeners: ((up: boolean) => void)[] = []
-  let up = true
+  // the link starts as down until both connections are ready (no alarm at start-up)
+  let up = false
+  let wasUp = false
   const check = (): void => {
     const now = mq.subConn.status === 'ready' && mq.pubConn.status === 'ready'
     if (now !== up) {
       up = now
-      if (up) log.info('Redis link is back')
+      if (!up && !wasUp) return
+      wasUp = true
+      if (up) log.info('Redis link is up')
       else log.error('Redis link is down: this node neither sends nor receives cluster messages')
       for (const l of listeners) l(up)
     }
@@ -58,6 +62,8 @@ export function createClusterBackends (redisUrl: string, logger: Logger): Cluste
     c.on('end', check)
     c.on('error', (err: Error) => log.debug({ err: err.message }, 'redis error'))
   }
+  // mqemitter-redis re-emits connection errors on `state`; unhandled, one ECONNRESET would end the process
+  mq.state.on('error', (err: Error) => log.debug({ err: err.message }, 'redis error'))
   db.on('error', (err: Error) => log.debug({ err: err.message }, 'redis error'))
   return {
     mq,

@@ -72,7 +72,6 @@ function authError (message: string, returnCode: number): AuthenticateError {
 
 /** Per-connection state; kept small, since a node holds tens of thousands. */
 class Session {
-  budget: PublishBudget | undefined
   constructor (readonly principal: Principal, readonly connectedAt: number) {}
 }
 
@@ -100,7 +99,13 @@ export async function createBroker (deps: BrokerDeps): Promise<Broker> {
   const perAddress = new Map<string, number>()
   const liveSockets = new Set<Socket>()
   const closedBytes = { in: 0, out: 0 }
-  const presence = new Presence(deps.recordLastSeen ?? (() => {}), (err) => log.error({ err }, 'could not write last-seen times; retrying'))
+  // per device, not per connection: reconnecting (or a second id:suffix session) must not refill the bucket
+  const budgets = new Map<string, PublishBudget>()
+  const forgetIdleBudgets = (): void => {
+    const now = deps.clock.now()
+    for (const [id, b] of budgets) if (!presence.isOnline(id) && b.idle(now)) budgets.delete(id)
+  }
+  const presence = new Presence((seen) => { forgetIdleBudgets(); deps.recordLastSeen?.(seen) }, (err) => log.error({ err }, 'could not write last-seen times; retrying'))
 
   const metrics = new BrokerMetrics({
     connectedDevices: () => presence.onlineCount,
@@ -193,8 +198,9 @@ export async function createBroker (deps: BrokerDeps): Promise<Broker> {
       if (p.kind === 'device' && parseVitalsTopic(packet.topic) === p.id) {
         const now = deps.clock.now()
         presence.seen(p.id, now)
-        s.budget ??= new PublishBudget(limits.rate, now)
-        const verdict = s.budget.take(now)
+        let budget = budgets.get(p.id)
+        if (!budget) budgets.set(p.id, budget = new PublishBudget(limits.rate, now))
+        const verdict = budget.take(now)
         if (verdict !== 'ok') {
           stats.rateLimited++
           if (verdict === 'abuse') {
@@ -242,6 +248,7 @@ export async function createBroker (deps: BrokerDeps): Promise<Broker> {
     if (!s || s.principal.kind !== 'device') return
     const now = deps.clock.now()
     if (presence.disconnected(s.principal.id, now)) {
+      if (budgets.get(s.principal.id)?.idle(now)) budgets.delete(s.principal.id)
       broker.publish(topics.deviceStatus(s.principal.id), statusPayload(false, now), 1, true).catch(() => {})
     }
   })

@@ -35,4 +35,10 @@ export class PublishBudget {
     this.refused++
     return this.refused > this.limit.abuseRefusalsPerMinute ? 'abuse' : 'refused'
   }
+
+  /** Nothing to remember: the bucket has refilled and no refusal counts any more. */
+  idle (now: number): boolean {
+    const full = this.tokens + (now - this.refilledAt) * this.limit.ratePerS / 1000 >= this.limit.burst
+    return full && (this.refused === 0 || now - this.windowStart >= WINDOW_MS)
+  }
 }

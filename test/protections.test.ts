@@ -34,6 +34,14 @@ describe('broker protections', () => {
     for (let seq = 5; seq <= 12; seq++) c.publish(`vitals/${d.deviceId}`, reading(seq), { qos: 1 })
     await closed
     c.end(true)
+    // reconnecting does not refill the bucket (the budget belongs to the device, not the
+    // connection): still within the abusive minute, its next publish disconnects it again
+    const again = await connect(t.mqttPort, d.deviceId, d.secret)
+    const closedAgain = new Promise<void>((res) => again.once('close', () => res()))
+    again.publish(`vitals/${d.deviceId}`, reading(13), { qos: 1 })
+    await closedAgain
+    again.end(true)
+    expect((await stored(d.residentId)).map((r) => r.seq)).toEqual([1, 2, 3])
     // a well-behaved device is unaffected
     const ok = t.app.demo!.fleet[11]!
     const c2 = await connect(t.mqttPort, ok.deviceId, ok.secret)

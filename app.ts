@@ -148,6 +148,8 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       await cluster?.close()
       spool.flush()
       drain.stop()
+      // a pass still writing to the store would read the spool after db.close()
+      await drain.settled()
       alerts.flushDelivered()
       await store.close()
       db.close()

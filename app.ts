@@ -1,12 +1,12 @@
 import { join, resolve } from 'node:path'
 import type { AddressInfo } from 'node:net'
 import { openDatabase, topics, type Clock, type Config, type Logger } from './core/index.ts'
-import { Registry, AuditLog, ensureDemo, type DemoCredentials } from './registry/index.ts'
+import { Registry, AuditLog, Fleet, ensureDemo, type DemoCredentials } from './registry/index.ts'
 import { Spool, EmbeddedStore, Drain, Ingest, type TelemetryStore } from './ingest/index.ts'
 import { AlertBook, RuleSetStore, type Override } from './alerting/index.ts'
 import { Outbox, Aggregator, parseWindow, hospitalSink, researchSink, parentSink, type SummarySink } from './forwarder/index.ts'
-import { createBroker, type Broker } from './broker/index.ts'
-import { buildApi, alertingRoutes, forwarderRoutes, operatorRoutes, dataRoutes, consoleRoutes, LiveHub } from './api/index.ts'
+import { createBroker, createClusterBackends, listenTls, listenWss, type Broker, type ClusterBackends, type TlsFiles } from './broker/index.ts'
+import { buildApi, alertingRoutes, forwarderRoutes, operatorRoutes, dataRoutes, consoleRoutes, LiveHub, registerDeviceRoutes, registerMetricsRoute } from './api/index.ts'
 
 export interface AppDeps {
   config: Config
@@ -14,7 +14,7 @@ export interface AppDeps {
   clock: Clock
 }
 
-export interface Listening { mqttPort: number, httpPort: number }
+export interface Listening { mqttPort: number, httpPort: number, tlsPort?: number, wssPort?: number }
 
 export type App = Awaited<ReturnType<typeof createApp>>
 
@@ -74,13 +74,29 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   spool.addParticipant({ prepare: (rows) => aggregator.prepare(rows), commit: () => {} })
   const drain = new Drain(spool, store, logger.child({ component: 'drain' }), { batch: config.ingest.drainBatch, intervalMs: config.ingest.drainIntervalMs })
 
+  const fleet = new Fleet(registry, clock)
+  const cluster: ClusterBackends | undefined = config.cluster.redisUrl ? createClusterBackends(config.cluster.redisUrl, logger) : undefined
+
   let broker: Broker | undefined
   const ingest = new Ingest(spool, clock, (deviceId, e) => broker?.replyError(deviceId, e))
+  const m = config.mqtt
   broker = await createBroker({
     logger,
+    clock,
     authenticate: (u, p) => registry.authenticate(u, p),
+    authenticateCertificate: (id) => registry.authenticateCertificate(id),
     ingest: (device, payload, done) => ingest.accept(device, payload, done),
-    maxPayloadBytes: config.mqtt.maxPayloadBytes,
+    recordLastSeen: (seen) => fleet.recordLastSeen(seen),
+    limits: {
+      maxPayloadBytes: m.maxPayloadBytes,
+      rate: { ratePerS: m.publishRatePerS, burst: m.publishBurst, abuseRefusalsPerMinute: m.abuseRefusalsPerMinute },
+      keepaliveLimitS: m.keepaliveLimitS,
+      connectTimeoutMs: m.connectTimeoutMs,
+      drainTimeoutMs: m.drainTimeoutMs,
+      maxTopicLevels: m.maxTopicLevels,
+      maxConnectionsPerAddress: m.maxConnectionsPerAddress,
+    },
+    ...(cluster ? { mq: cluster.mq, persistence: cluster.persistence } : {}),
     acknowledge: (residentId, payload, done) => {
       let id: unknown
       try { id = (JSON.parse(payload.toString('utf8')) as { id?: unknown }).id } catch { /* reported below */ }
@@ -93,6 +109,23 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     },
   })
   const mqtt = broker
+  const credentialWatch = watchCredentials(fleet, mqtt, config.fleet.credentialPollMs, log)
+  if (cluster) {
+    // mqemitter-redis delivers nothing to a node while its Redis link is down: after a grace
+    // period this node ends its sessions, so clients reconnect (through the load balancer)
+    // to a node that is linked, where persistent sessions resume from Redis
+    let linkTimer: NodeJS.Timeout | undefined
+    cluster.onLinkChange((up) => {
+      clearTimeout(linkTimer)
+      if (!up && config.cluster.linkDownDisconnectMs > 0) {
+        linkTimer = setTimeout(() => {
+          const n = mqtt.disconnectAll()
+          log.warn({ sessions: n }, 'Redis link down: ended this node\'s MQTT sessions so clients move to a linked node')
+        }, config.cluster.linkDownDisconnectMs)
+        linkTimer.unref()
+      }
+    })
+  }
   const live = new LiveHub({ verifyApiKey: (t) => registry.verifyApiKey(t), hospitalOf: (id) => registry.resident(id)?.hospitalId })
   spool.onCommit((rows) => live.readings(rows))
   alerts.setNotifier({
@@ -146,25 +179,40 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     rateLimitPerMinute: config.http.rateLimitPerMinute,
     live,
     audited: (actor, action, subject, detail) => { audit.append(actor, action, subject, detail) },
+    readiness: async () => {
+      const checks: Record<string, string> = { app: started && !stopping ? 'ok' : 'starting or stopping' }
+      try { await store.ping(); checks.store = 'ok' } catch (e) { checks.store = (e as Error).message }
+      if (cluster) checks.redis = cluster.status()
+      return checks
+    },
     routes: [
       consoleRoutes({ registry, stats }),
       alertingRoutes({ registry, ruleSets, alerts, audit, rulesChanged }),
       dataRoutes({ registry, aggregator, audit, windows: windows.map((w) => w.name), k: config.forwarder.k }),
       operatorRoutes({ registry, audit, residentChanged: (id) => alerts.rulesChanged(id) }),
       forwarderRoutes({ registry, aggregator, outbox, audit, region: config.region, windows: windows.map((w) => w.name), residentChanged: (id) => alerts.rulesChanged(id) }),
+      (app) => registerDeviceRoutes(app, {
+        fleet,
+        isOnline: (id) => mqtt.presence.isOnline(id),
+        pendingLastSeen: (id) => mqtt.presence.pendingLastSeen(id),
+        disconnect: (id) => mqtt.disconnectIdentity(id),
+        audited: (actor, action, subject, detail) => { audit.append(actor, action, subject, detail) },
+      }),
+      (app) => registerMetricsRoute(app, [mqtt.metrics.registry], { requireApiKey: config.metrics.requireApiKey, verifyApiKey: (t) => registry.verifyApiKey(t), logger }),
     ],
-    readiness: async () => {
-      const checks: Record<string, string> = { app: started && !stopping ? 'ok' : 'starting or stopping' }
-      try { await store.ping(); checks.store = 'ok' } catch (e) { checks.store = (e as Error).message }
-      return checks
-    },
   })
+  const tlsFiles: TlsFiles | undefined = config.tls.cert && config.tls.key
+    ? { cert: config.tls.cert, key: config.tls.key, ca: config.tls.ca, requireClientCert: config.tls.requireClientCert, handshakeTimeoutMs: m.connectTimeoutMs }
+    : undefined
 
   let demo: DemoCredentials | undefined
+  let listening: Listening | undefined
 
   return {
-    config, registry, audit, live, spool, store, alerts, ruleSets, outbox, aggregator, drain, ingest, broker: mqtt, api, rulesChanged,
+    config, registry, fleet, audit, live, spool, store, alerts, ruleSets, outbox, aggregator, drain, ingest, broker: mqtt, api, rulesChanged,
     get demo () { return demo },
+    /** the bound ports once started */
+    get listening () { return listening },
     async start (): Promise<Listening> {
       if (config.demo.enabled) {
         const file = join(dataDir, 'demo-credentials.json')
@@ -180,9 +228,15 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       aggregator.start(config.forwarder.tickMs)
       statsTimer = setInterval(sampleStats, 1000)
       publishStandards()
+      fleet.resetOnline()
+      mqtt.presence.start(config.fleet.lastSeenFlushMs)
+      credentialWatch.start()
       const tcp = await mqtt.listenTcp(config.mqtt.host, config.mqtt.port)
       await api.listen({ host: config.http.host, port: config.http.port })
-      const listening = { mqttPort: (tcp.address() as AddressInfo).port, httpPort: (api.server.address() as AddressInfo).port }
+      const ports: Listening = { mqttPort: (tcp.address() as AddressInfo).port, httpPort: (api.server.address() as AddressInfo).port }
+      if (tlsFiles && config.tls.port !== undefined) ports.tlsPort = ((await listenTls(mqtt, tlsFiles, config.mqtt.host, config.tls.port)).address() as AddressInfo).port
+      if (tlsFiles && config.tls.wssPort !== undefined) ports.wssPort = ((await listenWss(mqtt, tlsFiles, config.http.host, config.tls.wssPort)).address() as AddressInfo).port
+      listening = ports
       started = true
       log.info({ ...listening, dataDir, store: store.kind },
         `vitalmesh started: MQTT mqtt://${config.mqtt.host}:${listening.mqttPort}, MQTT over WebSocket ws://${config.http.host}:${listening.httpPort}/mqtt, HTTP http://${config.http.host}:${listening.httpPort}`)
@@ -191,10 +245,14 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     async stop (): Promise<void> {
       stopping = true
       if (statsTimer) clearInterval(statsTimer)
+      credentialWatch.stop()
       await api.close()
       await mqtt.close()
+      await cluster?.close()
       spool.flush()
       drain.stop()
+      // a pass still writing to the store would read the spool after db.close()
+      await drain.settled()
       alerts.stop()
       aggregator.stop()
       outbox.stop()
@@ -202,5 +260,26 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       db.close()
       log.info('vitalmesh stopped')
     },
+  }
+}
+
+/**
+ * Ends the sessions of devices whose credentials were rotated or revoked by anyone (the
+ * API of this node, the CLI, another node sharing the registry): a cheap indexed poll.
+ */
+function watchCredentials (fleet: Fleet, broker: Broker, everyMs: number, log: Logger) {
+  let cursor = fleet.latestChange()
+  let timer: NodeJS.Timeout | undefined
+  const poll = (): void => {
+    try {
+      for (const c of fleet.changedSince(cursor)) {
+        broker.disconnectIdentity(c.id, c.at)
+        cursor = Math.max(cursor, c.at)
+      }
+    } catch (err) { log.error({ err }, 'could not read credential changes') }
+  }
+  return {
+    start () { timer ??= setInterval(poll, everyMs); timer.unref() },
+    stop () { if (timer) clearInterval(timer); timer = undefined },
   }
 }

@@ -1,11 +1,12 @@
 import { join, resolve } from 'node:path'
 import { loadConfig, openDatabase, systemClock } from './core/index.ts'
-import { Registry, AuditLog, ensureDemo } from './registry/index.ts'
+import { Registry, AuditLog, Fleet, ensureDemo, devicesCommand, DEVICES_HELP } from './registry/index.ts'
 
 const HELP = `vitalmesh operator commands
 
   npm run vitalmesh -- demo          create (if needed) and print the demo credentials
   npm run vitalmesh -- audit verify  check the audit log's hash chain; exit 1 at the first broken entry
+${DEVICES_HELP}
 
 Settings come from the same environment variables as npm start (VITALMESH_DATA_DIR, ...).`
 
@@ -41,6 +42,12 @@ try:
       if (r.ok) { console.log(`audit log intact: ${r.entries} entries`); return 0 }
       console.error(`audit log BROKEN at entry ${r.brokenAt}: ${r.reason} (${r.entries} entries before it verified)`)
       return 1
+    } finally { db.close() }
+  }
+  if (cmd === 'devices') {
+    const db = openDatabase(join(dataDir, 'vitalmesh.db'))
+    try {
+      return await devicesCommand(new Fleet(new Registry(db), systemClock), argv.slice(1), { log: (s) => console.log(s), error: (s) => console.error(s) })
     } finally { db.close() }
   }
   console.error(`unknown command "${cmd}"\n\n${HELP}`)

@@ -28,7 +28,7 @@ export interface ApiDeps {
   audited?(actor: string, action: string, subject: string, detail: unknown): void
   /** the live stream at /v1/live */
   live?: LiveHub
-  /** more routes, each registered with the app (one function per audience or concern) */
+  /** more routes, each in its own file (one function per audience or concern) */
   routes?: ((app: FastifyInstance) => void)[]
 }
 
@@ -125,8 +125,10 @@ export function buildApi (deps: ApiDeps): FastifyInstance {
 
   for (const register of deps.routes ?? []) register(app)
 
-  // OpenAPI 3, generated from the route table and the zod schemas, with Swagger UI at /docs
-  const document = openApiDocument(routes)
+  // OpenAPI 3, generated from the route table and the zod schemas, with Swagger UI at /docs;
+  // filled in once every plugin has registered its routes
+  const document: Record<string, unknown> = openApiDocument(routes)
+  app.addHook('onReady', async () => { Object.assign(document, openApiDocument(routes)) })
   app.get('/openapi.json', async () => document)
   app.register(swagger, { mode: 'static', specification: { document: document as never } })
   app.register(swaggerUi, { routePrefix: '/docs' })

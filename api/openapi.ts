@@ -6,6 +6,7 @@ import { OverrideBody } from './alerting.ts'
 import { RollupSchema, ApiKeyBody } from './forwarder.ts'
 import { HospitalBody, InstitutionBody, ResidentPatch } from './operators.ts'
 import { Range, ResearchQuery } from './data.ts'
+import { NewDeviceBody, DeviceListQuery } from './devices.ts'
 
 interface RouteDoc { summary: string, tags: string[], roles: string[], query?: z.ZodType, body?: z.ZodType, bodyTypes?: string[] }
 
@@ -43,6 +44,12 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
   'DELETE /v1/api-keys/:id': { summary: 'Revoke an API key', tags: ['auth'], roles: ['operator'] },
   'GET /v1/audit': { summary: 'The audit trail', tags: ['audit'], roles: ['operator'] },
   'GET /v1/audit/verify': { summary: "Verify the audit trail's hash chain", tags: ['audit'], roles: ['operator'] },
+  'POST /v1/devices': { summary: 'Register a device bound to a resident; returns its secret once', tags: ['devices'], roles: ['operator'], body: NewDeviceBody },
+  'POST /v1/devices/import': { summary: 'Bulk-import devices from CSV or JSON (prefer the CLI for 100k)', tags: ['devices'], roles: ['operator'], bodyTypes: ['text/csv', 'application/json'] },
+  'GET /v1/devices': { summary: 'Devices with online status and last seen, paginated', tags: ['devices'], roles: ['operator'], query: DeviceListQuery },
+  'GET /v1/devices/:id': { summary: 'One device', tags: ['devices'], roles: ['operator'] },
+  'POST /v1/devices/:id/rotate': { summary: "Rotate a device's secret; its sessions end at once", tags: ['devices'], roles: ['operator'] },
+  'POST /v1/devices/:id/revoke': { summary: 'Revoke a device; its sessions end at once', tags: ['devices'], roles: ['operator'] },
   'GET /v1/stats': { summary: 'Node statistics', tags: ['operators'], roles: ['operator'] },
 }
 

@@ -1,6 +1,7 @@
 import { writeFileSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { cpus } from 'node:os'
+import { spawnSync } from 'node:child_process'
 import { ruleEvaluation } from './rules.ts'
 import { startMosquitto, startPlainAedes, startVitalmesh, load, alertLatency, rssPerConnection, type Server, type LoadResult } from './brokers.ts'
 
@@ -12,7 +13,9 @@ const quick = process.argv.includes('--quick')
 const SECONDS = quick ? 3 : 8
 interface Row { server: string, single: LoadResult, batched: LoadResult, alert?: { p50: number, p99: number, n: number }, rss?: { n: number, kbPerConnection: number } }
 const rows: Row[] = []
-const starters: (() => Promise<Server>)[] = [startMosquitto, startPlainAedes, () => startVitalmesh()]
+// the per-device publish rate limit protects a real fleet; the benchmark floods on purpose
+const UNLIMITED = { VITALMESH_PUBLISH_RATE: '1000000', VITALMESH_PUBLISH_BURST: '1000000' }
+const starters: (() => Promise<Server>)[] = [startMosquitto, startPlainAedes, () => startVitalmesh(UNLIMITED)]
 for (const start of starters) {
   const s = await start()
   try {
@@ -67,4 +70,7 @@ mkdirSync(dir, { recursive: true })
 writeFileSync(join(dir, 'README.md'), md.join('\n'))
 writeFileSync(join(dir, 'cpu-per-reading.svg'), svg)
 console.log(`written to ${join(dir, 'README.md')} and cpu-per-reading.svg`)
-process.exit(0)
+
+// a quick run of the connection benchmark (2,000 devices); the full one is `npm run bench:connections`
+const conn = spawnSync(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'connections.ts'), quick ? '1000' : '2000'], { stdio: 'inherit' })
+process.exit(conn.status ?? 1)

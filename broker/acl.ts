@@ -2,10 +2,13 @@ import { topics, type ReadingError } from '../core/index.ts'
 
 export type Identity = { kind: 'device', id: string } | { kind: 'resident', id: string }
 
-/** What an identity may publish: a device only its own vitals topic, a resident only acknowledgements of its own alerts; nobody `$SYS/`. */
+/**
+ * What an identity may publish: a device only its own vitals topic (and its status, for the
+ * last will), a resident only acknowledgements of its own alerts; nobody `$SYS/`.
+ */
 export function mayPublish (who: Identity, topic: string): boolean {
   if (topic.startsWith('$')) return false
-  if (who.kind === 'device') return topic === topics.vitals(who.id)
+  if (who.kind === 'device') return topic === topics.vitals(who.id) || topic === topics.deviceStatus(who.id)
   return topic === topics.alertAck(who.id)
 }
 

@@ -1,2 +1,7 @@
 export * from './broker.ts'
 export * from './acl.ts'
+export * from './transports.ts'
+export * from './cluster.ts'
+export * from './metrics.ts'
+export * from './rate-limit.ts'
+export * from './presence.ts'

@@ -15,6 +15,45 @@ export const ConfigSchema = z.strictObject({
     host: z.string().default('0.0.0.0'),
     port: port.default(1883),
     maxPayloadBytes: z.coerce.number().int().min(256).max(16 * 1024 * 1024).default(64 * 1024),
+    /** per-device publish budget on vitals/{id}: token bucket rate and burst */
+    publishRatePerS: z.coerce.number().positive().max(1_000_000).default(10),
+    publishBurst: z.coerce.number().int().min(1).max(1_000_000).default(100),
+    /** refused (over-rate) messages per minute after which the device is disconnected */
+    abuseRefusalsPerMinute: z.coerce.number().int().min(0).default(100),
+    /** largest keepalive a client may ask for, in s (0: any; otherwise keepalive 0 is refused too) */
+    keepaliveLimitS: z.coerce.number().int().min(0).max(65535).default(1200),
+    connectTimeoutMs: z.coerce.number().int().min(100).max(600_000).default(10_000),
+    drainTimeoutMs: z.coerce.number().int().min(0).max(600_000).default(30_000),
+    maxTopicLevels: z.coerce.number().int().min(1).max(100).default(16),
+    /** open connections per source address (0: no cap) */
+    maxConnectionsPerAddress: z.coerce.number().int().min(0).default(1000),
+  }).prefault({}),
+  tls: z.strictObject({
+    /** MQTT over TLS; no listener when unset */
+    port: port.optional(),
+    /** MQTT over secure WebSocket at /mqtt; no listener when unset */
+    wssPort: port.optional(),
+    cert: z.string().optional().describe('PEM file of the server certificate (chain)'),
+    key: z.string().optional().describe('PEM file of the server key'),
+    ca: z.string().optional().describe('PEM file of the CA that signs device certificates; enables mutual TLS'),
+    /** refuse TLS clients without a valid certificate (otherwise they may use a password) */
+    requireClientCert: bool.default(false),
+  }).prefault({}).refine((t) => (t.port === undefined && t.wssPort === undefined) || (t.cert && t.key), { message: 'a TLS or WSS port needs tls.cert and tls.key (VITALMESH_TLS_CERT, VITALMESH_TLS_KEY)' }),
+  cluster: z.strictObject({
+    /** redis://host:port/db: share subscriptions, sessions and messages with the other nodes */
+    redisUrl: z.string().regex(/^rediss?:\/\//, 'use redis://host:port[/db] or rediss://').optional(),
+    /** a node whose Redis link is down this long ends its MQTT sessions, so clients move to a healthy node */
+    linkDownDisconnectMs: z.coerce.number().int().min(0).default(5000),
+  }).prefault({}),
+  fleet: z.strictObject({
+    /** how often a node looks for rotated or revoked credentials (CLI, other nodes) */
+    credentialPollMs: z.coerce.number().int().min(50).max(60_000).default(1000),
+    /** how often last-seen times go to SQLite, in one transaction */
+    lastSeenFlushMs: z.coerce.number().int().min(50).max(600_000).default(5000),
+  }).prefault({}),
+  metrics: z.strictObject({
+    /** /metrics needs an operator API key (otherwise it is open, as Prometheus scrapers usually expect) */
+    requireApiKey: bool.default(false),
   }).prefault({}),
   http: z.strictObject({
     host: z.string().default('0.0.0.0'),
@@ -101,6 +140,25 @@ export const ENV_SETTINGS: Record<string, string> = {
   VITALMESH_FORWARDER_TICK_MS: 'forwarder.tickMs',
   VITALMESH_RESEARCH_K: 'forwarder.k',
   VITALMESH_FHIR_MAX_ENTRIES: 'forwarder.fhirMaxEntries',
+  VITALMESH_PUBLISH_RATE: 'mqtt.publishRatePerS',
+  VITALMESH_PUBLISH_BURST: 'mqtt.publishBurst',
+  VITALMESH_ABUSE_REFUSALS_PER_MINUTE: 'mqtt.abuseRefusalsPerMinute',
+  VITALMESH_KEEPALIVE_LIMIT: 'mqtt.keepaliveLimitS',
+  VITALMESH_CONNECT_TIMEOUT_MS: 'mqtt.connectTimeoutMs',
+  VITALMESH_DRAIN_TIMEOUT_MS: 'mqtt.drainTimeoutMs',
+  VITALMESH_MAX_TOPIC_LEVELS: 'mqtt.maxTopicLevels',
+  VITALMESH_MAX_CONNECTIONS_PER_ADDRESS: 'mqtt.maxConnectionsPerAddress',
+  VITALMESH_TLS_PORT: 'tls.port',
+  VITALMESH_WSS_PORT: 'tls.wssPort',
+  VITALMESH_TLS_CERT: 'tls.cert',
+  VITALMESH_TLS_KEY: 'tls.key',
+  VITALMESH_TLS_CA: 'tls.ca',
+  VITALMESH_TLS_REQUIRE_CLIENT_CERT: 'tls.requireClientCert',
+  VITALMESH_REDIS_URL: 'cluster.redisUrl',
+  VITALMESH_REDIS_LINK_DOWN_DISCONNECT_MS: 'cluster.linkDownDisconnectMs',
+  VITALMESH_CREDENTIAL_POLL_MS: 'fleet.credentialPollMs',
+  VITALMESH_LAST_SEEN_FLUSH_MS: 'fleet.lastSeenFlushMs',
+  VITALMESH_METRICS_REQUIRE_API_KEY: 'metrics.requireApiKey',
 }
 
 function setPath (obj: Record<string, unknown>, path: string, value: unknown): void {

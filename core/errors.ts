@@ -16,11 +16,12 @@ export const ErrorCodes = {
   VM_BAD_REQUEST: { status: 400, text: 'The request is invalid.' },
   VM_INVALID_RULE_SET: { status: 400, text: 'The rule set document does not match the rule-set schema.' },
   VM_CONFLICT: { status: 409, text: 'The resource exists already (e.g. a rule set version is published once).' },
-  VM_RATE_LIMITED: { status: 429, text: 'Too many requests with this key; wait for the time in Retry-After.' },
   VM_CONFIG_INVALID: { status: 500, text: 'A configuration setting is invalid.' },
   VM_STORE_UNAVAILABLE: { status: 503, text: 'The storage layer is not available.' },
   VM_NOT_READY: { status: 503, text: 'The service is starting or stopping.' },
   VM_INTERNAL: { status: 500, text: 'Internal error; see the server log.' },
+  VM_RATE_LIMITED: { status: 429, text: 'Over the rate limit of the device or API key: the message or request was not processed; send it again later (HTTP: after Retry-After).' },
+  VM_CONNECTION_LIMIT: { status: 429, text: 'Too many connections from one source address.' },
 } as const
 
 export type ErrorCode = keyof typeof ErrorCodes

@@ -5,6 +5,8 @@ export const topics = {
   vitals: (deviceId: string) => `vitals/${deviceId}`,
   deviceErrors: (deviceId: string) => `devices/${deviceId}/errors`,
   deviceRoot: (deviceId: string) => `devices/${deviceId}/`,
+  /** retained `{online, at}`: set by the broker at connect and disconnect, and by the device's last will */
+  deviceStatus: (deviceId: string) => `devices/${deviceId}/status`,
   alerts: (residentId: string) => `alerts/${residentId}`,
   /** a resident acknowledges an alert by publishing `{"id": "<alert id>"}` here */
   alertAck: (residentId: string) => `alerts/${residentId}/ack`,

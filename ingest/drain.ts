@@ -82,6 +82,14 @@ export class Drain {
     if (this.spool.size() > 0) return this.idle()
   }
 
+  /**
+   * Resolves once the pass in flight (if any) has ended. After stop() no new pass starts,
+   * so `stop(); await settled()` makes it safe to close the spool's database.
+   */
+  async settled (): Promise<void> {
+    while (this.running) await new Promise((resolve) => setTimeout(resolve, 5))
+  }
+
   stop (): void {
     this.stopped = true
     if (this.tick) clearTimeout(this.tick)

@@ -1,3 +1,6 @@
 export * from './registry.ts'
 export * from './demo.ts'
 export * from './audit.ts'
+export * from './fleet.ts'
+export * from './device-file.ts'
+export * from './fleet-commands.ts'

@@ -20,7 +20,14 @@ export interface HospitalRecord {
 }
 export interface InstitutionRecord { id: string, name: string, pushUrl: string | null, token: string | null, pseudonymKey: string }
 export interface OverrideRecord { residentId: string, ruleKey: string, params: { value?: number, min?: number, max?: number, forS?: number }, setBy: string, setAt: number }
-export interface DeviceRecord { key: number, id: string, residentId: string, model: string | null, region: string | null, revoked: boolean }
+export interface DeviceRecord { key: number, id: string, residentId: string, model: string | null, region: string | null, firmware: string | null, revoked: boolean, createdAt: number, lastSeenAt: number | null, online: boolean }
+
+export interface NewDevice { id: string, residentId: string, model?: string, region?: string, firmware?: string }
+
+export interface DeviceQuery { residentId?: string, region?: string, afterId?: string, limit: number, includeRevoked?: boolean }
+
+/** A device whose credentials changed (rotated or revoked) at `at`: its live sessions must end. */
+export interface CredentialChange { id: string, at: number, revoked: boolean }
 
 /**
  * Who may connect and what they are bound to: residents, their devices, API keys.
@@ -48,6 +55,7 @@ export class Registry {
         id TEXT PRIMARY KEY, digest TEXT NOT NULL, role TEXT NOT NULL, scope TEXT,
         label TEXT, created_at INTEGER NOT NULL, revoked_at INTEGER);
     `)
+    migrateDevices(db)
     ensureColumns(db, 'residents', { birth_year: 'INTEGER', conditions: "TEXT NOT NULL DEFAULT '[]'", hospital_id: 'TEXT', research_consent: 'INTEGER NOT NULL DEFAULT 0' })
     ensureColumns(db, 'hospitals', { fhir_url: 'TEXT', fhir_auth: "TEXT NOT NULL DEFAULT 'bearer'", fhir_secret: 'TEXT' })
     db.exec(`CREATE TABLE IF NOT EXISTS research_institutions (
@@ -65,9 +73,9 @@ export class Registry {
       overrides: db.prepare<[string], { resident_id: string, rule_key: string, params: string, set_by: string, set_at: number }>('SELECT * FROM overrides WHERE resident_id = ?'),
       setOverride: db.prepare('INSERT INTO overrides (resident_id, rule_key, params, set_by, set_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT(resident_id, rule_key) DO UPDATE SET params = excluded.params, set_by = excluded.set_by, set_at = excluded.set_at'),
       deleteOverride: db.prepare('DELETE FROM overrides WHERE resident_id = ? AND rule_key = ?'),
-      device: db.prepare<[string], { key: number, id: string, resident_id: string, secret_hash: string, model: string | null, region: string | null, revoked_at: number | null }>('SELECT key, id, resident_id, secret_hash, model, region, revoked_at FROM devices WHERE id = ?'),
+      device: db.prepare<[string], DeviceRow>(`SELECT ${DEVICE_COLUMNS} FROM devices WHERE id = ?`),
       insertResident: db.prepare('INSERT INTO residents (id, name, language, region, secret_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)'),
-      insertDevice: db.prepare('INSERT INTO devices (id, resident_id, secret_hash, model, region, created_at) VALUES (?, ?, ?, ?, ?, ?)'),
+      insertDevice: db.prepare('INSERT INTO devices (id, resident_id, secret_hash, model, region, firmware, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)'),
       apiKey: db.prepare<[string], { id: string, digest: string, role: Role, scope: string | null, revoked_at: number | null }>('SELECT id, digest, role, scope, revoked_at FROM api_keys WHERE id = ?'),
       revokeApiKey: db.prepare('UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL'),
       apiKeys: db.prepare<[], { id: string, role: Role, scope: string | null, label: string | null, created_at: number, revoked_at: number | null }>('SELECT id, role, scope, label, created_at, revoked_at FROM api_keys ORDER BY created_at'),
@@ -90,14 +98,17 @@ export class Registry {
   }
 
   /** Registers a device bound to a resident; returns its secret (shown once, stored hashed). */
-  async addDevice (d: { id: string, residentId: string, model?: string, region?: string }): Promise<string> {
+  async addDevice (d: NewDevice): Promise<string> {
     this.assertFreeId(d.id)
     const resident = this.q.resident.get(d.residentId)
     if (!resident) throw new VitalmeshError('VM_NOT_FOUND', `resident "${d.residentId}" is not registered`)
     const secret = newSecret()
-    this.q.insertDevice.run(d.id, d.residentId, await hashSecret(secret, SCRYPT_COST.token), d.model ?? null, d.region ?? resident.region, Date.now())
+    this.q.insertDevice.run(d.id, d.residentId, await hashSecret(secret, SCRYPT_COST.token), d.model ?? null, d.region ?? resident.region, d.firmware ?? null, Date.now())
     return secret
   }
+
+  /** The fleet operations (bulk import, rotate, revoke, list, presence) live in devices.ts. */
+  get database (): DB { return this.db }
 
   resident (id: string): ResidentRecord | undefined {
     const r = this.q.resident.get(id)
@@ -159,7 +170,7 @@ export class Registry {
 
   device (id: string): DeviceRecord | undefined {
     const d = this.q.device.get(id)
-    return d && { key: d.key, id: d.id, residentId: d.resident_id, model: d.model, region: d.region, revoked: d.revoked_at !== null }
+    return d && deviceRecord(d)
   }
 
   /** Checks an MQTT username and password. Returns undefined for any failure, after constant work. */
@@ -172,6 +183,15 @@ export class Registry {
     const r = isValidId(username) ? this.q.resident.get(username) : undefined
     const ok = await verifySecret(password, r?.secret_hash ?? undefined)
     return ok && r ? { kind: 'resident', id: r.id } : undefined
+  }
+
+  /**
+   * A device that presented a client certificate the CA signed, with this id as its CN:
+   * no password needed. Revoked devices are refused like with a password.
+   */
+  authenticateCertificate (deviceId: string): DevicePrincipal | undefined {
+    const d = isValidId(deviceId) ? this.q.device.get(deviceId) : undefined
+    return d && d.revoked_at === null ? { kind: 'device', id: d.id, deviceKey: d.key, residentId: d.resident_id } : undefined
   }
 
   /** Creates an API key `vm_<id>_<secret>`; only its digest is stored. */
@@ -201,4 +221,31 @@ export class Registry {
     if (a.length !== b.length || !timingSafeEqual(a, b)) return undefined
     return { keyId: row.id, role: row.role, scope: row.scope }
   }
+}
+
+export interface DeviceRow {
+  key: number, id: string, resident_id: string, secret_hash: string, model: string | null, region: string | null,
+  firmware: string | null, created_at: number, revoked_at: number | null, last_seen_at: number | null, online: number
+}
+
+export const DEVICE_COLUMNS = 'key, id, resident_id, secret_hash, model, region, firmware, created_at, revoked_at, last_seen_at, online'
+
+export function deviceRecord (d: DeviceRow): DeviceRecord {
+  return {
+    key: d.key, id: d.id, residentId: d.resident_id, model: d.model, region: d.region, firmware: d.firmware,
+    revoked: d.revoked_at !== null, createdAt: d.created_at, lastSeenAt: d.last_seen_at, online: d.online === 1,
+  }
+}
+
+/** Adds the fleet columns to a devices table created by an earlier version. */
+function migrateDevices (db: DB): void {
+  const have = new Set((db.prepare('PRAGMA table_info(devices)').all() as { name: string }[]).map((c) => c.name))
+  if (!have.has('firmware')) db.exec('ALTER TABLE devices ADD COLUMN firmware TEXT')
+  if (!have.has('last_seen_at')) db.exec('ALTER TABLE devices ADD COLUMN last_seen_at INTEGER')
+  // as of the node's last batched write (fleet.lastSeenFlushMs); the API answers from memory
+  if (!have.has('online')) db.exec('ALTER TABLE devices ADD COLUMN online INTEGER NOT NULL DEFAULT 0')
+  // rotation and revocation stamp this; every node polls it to end the sessions of changed devices
+  if (!have.has('credentials_changed_at')) db.exec('ALTER TABLE devices ADD COLUMN credentials_changed_at INTEGER')
+  db.exec('CREATE INDEX IF NOT EXISTS devices_credentials_changed ON devices(credentials_changed_at) WHERE credentials_changed_at IS NOT NULL')
+  db.exec('CREATE INDEX IF NOT EXISTS devices_region ON devices(region)')
 }

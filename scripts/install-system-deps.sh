@@ -9,6 +9,8 @@ declare -A NEED=(
   [mosquitto_sub]=mosquitto-clients
   [mosquitto]=mosquitto
   [chromium]=chromium
+  [openssl]=openssl
+  [redis-server]=redis-server
 )
 
 missing=()
@@ -32,5 +34,9 @@ $SUDO apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
 # tests and benchmarks start their own mosquitto on free ports
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet mosquitto 2>/dev/null; then
   $SUDO systemctl disable --now mosquitto >/dev/null 2>&1 || true
+fi
+# likewise the redis-server package may start a system Redis on 6379; the cluster test starts its own
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-server 2>/dev/null; then
+  $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true
 fi
 echo "system packages: done"

@@ -14,13 +14,16 @@ function storedSeqs (dataDir: string, deviceId: string): number[] {
   } finally { db.close() }
 }
 
+// one identity publishing as fast as it can (like a gateway): lift the per-device rate limit
+const UNLIMITED = { VITALMESH_PUBLISH_RATE: '100000', VITALMESH_PUBLISH_BURST: '100000' }
+
 describe('a PUBACK means the reading is durable', () => {
   let app: AppProcess | undefined
   afterAll(async () => { await app?.kill('SIGKILL') })
 
   it('keeps every acknowledged reading exactly once across a SIGKILL, and stores nothing for resent seqs', async () => {
     const dataDir = tempDir()
-    app = await startAppProcess(dataDir)
+    app = await startAppProcess(dataDir, UNLIMITED)
     const { device } = app.creds
     const c = await connect(app.mqttPort, device.deviceId, device.secret)
     const t0 = Date.now() - N * 1000
@@ -46,7 +49,7 @@ describe('a PUBACK means the reading is durable', () => {
     await app.kill('SIGKILL')
     c.end(true)
 
-    app = await startAppProcess(dataDir)
+    app = await startAppProcess(dataDir, UNLIMITED)
     await waitFor('the spool to drain after the restart', async () => {
       const res = await fetch(`http://127.0.0.1:${app!.httpPort}/readyz`)
       return res.status === 200

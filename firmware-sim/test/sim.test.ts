@@ -6,7 +6,8 @@ import { makePerson, measure, prng } from '../model.ts'
 
 describe('firmware simulator', () => {
   let t: TestApp
-  beforeAll(async () => { t = await startTestApp() })
+  // the fast-forward scenarios send far more than a real device's 10 messages a second
+  beforeAll(async () => { t = await startTestApp({ 'mqtt.publishRatePerS': 100_000, 'mqtt.publishBurst': 100_000 }) })
   afterAll(async () => { await t?.stop() })
 
   it('npm run sim drives 20 devices; every reading is acknowledged and the demo resident receives alerts', async () => {

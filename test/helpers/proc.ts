@@ -64,9 +64,9 @@ export function startAppProcess (dataDir: string, env: Record<string, string> = 
 export interface Run { code: number | null, stdout: string, stderr: string }
 
 /** Runs a command to completion (e.g. mosquitto_pub). */
-export function run (cmd: string, args: string[], timeoutMs = 15_000): Promise<Run> {
+export function run (cmd: string, args: string[], timeoutMs = 15_000, env?: Record<string, string>): Promise<Run> {
   return new Promise((res, rej) => {
-    const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+    const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...(env ? { env: { ...process.env, ...env } } : {}) })
     let stdout = ''; let stderr = ''
     p.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
     p.stderr.on('data', (d: Buffer) => { stderr += d.toString() })

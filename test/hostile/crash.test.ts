@@ -5,6 +5,8 @@ import mqtt, { type MqttClient } from 'mqtt'
 import { startAppProcess, tempDir, waitFor, type AppProcess } from '../helpers/proc.ts'
 
 const CYCLES = 10
+// the devices flood on purpose; the per-device rate limit would refuse (and answer) the excess
+const UNLIMITED = { VITALMESH_PUBLISH_RATE: '100000', VITALMESH_PUBLISH_BURST: '100000' }
 const DEVICES = 4
 
 /**
@@ -15,7 +17,7 @@ const DEVICES = 4
 describe('crash-restart cycles under load', () => {
   it(`keeps every acknowledged reading exactly once across ${CYCLES} SIGKILLs`, async () => {
     const dataDir = tempDir()
-    let app: AppProcess = await startAppProcess(dataDir)
+    let app: AppProcess = await startAppProcess(dataDir, UNLIMITED)
     const devices = app.creds.fleet.slice(70, 70 + DEVICES)
     const t0 = Date.now() - 3600_000
     const pending = devices.map(() => new Map<number, string>()) // seq -> payload, until acked
@@ -57,7 +59,7 @@ describe('crash-restart cycles under load', () => {
       await new Promise((r) => setTimeout(r, 300 + Math.random() * 700))
       await app.kill('SIGKILL')
       stopLoad()
-      app = await startAppProcess(dataDir)
+      app = await startAppProcess(dataDir, UNLIMITED)
     }
     // a last, gentle run: the devices send what is still unacknowledged
     running = false

@@ -1,0 +1,95 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import { z } from 'zod'
+import { IdSchema, VitalmeshError } from '../core/index.ts'
+import { parseDeviceFile, type DeviceRecord, type Fleet, type ImportResult } from '../registry/index.ts'
+
+/** What the device routes need from the node: the registry's fleet and the broker's view of sessions. */
+export interface DeviceRoutesDeps {
+  fleet: Fleet
+  isOnline(deviceId: string): boolean
+  /** last seen time not yet written to SQLite */
+  pendingLastSeen(deviceId: string): number | undefined
+  /** ends the device's sessions on this node at once (other nodes: within the credential poll) */
+  disconnect(deviceId: string): number
+  /** records a credential change in the audit trail */
+  audited?(actor: string, action: string, subject: string, detail: unknown): void
+}
+
+export const NewDeviceBody = z.strictObject({
+  id: IdSchema,
+  residentId: IdSchema,
+  model: z.string().max(128).optional(),
+  region: z.string().max(64).optional().describe('county id; default: the resident\'s region'),
+  firmware: z.string().max(64).optional(),
+})
+
+export const DeviceListQuery = z.strictObject({
+  residentId: IdSchema.optional(),
+  region: z.string().max(64).optional(),
+  after: IdSchema.optional().describe('the last id of the previous page'),
+  limit: z.coerce.number().int().min(1).max(10_000).default(1000),
+  includeRevoked: z.enum(['true', 'false']).transform((s) => s === 'true').optional(),
+})
+
+function parse<T> (schema: z.ZodType<T>, value: unknown, what: string): T {
+  const r = schema.safeParse(value)
+  if (!r.success) throw new VitalmeshError('VM_BAD_REQUEST', r.error.issues.map((i) => `${what}${i.path.length ? '.' + i.path.join('.') : ''}: ${i.message}`).join('; '))
+  return r.data
+}
+
+function operatorOnly (req: FastifyRequest): void {
+  if (req.principal?.role !== 'operator') throw new VitalmeshError('VM_FORBIDDEN', 'only an operator API key may manage devices')
+}
+
+/** `/v1/devices`: register, bulk-import, rotate, revoke and list devices (operator keys). */
+export function registerDeviceRoutes (app: FastifyInstance, deps: DeviceRoutesDeps): void {
+  const view = (d: DeviceRecord) => ({ ...d, online: deps.isOnline(d.id), lastSeenAt: deps.pendingLastSeen(d.id) ?? d.lastSeenAt })
+
+  app.register(async (scope) => {
+    scope.addHook('onRequest', async (req) => operatorOnly(req))
+    scope.addContentTypeParser(['text/csv', 'text/plain'], { parseAs: 'string', bodyLimit: 64 * 1024 * 1024 }, (_req, body, done) => done(null, body))
+
+    scope.post('/v1/devices', async (req, reply) => {
+      const body = parse(NewDeviceBody, req.body, 'body')
+      const secret = await deps.fleet.add(body)
+      deps.audited?.(`operator:${req.principal!.keyId}`, 'device.registered', body.id, { residentId: body.residentId })
+      return reply.status(201).send({ device: view(deps.fleet.get(body.id)!), secret })
+    })
+
+    scope.post<{ Querystring: { createResidents?: string } }>('/v1/devices/import', { bodyLimit: 64 * 1024 * 1024 }, async (req) => {
+      const rows = typeof req.body === 'string' ? parseDeviceFile(req.body) : parseDeviceFile(JSON.stringify(req.body ?? []), 'json')
+      const result: ImportResult = await deps.fleet.import(rows, {
+        createResidents: req.query.createResidents === 'true',
+        onProgress: (p) => req.log.info(p, 'device import progress'),
+      })
+      deps.audited?.(`operator:${req.principal!.keyId}`, 'device.imported', `${rows.length} rows`, { created: (result as { created?: unknown }).created })
+      return result
+    })
+
+    scope.get('/v1/devices', async (req) => {
+      const q = parse(DeviceListQuery, req.query, 'query')
+      const devices = deps.fleet.list({ limit: q.limit, residentId: q.residentId, region: q.region, afterId: q.after, includeRevoked: q.includeRevoked })
+      return { count: devices.length, next: devices.length === q.limit ? devices[devices.length - 1]!.id : null, devices: devices.map(view) }
+    })
+
+    scope.get<{ Params: { id: string } }>('/v1/devices/:id', async (req) => {
+      const d = deps.fleet.get(req.params.id)
+      if (!d) throw new VitalmeshError('VM_NOT_FOUND', `device "${req.params.id}" is not registered`)
+      return view(d)
+    })
+
+    scope.post<{ Params: { id: string } }>('/v1/devices/:id/rotate', async (req) => {
+      const secret = await deps.fleet.rotate(req.params.id)
+      const disconnected = deps.disconnect(req.params.id)
+      deps.audited?.(`operator:${req.principal!.keyId}`, 'device.rotated', req.params.id, { disconnected })
+      return { device: view(deps.fleet.get(req.params.id)!), secret, disconnected }
+    })
+
+    scope.post<{ Params: { id: string } }>('/v1/devices/:id/revoke', async (req) => {
+      const d = deps.fleet.revoke(req.params.id)
+      const disconnected = deps.disconnect(req.params.id)
+      deps.audited?.(`operator:${req.principal!.keyId}`, 'device.revoked', req.params.id, { disconnected })
+      return { device: view(d), disconnected }
+    })
+  })
+}

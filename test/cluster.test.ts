@@ -1,0 +1,80 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { cpSync } from 'node:fs'
+import { join } from 'node:path'
+import { connect, collect } from './helpers/mqtt.ts'
+import { ROOT, run, startAppProcess, tempDir, waitFor, type AppProcess } from './helpers/proc.ts'
+import { startRedis, type RedisServer } from './helpers/redis.ts'
+
+/**
+ * Two vitalmesh processes sharing a real Debian redis-server (VITALMESH_REDIS_URL):
+ * mqemitter-redis carries the alert from the node where the device publishes to the node
+ * where the resident is connected, and aedes-persistence-redis keeps a persistent
+ * session's QoS 1 queue so it resumes on the other node.
+ *
+ * Each node has its own data directory (SQLite registry, spool, alerts); the registry was
+ * provisioned once and copied to both, as an operator would provision every node.
+ */
+describe('cluster over Redis', () => {
+  let redis: RedisServer
+  let a: AppProcess
+  let b: AppProcess
+  beforeAll(async () => {
+    redis = await startRedis()
+    const dirA = tempDir('vm-node-a-')
+    const made = await run(process.execPath, ['--import', 'tsx', join(ROOT, 'cli.ts'), 'demo'], 60_000, { VITALMESH_DATA_DIR: dirA })
+    expect(made.code, made.stderr).toBe(0)
+    const dirB = tempDir('vm-node-b-')
+    cpSync(dirA, dirB, { recursive: true })
+    const env = { VITALMESH_REDIS_URL: redis.url, VITALMESH_REDIS_LINK_DOWN_DISCONNECT_MS: '500' }
+    ;[a, b] = await Promise.all([startAppProcess(dirA, env), startAppProcess(dirB, env)])
+  })
+  afterAll(async () => {
+    await Promise.all([a?.kill('SIGKILL'), b?.kill('SIGKILL')])
+    await redis?.stop()
+  })
+
+  const crisis = (seq: number) => JSON.stringify({ v: 1, seq, ts: Date.now(), sys: 195, dia: 125, hr: 90 })
+  const stage2 = (seq: number) => JSON.stringify({ v: 1, seq, ts: Date.now(), sys: 150, dia: 95, hr: 80 })
+
+  it('a device publishing on node A alerts the resident connected to node B', async () => {
+    const { device, resident } = a.creds
+    const r = await connect(b.mqttPort, resident.id, resident.password, { clean: false })
+    const got = collect(r)
+    await r.subscribeAsync(`alerts/${resident.id}`, { qos: 1 })
+    const d = await connect(a.mqttPort, device.deviceId, device.secret)
+    await d.publishAsync(`vitals/${device.deviceId}`, stage2(1), { qos: 1 })
+    const alert = await got.next(`alerts/${resident.id}`, (x) => x.ruleKey === 'acc-aha-2017/bp-category', 10_000)
+    expect(alert).toMatchObject({ residentId: resident.id, state: 'open', severity: 'warning', reading: { deviceId: device.deviceId, seq: 1 } })
+    await d.endAsync()
+    await r.endAsync()
+  })
+
+  it('a QoS 1 alert for an offline resident with a persistent session is delivered when it reconnects to the other node', async () => {
+    const { device, resident } = a.creds
+    // the persistent session from the previous test (clean: false, QoS 1 subscription) is offline now
+    const d = await connect(a.mqttPort, device.deviceId, device.secret)
+    await d.publishAsync(`vitals/${device.deviceId}`, crisis(2), { qos: 1 }) // the open alert becomes critical: a QoS 1 message
+    await d.endAsync()
+    await new Promise((res) => setTimeout(res, 500))
+    // the resident was last on B; it comes back on A
+    const r = await connect(a.mqttPort, resident.id, resident.password, { clean: false })
+    const got = collect(r)
+    const worse = await got.next(`alerts/${resident.id}`, (x) => x.ruleKey === 'acc-aha-2017/bp-category' && x.severity === 'critical', 10_000)
+    expect(worse).toMatchObject({ residentId: resident.id, state: 'open', reading: { seq: 2 }, detail: { category: 'crisis' } })
+    await r.endAsync()
+  })
+
+  it('when its Redis link is down a node reports not ready and ends its MQTT sessions, so clients move on', async () => {
+    const { resident } = a.creds
+    const r = await connect(b.mqttPort, resident.id, resident.password, { clean: true, clientId: `${resident.id}:ws`, reconnectPeriod: 0 })
+    const closed = new Promise<void>((res) => r.once('close', () => res()))
+    await redis.stop()
+    const ready = await waitFor('node B not ready', async () => {
+      if (b.proc.exitCode !== null) throw new Error('node B exited:\n' + b.output().slice(-3000))
+      const res = await fetch(`http://127.0.0.1:${b.httpPort}/readyz`)
+      return res.status === 503 ? await res.json() as { checks: Record<string, string> } : undefined
+    })
+    expect(ready.checks.redis).not.toBe('ok')
+    await closed
+  })
+})

@@ -8,6 +8,9 @@ declare -A NEED=(
   [mosquitto_pub]=mosquitto-clients
   [mosquitto_sub]=mosquitto-clients
   [mosquitto]=mosquitto
+  [influxd]=influxdb
+  [influx]=influxdb-client
+  [victoria-metrics]=victoria-metrics
 )
 
 missing=()
@@ -32,4 +35,10 @@ $SUDO apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet mosquitto 2>/dev/null; then
   $SUDO systemctl disable --now mosquitto >/dev/null 2>&1 || true
 fi
+# influxdb and victoria-metrics may start system services on 8086/8428; tests start their own
+for svc in influxdb victoria-metrics; do
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
+    $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
+  fi
+done
 echo "system packages: done"

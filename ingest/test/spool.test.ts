@@ -31,12 +31,13 @@ class FlakyStore implements TelemetryStore {
   down = true
   writes = 0
   constructor (private readonly inner: TelemetryStore) {}
-  async write (rows: readonly StoredReading[]): Promise<void> {
+  async write (rows: readonly StoredReading[]) {
     this.writes++
     if (this.down) throw new Error('connection refused')
     return this.inner.write(rows)
   }
   queryRange (r: string, f: number, t: number, l: number) { return this.inner.queryRange(r, f, t, l) }
+  aggregate (r: string, f: number, t: number, w: number) { return this.inner.aggregate(r, f, t, w) }
   async ping () {}
   async close () { await this.inner.close() }
 }

@@ -1,0 +1,3 @@
+export * from './schema.ts'
+export { InfluxHttp, BadLinesError, retryAfterMs, type Series } from './http.ts'
+export * from './stores.ts'

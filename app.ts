@@ -2,7 +2,7 @@ import { join, resolve } from 'node:path'
 import type { AddressInfo } from 'node:net'
 import { openDatabase, topics, type Clock, type Config, type Logger } from './core/index.ts'
 import { Registry, ensureDemo, type DemoCredentials } from './registry/index.ts'
-import { Spool, EmbeddedStore, Drain, Ingest, type TelemetryStore } from './ingest/index.ts'
+import { Spool, EmbeddedStore, Drain, Ingest, InfluxStore, Rollups, type TelemetryStore } from './ingest/index.ts'
 import { AlertBook, defaultRuleSet } from './alerting/index.ts'
 import { createBroker, type Broker } from './broker/index.ts'
 import { buildApi } from './api/index.ts'
@@ -26,11 +26,16 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   const log = logger.child({ component: 'app' })
   const db = openDatabase(join(dataDir, 'vitalmesh.db'))
   const registry = new Registry(db)
-  const spool = new Spool(db, logger.child({ component: 'ingest' }), { deadLetterMax: config.ingest.deadLetterMax })
-  const store: TelemetryStore = new EmbeddedStore(join(dataDir, 'telemetry.db'))
+  const spool = new Spool(db, logger.child({ component: 'ingest' }), { deadLetterMax: config.ingest.deadLetterMax, maxRows: config.ingest.spoolMaxRows, maxBytes: config.ingest.spoolMaxBytes })
+  const influx = config.store.kind === 'influx'
+    ? new InfluxStore(config.store.influx, (id) => registry.device(id), logger.child({ component: 'influx' }))
+    : undefined
+  const store: TelemetryStore = influx ?? new EmbeddedStore(join(dataDir, 'telemetry.db'))
+  const rollups = influx && config.store.influx.rollups ? new Rollups(db, influx, clock, logger.child({ component: 'rollups' })) : undefined
   const alerts = new AlertBook(db, defaultRuleSet, clock, logger.child({ component: 'alerting' }))
   spool.addParticipant(alerts)
-  const drain = new Drain(spool, store, logger.child({ component: 'drain' }), { batch: config.ingest.drainBatch, intervalMs: config.ingest.drainIntervalMs })
+  const drain = new Drain(spool, store, logger.child({ component: 'drain' }), { batch: config.ingest.drainBatch, intervalMs: config.ingest.drainIntervalMs, concurrency: config.ingest.drainConcurrency })
+  if (rollups) drain.onDrained((rows) => rollups.touch(rows))
 
   let broker: Broker | undefined
   const ingest = new Ingest(spool, clock, (deviceId, e) => broker?.replyError(deviceId, e))
@@ -65,7 +70,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   let demo: DemoCredentials | undefined
 
   return {
-    config, registry, spool, store, alerts, drain, ingest, broker: mqtt, api,
+    config, registry, spool, store, alerts, drain, ingest, broker: mqtt, api, rollups,
     get demo () { return demo },
     async start (): Promise<Listening> {
       if (config.demo.enabled) {
@@ -76,6 +81,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
           r.created ? 'demo resident, device and fleet created; credentials written to the file (print them with `npm run vitalmesh -- demo`)' : 'demo credentials are in the file (print them with `npm run vitalmesh -- demo`)')
       }
       drain.start()
+      rollups?.start()
       alerts.resendUndelivered()
       const tcp = await mqtt.listenTcp(config.mqtt.host, config.mqtt.port)
       await api.listen({ host: config.http.host, port: config.http.port })
@@ -91,6 +97,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       await mqtt.close()
       spool.flush()
       drain.stop()
+      rollups?.stop()
       alerts.flushDelivered()
       await store.close()
       db.close()

@@ -1,4 +1,5 @@
 import type { DB, Reading, StoredReading, Logger } from '../core/index.ts'
+import type { RejectedReading } from './store.ts'
 
 /** A reading in the spool: stored, bound to device and resident, with its spool id. */
 export interface SpoolRow extends StoredReading { id: number }
@@ -30,6 +31,18 @@ export interface CommitParticipant<T = unknown> {
 
 interface Pending { req: AppendRequest, done: (err: Error | null, result?: AppendResult) => void }
 
+export interface SpoolOptions {
+  deadLetterMax: number
+  /** bound on spooled readings; above it appends (and so PUBACKs) wait for the drain */
+  maxRows?: number
+  /** bound on the spool's approximate size in bytes, likewise */
+  maxBytes?: number
+}
+
+/** Approximate bytes one spooled reading takes (SQLite row, index entry, numbers): for the byte bound. */
+const ROW_BYTES = 64
+const rowBytes = (deviceId: string, residentId: string, activity: string | undefined): number => ROW_BYTES + deviceId.length + residentId.length + (activity?.length ?? 0)
+
 /**
  * The durable spool: a PUBACK is sent only after `append` calls back, and it calls back
  * only after the SQLite transaction holding the readings has been committed (fsync).
@@ -43,12 +56,15 @@ export class Spool {
   private readonly listeners: ((rows: readonly SpoolRow[]) => void)[] = []
   private readonly s
   private readonly commitBatch: (batch: Pending[]) => { results: AppendResult[], rows: SpoolRow[], prepared: unknown[] }
-  private readonly ackTx: (name: string, id: number) => void
+  private readonly ackTx: (name: string, id: number, rejected: readonly RejectedReading[]) => { n: number, bytes: number }
   private deadLettersSincePrune = 0
   /** counters for metrics and tests */
-  readonly stats = { commits: 0, accepted: 0, duplicates: 0 }
+  readonly stats = { commits: 0, accepted: 0, duplicates: 0, backpressureEpisodes: 0, backpressureMs: 0, heldAppends: 0, quarantined: 0 }
+  private rows = 0
+  private bytes = 0
+  private fullSince: number | undefined
 
-  constructor (private readonly db: DB, private readonly logger: Logger, private readonly opts: { deadLetterMax: number }) {
+  constructor (private readonly db: DB, private readonly logger: Logger, private readonly opts: SpoolOptions) {
     db.exec(`
       CREATE TABLE IF NOT EXISTS spool (
         -- AUTOINCREMENT: ids must never be reused after the drain deleted rows, or the cursor would skip them
@@ -56,6 +72,9 @@ export class Spool {
         ts INTEGER NOT NULL, hr REAL, sys REAL, dia REAL, activity TEXT, motion INTEGER, confidence REAL);
       CREATE TABLE IF NOT EXISTS seen (device_key INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (device_key, seq)) WITHOUT ROWID;
       CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, id INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS quarantine (
+        id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, resident_id TEXT NOT NULL, seq INTEGER NOT NULL, ts INTEGER NOT NULL,
+        reading TEXT NOT NULL, reason TEXT NOT NULL, quarantined_at INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS dead_letters (
         id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, received_at INTEGER NOT NULL,
         code TEXT NOT NULL, message TEXT NOT NULL, payload BLOB NOT NULL);
@@ -70,7 +89,12 @@ export class Spool {
       setCursor: db.prepare('INSERT INTO cursors (name, id) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET id = excluded.id'),
       deleteUpTo: db.prepare('DELETE FROM spool WHERE id <= ?'),
       count: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM spool'),
+      sizeUpTo: db.prepare<[number], { n: number, bytes: number }>(`SELECT count(*) AS n, coalesce(sum(${ROW_BYTES} + length(device_id) + length(resident_id) + coalesce(length(activity), 0)), 0) AS bytes FROM spool WHERE id <= ?`),
+      quarantine: db.prepare('INSERT INTO quarantine (device_id, resident_id, seq, ts, reading, reason, quarantined_at) VALUES (?, ?, ?, ?, ?, ?, ?)'),
     }
+    const initial = this.s.sizeUpTo.get(Number.MAX_SAFE_INTEGER)!
+    this.rows = initial.n
+    this.bytes = initial.bytes
     this.commitBatch = db.transaction((batch: Pending[]) => {
       const results: AppendResult[] = []
       const rows: SpoolRow[] = []
@@ -82,6 +106,8 @@ export class Spool {
           const info = this.s.insert.run(req.deviceId, req.residentId, r.seq, r.ts, r.hr ?? null, r.sys ?? null, r.dia ?? null,
             r.activity ?? null, r.motion === undefined ? null : r.motion ? 1 : 0, r.confidence ?? null)
           res.accepted++
+          this.rows++
+          this.bytes += rowBytes(req.deviceId, req.residentId, r.activity)
           rows.push({ ...r, id: Number(info.lastInsertRowid), deviceId: req.deviceId, residentId: req.residentId })
         }
         if (req.deadLetter) {
@@ -98,9 +124,15 @@ export class Spool {
       const prepared = this.participants.map((p) => p.prepare(rows))
       return { results, rows, prepared }
     })
-    this.ackTx = db.transaction((name: string, id: number) => {
+    this.ackTx = db.transaction((name: string, id: number, rejected: readonly RejectedReading[]) => {
+      const now = Date.now()
+      for (const { row, reason } of rejected) {
+        this.s.quarantine.run(row.deviceId, row.residentId, row.seq, row.ts, JSON.stringify(row), reason.slice(0, 1000), now)
+      }
       this.s.setCursor.run(name, id)
+      const gone = this.s.sizeUpTo.get(id)!
       this.s.deleteUpTo.run(id)
+      return gone
     })
   }
 
@@ -130,7 +162,9 @@ export class Spool {
     this.scheduled = false
     const batch = this.queue
     if (batch.length === 0) return
+    if (this.isFull()) { this.hold(); return }
     this.queue = []
+    this.stats.heldAppends = 0
     let out
     try {
       out = this.commitBatch(batch)
@@ -159,17 +193,60 @@ export class Spool {
     return this.s.read.all(afterId, limit).map(fromRaw)
   }
 
-  /** Marks rows up to `id` as delivered to the store and removes them from the spool. */
-  ack (name: string, id: number): void {
+  /**
+   * Marks rows up to `id` as delivered to the store and removes them from the spool.
+   * `rejected` rows (refused by the store for good) go to the quarantine table instead.
+   */
+  ack (name: string, id: number, rejected: readonly RejectedReading[] = []): void {
     // No fsync for this one: if a crash loses the ack, the drain sends the rows again and
     // the store ignores what it already has (writes are idempotent by device and seq).
     // The next fully synced commit makes it durable anyway.
     this.db.pragma('synchronous = NORMAL')
+    let gone
     try {
-      this.ackTx(name, id)
+      gone = this.ackTx(name, id, rejected)
     } finally {
       this.db.pragma('synchronous = FULL')
     }
+    this.stats.quarantined += rejected.length
+    this.rows -= gone.n
+    this.bytes -= gone.bytes
+    if (this.fullSince !== undefined && !this.isFull()) {
+      const heldMs = Date.now() - this.fullSince
+      this.stats.backpressureMs += heldMs
+      this.fullSince = undefined
+      this.logger.info({ heldMs, rows: this.rows, bytes: this.bytes }, 'spool has room again: held PUBACKs are released')
+      if (!this.scheduled) { this.scheduled = true; setImmediate(this.flush) }
+    }
+  }
+
+  private isFull (): boolean {
+    return (this.opts.maxRows !== undefined && this.rows >= this.opts.maxRows) ||
+      (this.opts.maxBytes !== undefined && this.bytes >= this.opts.maxBytes)
+  }
+
+  /** Back-pressure: appends wait (so devices get their PUBACKs later) until the drain frees space; nothing is dropped. */
+  private hold (): void {
+    this.stats.heldAppends = this.queue.length
+    if (this.fullSince !== undefined) return
+    this.fullSince = Date.now()
+    this.stats.backpressureEpisodes++
+    this.logger.warn({ rows: this.rows, bytes: this.bytes, maxRows: this.opts.maxRows, maxBytes: this.opts.maxBytes, held: this.queue.length },
+      'spool is full: PUBACKs are held until the telemetry store catches up (back-pressure; nothing is dropped)')
+  }
+
+  /** Spool occupancy against its bounds, for metrics and readiness. */
+  pressure (): { rows: number, bytes: number, maxRows?: number, maxBytes?: number, full: boolean, held: number } {
+    const p: { rows: number, bytes: number, maxRows?: number, maxBytes?: number, full: boolean, held: number } = { rows: this.rows, bytes: this.bytes, full: this.fullSince !== undefined, held: this.queue.length }
+    if (this.opts.maxRows !== undefined) p.maxRows = this.opts.maxRows
+    if (this.opts.maxBytes !== undefined) p.maxBytes = this.opts.maxBytes
+    return p
+  }
+
+  /** Readings the store refused for good, newest first (operators). */
+  quarantined (limit = 100): { deviceId: string, seq: number, reason: string, reading: StoredReading }[] {
+    return this.db.prepare<[number], { device_id: string, seq: number, reason: string, reading: string }>('SELECT device_id, seq, reason, reading FROM quarantine ORDER BY id DESC LIMIT ?')
+      .all(limit).map((r) => ({ deviceId: r.device_id, seq: r.seq, reason: r.reason, reading: JSON.parse(r.reading) as StoredReading }))
   }
 
   size (): number {

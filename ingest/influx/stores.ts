@@ -41,7 +41,7 @@ abstract class InfluxQLStore {
   }
 
   protected get from (): string {
-    return this.s.rp ? `${qid(this.s.rp)}.${qid(MEASUREMENT)}` : qid(MEASUREMENT)
+    return qid(MEASUREMENT)
   }
 
   protected get queryDb (): string { return this.s.db }
@@ -49,7 +49,7 @@ abstract class InfluxQLStore {
   async queryRange (residentId: string, from: number, to: number, limit: number): Promise<StoredReading[]> {
     const series = await this.http.query(
       `SELECT * FROM ${this.from} WHERE resident = ${ql(residentId)} AND time >= ${from}ms AND time < ${to}ms ORDER BY time ASC LIMIT ${Math.max(1, Math.floor(limit))}`,
-      { db: this.queryDb, epoch: 'ms' })
+      { db: this.queryDb, rp: this.s.rp, epoch: 'ms' })
     const out: StoredReading[] = []
     for (const s of series) {
       const col = (name: string): number => s.columns.indexOf(name)
@@ -71,13 +71,13 @@ abstract class InfluxQLStore {
   async aggregate (residentId: string, from: number, to: number, windowMs: number): Promise<WindowAggregate[]> {
     const series = await this.http.query(
       `SELECT count(seq) AS count, mean(hr) AS hrMean, min(hr) AS hrMin, max(hr) AS hrMax, mean(sys) AS sysMean, max(sys) AS sysMax, mean(dia) AS diaMean, max(dia) AS diaMax FROM ${this.from} WHERE resident = ${ql(residentId)} AND time >= ${from}ms AND time < ${to}ms GROUP BY time(${Math.floor(windowMs)}ms) fill(none)`,
-      { db: this.queryDb, epoch: 'ms' })
+      { db: this.queryDb, rp: this.s.rp, epoch: 'ms' })
     return toAggregates(series)
   }
 
   /** Raw InfluxQL (dashboards' queries in tests, roll-ups). */
   query (q: string): Promise<Series[]> {
-    return this.http.query(q, { db: this.queryDb, epoch: 'ms' })
+    return this.http.query(q, { db: this.queryDb, rp: this.s.rp, epoch: 'ms' })
   }
 
   async ping (): Promise<void> {

@@ -2,7 +2,7 @@ import { join, resolve } from 'node:path'
 import type { AddressInfo } from 'node:net'
 import { openDatabase, topics, type Clock, type Config, type Logger } from './core/index.ts'
 import { Registry, ensureDemo, type DemoCredentials } from './registry/index.ts'
-import { Spool, EmbeddedStore, Drain, Ingest, InfluxStore, Rollups, type TelemetryStore } from './ingest/index.ts'
+import { Spool, EmbeddedStore, Drain, Ingest, InfluxStore, Rollups, AlertExport, type TelemetryStore } from './ingest/index.ts'
 import { AlertBook, defaultRuleSet } from './alerting/index.ts'
 import { createBroker, type Broker } from './broker/index.ts'
 import { buildApi } from './api/index.ts'
@@ -33,6 +33,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   const store: TelemetryStore = influx ?? new EmbeddedStore(join(dataDir, 'telemetry.db'))
   const rollups = influx && config.store.influx.rollups ? new Rollups(db, influx, clock, logger.child({ component: 'rollups' })) : undefined
   const alerts = new AlertBook(db, defaultRuleSet, clock, logger.child({ component: 'alerting' }))
+  const alertExport = influx ? new AlertExport(db, influx, (id) => registry.resident(id)?.region, logger.child({ component: 'alert-export' })) : undefined
   spool.addParticipant(alerts)
   const drain = new Drain(spool, store, logger.child({ component: 'drain' }), { batch: config.ingest.drainBatch, intervalMs: config.ingest.drainIntervalMs, concurrency: config.ingest.drainConcurrency })
   if (rollups) drain.onDrained((rows) => rollups.touch(rows))
@@ -70,7 +71,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   let demo: DemoCredentials | undefined
 
   return {
-    config, registry, spool, store, alerts, drain, ingest, broker: mqtt, api, rollups,
+    config, registry, spool, store, alerts, drain, ingest, broker: mqtt, api, rollups, alertExport,
     get demo () { return demo },
     async start (): Promise<Listening> {
       if (config.demo.enabled) {
@@ -82,6 +83,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       }
       drain.start()
       rollups?.start()
+      alertExport?.start()
       alerts.resendUndelivered()
       const tcp = await mqtt.listenTcp(config.mqtt.host, config.mqtt.port)
       await api.listen({ host: config.http.host, port: config.http.port })
@@ -98,6 +100,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       spool.flush()
       drain.stop()
       rollups?.stop()
+      alertExport?.stop()
       alerts.flushDelivered()
       await store.close()
       db.close()

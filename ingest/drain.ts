@@ -1,6 +1,6 @@
 import type { Logger } from '../core/index.ts'
 import type { Spool, SpoolRow } from './spool.ts'
-import type { TelemetryStore } from './store.ts'
+import type { TelemetryStore, WriteOutcome } from './store.ts'
 
 const CURSOR = 'store'
 
@@ -61,44 +61,47 @@ export class Drain {
   }
 
   private async pass (): Promise<void> {
+    // A sliding window of `concurrency` writes: while InfluxDB ingests some batches, the
+    // next one is read and serialised. Batches are acknowledged strictly in spool order.
+    const inflight: { rows: SpoolRow[], result: Promise<{ ok: true, value: WriteOutcome | void } | { ok: false, error: unknown }> }[] = []
     try {
+      let after = this.spool.cursor(CURSOR)
+      let exhausted = false
+      this.again = false
       for (;;) {
-        this.again = false
-        const batches: SpoolRow[][] = []
-        let after = this.spool.cursor(CURSOR)
-        for (let i = 0; i < Math.max(1, this.opts.concurrency ?? 1); i++) {
+        while (!exhausted && !this.stopped && inflight.length < Math.max(1, this.opts.concurrency ?? 1)) {
           const rows = this.spool.read(after, this.opts.batch)
-          if (rows.length === 0) break
-          batches.push(rows)
+          if (rows.length === 0) { exhausted = true; break }
           after = rows[rows.length - 1]!.id
-          if (rows.length < this.opts.batch) break
+          inflight.push({ rows, result: this.store.write(rows).then((value) => ({ ok: true as const, value }), (error: unknown) => ({ ok: false as const, error })) })
+          if (rows.length < this.opts.batch) exhausted = true
         }
-        if (batches.length === 0) break
-        const results = await Promise.allSettled(batches.map((b) => this.store.write(b)))
-        // Acknowledge only the confirmed prefix: a later batch that succeeded after an
-        // earlier one failed is written again next time, which the store ignores.
-        for (let i = 0; i < batches.length; i++) {
-          const r = results[i]!
-          if (r.status === 'rejected') throw r.reason
-          const rows = batches[i]!
-          const rejected = r.value?.rejected ?? []
-          if (rejected.length) {
-            this.stats.quarantined += rejected.length
-            this.logger.warn({ store: this.store.kind, quarantined: rejected.length, first: { deviceId: rejected[0]!.row.deviceId, seq: rejected[0]!.row.seq, reason: rejected[0]!.reason } },
-              'the telemetry store refused readings for good; they are quarantined in the spool database, the rest of the batch is stored')
-          }
-          this.spool.ack(CURSOR, rows[rows.length - 1]!.id, rejected)
-          for (const l of this.drainedListeners) l(rows)
-          this.stats.drained += rows.length - rejected.length
-          this.stats.batches++
-          if (this.failures > 0) this.logger.info({ store: this.store.kind }, 'telemetry store reachable again; draining the spool')
-          this.failures = 0
+        const head = inflight.shift()
+        if (!head) {
+          // new readings were committed meanwhile: go on reading after the last batch
+          if (this.again && !this.stopped) { this.again = false; exhausted = false; continue }
+          break
         }
-        if (this.stopped) break
-        const last = batches[batches.length - 1]!
-        if (last.length < this.opts.batch && !this.again) break
+        const r = await head.result
+        // a later batch that succeeded after this one failed is written again next time,
+        // which the store ignores (writes are idempotent)
+        if (!r.ok) throw r.error
+        const rows = head.rows
+        const rejected = r.value?.rejected ?? []
+        if (rejected.length) {
+          this.stats.quarantined += rejected.length
+          this.logger.warn({ store: this.store.kind, quarantined: rejected.length, first: { deviceId: rejected[0]!.row.deviceId, seq: rejected[0]!.row.seq, reason: rejected[0]!.reason } },
+            'the telemetry store refused readings for good; they are quarantined in the spool database, the rest of the batch is stored')
+        }
+        this.spool.ack(CURSOR, rows[rows.length - 1]!.id, rejected)
+        for (const l of this.drainedListeners) l(rows)
+        this.stats.drained += rows.length - rejected.length
+        this.stats.batches++
+        if (this.failures > 0) this.logger.info({ store: this.store.kind }, 'telemetry store reachable again; draining the spool')
+        this.failures = 0
       }
     } catch (err) {
+      await Promise.all(inflight.map((x) => x.result)) // let the rest settle before a retry re-sends them
       this.failures++
       this.stats.failures++
       // The server's Retry-After (429/503) wins over our own exponential back-off with jitter.

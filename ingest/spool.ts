@@ -84,7 +84,8 @@ export class Spool {
       insert: db.prepare('INSERT INTO spool (device_id, resident_id, seq, ts, hr, sys, dia, activity, motion, confidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)'),
       deadLetter: db.prepare('INSERT INTO dead_letters (device_id, received_at, code, message, payload) VALUES (?, ?, ?, ?, ?)'),
       pruneDeadLetters: db.prepare('DELETE FROM dead_letters WHERE id <= (SELECT max(id) FROM dead_letters) - ?'),
-      read: db.prepare<[number, number], RawRow>('SELECT * FROM spool WHERE id > ? ORDER BY id LIMIT ?'),
+      // arrays, not objects: the drain reads every row once, and this halves the cost
+      read: db.prepare<[number, number], RawTuple>('SELECT id, device_id, resident_id, seq, ts, hr, sys, dia, activity, motion, confidence FROM spool WHERE id > ? ORDER BY id LIMIT ?').raw(true),
       cursor: db.prepare<[string], { id: number }>('SELECT id FROM cursors WHERE name = ?'),
       setCursor: db.prepare('INSERT INTO cursors (name, id) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET id = excluded.id'),
       deleteUpTo: db.prepare('DELETE FROM spool WHERE id <= ?'),
@@ -130,9 +131,9 @@ export class Spool {
         this.s.quarantine.run(row.deviceId, row.residentId, row.seq, row.ts, JSON.stringify(row), reason.slice(0, 1000), now)
       }
       this.s.setCursor.run(name, id)
-      const gone = this.s.sizeUpTo.get(id)!
-      this.s.deleteUpTo.run(id)
-      return gone
+      const n = this.s.deleteUpTo.run(id).changes
+      // bytes leave in proportion: summing the deleted rows' sizes would cost a scan per batch
+      return { n, bytes: this.rows > 0 ? Math.round(this.bytes * Math.min(1, n / this.rows)) : 0 }
     })
   }
 
@@ -190,7 +191,7 @@ export class Spool {
   }
 
   read (afterId: number, limit: number): SpoolRow[] {
-    return this.s.read.all(afterId, limit).map(fromRaw)
+    return this.s.read.all(afterId, limit).map(fromTuple)
   }
 
   /**
@@ -259,19 +260,15 @@ export class Spool {
   }
 }
 
-interface RawRow {
-  id: number, device_id: string, resident_id: string, seq: number, ts: number,
-  hr: number | null, sys: number | null, dia: number | null, activity: string | null, motion: number | null, confidence: number | null
-}
+type RawTuple = [number, string, string, number, number, number | null, number | null, number | null, string | null, number | null, number | null]
 
-function fromRaw (r: RawRow): SpoolRow {
-  const row: SpoolRow = { id: r.id, deviceId: r.device_id, residentId: r.resident_id, seq: r.seq, ts: r.ts }
-  if (r.hr !== null) row.hr = r.hr
-  if (r.sys !== null) row.sys = r.sys
-  if (r.dia !== null) row.dia = r.dia
-  if (r.activity !== null) row.activity = r.activity as SpoolRow['activity']
-  if (r.motion !== null) row.motion = r.motion === 1
-  if (r.confidence !== null) row.confidence = r.confidence
+function fromTuple (t: RawTuple): SpoolRow {
+  const row: SpoolRow = { id: t[0], deviceId: t[1], residentId: t[2], seq: t[3], ts: t[4] }
+  if (t[5] !== null) row.hr = t[5]
+  if (t[6] !== null) row.sys = t[6]
+  if (t[7] !== null) row.dia = t[7]
+  if (t[8] !== null) row.activity = t[8] as SpoolRow['activity']
+  if (t[9] !== null) row.motion = t[9] === 1
+  if (t[10] !== null) row.confidence = t[10]
   return row
 }
-

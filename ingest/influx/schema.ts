@@ -44,6 +44,11 @@ export function tagSet (r: { deviceId: string, residentId: string }, t: DeviceTa
 
 /** One reading as a line of InfluxDB line protocol (precision ns). */
 export function toLine (r: StoredReading, t: DeviceTags | undefined): string {
+  return `${MEASUREMENT},${tagSet(r, t)} ${fieldsAndTime(r)}`
+}
+
+/** The fields and timestamp part of a reading's line. */
+export function fieldsAndTime (r: StoredReading): string {
   let f = `seq=${r.seq}i`
   if (r.hr !== undefined) f += `,hr=${num(r.hr)}`
   if (r.sys !== undefined) f += `,sys=${num(r.sys)}`
@@ -51,7 +56,7 @@ export function toLine (r: StoredReading, t: DeviceTags | undefined): string {
   if (r.motion !== undefined) f += `,motion=${r.motion}`
   if (r.confidence !== undefined) f += `,confidence=${num(r.confidence)}`
   if (r.activity !== undefined) f += `,activity="${escStr(r.activity)}"`
-  return `${MEASUREMENT},${tagSet(r, t)} ${f} ${pointTime(r.ts, r.seq)}`
+  return `${f} ${pointTime(r.ts, r.seq)}`
 }
 
 /** A float field value: always with a decimal point, so 72 and 72.5 have one type. */

@@ -2,7 +2,7 @@ import { InfluxDB, HttpError, type WriteApi } from '@influxdata/influxdb-client'
 import type { Logger, StoredReading } from '../../core/index.ts'
 import { StoreUnavailableError, type TelemetryStore, type WindowAggregate, type WriteOutcome } from '../store.ts'
 import { BadLinesError, InfluxHttp, writeSplitting, type Series } from './http.ts'
-import { MEASUREMENT, PRECISION, ql, qid, toLine, type DeviceTags, type TagLookup } from './schema.ts'
+import { MEASUREMENT, PRECISION, fieldsAndTime, ql, qid, tagSet, type TagLookup } from './schema.ts'
 
 export interface InfluxSettings {
   api: 'auto' | 'v1' | 'v2'
@@ -23,19 +23,20 @@ export interface InfluxSettings {
 
 /** Reads back through InfluxQL on `/query`, which 1.x, 2.x (DBRP mapping) and 3.x answer. */
 abstract class InfluxQLStore {
-  private readonly tagCache = new Map<string, DeviceTags | undefined>()
+  private readonly seriesCache = new Map<string, { residentId: string, prefix: string }>()
   constructor (protected readonly http: InfluxHttp, protected readonly s: InfluxSettings, private readonly tags: TagLookup | undefined) {}
 
   protected lines (rows: readonly StoredReading[]): string[] {
     const out: string[] = []
     for (const r of rows) {
-      let t = this.tagCache.get(r.deviceId)
-      if (t === undefined && !this.tagCache.has(r.deviceId)) {
-        t = this.tags?.(r.deviceId)
-        if (this.tagCache.size > 100_000) this.tagCache.clear()
-        this.tagCache.set(r.deviceId, t)
+      // the series key (measurement and escaped tags) is built once per device, not per reading
+      let key = this.seriesCache.get(r.deviceId)
+      if (key === undefined || key.residentId !== r.residentId) {
+        key = { residentId: r.residentId, prefix: `${MEASUREMENT},${tagSet(r, this.tags?.(r.deviceId))} ` }
+        if (this.seriesCache.size > 100_000) this.seriesCache.clear()
+        this.seriesCache.set(r.deviceId, key)
       }
-      out.push(toLine(r, t))
+      out.push(key.prefix + fieldsAndTime(r))
     }
     return out
   }

@@ -26,6 +26,8 @@ export interface ServerProcess {
   /** kill and remove the data */
   destroy(): Promise<void>
   output(): string
+  /** the server's process id while it runs */
+  pid(): number | undefined
 }
 
 async function serve (cmd: string, args: string[], url: string, ready: () => Promise<boolean>, dir: string, port: number): Promise<ServerProcess> {
@@ -52,7 +54,7 @@ async function serve (cmd: string, args: string[], url: string, ready: () => Pro
   }
   await start()
   return {
-    url, port, dir, kill, restart: start, output: () => out,
+    url, port, dir, kill, restart: start, output: () => out, pid: () => proc?.pid,
     destroy: async () => { await kill('SIGKILL'); rmSync(dir, { recursive: true, force: true }) },
   }
 }

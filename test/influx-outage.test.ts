@@ -97,4 +97,29 @@ describe('InfluxDB outages lose nothing', () => {
     expect(await influxSums(influxd.url, 'restart')).toEqual(acked)
     expect(proc.output()).toMatch(/InfluxDB write API detected from \/ping/)
   })
+
+  it('a full spool holds PUBACKs (back-pressure) until InfluxDB is back, and drops nothing', async () => {
+    await influxd.kill('SIGKILL')
+    await t?.stop()
+    t = await startTestApp({
+      'store.kind': 'influx', 'store.influx.api': 'v1', 'store.influx.url': influxd.url, 'store.influx.db': 'pressure',
+      'store.influx.createDatabase': true, 'ingest.drainIntervalMs': 20, 'ingest.spoolMaxRows': 100,
+    })
+    const d = t.app.demo!.device
+    const c = await connect(t.mqttPort, d.deviceId, d.secret)
+    const batch = (from: number) => JSON.stringify({ v: 1, readings: Array.from({ length: 50 }, (_, j) => ({ seq: from + j, ts: Date.now() - 60_000 + from + j, hr: 70 })) })
+    await publish(c, d.deviceId, batch(0))
+    await publish(c, d.deviceId, batch(50)) // the spool now holds its 100 rows
+    let acked = false
+    const held = publish(c, d.deviceId, batch(100)).then(() => { acked = true })
+    await new Promise((r) => setTimeout(r, 800))
+    expect(acked).toBe(false)
+    expect(t.app.spool.pressure()).toMatchObject({ full: true, held: 1 })
+    expect(t.app.spool.stats.backpressureEpisodes).toBe(1)
+    await influxd.restart()
+    await held
+    await waitFor('150 readings in InfluxDB', async () => (await influxSums(influxd.url, 'pressure'))[d.deviceId]?.count === 150, 45_000, 200)
+    expect(t.app.spool.stats.backpressureMs).toBeGreaterThan(700)
+    await c.endAsync()
+  })
 })

@@ -2,7 +2,7 @@ import { createServer, type Server } from 'node:http'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { openDatabase, silentLogger } from '../../core/index.ts'
-import { Drain, InfluxHttp, InfluxStore, Spool, type InfluxSettings } from '../index.ts'
+import { Drain, InfluxHttp, InfluxStore, Rollups, Spool, type InfluxSettings } from '../index.ts'
 import { startInfluxd, type ServerProcess } from '../../test/helpers/influxd.ts'
 import { tempDir } from '../../test/helpers/proc.ts'
 
@@ -65,5 +65,33 @@ describe('drain into InfluxDB 1.6 (v1 /write)', () => {
     expect(spool.size()).toBe(0)
     await store.close()
     server.close()
+  })
+})
+
+describe('roll-ups written by vitalmesh', () => {
+  it('recomputes the hourly and daily windows that drained readings touched, idempotently, and again after a late reading', async () => {
+    const store = new InfluxStore(settings(influxd.url, 'rollups'), () => ({ region: 'county-7', model: 'cuff' }))
+    const db = openDatabase(':memory:')
+    const rollups = new Rollups(db, store, { now: () => Date.now() }, silentLogger())
+    const h0 = Math.floor((Date.now() - 2 * 86_400_000) / 3600_000) * 3600_000
+    const rows = Array.from({ length: 120 }, (_, i) => ({ deviceId: 'dev-r', residentId: 'res-r', seq: i, ts: h0 + i * 60_000, hr: 60 + (i % 60), sys: 120 + (i % 10), dia: 80 }))
+    await store.write(rows)
+    rollups.touch(rows)
+    expect(rollups.stale()).toBeGreaterThanOrEqual(3) // two hours and at least one day
+    await rollups.run()
+    await rollups.run() // nothing stale: no-op
+    expect(rollups.stale()).toBe(0)
+    const hourly = await store.query(`SELECT n, hr_mean, hr_max, sys_max, region, resident FROM vitals_1h WHERE time >= ${h0}ms ORDER BY time`)
+    expect(hourly[0]!.values.map((v) => [v[0], v[1], v[3], v[4], v[5]])).toEqual([[h0, 60, 119, 129, 'county-7'], [h0 + 3600_000, 60, 119, 129, 'county-7']])
+    // a late reading (store-and-forward) marks its hour stale again; the roll-up is overwritten, not duplicated
+    const late = { deviceId: 'dev-r', residentId: 'res-r', seq: 1000, ts: h0 + 30_000, hr: 200, sys: 150, dia: 90 }
+    await store.write([late])
+    rollups.touch([late])
+    await rollups.run()
+    const again = await store.query(`SELECT n, hr_max FROM vitals_1h WHERE time >= ${h0}ms AND time < ${h0 + 3600_000}ms`)
+    expect(again[0]!.values).toEqual([[h0, 61, 200]])
+    const daily = await store.query(`SELECT sum(n) FROM vitals_1d WHERE time >= ${h0 - 86_400_000}ms`)
+    expect(daily[0]!.values[0]![1]).toBe(121)
+    await store.close()
   })
 })

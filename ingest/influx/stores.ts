@@ -1,4 +1,4 @@
-import { InfluxDB, HttpError, type WriteApi } from '@influxdata/influxdb-client'
+import { InfluxDB, HttpError, setLogger, type WriteApi } from '@influxdata/influxdb-client'
 import type { Logger, StoredReading } from '../../core/index.ts'
 import { StoreUnavailableError, type TelemetryStore, type WindowAggregate, type WriteOutcome } from '../store.ts'
 import { BadLinesError, InfluxHttp, writeSplitting, type Series } from './http.ts'
@@ -141,6 +141,15 @@ export class InfluxV2Store extends InfluxQLStore implements TelemetryStore {
   constructor (s: InfluxSettings, tags?: TagLookup, private readonly logger?: Logger) {
     super(new InfluxHttp(s.url, s.token ? { kind: 'token', token: s.token } : { kind: 'none' }, s.timeoutMs), s, tags)
     this.client = new InfluxDB({ url: s.url, token: s.token ?? '', timeout: s.timeoutMs })
+    // The client logs failed writes to the console by default. The drain already logs them
+    // (with the retry plan), so the client's messages go to our logger at debug level.
+    // setLogger is process-wide in the library: the last store created wins, which is fine
+    // for one store per process.
+    const log = logger ?? undefined
+    setLogger({
+      error: (message: string, err?: unknown) => log?.debug({ err }, `influxdb-client: ${message}`),
+      warn: (message: string, err?: unknown) => log?.debug({ err }, `influxdb-client: ${message}`),
+    })
   }
 
   protected override get queryDb (): string { return this.s.db || this.s.bucket || '' }

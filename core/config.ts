@@ -32,8 +32,8 @@ export const ConfigSchema = z.strictObject({
     /** spool bound in approximate bytes, likewise */
     spoolMaxBytes: z.coerce.number().int().min(1024).default(1024 * 1024 * 1024),
     /** drain batches written to the store at the same time (acknowledged in order) */
-    /** default from `npm run bench -- influx` (bench/results/influx.md): with InfluxDB on the same two cores, more in flight only adds contention; raise it for a remote InfluxDB */
-    drainConcurrency: z.coerce.number().int().min(1).max(32).default(1),
+    /** default from `npm run bench -- influx` (bench/results/influx.md): 4 in flight was fastest on a quiet machine and hides network latency to a remote InfluxDB */
+    drainConcurrency: z.coerce.number().int().min(1).max(32).default(4),
   }).prefault({}),
   store: z.strictObject({
     kind: z.enum(['embedded', 'influx']).default('embedded').describe('telemetry store: embedded SQLite, or InfluxDB'),

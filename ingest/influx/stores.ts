@@ -1,7 +1,7 @@
 import { InfluxDB, HttpError, setLogger, type WriteApi } from '@influxdata/influxdb-client'
 import type { Logger, StoredReading } from '../../core/index.ts'
 import { StoreUnavailableError, type TelemetryStore, type WindowAggregate, type WriteOutcome } from '../store.ts'
-import { BadLinesError, InfluxHttp, writeSplitting, type Series } from './http.ts'
+import { BadLinesError, InfluxHttp, retryAfterMs, writeSplitting, type Series } from './http.ts'
 import { MEASUREMENT, PRECISION, fieldsAndTime, ql, qid, tagSet, type TagLookup } from './schema.ts'
 
 export interface InfluxSettings {
@@ -175,7 +175,7 @@ export class InfluxV2Store extends InfluxQLStore implements TelemetryStore {
       if (e instanceof HttpError) {
         if (e.statusCode === 400) throw new BadLinesError(`InfluxDB refused the request (400): ${e.body ?? e.message}`)
         throw new StoreUnavailableError(`InfluxDB answered ${e.statusCode}: ${(e.body ?? e.message).slice(0, 500)}`,
-          e.statusCode === 429 || e.statusCode === 503 ? (e.retryAfter() || undefined) : undefined, { cause: e })
+          e.statusCode === 429 || e.statusCode === 503 ? v2RetryAfterMs(e) : undefined, { cause: e })
       }
       throw new StoreUnavailableError(`InfluxDB at ${this.s.url} is not reachable: ${(e as Error).message}`, undefined, { cause: e })
     } finally {
@@ -194,6 +194,16 @@ export class InfluxV2Store extends InfluxQLStore implements TelemetryStore {
     this.logger?.debug('influx v2 store closed')
     await this.http.close()
   }
+}
+
+/**
+ * `Retry-After` is in seconds; the client's `HttpError.retryAfter()` returns the header's
+ * integer as it is, so read the header ourselves.
+ */
+function v2RetryAfterMs (e: HttpError): number | undefined {
+  const fromHeader = retryAfterMs(e.headers?.['retry-after'])
+  if (fromHeader !== undefined) return fromHeader
+  return e.retryAfter() > 0 ? e.retryAfter() * 1000 : undefined
 }
 
 /** Which write API a server speaks, from `/ping`'s `X-Influxdb-Version`: 1.8+ has the v2 API. */

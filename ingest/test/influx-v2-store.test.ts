@@ -49,3 +49,32 @@ describe('v2 write API errors', () => {
     await store.close()
   })
 })
+
+describe('v2 write API: Retry-After and bad lines', () => {
+  it('reads Retry-After (seconds) from a 503, and splits a batch on 400 so only the bad line is rejected', async () => {
+    const { createServer } = await import('node:http')
+    const bodies: string[] = []
+    let status503 = true
+    const server = createServer((req, res) => {
+      let body = ''
+      req.on('data', (d: Buffer) => { body += d.toString() })
+      req.on('end', () => {
+        if (status503) { status503 = false; res.writeHead(503, { 'retry-after': '3', 'content-type': 'application/json' }).end('{"code":"unavailable","message":"busy"}'); return }
+        bodies.push(body)
+        if (body.includes('seq=2i')) { res.writeHead(400, { 'content-type': 'application/json' }).end('{"code":"invalid","message":"unable to parse"}'); return }
+        res.writeHead(204).end()
+      })
+    })
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
+    const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`
+    const store = new InfluxV2Store({ ...settings(url, 'x'), timeoutMs: 2000 })
+    // a body under 1 KB: the client would gzip larger ones
+    const rows = [1, 2, 3, 4].map((seq) => ({ deviceId: 'd', residentId: 'r', seq, ts: 1_700_000_000_000 + seq, hr: 70 }))
+    await expect(store.write(rows)).rejects.toMatchObject({ name: 'StoreUnavailableError', retryAfterMs: 3000 })
+    const out = await store.write(rows)
+    expect(out.rejected.map((r) => r.row.seq)).toEqual([2])
+    expect(out.rejected[0]!.reason).toMatch(/400/)
+    await store.close()
+    server.close()
+  })
+})

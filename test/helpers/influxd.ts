@@ -63,7 +63,7 @@ async function serve (cmd: string, args: string[], url: string, ready: () => Pro
  * Debian's influxd (1.6.7) with a generated config: free ports for HTTP and RPC,
  * meta/data/wal in a temporary directory, no usage reporting.
  */
-export async function startInfluxd (): Promise<ServerProcess> {
+export async function startInfluxd (opts: { auth?: boolean } = {}): Promise<ServerProcess> {
   const dir = tempDir('vm-influxd-')
   const [http, rpc] = [await freePort(), await freePort()]
   for (const d of ['meta', 'data', 'wal']) mkdirSync(join(dir, d))
@@ -79,6 +79,7 @@ bind-address = "127.0.0.1:${rpc}"
 [http]
   bind-address = "127.0.0.1:${http}"
   log-enabled = false
+  auth-enabled = ${opts.auth === true}
 [monitor]
   store-enabled = false
 [continuous_queries]

@@ -2,7 +2,7 @@ import { join, resolve } from 'node:path'
 import type { AddressInfo } from 'node:net'
 import { openDatabase, topics, type Clock, type Config, type Logger } from './core/index.ts'
 import { Registry, AuditLog, Fleet, ensureDemo, type DemoCredentials } from './registry/index.ts'
-import { Spool, EmbeddedStore, Drain, Ingest, type TelemetryStore } from './ingest/index.ts'
+import { Spool, EmbeddedStore, Drain, Ingest, InfluxStore, Rollups, AlertExport, type TelemetryStore } from './ingest/index.ts'
 import { AlertBook, RuleSetStore, type Override } from './alerting/index.ts'
 import { Outbox, Aggregator, parseWindow, hospitalSink, researchSink, parentSink, type SummarySink } from './forwarder/index.ts'
 import { createBroker, createClusterBackends, listenTls, listenWss, type Broker, type ClusterBackends, type TlsFiles } from './broker/index.ts'
@@ -29,8 +29,12 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   const registry = new Registry(db)
   const audit = new AuditLog(db, clock)
   const exported = (action: string, subject: string, detail: unknown): void => { audit.append('forwarder', action, subject, detail) }
-  const spool = new Spool(db, logger.child({ component: 'ingest' }), { deadLetterMax: config.ingest.deadLetterMax })
-  const store: TelemetryStore = new EmbeddedStore(join(dataDir, 'telemetry.db'))
+  const spool = new Spool(db, logger.child({ component: 'ingest' }), { deadLetterMax: config.ingest.deadLetterMax, maxRows: config.ingest.spoolMaxRows, maxBytes: config.ingest.spoolMaxBytes })
+  const influx = config.store.kind === 'influx'
+    ? new InfluxStore(config.store.influx, (id) => registry.device(id), logger.child({ component: 'influx' }))
+    : undefined
+  const store: TelemetryStore = influx ?? new EmbeddedStore(join(dataDir, 'telemetry.db'))
+  const rollups = influx && config.store.influx.rollups ? new Rollups(db, influx, clock, logger.child({ component: 'rollups' })) : undefined
   const ruleSets = new RuleSetStore(db)
   const outbox = new Outbox(db, clock, logger.child({ component: 'outbox' }), { ...config.outbox, deadLetterAfterMs: config.outbox.deadLetterAfterS * 1000 })
   const alerts = new AlertBook({
@@ -72,7 +76,9 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     sinks,
   })
   spool.addParticipant({ prepare: (rows) => aggregator.prepare(rows), commit: () => {} })
-  const drain = new Drain(spool, store, logger.child({ component: 'drain' }), { batch: config.ingest.drainBatch, intervalMs: config.ingest.drainIntervalMs })
+  const alertExport = influx ? new AlertExport(db, influx, (id) => registry.resident(id)?.region, logger.child({ component: 'alert-export' })) : undefined
+  const drain = new Drain(spool, store, logger.child({ component: 'drain' }), { batch: config.ingest.drainBatch, intervalMs: config.ingest.drainIntervalMs, concurrency: config.ingest.drainConcurrency })
+  if (rollups) drain.onDrained((rows) => rollups.touch(rows))
 
   const fleet = new Fleet(registry, clock)
   const cluster: ClusterBackends | undefined = config.cluster.redisUrl ? createClusterBackends(config.cluster.redisUrl, logger) : undefined
@@ -209,7 +215,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   let listening: Listening | undefined
 
   return {
-    config, registry, fleet, audit, live, spool, store, alerts, ruleSets, outbox, aggregator, drain, ingest, broker: mqtt, api, rulesChanged,
+    config, registry, fleet, audit, live, spool, store, alerts, ruleSets, outbox, aggregator, drain, ingest, broker: mqtt, api, rulesChanged, rollups, alertExport,
     get demo () { return demo },
     /** the bound ports once started */
     get listening () { return listening },
@@ -222,6 +228,8 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
           r.created ? 'demo resident, device and fleet created; credentials written to the file (print them with `npm run vitalmesh -- demo`)' : 'demo credentials are in the file (print them with `npm run vitalmesh -- demo`)')
       }
       drain.start()
+      rollups?.start()
+      alertExport?.start()
       alerts.resendUndelivered()
       alerts.start()
       outbox.start()
@@ -253,6 +261,8 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       drain.stop()
       // a pass still writing to the store would read the spool after db.close()
       await drain.settled()
+      rollups?.stop()
+      alertExport?.stop()
       alerts.stop()
       aggregator.stop()
       outbox.stop()

@@ -1,21 +1,29 @@
 import { writeFileSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
-import { cpus } from 'node:os'
+import { cpus, loadavg } from 'node:os'
 import { spawnSync } from 'node:child_process'
 import { ruleEvaluation } from './rules.ts'
 import { startMosquitto, startPlainAedes, startVitalmesh, load, alertLatency, rssPerConnection, type Server, type LoadResult } from './brokers.ts'
+import { influxThroughput } from './influx.ts'
+import { startInfluxd } from '../test/helpers/influxd.ts'
 
 /**
  * `npm run bench`: every speed goal lives here, never in timed tests. The same load
  * generator runs against Debian's mosquitto, plain Aedes and vitalmesh, in one invocation.
  */
 const quick = process.argv.includes('--quick')
+const only = process.argv.slice(2).find((a) => !a.startsWith('--')) // `npm run bench -- influx` runs only the InfluxDB drain benchmark
 const SECONDS = quick ? 3 : 8
 interface Row { server: string, single: LoadResult, batched: LoadResult, alert?: { p50: number, p99: number, n: number }, rss?: { n: number, kbPerConnection: number } }
 const rows: Row[] = []
 // the per-device publish rate limit protects a real fleet; the benchmark floods on purpose
 const UNLIMITED = { VITALMESH_PUBLISH_RATE: '1000000', VITALMESH_PUBLISH_BURST: '1000000' }
-const starters: (() => Promise<Server>)[] = [startMosquitto, startPlainAedes, () => startVitalmesh(UNLIMITED)]
+const withInflux = async (): Promise<Server> => {
+  const influxd = await startInfluxd()
+  const s = await startVitalmesh({ ...UNLIMITED, VITALMESH_STORE: 'influx', VITALMESH_INFLUX_URL: influxd.url, VITALMESH_INFLUX_API: 'v1', VITALMESH_INFLUX_DB: 'vitalmesh', VITALMESH_INFLUX_CREATE_DATABASE: 'true' }, 'vitalmesh (InfluxDB 1.6)')
+  return { ...s, stop: async () => { await s.stop(); await influxd.destroy() } }
+}
+const starters: (() => Promise<Server>)[] = only === 'influx' ? [] : [startMosquitto, startPlainAedes, () => startVitalmesh(UNLIMITED), withInflux]
 for (const start of starters) {
   const s = await start()
   try {
@@ -30,6 +38,27 @@ for (const start of starters) {
 }
 const rules = ruleEvaluation()
 console.log(`rule engine: ${rules.ruleSets} active rule sets, ${rules.rules} rules per resident: ${(rules.nsPerReadingPerRule / 1000).toFixed(3)} µs per reading per rule (goal < 2 µs)`)
+
+// InfluxDB 1.6: drain versus a direct line-protocol write of the same points
+const dir = join(import.meta.dirname, 'results')
+mkdirSync(dir, { recursive: true })
+if (only === undefined || only === 'influx') {
+  const influx = await influxThroughput([{ batch: 5000, concurrency: 1 }, { batch: 5000, concurrency: 2 }, { batch: 5000, concurrency: 4 }, { batch: 10_000, concurrency: 2 }])
+  const direct = influx[0]!
+  for (const r of influx) console.log(`influx, ${r.label}: ${Math.round(r.pointsPerS)} points/s (${Math.round((100 * r.pointsPerS) / direct.pointsPerS)}% of direct), CPU µs/point vitalmesh ${r.clientCpuUs.toFixed(2)}, influxd ${r.serverCpuUs.toFixed(2)}`)
+  writeFileSync(join(dir, 'influx.md'), [
+    '# Drain into InfluxDB 1.6.7 versus a direct line-protocol write (200,000 points, 1,000 devices)',
+    '',
+    `Measured ${new Date().toISOString()} on ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, with \`npm run bench -- influx\`. Median of 3 alternating rounds, each into a fresh database. Load average at the end: ${loadavg().map((l) => l.toFixed(1)).join(' ')} (the machine is shared: compare CPU per point when it is high).`,
+    '',
+    '| write | seconds | points/s | % of direct | vitalmesh CPU µs/point | influxd CPU µs/point |',
+    '|---|---|---|---|---|---|',
+    ...influx.map((r) => `| ${r.label} | ${r.seconds.toFixed(2)} | ${Math.round(r.pointsPerS)} | ${Math.round((100 * r.pointsPerS) / direct.pointsPerS)}% | ${r.clientCpuUs.toFixed(2)} | ${r.serverCpuUs.toFixed(2)} |`),
+    '',
+  ].join('\n'))
+  console.log(`written to ${join(dir, 'influx.md')}`)
+  if (only === 'influx') process.exit(0)
+}
 
 const aedes = rows.find((r) => r.server === 'plain Aedes')!
 const vm = rows.find((r) => r.server.startsWith('vitalmesh'))!
@@ -65,8 +94,6 @@ const bars = rows.map((r, i) => {
   return `<text x="10" y="${40 + i * 40}" font-size="13">${r.server}</text><rect x="190" y="${26 + i * 40}" width="${w.toFixed(1)}" height="20" fill="${r.server.startsWith('vitalmesh') ? '#0f6cbd' : '#9ca3af'}"/><text x="${(196 + w).toFixed(1)}" y="${40 + i * 40}" font-size="12">${r.single.serverCpuUs.toFixed(1)} µs</text>`
 }).join('')
 const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="720" height="${60 + rows.length * 40}" font-family="sans-serif"><text x="10" y="16" font-size="14" font-weight="bold">Server CPU per QoS 1 reading (single-reading messages)</text>${bars}</svg>\n`
-const dir = join(import.meta.dirname, 'results')
-mkdirSync(dir, { recursive: true })
 writeFileSync(join(dir, 'README.md'), md.join('\n'))
 writeFileSync(join(dir, 'cpu-per-reading.svg'), svg)
 console.log(`written to ${join(dir, 'README.md')} and cpu-per-reading.svg`)

@@ -67,6 +67,30 @@ export const ConfigSchema = z.strictObject({
     drainIntervalMs: z.coerce.number().int().min(0).max(60_000).default(100),
     /** bounded dead-letter table for invalid payloads */
     deadLetterMax: z.coerce.number().int().min(0).default(10_000),
+    /** spool bound in readings: above it PUBACKs wait for the drain (back-pressure, nothing is dropped) */
+    spoolMaxRows: z.coerce.number().int().min(1).default(5_000_000),
+    /** spool bound in approximate bytes, likewise */
+    spoolMaxBytes: z.coerce.number().int().min(1024).default(1024 * 1024 * 1024),
+    /** drain batches written to the store at the same time (acknowledged in order) */
+    /** default from `npm run bench -- influx` (bench/results/influx.md): 4 in flight was fastest on a quiet machine and hides network latency to a remote InfluxDB */
+    drainConcurrency: z.coerce.number().int().min(1).max(32).default(4),
+  }).prefault({}),
+  store: z.strictObject({
+    kind: z.enum(['embedded', 'influx']).default('embedded').describe('telemetry store: embedded SQLite, or InfluxDB'),
+    influx: z.strictObject({
+      api: z.enum(['auto', 'v1', 'v2']).default('auto').describe('v1 /write (1.x before 1.8), v2 write API (2.x, 3.x, 1.8+), or detect from /ping'),
+      url: z.url().default('http://127.0.0.1:8086'),
+      db: z.string().default('vitalmesh').describe('v1 database; also the database InfluxQL queries name (2.x: DBRP mapping to the bucket)'),
+      rp: z.string().optional().describe('v1 retention policy (default: the database default)'),
+      user: z.string().optional(),
+      password: z.string().optional(),
+      token: z.string().optional().describe('v2 API token'),
+      org: z.string().optional(),
+      bucket: z.string().optional(),
+      timeoutMs: z.coerce.number().int().min(100).max(300_000).default(10_000),
+      createDatabase: bool.default(false).describe('v1: CREATE DATABASE on first use'),
+      rollups: bool.default(true).describe('write hourly and daily roll-ups (vitals_1h, vitals_1d)'),
+    }).prefault({}),
   }).prefault({}),
   alerting: z.strictObject({
     tickMs: z.coerce.number().int().min(10).max(60_000).default(1000).describe('period of the engine timer (no-data, hold-down, re-notify, escalation)'),
@@ -159,6 +183,22 @@ export const ENV_SETTINGS: Record<string, string> = {
   VITALMESH_CREDENTIAL_POLL_MS: 'fleet.credentialPollMs',
   VITALMESH_LAST_SEEN_FLUSH_MS: 'fleet.lastSeenFlushMs',
   VITALMESH_METRICS_REQUIRE_API_KEY: 'metrics.requireApiKey',
+  VITALMESH_SPOOL_MAX_ROWS: 'ingest.spoolMaxRows',
+  VITALMESH_SPOOL_MAX_BYTES: 'ingest.spoolMaxBytes',
+  VITALMESH_DRAIN_CONCURRENCY: 'ingest.drainConcurrency',
+  VITALMESH_STORE: 'store.kind',
+  VITALMESH_INFLUX_API: 'store.influx.api',
+  VITALMESH_INFLUX_URL: 'store.influx.url',
+  VITALMESH_INFLUX_DB: 'store.influx.db',
+  VITALMESH_INFLUX_RP: 'store.influx.rp',
+  VITALMESH_INFLUX_USER: 'store.influx.user',
+  VITALMESH_INFLUX_PASSWORD: 'store.influx.password',
+  VITALMESH_INFLUX_TOKEN: 'store.influx.token',
+  VITALMESH_INFLUX_ORG: 'store.influx.org',
+  VITALMESH_INFLUX_BUCKET: 'store.influx.bucket',
+  VITALMESH_INFLUX_TIMEOUT_MS: 'store.influx.timeoutMs',
+  VITALMESH_INFLUX_CREATE_DATABASE: 'store.influx.createDatabase',
+  VITALMESH_INFLUX_ROLLUPS: 'store.influx.rollups',
 }
 
 function setPath (obj: Record<string, unknown>, path: string, value: unknown): void {

@@ -1,6 +1,6 @@
 import type { Logger } from '../core/index.ts'
-import type { Spool } from './spool.ts'
-import type { TelemetryStore } from './store.ts'
+import type { Spool, SpoolRow } from './spool.ts'
+import type { TelemetryStore, WriteOutcome } from './store.ts'
 
 const CURSOR = 'store'
 
@@ -17,14 +17,27 @@ export class Drain {
   private timer: NodeJS.Timeout | undefined
   private tick: NodeJS.Timeout | undefined
   private idleWaiters: (() => void)[] = []
-  readonly stats = { drained: 0, batches: 0, failures: 0 }
+  readonly stats = { drained: 0, batches: 0, failures: 0, quarantined: 0, retryAfterHonoured: 0 }
 
   constructor (
     private readonly spool: Spool,
     private readonly store: TelemetryStore,
     private readonly logger: Logger,
-    private readonly opts: { batch: number, intervalMs: number, maxBackoffMs?: number },
+    private readonly opts: {
+      batch: number
+      intervalMs: number
+      maxBackoffMs?: number
+      /** batches written at the same time; they are acknowledged in spool order */
+      concurrency?: number
+    },
   ) {}
+
+  private readonly drainedListeners: ((rows: readonly SpoolRow[]) => void)[] = []
+
+  /** Called with each batch once the store confirmed it (e.g. to mark roll-up windows stale). */
+  onDrained (listener: (rows: readonly SpoolRow[]) => void): void {
+    this.drainedListeners.push(listener)
+  }
 
   start (): void {
     // A pass starts at once when a full batch is waiting, else after intervalMs: the store
@@ -48,25 +61,55 @@ export class Drain {
   }
 
   private async pass (): Promise<void> {
+    // A sliding window of `concurrency` writes: while InfluxDB ingests some batches, the
+    // next one is read and serialised. Batches are acknowledged strictly in spool order.
+    const inflight: { rows: SpoolRow[], result: Promise<{ ok: true, value: WriteOutcome | void } | { ok: false, error: unknown }> }[] = []
     try {
+      let after = this.spool.cursor(CURSOR)
+      let exhausted = false
+      this.again = false
       for (;;) {
-        this.again = false
-        const rows = this.spool.read(this.spool.cursor(CURSOR), this.opts.batch)
-        if (rows.length === 0) break
-        await this.store.write(rows)
-        this.spool.ack(CURSOR, rows[rows.length - 1]!.id)
-        this.stats.drained += rows.length
+        while (!exhausted && !this.stopped && inflight.length < Math.max(1, this.opts.concurrency ?? 1)) {
+          const rows = this.spool.read(after, this.opts.batch)
+          if (rows.length === 0) { exhausted = true; break }
+          after = rows[rows.length - 1]!.id
+          inflight.push({ rows, result: this.store.write(rows).then((value) => ({ ok: true as const, value }), (error: unknown) => ({ ok: false as const, error })) })
+          if (rows.length < this.opts.batch) exhausted = true
+        }
+        const head = inflight.shift()
+        if (!head) {
+          // new readings were committed meanwhile: go on reading after the last batch
+          if (this.again && !this.stopped) { this.again = false; exhausted = false; continue }
+          break
+        }
+        const r = await head.result
+        // a later batch that succeeded after this one failed is written again next time,
+        // which the store ignores (writes are idempotent)
+        if (!r.ok) throw r.error
+        const rows = head.rows
+        const rejected = r.value?.rejected ?? []
+        if (rejected.length) {
+          this.stats.quarantined += rejected.length
+          this.logger.warn({ store: this.store.kind, quarantined: rejected.length, first: { deviceId: rejected[0]!.row.deviceId, seq: rejected[0]!.row.seq, reason: rejected[0]!.reason } },
+            'the telemetry store refused readings for good; they are quarantined in the spool database, the rest of the batch is stored')
+        }
+        this.spool.ack(CURSOR, rows[rows.length - 1]!.id, rejected)
+        for (const l of this.drainedListeners) l(rows)
+        this.stats.drained += rows.length - rejected.length
         this.stats.batches++
         if (this.failures > 0) this.logger.info({ store: this.store.kind }, 'telemetry store reachable again; draining the spool')
         this.failures = 0
-        if (this.stopped) break
-        if (rows.length < this.opts.batch && !this.again) break
       }
     } catch (err) {
+      await Promise.all(inflight.map((x) => x.result)) // let the rest settle before a retry re-sends them
       this.failures++
       this.stats.failures++
-      const delay = Math.min(this.opts.maxBackoffMs ?? 30_000, 100 * 2 ** Math.min(this.failures, 10)) * (0.5 + Math.random() / 2)
-      this.logger.warn({ err, store: this.store.kind, retryInMs: Math.round(delay), spooled: this.spool.size() }, 'telemetry store write failed; readings stay in the spool')
+      // The server's Retry-After (429/503) wins over our own exponential back-off with jitter.
+      const retryAfter = (err as { retryAfterMs?: unknown }).retryAfterMs
+      const backoff = Math.min(this.opts.maxBackoffMs ?? 30_000, 100 * 2 ** Math.min(this.failures, 10)) * (0.5 + Math.random() / 2)
+      const delay = typeof retryAfter === 'number' && retryAfter >= 0 ? retryAfter : backoff
+      if (delay === retryAfter) this.stats.retryAfterHonoured++
+      this.logger.warn({ err, store: this.store.kind, retryInMs: Math.round(delay), retryAfter: delay === retryAfter, spooled: this.spool.size() }, 'telemetry store write failed; readings stay in the spool')
       this.timer = setTimeout(() => { this.timer = undefined; this.kick() }, delay)
     } finally {
       this.running = false

@@ -1,5 +1,5 @@
 import { openDatabase, type DB, type StoredReading } from '../core/index.ts'
-import type { TelemetryStore } from './store.ts'
+import type { TelemetryStore, WindowAggregate } from './store.ts'
 
 interface Row {
   device_id: string, resident_id: string, seq: number, ts: number,
@@ -45,6 +45,18 @@ export class EmbeddedStore implements TelemetryStore {
       if (r.activity !== null) o.activity = r.activity as StoredReading['activity']
       if (r.motion !== null) o.motion = r.motion === 1
       if (r.confidence !== null) o.confidence = r.confidence
+      return o
+    })
+  }
+
+  async aggregate (residentId: string, from: number, to: number, windowMs: number): Promise<WindowAggregate[]> {
+    const rows = this.db.prepare<[number, number, string, number, number], Record<string, number | null>>(`
+      SELECT (ts / CAST(? AS INTEGER)) * ? AS start, count(*) AS count, avg(hr) AS hrMean, min(hr) AS hrMin, max(hr) AS hrMax,
+        avg(sys) AS sysMean, max(sys) AS sysMax, avg(dia) AS diaMean, max(dia) AS diaMax
+      FROM readings WHERE resident_id = ? AND ts >= ? AND ts < ? GROUP BY 1 ORDER BY 1`).all(windowMs, windowMs, residentId, from, to)
+    return rows.map((r) => {
+      const o: WindowAggregate = { start: r.start!, count: r.count! }
+      for (const k of ['hrMean', 'hrMin', 'hrMax', 'sysMean', 'sysMax', 'diaMean', 'diaMax'] as const) if (r[k] !== null && r[k] !== undefined) o[k] = r[k]
       return o
     })
   }

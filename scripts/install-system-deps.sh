@@ -11,6 +11,9 @@ declare -A NEED=(
   [chromium]=chromium
   [openssl]=openssl
   [redis-server]=redis-server
+  [influxd]=influxdb
+  [influx]=influxdb-client
+  [victoria-metrics]=victoria-metrics
 )
 
 missing=()
@@ -39,4 +42,10 @@ fi
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-server 2>/dev/null; then
   $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true
 fi
+# influxdb and victoria-metrics may start system services on 8086/8428; tests start their own
+for svc in influxdb victoria-metrics; do
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
+    $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
+  fi
+done
 echo "system packages: done"

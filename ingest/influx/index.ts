@@ -1,0 +1,5 @@
+export * from './schema.ts'
+export { InfluxHttp, BadLinesError, retryAfterMs, type Series } from './http.ts'
+export * from './stores.ts'
+export * from './rollups.ts'
+export * from './alert-export.ts'

@@ -1,0 +1,93 @@
+import { describe, expect, it } from 'vitest'
+import type { StoredReading } from '../../core/index.ts'
+import type { TelemetryStore } from '../store.ts'
+
+export interface ContractOptions {
+  /** the store reads back what it wrote (false for write-only targets, e.g. VictoriaMetrics through /api/v2/write) */
+  readable?: boolean
+  /** reads the stored readings of a resident another way, when the store itself cannot */
+  readBack?: (store: TelemetryStore, residentId: string) => Promise<StoredReading[]>
+  /** the target resolves nanoseconds (VictoriaMetrics keeps milliseconds) */
+  nanoseconds?: boolean
+}
+
+const T0 = Date.UTC(2026, 10, 1, 0, 0, 0) // a window-aligned start
+
+function readings (residentId: string, deviceId: string, n: number, start = T0, stepMs = 60_000): StoredReading[] {
+  return Array.from({ length: n }, (_, i) => ({
+    deviceId, residentId, seq: i + 1, ts: start + i * stepMs,
+    hr: 60 + i, sys: 120 + (i % 5), dia: 80 - (i % 3), motion: i % 2 === 0, confidence: 0.5 + (i % 5) / 10, activity: 'rest' as const,
+  }))
+}
+
+/**
+ * The contract every TelemetryStore passes (embedded, InfluxDB v1, InfluxDB v2), as every
+ * Aedes persistence passes aedes-persistence's abstract tests. `make` gives a fresh,
+ * empty store per test.
+ */
+export function storeContract (name: string, make: () => Promise<TelemetryStore>, opts: ContractOptions = {}): void {
+  const readable = opts.readable ?? true
+  const read = async (s: TelemetryStore, r: string): Promise<StoredReading[]> =>
+    opts.readBack ? opts.readBack(s, r) : s.queryRange(r, 0, T0 + 365 * 86_400_000, 100_000)
+
+  describe(`TelemetryStore contract: ${name}`, () => {
+    it('answers ping, and stores a batch so that a range query returns it exactly, oldest first', async () => {
+      const store = await make()
+      try {
+        await store.ping()
+        const rows = [...readings('res-a', 'dev-a', 20), ...readings('res-b', 'dev-b', 5)]
+        const out = await store.write(rows)
+        expect(out?.rejected ?? []).toEqual([])
+        const back = await read(store, 'res-a')
+        expect(back).toHaveLength(20)
+        expect(back.map((r) => r.seq)).toEqual(rows.slice(0, 20).map((r) => r.seq))
+        if (readable) {
+          expect(back).toEqual(rows.slice(0, 20))
+          const window = await store.queryRange('res-a', T0 + 5 * 60_000, T0 + 10 * 60_000, 1000)
+          expect(window.map((r) => r.seq)).toEqual([6, 7, 8, 9, 10])
+          expect(await store.queryRange('res-a', T0, T0 + 3600_000, 3)).toHaveLength(3)
+          expect(await store.queryRange('nobody', T0, T0 + 3600_000, 10)).toEqual([])
+        }
+      } finally { await store.close() }
+    })
+
+    it('is idempotent by (device, seq): re-writing a batch stores nothing twice', async () => {
+      const store = await make()
+      try {
+        const rows = readings('res-i', 'dev-i', 10)
+        await store.write(rows)
+        await store.write(rows)
+        await store.write(rows.slice(3, 7))
+        expect(await read(store, 'res-i')).toHaveLength(10)
+      } finally { await store.close() }
+    })
+
+    // a store that keeps only milliseconds (VictoriaMetrics) cannot hold two readings of one
+    // device in the same millisecond apart: the case is not part of its contract
+    if (opts.nanoseconds ?? true) it('keeps two readings of one device taken in the same millisecond', async () => {
+      const store = await make()
+      try {
+        await store.write([
+          { deviceId: 'dev-s', residentId: 'res-s', seq: 7, ts: T0, hr: 70 },
+          { deviceId: 'dev-s', residentId: 'res-s', seq: 8, ts: T0, hr: 71 },
+        ])
+        const back = await read(store, 'res-s')
+        expect(back.map((r) => [r.seq, r.hr]).sort()).toEqual([[7, 70], [8, 71]])
+      } finally { await store.close() }
+    })
+
+    if (readable) it('aggregates a resident\'s readings by window', async () => {
+      const store = await make()
+      try {
+        // 90 readings a minute apart: windows of one hour hold 60 and 30
+        await store.write(readings('res-w', 'dev-w', 90))
+        const agg = await store.aggregate('res-w', T0, T0 + 3 * 3600_000, 3600_000)
+        expect(agg.map((a) => [a.start, a.count])).toEqual([[T0, 60], [T0 + 3600_000, 30]])
+        expect(agg[0]!.hrMin).toBe(60)
+        expect(agg[0]!.hrMax).toBe(119)
+        expect(agg[0]!.hrMean).toBeCloseTo(89.5)
+        expect(agg[1]!.sysMax).toBe(124)
+      } finally { await store.close() }
+    })
+  })
+}

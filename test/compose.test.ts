@@ -1,0 +1,64 @@
+import { existsSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { describe, expect, it } from 'vitest'
+import { parse } from 'yaml'
+import { ENV_SETTINGS, loadConfig } from '../core/index.ts'
+import { ROOT } from './helpers/proc.ts'
+
+/** Docker does not run here, so the compose file is checked for structure, not started. */
+interface Service { image?: string, build?: string, environment: Record<string, string>, volumes?: string[], depends_on?: Record<string, { condition: string }>, ports?: string[], healthcheck?: unknown }
+const compose = parse(readFileSync(join(ROOT, 'docker-compose.yml'), 'utf8'), { merge: true }) as { services: Record<string, Service>, volumes: Record<string, unknown> }
+const s = compose.services
+
+/** `${NAME:-default}` / `${NAME:?msg}` as compose would expand them with the given environment. */
+function interpolate (v: string, env: Record<string, string>): string {
+  return v.replace(/\$\{(\w+)(?::([-?])([^}]*))?\}/g, (_m, name: string, op: string | undefined, arg: string | undefined) => {
+    if (env[name]) return env[name]!
+    if (op === '-') return arg ?? ''
+    throw new Error(`${name} is required: ${arg}`)
+  })
+}
+const env = { INFLUXDB_TOKEN: 't0ken', INFLUXDB_ADMIN_PASSWORD: 'pw', GRAFANA_ADMIN_PASSWORD: 'pw' }
+const expanded = (svc: Service): Record<string, string> => Object.fromEntries(Object.entries(svc.environment).map(([k, v]) => [k, interpolate(String(v), env)]))
+
+describe('docker-compose.yml', () => {
+  it('runs influxdb:2.7 initialised with org, bucket and token from the environment, and a health check', () => {
+    expect(s.influxdb!.image).toBe('influxdb:2.7')
+    const e = expanded(s.influxdb!)
+    expect(e).toMatchObject({ DOCKER_INFLUXDB_INIT_MODE: 'setup', DOCKER_INFLUXDB_INIT_ORG: 'vitalmesh', DOCKER_INFLUXDB_INIT_BUCKET: 'vitalmesh', DOCKER_INFLUXDB_INIT_ADMIN_TOKEN: 't0ken' })
+    expect(() => expanded({ environment: { x: s.influxdb!.environment.DOCKER_INFLUXDB_INIT_ADMIN_TOKEN! } })).not.toThrow()
+    expect(() => interpolate(s.influxdb!.environment.DOCKER_INFLUXDB_INIT_ADMIN_TOKEN!, {})).toThrow(/INFLUXDB_TOKEN is required/)
+    expect(s.influxdb!.healthcheck).toBeDefined()
+    // the DBRP mapping that lets 2.x answer InfluxQL for vitalmesh and Grafana
+    const init = s.influxdb!.volumes!.find((v) => v.endsWith(':/docker-entrypoint-initdb.d:ro'))!
+    const script = readFileSync(join(ROOT, init.split(':')[0]!, '10-dbrp.sh'), 'utf8')
+    expect(script).toMatch(/influx v1 dbrp create .*--db "\$\{INFLUXDB_DB:-vitalmesh\}"/)
+  })
+
+  it('provisions Grafana with the datasource and dashboards from the repository, pointed at the influxdb service', () => {
+    const g = s.grafana!
+    expect(g.image).toMatch(/^grafana\/grafana:/)
+    expect(g.depends_on?.influxdb?.condition).toBe('service_healthy')
+    for (const v of g.volumes!.filter((x) => x.startsWith('./'))) expect(existsSync(join(ROOT, v.split(':')[0]!)), v).toBe(true)
+    expect(g.volumes).toContain('./dashboards/grafana/provisioning:/etc/grafana/provisioning:ro')
+    const provider = parse(readFileSync(join(ROOT, 'dashboards/grafana/provisioning/dashboards/vitalmesh.yml'), 'utf8')) as { providers: { options: { path: string } }[] }
+    expect(g.volumes).toContain(`./dashboards/grafana/dashboards:${provider.providers[0]!.options.path}:ro`)
+    const datasource = readFileSync(join(ROOT, 'dashboards/grafana/provisioning/datasources/influxdb.yml'), 'utf8')
+    for (const name of datasource.match(/\$\{(\w+)\}/g)!.map((m) => m.slice(2, -1))) expect(Object.keys(g.environment), name).toContain(name)
+    expect(expanded(g).INFLUXDB_URL).toBe('http://influxdb:8086')
+  })
+
+  it('configures vitalmesh for InfluxDB with settings it accepts', () => {
+    const v = s.vitalmesh!
+    expect(v.build).toBe('.')
+    expect(existsSync(join(ROOT, 'Dockerfile'))).toBe(true)
+    const e = expanded(v)
+    for (const k of Object.keys(e)) expect(Object.keys(ENV_SETTINGS), k).toContain(k)
+    const config = loadConfig(e)
+    expect(config.store).toMatchObject({ kind: 'influx', influx: { api: 'v2', url: 'http://influxdb:8086', token: 't0ken', org: 'vitalmesh', bucket: 'vitalmesh', db: 'vitalmesh' } })
+    // the same org, bucket and token as InfluxDB's initial setup
+    const i = expanded(s.influxdb!)
+    expect([config.store.influx.org, config.store.influx.bucket, config.store.influx.token]).toEqual([i.DOCKER_INFLUXDB_INIT_ORG, i.DOCKER_INFLUXDB_INIT_BUCKET, i.DOCKER_INFLUXDB_INIT_ADMIN_TOKEN])
+    for (const vol of Object.values(s).flatMap((x) => x.volumes ?? []).filter((x) => !x.startsWith('./'))) expect(Object.keys(compose.volumes)).toContain(vol.split(':')[0])
+  })
+})

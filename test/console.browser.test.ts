@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import { chromium, type Browser } from 'playwright-core'
 import { startTestApp, type TestApp } from './helpers/app.ts'
 import { run, ROOT } from './helpers/proc.ts'
+import { connect } from './helpers/mqtt.ts'
 
 const ARTIFACTS = join(ROOT, 'test-artifacts')
 const CHROMIUM_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-quic', '--no-first-run']
@@ -71,15 +72,24 @@ describe('web console in a real browser', () => {
     await page.close()
   })
 
-  it('an operator sees the node\'s statistics live', async () => {
-    const page = await browser.newPage({ viewport: { width: 1200, height: 1000 } })
+  it('an operator sees a connected device online, and the node\'s statistics live', async () => {
+    const d = t.app.demo!.fleet[5]!
+    const device = await connect(t.mqttPort, d.deviceId, d.secret)
+    const page = await browser.newPage({ viewport: { width: 1200, height: 1400 } })
     await page.goto(`http://127.0.0.1:${t.httpPort}/`)
     await page.fill('#key', t.app.demo!.apiKeys.operator)
     await page.click('button[type=submit]')
     await page.waitForSelector('#operator:not([hidden])')
+    const row = page.locator(`#devices tr[data-device-id="${d.deviceId}"] td.online`)
+    await row.waitFor({ timeout: 5000 })
+    expect(await row.textContent()).toBe('online')
+    expect(await page.locator('#devices tr[data-device-id="demo-dev-010"] td.offline').textContent()).toBe('offline')
     await pub({ seq: 3, hr: 70, sys: 120, dia: 78 })
-    await page.waitForFunction(() => Number(document.getElementById('open-critical')!.textContent) >= 0 && document.getElementById('clients')!.textContent !== '–')
+    await page.waitForFunction(() => Number(document.getElementById('open-critical')!.textContent) >= 1)
     await page.screenshot({ path: join(ARTIFACTS, 'console-operator.png'), fullPage: true })
+    // the device goes away: the operator sees it offline within the refresh
+    await device.endAsync()
+    await page.locator(`#devices tr[data-device-id="${d.deviceId}"] td.offline`).waitFor({ timeout: 5000 })
     await page.close()
   })
 })

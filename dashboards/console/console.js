@@ -118,10 +118,12 @@ async function operatorView () {
       const { devices: list } = await api('/v1/devices?limit=200')
       const body = $('devices').querySelector('tbody')
       body.replaceChildren()
-      for (const d of list) {
+      // online devices first, then the most recently seen
+      const sorted = [...list].sort((a, b) => (Number(b.online) - Number(a.online)) || ((b.lastSeenAt ?? 0) - (a.lastSeenAt ?? 0)))
+      for (const d of sorted) {
         const tr = document.createElement('tr')
         tr.dataset.deviceId = d.id
-        for (const [v, cls] of [[d.id], [d.residentId], [d.model ?? ''], [d.online ? 'online' : 'offline', d.online ? 'online' : 'offline'], [d.lastSeen ? fmtTime(d.lastSeen) : 'never']]) {
+        for (const [v, cls] of [[d.id], [d.residentId], [d.model ?? ''], [d.online ? 'online' : 'offline', d.online ? 'online' : 'offline'], [d.lastSeenAt ? fmtTime(d.lastSeenAt) : 'never']]) {
           const td = document.createElement('td'); td.textContent = v; if (cls) td.className = cls; tr.appendChild(td)
         }
         body.appendChild(tr)

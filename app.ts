@@ -1,4 +1,5 @@
 import { join, resolve } from 'node:path'
+import { monitorEventLoopDelay } from 'node:perf_hooks'
 import type { AddressInfo } from 'node:net'
 import { openDatabase, topics, type Clock, type Config, type Logger } from './core/index.ts'
 import { Registry, AuditLog, Fleet, ensureDemo, type DemoCredentials } from './registry/index.ts'
@@ -158,18 +159,25 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   // node statistics for operators (console, /v1/stats), sampled once a second
   let lastAccepted = 0
   let readingsPerS = 0
+  // event-loop delay: a long synchronous step (a big commit, a slow query) shows up here
+  const loopDelay = monitorEventLoopDelay({ resolution: 10 })
+  let loopDelayP99Ms = 0
   const stats = (): Record<string, unknown> => {
     const bySeverity: Record<string, number> = { info: 0, warning: 0, critical: 0 }
     for (const a of alerts.activeAlerts()) bySeverity[a.severity] = (bySeverity[a.severity] ?? 0) + 1
     return {
       at: clock.now(), readingsPerS, readingsAccepted: spool.stats.accepted, duplicates: spool.stats.duplicates,
       mqttClients: mqtt.aedes.connectedClients, openAlerts: bySeverity, outboxPending: outbox.pending(), drained: drain.stats.drained,
+      spoolRows: spool.pressure().rows, backpressureEpisodes: spool.stats.backpressureEpisodes, eventLoopDelayP99Ms: loopDelayP99Ms,
+      rssMb: Math.round(process.memoryUsage().rss / 1048576),
     }
   }
   let statsTimer: NodeJS.Timeout | undefined
   const sampleStats = (): void => {
     readingsPerS = spool.stats.accepted - lastAccepted
     lastAccepted = spool.stats.accepted
+    loopDelayP99Ms = Math.round(loopDelay.percentile(99) / 1e4) / 100
+    loopDelay.reset()
     live.stats(stats())
   }
 
@@ -234,6 +242,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       alerts.start()
       outbox.start()
       aggregator.start(config.forwarder.tickMs)
+      loopDelay.enable()
       statsTimer = setInterval(sampleStats, 1000)
       publishStandards()
       fleet.resetOnline()
@@ -253,6 +262,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     async stop (): Promise<void> {
       stopping = true
       if (statsTimer) clearInterval(statsTimer)
+      loopDelay.disable()
       credentialWatch.stop()
       await api.close()
       await mqtt.close()

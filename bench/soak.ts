@@ -37,7 +37,7 @@ const sampler = setInterval(async () => {
     console.log(`soak: ${row.t} s, RSS ${row.rssMb} MB, event-loop p99 ${row.loopP99Ms} ms, spool ${row.spoolRows} rows, ${row.readingsPerS} readings/s, ${row.clients} clients`)
   } catch (e) { console.error('soak: sample failed', (e as Error).message) }
 }, 10_000)
-const stats = await runFleet({ url: `mqtt://127.0.0.1:${app.mqttPort}`, devices, intervalS: n / rate, durationS: minutes * 60, seed: 1, batch: 1, spreadAddresses: true, firstScenario: 'healthy' })
+const stats = await runFleet({ url: `mqtt://127.0.0.1:${app.mqttPort}`, devices, intervalS: n / rate, durationS: minutes * 60, seed: 1, batch: 1, spreadAddresses: true, firstScenario: 'healthy', mix: { healthy: 1 } })
 clearInterval(sampler)
 await app.kill('SIGTERM')
 

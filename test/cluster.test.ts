@@ -77,4 +77,23 @@ describe('cluster over Redis', () => {
     expect(ready.checks.redis).not.toBe('ok')
     await closed
   })
+
+  it('after Redis restarts, the nodes are ready again and carry alerts between them again', async () => {
+    redis = await startRedis(redis.port) // the same address: the nodes reconnect by themselves
+    await waitFor('both nodes ready again', async () => {
+      const st = await Promise.all([a, b].map(async (n) => (await fetch(`http://127.0.0.1:${n.httpPort}/readyz`)).status))
+      return st.every((x) => x === 200)
+    }, 20_000)
+    const { device, resident } = a.creds
+    const r = await connect(b.mqttPort, resident.id, resident.password, { clean: true, clientId: `${resident.id}:after` })
+    const got = collect(r)
+    await r.subscribeAsync(`alerts/${resident.id}`, { qos: 1 })
+    const d = await connect(a.mqttPort, device.deviceId, device.secret)
+    // a new alert on A (a heart rate above 120 at rest for 11 minutes, sent as a catch-up batch) reaches B through Redis
+    const now = Date.now()
+    await d.publishAsync(`vitals/${device.deviceId}`, JSON.stringify({ v: 1, readings: [{ seq: 3, ts: now - 660_000, hr: 130, activity: 'rest' }, { seq: 4, ts: now, hr: 131, activity: 'rest' }] }), { qos: 1 })
+    const alert = await got.next(`alerts/${resident.id}`, (x) => x.ruleKey === 'wearable-hr/hr-high-rest', 10_000)
+    expect(alert).toMatchObject({ residentId: resident.id, state: 'open' })
+    await d.endAsync(); await r.endAsync()
+  })
 })

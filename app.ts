@@ -187,6 +187,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     logger,
     verifyApiKey: (t) => registry.verifyApiKey(t),
     queryReadings: (r, from, to, limit) => store.queryRange(r, from, to, limit),
+    aggregateReadings: (r, from, to, windowMs) => store.aggregate(r, from, to, windowMs),
     residentExists: (id) => registry.resident(id) !== undefined,
     hospitalOf: (id) => registry.resident(id)?.hospitalId,
     mqttOverWebSocket: (stream, req) => mqtt.handle(stream, req),

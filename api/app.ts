@@ -15,6 +15,8 @@ export interface ApiDeps {
   logger: Logger
   verifyApiKey(token: string): ApiKeyPrincipal | undefined
   queryReadings(residentId: string, from: number, to: number, limit: number): Promise<StoredReading[]>
+  /** windows of a resident's readings (mean, min, max), for long ranges */
+  aggregateReadings(residentId: string, from: number, to: number, windowMs: number): Promise<unknown[]>
   residentExists(id: string): boolean
   /** the hospital caring for a resident, for scope checks */
   hospitalOf(residentId: string): string | null | undefined
@@ -118,9 +120,17 @@ export function buildApi (deps: ApiDeps): FastifyInstance {
     const to = q.data.to ?? Date.now()
     const from = q.data.from ?? to - 24 * 3600_000
     if (from > to) throw new VitalmeshError('VM_BAD_REQUEST', 'from must not be after to')
+    const maxPoints = q.data.maxPoints
+    if (maxPoints !== undefined && to - from > maxPoints * 60_000) {
+      // a long range: windows, not raw readings (a month of 1-minute readings is 43,200 points)
+      const windowMs = Math.ceil((to - from) / maxPoints / 60_000) * 60_000
+      const windows = await deps.aggregateReadings(id.data, from, to, windowMs)
+      if (p.role !== 'resident') deps.audited?.(`${p.role}:${p.scope ?? ''}:${p.keyId}`, 'pull.readings', id.data, { from, to, windowMs, windows: windows.length })
+      return { residentId: id.data, from, to, downsampled: true, windowMs, count: windows.length, windows }
+    }
     const readings = await deps.queryReadings(id.data, from, to, q.data.limit)
     if (p.role !== 'resident') deps.audited?.(`${p.role}:${p.scope ?? ''}:${p.keyId}`, 'pull.readings', id.data, { from, to, count: readings.length })
-    return { residentId: id.data, from, to, count: readings.length, readings }
+    return { residentId: id.data, from, to, downsampled: false, count: readings.length, readings }
   })
 
   for (const register of deps.routes ?? []) register(app)

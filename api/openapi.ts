@@ -4,7 +4,7 @@ import { ErrorCodes } from '../core/index.ts'
 import { ReadingsQuery } from './schemas.ts'
 import { OverrideBody } from './alerting.ts'
 import { RollupSchema, ApiKeyBody } from './forwarder.ts'
-import { HospitalBody, InstitutionBody, ResidentPatch } from './operators.ts'
+import { HospitalBody, InstitutionBody, ResidentPatch, NewResidentBody } from './operators.ts'
 import { Range, ResearchQuery } from './data.ts'
 import { NewDeviceBody, DeviceListQuery } from './devices.ts'
 
@@ -16,8 +16,9 @@ const ALL = ['operator', 'resident', 'hospital', 'research', 'region']
 export const ROUTE_DOCS: Record<string, RouteDoc> = {
   'GET /v1/whoami': { summary: 'The role and scope of the calling key', tags: ['auth'], roles: ALL },
   'GET /v1/residents/:id': { summary: "A resident's profile", tags: ['residents'], roles: ['operator', 'resident (own)', 'hospital (its residents)'] },
+  'POST /v1/residents': { summary: 'Register a resident (and an MQTT password, shown once)', tags: ['operators'], roles: ['operator'], body: NewResidentBody },
   'PATCH /v1/residents/:id': { summary: "Set a resident's birth year, conditions, hospital or language", tags: ['operators'], roles: ['operator'], body: ResidentPatch },
-  'GET /v1/residents/:id/readings': { summary: "A resident's readings in [from, to)", tags: ['residents'], roles: ['operator', 'resident (own)', 'hospital (its residents)'], query: ReadingsQuery },
+  'GET /v1/residents/:id/readings': { summary: "A resident's readings in [from, to); windows (mean, min, max) for long ranges with maxPoints", tags: ['residents'], roles: ['operator', 'resident (own)', 'hospital (its residents)'], query: ReadingsQuery },
   'GET /v1/residents/:id/summaries': { summary: "A resident's window summaries", tags: ['hospitals', 'residents'], roles: ['operator', 'resident (own)', 'hospital (its residents)'], query: Range },
   'GET /v1/residents/:id/alerts': { summary: "A resident's alerts, newest first", tags: ['alerts'], roles: ['operator', 'resident (own)', 'hospital (its residents)'] },
   'GET /v1/alerts/:id/history': { summary: "An alert's transitions with who and when", tags: ['alerts'], roles: ['operator', 'resident (own)', 'hospital (its residents)'] },

@@ -11,6 +11,12 @@ export const HospitalBody = z.strictObject({
   fhirAuth: z.enum(['bearer', 'hmac']).optional(), fhirSecret: z.string().optional(),
 })
 export const InstitutionBody = z.strictObject({ id: IdSchema, name: z.string().min(1).max(200), pushUrl: z.url().optional(), token: z.string().optional() })
+export const NewResidentBody = z.strictObject({
+  id: IdSchema, name: z.string().max(200).optional(), language: z.enum(['en', 'zh-CN']).optional(),
+  region: z.string().max(64).optional().describe('county id'), birthYear: z.number().int().min(1900).max(2100).optional(),
+  conditions: z.array(z.string().min(1).max(64)).max(50).optional(), hospitalId: IdSchema.optional(),
+  mqttPassword: z.boolean().default(true).describe('create an MQTT password for the resident\'s phone (shown once)'),
+})
 export const ResidentPatch = z.strictObject({
   birthYear: z.number().int().min(1900).max(2100).optional(),
   conditions: z.array(z.string().min(1).max(64)).max(50).optional(),
@@ -41,6 +47,15 @@ export function operatorRoutes (d: { registry: Registry, audit: AuditLog, reside
       d.audit.append(`operator:${req.principal!.keyId}`, 'institution.registered', i.id, { name: i.name, pushUrl: i.pushUrl ?? null })
       return reply.status(201).send({ id: i.id, name: i.name })
     })
+    app.post('/v1/residents', async (req, reply) => {
+      requireRole(req.principal, 'operator')
+      const r = parse(NewResidentBody, req.body)
+      const password = await d.registry.addResident({ id: r.id, ...(r.name ? { name: r.name } : {}), ...(r.language ? { language: r.language } : {}), ...(r.region ? { region: r.region } : {}) }, r.mqttPassword)
+      if (r.birthYear !== undefined || r.conditions || r.hospitalId) d.registry.updateResident(r.id, { ...(r.birthYear !== undefined ? { birthYear: r.birthYear } : {}), ...(r.conditions ? { conditions: r.conditions } : {}), ...(r.hospitalId ? { hospitalId: r.hospitalId } : {}) })
+      d.audit.append(`operator:${req.principal!.keyId}`, 'resident.registered', r.id, { region: r.region ?? null, mqttPassword: r.mqttPassword })
+      return reply.status(201).send({ id: r.id, ...(password ? { mqttPassword: password } : {}) })
+    })
+
     app.patch<{ Params: { id: string } }>('/v1/residents/:id', async (req) => {
       requireRole(req.principal, 'operator')
       const patch = parse(ResidentPatch, req.body)

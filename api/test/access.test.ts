@@ -68,6 +68,7 @@ describe('role and scope on every route', () => {
     'PUT /v1/residents/:id/consent': { path: () => `${R}/consent`, allowed: ['resident'], wrongScope: { resident: 'residentOther' }, body: () => ({ research: true }) },
     'POST /v1/hospitals': { path: () => '/v1/hospitals', allowed: ['operator'], body: () => ({ id: 'h9', name: 'x' }) },
     'POST /v1/institutions': { path: () => '/v1/institutions', allowed: ['operator'], body: () => ({ id: 'i9', name: 'x' }) },
+    'POST /v1/residents': { path: () => '/v1/residents', allowed: ['operator'], body: () => ({ id: 'res-new' }) },
     'PATCH /v1/residents/:id': { path: () => R, allowed: ['operator'], body: () => ({ birthYear: 1950 }) },
     'GET /v1/hospitals/:id/residents': { path: () => '/v1/hospitals/h1/residents', allowed: ['operator', 'hospital'], wrongScope: { hospital: 'hospitalOther' } },
     'GET /v1/residents/:id/summaries': { path: () => `${R}/summaries`, allowed: ['operator', 'resident', 'hospital'], wrongScope: { resident: 'residentOther', hospital: 'hospitalOther' } },

@@ -17,7 +17,7 @@ describe('OpenAPI', () => {
     expect(publish.requestBody.content['application/json'].schema.properties.rules).toBeTruthy()
     expect(Object.keys(publish.requestBody.content)).toEqual(['application/json', 'application/yaml'])
     const readings = doc.paths['/v1/residents/{id}/readings'].get
-    expect(readings.parameters.map((p: { name: string }) => p.name)).toEqual(['id', 'from', 'to', 'limit'])
+    expect(readings.parameters.map((p: { name: string }) => p.name)).toEqual(['id', 'from', 'to', 'limit', 'maxPoints'])
     expect(doc.components.schemas.Error.properties.code.enum).toContain('VM_FORBIDDEN')
   })
 

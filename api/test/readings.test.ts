@@ -38,6 +38,19 @@ describe('HTTP API', () => {
     expect(window.body.readings.map((r: { seq: number }) => r.seq)).toEqual([1])
   })
 
+  it('downsamples a long range into windows, and registers residents for operators', async () => {
+    const { apiKeys } = t.app.demo!
+    const day = await get(`/v1/residents/demo-resident/readings?from=${t0 - 86400_000}&to=${t0 + 86400_000}&maxPoints=100`, apiKeys.resident)
+    expect(day.body).toMatchObject({ downsampled: true, windowMs: 29 * 60_000, count: 1 })
+    expect(day.body.windows[0]).toMatchObject({ count: 3, hrMean: 72 })
+    const res = await fetch(base + '/v1/residents', { method: 'POST', headers: { authorization: `Bearer ${apiKeys.operator}`, 'content-type': 'application/json' }, body: JSON.stringify({ id: 'res-new-1', region: 'county-a', birthYear: 1950 }) })
+    const body = await res.json() as { id: string, mqttPassword: string }
+    expect(res.status).toBe(201)
+    expect(body.mqttPassword).toMatch(/^[A-Za-z0-9_-]{32}$/)
+    expect(t.app.registry.resident('res-new-1')).toMatchObject({ region: 'county-a', birthYear: 1950 })
+    expect(await t.app.registry.authenticate('res-new-1', body.mqttPassword)).toMatchObject({ kind: 'resident' })
+  })
+
   it('refuses callers without a key, with another resident\'s key, or with bad parameters', async () => {
     const { apiKeys } = t.app.demo!
     expect(await get('/v1/residents/demo-resident/readings')).toMatchObject({ status: 401, body: { code: 'VM_UNAUTHORIZED' } })

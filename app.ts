@@ -6,7 +6,7 @@ import { Registry, AuditLog, Fleet, ensureDemo, type DemoCredentials } from './r
 import { Spool, EmbeddedStore, Drain, Ingest, InfluxStore, Rollups, AlertExport, type TelemetryStore } from './ingest/index.ts'
 import { AlertBook, RuleSetStore, type Override } from './alerting/index.ts'
 import { Outbox, Aggregator, parseWindow, hospitalSink, researchSink, parentSink, type SummarySink } from './forwarder/index.ts'
-import { createBroker, createClusterBackends, listenTls, listenWss, type Broker, type ClusterBackends, type TlsFiles } from './broker/index.ts'
+import { createBroker, createClusterBackends, listenTls, listenWss, mqttUpgradeHandler, type Broker, type ClusterBackends, type TlsFiles } from './broker/index.ts'
 import { buildApi, alertingRoutes, forwarderRoutes, operatorRoutes, dataRoutes, consoleRoutes, LiveHub, registerDeviceRoutes, registerMetricsRoute } from './api/index.ts'
 
 export interface AppDeps {
@@ -133,6 +133,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       }
     })
   }
+  const mqttUpgrade = mqttUpgradeHandler((stream, req) => mqtt.handle(stream, req))
   const live = new LiveHub({ verifyApiKey: (t) => registry.verifyApiKey(t), hospitalOf: (id) => registry.resident(id)?.hospitalId })
   spool.onCommit((rows) => live.readings(rows))
   alerts.setNotifier({
@@ -190,7 +191,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     aggregateReadings: (r, from, to, windowMs) => store.aggregate(r, from, to, windowMs),
     residentExists: (id) => registry.resident(id) !== undefined,
     hospitalOf: (id) => registry.resident(id)?.hospitalId,
-    mqttOverWebSocket: (stream, req) => mqtt.handle(stream, req),
+    mqttUpgrade,
     rateLimitPerMinute: config.http.rateLimitPerMinute,
     live,
     audited: (actor, action, subject, detail) => { audit.append(actor, action, subject, detail) },
@@ -266,6 +267,8 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       loopDelay.disable()
       credentialWatch.stop()
       await api.close()
+      for (const c of mqttUpgrade.wss.clients) c.terminate()
+      mqttUpgrade.wss.close()
       await mqtt.close()
       await cluster?.close()
       spool.flush()

@@ -1,5 +1,5 @@
 import Fastify, { LogController, type FastifyInstance, type FastifyRequest, type FastifyBaseLogger } from 'fastify'
-import { WebSocketServer, createWebSocketStream } from 'ws'
+import { WebSocketServer } from 'ws'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import { openApiDocument } from './openapi.ts'
@@ -22,8 +22,8 @@ export interface ApiDeps {
   hospitalOf(residentId: string): string | null | undefined
   /** the checks behind /readyz: each throws when its part is not ready */
   readiness(): Promise<Record<string, 'ok' | string>>
-  /** MQTT over WebSocket: hands the stream of an upgraded `/mqtt` request to the broker */
-  mqttOverWebSocket(stream: Duplex, req: IncomingMessage): void
+  /** MQTT over WebSocket: takes every upgrade request but /v1/live (the broker serves `/mqtt`, 404 otherwise) */
+  mqttUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void
   /** requests per minute per API key (token bucket; bursts up to the same number) */
   rateLimitPerMinute?: number
   /** records a data access in the audit trail */
@@ -144,7 +144,6 @@ export function buildApi (deps: ApiDeps): FastifyInstance {
   app.register(swaggerUi, { routePrefix: '/docs' })
 
   // MQTT over WebSocket on the HTTP port, at /mqtt
-  const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 16 * 1024 * 1024 })
   const liveWss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 64 * 1024 })
   app.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const path = (req.url ?? '').split('?')[0]
@@ -152,19 +151,9 @@ export function buildApi (deps: ApiDeps): FastifyInstance {
       liveWss.handleUpgrade(req, socket, head, (ws) => deps.live!.attach(ws))
       return
     }
-    if (path !== '/mqtt') {
-      socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n')
-      return
-    }
-    wss.handleUpgrade(req, socket, head, (ws) => {
-      const stream = createWebSocketStream(ws)
-      stream.on('error', () => stream.destroy())
-      deps.mqttOverWebSocket(stream, req)
-    })
+    deps.mqttUpgrade(req, socket, head)
   })
   app.addHook('onClose', async () => {
-    for (const c of wss.clients) c.terminate()
-    wss.close()
     deps.live?.close()
     liveWss.close()
   })

@@ -44,10 +44,12 @@ export function listenTls (broker: Broker, t: TlsFiles, host: string, port: numb
   return listen(server, host, port)
 }
 
-/** Hands upgraded `/mqtt` WebSocket connections of an HTTP(S) server to the broker. */
-export function attachMqttOverWebSocket (server: { on(e: 'upgrade', l: (req: IncomingMessage, socket: Duplex, head: Buffer) => void): unknown }, handle: (stream: Duplex, req: IncomingMessage) => void): WebSocketServer {
+export type UpgradeHandler = ((req: IncomingMessage, socket: Duplex, head: Buffer) => void) & { wss: WebSocketServer }
+
+/** Handles an HTTP upgrade: `/mqtt` becomes an MQTT-over-WebSocket connection of the broker, anything else a 404. */
+export function mqttUpgradeHandler (handle: (stream: Duplex, req: IncomingMessage) => void): UpgradeHandler {
   const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 16 * 1024 * 1024 })
-  server.on('upgrade', (req, socket, head) => {
+  const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
     const path = (req.url ?? '').split('?')[0]
     if (path !== '/mqtt') {
       socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n')
@@ -58,8 +60,15 @@ export function attachMqttOverWebSocket (server: { on(e: 'upgrade', l: (req: Inc
       stream.on('error', () => stream.destroy())
       handle(stream, req)
     })
-  })
-  return wss
+  }
+  return Object.assign(onUpgrade, { wss })
+}
+
+/** Hands upgraded `/mqtt` WebSocket connections of an HTTP(S) server to the broker. */
+export function attachMqttOverWebSocket (server: { on(e: 'upgrade', l: (req: IncomingMessage, socket: Duplex, head: Buffer) => void): unknown }, handle: (stream: Duplex, req: IncomingMessage) => void): WebSocketServer {
+  const onUpgrade = mqttUpgradeHandler(handle)
+  server.on('upgrade', onUpgrade)
+  return onUpgrade.wss
 }
 
 /** MQTT over secure WebSocket at /mqtt on a port of its own (the HTTP API stays plain behind a proxy). */

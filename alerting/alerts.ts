@@ -314,7 +314,7 @@ export class AlertBook {
     const tx = this.newTx()
     try {
       this.d.db.transaction(() => {
-        for (const [res, last] of this.lastSeen) {
+        if (this.index.hasNoData) for (const [res, last] of this.lastSeen) {
           const p = this.profile(res)
           if (!p) continue
           for (const rule of this.index.rulesFor(p, now)) {

@@ -300,9 +300,12 @@ export function audienceMatches (a: Audience, p: ResidentProfile, now: number): 
 export class RuleIndex {
   private readonly perResident = new Map<string, CompiledRule[]>()
   private readonly shared = new Map<string, CompiledRule>()
+  /** whether any active rule set has a no-data rule (the engine's timer skips the residents otherwise) */
+  readonly hasNoData: boolean
 
   constructor (private readonly active: readonly RuleSetDoc[], private readonly overrides: (residentId: string) => Map<string, Override> | undefined) {
     for (const doc of active) for (const r of doc.rules) this.shared.set(`${doc.id}/${r.id}`, compileRule(doc, r))
+    this.hasNoData = active.some((d) => d.rules.some((r) => r.kind === 'noData'))
   }
 
   get ruleSets (): readonly RuleSetDoc[] { return this.active }

@@ -66,7 +66,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   ]
   if (config.region.parentUrl) sinks.push(parentSink({ parentUrl: config.region.parentUrl, token: config.region.parentToken ?? null, enqueue: (e) => { outbox.enqueue(e) }, audit: exported }))
   const aggregator = new Aggregator({
-    db, clock, logger: logger.child({ component: 'forwarder' }), windows,
+    db, clock, spool, logger: logger.child({ component: 'forwarder' }), windows,
     latenessMs: config.forwarder.latenessS * 1000, retainMs: config.forwarder.retainS * 1000,
     region: { id: config.region.id, level: config.region.level },
     resident: (id) => {

@@ -64,8 +64,19 @@ export interface ClosedWindow {
 
 export interface SummarySink { name: string, emit(w: ClosedWindow): void }
 
+/** What the aggregator needs of the spool: its own cursor, to replay after a crash what it had not checkpointed. */
+export interface SpoolCursor {
+  cursor(name: string): number
+  read(afterId: number, limit: number): (Reading & { id: number, residentId: string })[]
+  /** moves the cursor and lets the spool drop what every consumer has */
+  ack(name: string, id: number): void
+  addConsumer(name: string): void
+}
+
 export interface AggregatorDeps {
   db: DB
+  /** with a spool, window state is checkpointed on a timer instead of in every commit */
+  spool?: SpoolCursor
   clock: Clock
   logger: Logger
   windows: WindowKind[]
@@ -78,6 +89,7 @@ export interface AggregatorDeps {
   sinks: SummarySink[]
 }
 
+const CURSOR = 'forwarder'
 const accAha = BUILTIN_RULE_SETS.find((d) => d.id === 'acc-aha-2017')!
 const classify = compileRule(accAha, accAha.rules[0]!)
 
@@ -102,6 +114,9 @@ function fromJSON (s: string): ResidentWindow {
  */
 export class Aggregator {
   private readonly open = new Map<string, ResidentWindow>()
+  /** windows changed since the last checkpoint (open ones and late-loaded closed ones) */
+  private readonly dirty = new Map<string, ResidentWindow>()
+  private lastSpoolId = 0
   private readonly s
   private timer: NodeJS.Timeout | undefined
   readonly stats = { windowsClosed: 0, corrections: 0, lateReadings: 0, tooLate: 0 }
@@ -116,6 +131,7 @@ export class Aggregator {
       CREATE TABLE IF NOT EXISTS summary_groups (
         kind TEXT NOT NULL, start INTEGER NOT NULL, version INTEGER NOT NULL DEFAULT 0, dirty INTEGER NOT NULL DEFAULT 1,
         PRIMARY KEY (kind, start)) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, id INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS child_rollups (
         child TEXT NOT NULL, kind TEXT NOT NULL, start INTEGER NOT NULL, version INTEGER NOT NULL, body TEXT NOT NULL, received_at INTEGER NOT NULL,
         PRIMARY KEY (child, kind, start)) WITHOUT ROWID;
@@ -132,6 +148,7 @@ export class Aggregator {
       children: db.prepare<[string, number], { body: string }>('SELECT body FROM child_rollups WHERE kind = ? AND start = ? ORDER BY child'),
       saveChild: db.prepare('INSERT INTO child_rollups (child, kind, start, version, body, received_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(child, kind, start) DO UPDATE SET version = excluded.version, body = excluded.body, received_at = excluded.received_at WHERE excluded.version > child_rollups.version'),
       openWindows: db.prepare<[string, number], { resident_id: string, start: number, state: string }>('SELECT resident_id, start, state FROM summary_windows WHERE kind = ? AND start >= ?'),
+      setCursor: db.prepare('INSERT INTO cursors (name, id) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET id = excluded.id'),
       residentWindows: db.prepare<[string, string, number, number, number], { start: number, state: string }>('SELECT start, state FROM summary_windows WHERE resident_id = ? AND kind = ? AND start >= ? AND start < ? ORDER BY start LIMIT ?'),
       groupStarts: db.prepare<[string, number, number, number], { start: number, version: number }>('SELECT start, version FROM summary_groups WHERE kind = ? AND start >= ? AND start < ? AND version > 0 ORDER BY start LIMIT ?'),
       pruneWindows: db.prepare('DELETE FROM summary_windows WHERE kind = ? AND start < ?'),
@@ -143,11 +160,22 @@ export class Aggregator {
     for (const w of d.windows) {
       for (const row of this.s.openWindows.all(w.name, windowStart(now, w.ms) - w.ms)) this.open.set(`${w.name}|${row.start}|${row.resident_id}`, fromJSON(row.state))
     }
+    if (d.spool) {
+      // readings committed after the last checkpoint are still in the spool: fold them in again
+      d.spool.addConsumer(CURSOR)
+      this.lastSpoolId = d.spool.cursor(CURSOR)
+      let replayed = 0
+      for (let rows = d.spool.read(this.lastSpoolId, 5000); rows.length > 0; rows = d.spool.read(this.lastSpoolId, 5000)) {
+        this.fold(rows)
+        replayed += rows.length
+      }
+      if (replayed) { this.checkpoint(); d.logger.info({ replayed }, 'windows caught up with readings committed before the restart') }
+    }
   }
 
   private windowFor (residentId: string, w: WindowKind, start: number, now: number, late: Map<string, ResidentWindow>): ResidentWindow | undefined {
     const key = `${w.name}|${start}|${residentId}`
-    let acc = this.open.get(key) ?? late.get(key)
+    let acc = this.open.get(key) ?? late.get(key) ?? this.dirty.get(key)
     if (acc) return acc
     if (start + w.ms + this.d.retainMs < now) { this.stats.tooLate++; return undefined }
     const row = this.s.load.get(w.name, start, residentId)
@@ -158,8 +186,17 @@ export class Aggregator {
     return acc
   }
 
-  /** Folds the readings of one spool commit into their windows, inside its transaction. */
-  prepare (rows: readonly (Reading & { residentId: string })[]): void {
+  /**
+   * Folds the readings of one spool commit into their windows. With a spool cursor the change
+   * stays in memory until the next checkpoint (a crash replays the spool from the cursor);
+   * without one it is written inside the commit's transaction.
+   */
+  prepare (rows: readonly (Reading & { residentId: string, id?: number })[]): void {
+    const touched = this.fold(rows)
+    if (!this.d.spool) { this.save(touched); this.dirty.clear() }
+  }
+
+  private fold (rows: readonly (Reading & { residentId: string, id?: number })[]): Set<ResidentWindow> {
     const now = this.d.clock.now()
     const touched = new Set<ResidentWindow>()
     const late = new Map<string, ResidentWindow>()
@@ -175,12 +212,32 @@ export class Aggregator {
           if (r.sys < 130 && r.dia < 80) acc.bpIn++
         }
         touched.add(acc)
+        this.dirty.set(`${acc.kind}|${acc.start}|${acc.residentId}`, acc)
       }
+      if (r.id !== undefined && r.id > this.lastSpoolId) this.lastSpoolId = r.id
     }
-    for (const acc of touched) {
+    return touched
+  }
+
+  private save (windows: Iterable<ResidentWindow>): void {
+    for (const acc of windows) {
       this.s.save.run(acc.kind, acc.start, acc.residentId, toJSON(acc))
       this.s.group.run(acc.kind, acc.start)
     }
+  }
+
+  /** Writes the changed windows and moves the spool cursor past the readings they hold, in one transaction. */
+  checkpoint (): void {
+    if (this.dirty.size === 0) return
+    const windows = [...this.dirty.values()]
+    this.d.db.transaction(() => {
+      this.save(windows)
+      // the cursor moves in the same transaction as the state: a crash loses both or neither
+      if (this.d.spool && this.lastSpoolId > 0) this.s.setCursor.run(CURSOR, this.lastSpoolId)
+    })()
+    this.dirty.clear()
+    // then the spool may drop what the store has too (a separate, idempotent step)
+    if (this.d.spool && this.lastSpoolId > 0) this.d.spool.ack(CURSOR, this.lastSpoolId)
   }
 
   commit (): void {}
@@ -210,6 +267,7 @@ export class Aggregator {
 
   /** Closes the windows that are past their lateness, and re-emits corrected ones. */
   tick (): number {
+    this.checkpoint()
     const now = this.d.clock.now()
     let emitted = 0
     for (const w of this.d.windows) {
@@ -315,5 +373,9 @@ export class Aggregator {
     this.timer = setTimeout(loop, tickMs)
   }
 
-  stop (): void { if (this.timer) clearTimeout(this.timer); this.timer = undefined }
+  stop (): void {
+    if (this.timer) clearTimeout(this.timer)
+    this.timer = undefined
+    this.checkpoint()
+  }
 }

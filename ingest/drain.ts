@@ -119,10 +119,11 @@ export class Drain {
   }
 
   /** Resolves when the spool is empty (tests and graceful shutdown). */
+  /** Resolves when the store has everything in the spool (tests and graceful shutdown). */
   async idle (): Promise<void> {
-    if (!this.running && !this.timer && this.spool.size() === 0) return
+    if (!this.running && !this.timer && this.spool.pendingFor(CURSOR) === 0) return
     await new Promise<void>((resolve) => { this.idleWaiters.push(resolve); this.kick() })
-    if (this.spool.size() > 0) return this.idle()
+    if (this.spool.pendingFor(CURSOR) > 0) return this.idle()
   }
 
   /**

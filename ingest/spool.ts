@@ -62,6 +62,7 @@ export class Spool {
   readonly stats = { commits: 0, accepted: 0, duplicates: 0, backpressureEpisodes: 0, backpressureMs: 0, heldAppends: 0, quarantined: 0 }
   private rows = 0
   private bytes = 0
+  private readonly consumers = new Set<string>(['store'])
   private fullSince: number | undefined
 
   constructor (private readonly db: DB, private readonly logger: Logger, private readonly opts: SpoolOptions) {
@@ -90,6 +91,7 @@ export class Spool {
       setCursor: db.prepare('INSERT INTO cursors (name, id) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET id = excluded.id'),
       deleteUpTo: db.prepare('DELETE FROM spool WHERE id <= ?'),
       count: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM spool'),
+      countAfter: db.prepare<[number], { n: number }>('SELECT count(*) AS n FROM spool WHERE id > ?'),
       sizeUpTo: db.prepare<[number], { n: number, bytes: number }>(`SELECT count(*) AS n, coalesce(sum(${ROW_BYTES} + length(device_id) + length(resident_id) + coalesce(length(activity), 0)), 0) AS bytes FROM spool WHERE id <= ?`),
       quarantine: db.prepare('INSERT INTO quarantine (device_id, resident_id, seq, ts, reading, reason, quarantined_at) VALUES (?, ?, ?, ?, ?, ?, ?)'),
     }
@@ -131,11 +133,17 @@ export class Spool {
         this.s.quarantine.run(row.deviceId, row.residentId, row.seq, row.ts, JSON.stringify(row), reason.slice(0, 1000), now)
       }
       this.s.setCursor.run(name, id)
-      const n = this.s.deleteUpTo.run(id).changes
+      // a row leaves only when every consumer (the store's drain, the forwarder's windows) is past it
+      let upTo = id
+      for (const c of this.consumers) if (c !== name) upTo = Math.min(upTo, this.s.cursor.get(c)?.id ?? 0)
+      const n = upTo > 0 ? this.s.deleteUpTo.run(upTo).changes : 0
       // bytes leave in proportion: summing the deleted rows' sizes would cost a scan per batch
       return { n, bytes: this.rows > 0 ? Math.round(this.bytes * Math.min(1, n / this.rows)) : 0 }
     })
   }
+
+  /** Names a consumer that reads the spool from its own cursor; rows stay until every consumer acknowledged them. */
+  addConsumer (name: string): void { this.consumers.add(name) }
 
   addParticipant<T> (p: CommitParticipant<T>): void {
     this.participants.push(p as CommitParticipant<unknown>)
@@ -252,6 +260,11 @@ export class Spool {
 
   size (): number {
     return this.s.count.get()!.n
+  }
+
+  /** Rows the named consumer has not acknowledged yet (other consumers may still hold older rows). */
+  pendingFor (name: string): number {
+    return this.s.countAfter.get(this.cursor(name))!.n
   }
 
   /** Rejects a payload as a whole (e.g. malformed JSON) but keeps it for operators. */

@@ -62,6 +62,12 @@ describe('a PUBACK means the reading is durable', () => {
       return ((await res.json()) as { count: number }).count >= N
     }, 20_000)
 
+    // the forwarder's window summaries hold every reading too: what was not checkpointed before the kill was replayed from the spool
+    const summaries = await (await fetch(`http://127.0.0.1:${app.httpPort}/v1/residents/${device.residentId}/summaries?window=1h&from=0`, {
+      headers: { authorization: `Bearer ${app.creds.apiKeys.operator}` },
+    })).json() as { summaries: { hr: { count: number } }[] }
+    expect(summaries.summaries.reduce((n, x) => n + x.hr.count, 0)).toBe(N)
+
     // the device did not see some PUBACKs (as after a lost connection) and resends: nothing new is stored
     for (let seq = N - 50; seq < N; seq++) await c2.publishAsync(`vitals/${device.deviceId}`, payload(seq), { qos: 1 })
     await c2.endAsync()

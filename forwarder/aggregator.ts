@@ -106,6 +106,23 @@ function fromJSON (s: string): ResidentWindow {
   return { ...j, hr: statsFromJSON(j.hr), sys: statsFromJSON(j.sys), dia: statsFromJSON(j.dia) }
 }
 
+/** A region's aggregate for one window: its own residents' windows and its child regions' roll-ups, merged exactly. */
+function mergeRegion (all: readonly ResidentWindow[], children: readonly RegionRollup[]): { residents: number, hr: MetricStats, sys: MetricStats, dia: MetricStats, cats: Record<string, number> } {
+  const hr = emptyStats(); const sys = emptyStats(); const dia = emptyStats()
+  const cats: Record<string, number> = {}
+  let residents = all.length
+  for (const a of all) {
+    mergeStats(hr, a.hr); mergeStats(sys, a.sys); mergeStats(dia, a.dia)
+    for (const [c, n] of Object.entries(a.cats)) cats[c] = (cats[c] ?? 0) + n
+  }
+  for (const c of children) {
+    mergeStats(hr, statsFromJSON(c.hr)); mergeStats(sys, statsFromJSON(c.sys)); mergeStats(dia, statsFromJSON(c.dia))
+    for (const [k, n] of Object.entries(c.bpCategories)) cats[k] = (cats[k] ?? 0) + n
+    residents += c.residents
+  }
+  return { residents, hr, sys, dia, cats }
+}
+
 /**
  * Windowed summaries computed incrementally from the ingest stream (it takes part in the
  * spool's commit): each reading updates its resident's open windows; a window closes
@@ -149,6 +166,7 @@ export class Aggregator {
       saveChild: db.prepare('INSERT INTO child_rollups (child, kind, start, version, body, received_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(child, kind, start) DO UPDATE SET version = excluded.version, body = excluded.body, received_at = excluded.received_at WHERE excluded.version > child_rollups.version'),
       openWindows: db.prepare<[string, number], { resident_id: string, start: number, state: string }>('SELECT resident_id, start, state FROM summary_windows WHERE kind = ? AND start >= ?'),
       setCursor: db.prepare('INSERT INTO cursors (name, id) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET id = excluded.id'),
+      regionStarts: db.prepare<[string, number, number, string, number, number], { start: number }>('SELECT start FROM summary_windows WHERE kind = ? AND start >= ? AND start < ? UNION SELECT start FROM child_rollups WHERE kind = ? AND start >= ? AND start < ? ORDER BY start'),
       residentWindows: db.prepare<[string, string, number, number, number], { start: number, state: string }>('SELECT start, state FROM summary_windows WHERE resident_id = ? AND kind = ? AND start >= ? AND start < ? ORDER BY start LIMIT ?'),
       groupStarts: db.prepare<[string, number, number, number], { start: number, version: number }>('SELECT start, version FROM summary_groups WHERE kind = ? AND start >= ? AND start < ? AND version > 0 ORDER BY start LIMIT ?'),
       pruneWindows: db.prepare('DELETE FROM summary_windows WHERE kind = ? AND start < ?'),
@@ -297,19 +315,7 @@ export class Aggregator {
     const all = rows.map((r) => fromJSON(r.state))
     const changed = rows.filter((r) => r.dirty === 1).map((r) => this.summaryOf(fromJSON(r.state), w, version))
     const children = this.s.children.all(w.name, start).map((r) => JSON.parse(r.body) as RegionRollup)
-    const hr = emptyStats(); const sys = emptyStats(); const dia = emptyStats()
-    const cats: Record<string, number> = {}
-    let residents = 0
-    for (const a of all) {
-      mergeStats(hr, a.hr); mergeStats(sys, a.sys); mergeStats(dia, a.dia)
-      for (const [c, n] of Object.entries(a.cats)) cats[c] = (cats[c] ?? 0) + n
-      residents++
-    }
-    for (const c of children) {
-      mergeStats(hr, statsFromJSON(c.hr)); mergeStats(sys, statsFromJSON(c.sys)); mergeStats(dia, statsFromJSON(c.dia))
-      for (const [k, n] of Object.entries(c.bpCategories)) cats[k] = (cats[k] ?? 0) + n
-      residents += c.residents
-    }
+    const { residents, hr, sys, dia, cats } = mergeRegion(all, children)
     const rollup: RegionRollup = {
       schema: 'vitalmesh.region-rollup/1', region: this.d.region.id, level: this.d.region.level,
       window: { kind: w.name, start, end: start + w.ms }, version, residents,
@@ -346,21 +352,10 @@ export class Aggregator {
   regionAggregates (kind: string, from: number, to: number): { window: { kind: string, start: number, end: number }, residents: number, hr: StatsSummary, sys: StatsSummary, dia: StatsSummary, bpCategories: Record<string, number>, children: { region: string, residents: number, readings: number }[] }[] {
     const w = this.d.windows.find((x) => x.name === kind)
     if (!w) return []
-    const starts = new Set<number>()
-    const rows = this.d.db.prepare<[string, number, number, string, number, number], { start: number }>('SELECT DISTINCT start FROM summary_windows WHERE kind = ? AND start >= ? AND start < ? UNION SELECT DISTINCT start FROM child_rollups WHERE kind = ? AND start >= ? AND start < ?')
-    for (const r of rows.all(kind, from, to, kind, from, to)) starts.add(r.start)
-    return [...starts].sort((a, b) => a - b).map((start) => {
+    return this.s.regionStarts.all(kind, from, to, kind, from, to).map(({ start }) => {
       const all = this.s.windowsOf.all(kind, start).map((r) => fromJSON(r.state))
       const children = this.s.children.all(kind, start).map((r) => JSON.parse(r.body) as RegionRollup)
-      const hr = emptyStats(); const sys = emptyStats(); const dia = emptyStats()
-      const cats: Record<string, number> = {}
-      let residents = all.length
-      for (const a of all) { mergeStats(hr, a.hr); mergeStats(sys, a.sys); mergeStats(dia, a.dia); for (const [c, n] of Object.entries(a.cats)) cats[c] = (cats[c] ?? 0) + n }
-      for (const c of children) {
-        mergeStats(hr, statsFromJSON(c.hr)); mergeStats(sys, statsFromJSON(c.sys)); mergeStats(dia, statsFromJSON(c.dia))
-        for (const [k, n] of Object.entries(c.bpCategories)) cats[k] = (cats[k] ?? 0) + n
-        residents += c.residents
-      }
+      const { residents, hr, sys, dia, cats } = mergeRegion(all, children)
       return {
         window: { kind, start, end: start + w.ms }, residents, hr: summarize(hr), sys: summarize(sys), dia: summarize(dia), bpCategories: cats,
         children: children.map((c) => ({ region: c.region, residents: c.residents, readings: Math.max(c.hr.n, c.sys.n) })),

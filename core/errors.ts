@@ -40,7 +40,3 @@ export class VitalmeshError extends Error {
     return { code: this.code, message: this.message }
   }
 }
-
-export function isVitalmeshError (e: unknown): e is VitalmeshError {
-  return e instanceof VitalmeshError
-}

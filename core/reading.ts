@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { VitalmeshError, type ErrorCode } from './errors.ts'
+import type { ErrorCode } from './errors.ts'
 
 /**
  * Payload v1, published by a wearable on `vitals/{deviceId}`: one reading, or a batch
@@ -177,12 +177,4 @@ export function decodePayload (payload: Buffer | Uint8Array, now: number, limits
   }
   pushChecked(out, raw, SingleReadingSchema, now, limits)
   return out
-}
-
-/** Throws the first error; convenient for callers that accept exactly one reading. */
-export function decodeOne (payload: Buffer, now: number, limits?: PlausibilityLimits): Reading {
-  const d = decodePayload(payload, now, limits)
-  if (d.errors[0]) throw new VitalmeshError(d.errors[0].code, d.errors[0].message)
-  if (!d.readings[0]) throw new VitalmeshError('VM_INVALID_READING', 'no reading in payload')
-  return d.readings[0]
 }

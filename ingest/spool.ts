@@ -267,10 +267,6 @@ export class Spool {
     return this.s.countAfter.get(this.cursor(name))!.n
   }
 
-  /** Rejects a payload as a whole (e.g. malformed JSON) but keeps it for operators. */
-  deadLetter (deviceKey: number, d: DeadLetter, done: (err: Error | null) => void): void {
-    this.append({ deviceKey, deviceId: d.deviceId, residentId: '', readings: [], deadLetter: d }, (err) => done(err))
-  }
 }
 
 type RawTuple = [number, string, string, number, number, number | null, number | null, number | null, string | null, number | null, number | null]

@@ -23,7 +23,8 @@ const withInflux = async (): Promise<Server> => {
   const s = await startVitalmesh({ ...UNLIMITED, VITALMESH_STORE: 'influx', VITALMESH_INFLUX_URL: influxd.url, VITALMESH_INFLUX_API: 'v1', VITALMESH_INFLUX_DB: 'vitalmesh', VITALMESH_INFLUX_CREATE_DATABASE: 'true' }, 'vitalmesh (InfluxDB 1.6)')
   return { ...s, stop: async () => { await s.stop(); await influxd.destroy() } }
 }
-const starters: (() => Promise<Server>)[] = only === 'influx' ? [] : [startMosquitto, startPlainAedes, () => startVitalmesh(UNLIMITED), withInflux]
+// `npm run bench -- core`: only plain Aedes and vitalmesh (embedded), the pair the CPU goal compares, and no files written
+const starters: (() => Promise<Server>)[] = only === 'influx' ? [] : only === 'core' ? [startPlainAedes, () => startVitalmesh({ ...UNLIMITED, ...(process.env.BENCH_CPU_PROF ? { BENCH_NODE_ARGS: `--cpu-prof --cpu-prof-dir=${process.env.BENCH_CPU_PROF}` } : {}) })] : [startMosquitto, startPlainAedes, () => startVitalmesh(UNLIMITED), withInflux]
 for (const start of starters) {
   const s = await start()
   try {
@@ -36,6 +37,11 @@ for (const start of starters) {
     rows.push(row)
     console.log(`${s.name}: single ${Math.round(single.readings / single.seconds)} readings/s at ${single.serverCpuUs.toFixed(1)} µs CPU each (PUBACK p50 ${single.p50.toFixed(1)} ms, p99 ${single.p99.toFixed(1)} ms); batched ${Math.round(batched.readings / batched.seconds)} readings/s at ${batched.serverCpuUs.toFixed(1)} µs${row.alert ? `; publish→alert p50 ${row.alert.p50.toFixed(1)} ms p99 ${row.alert.p99.toFixed(1)} ms (${row.alert.n} alerts)` : ''}${row.rss ? `; RSS ${row.rss.kbPerConnection.toFixed(1)} KB per connection (${row.rss.n})` : ''}`)
   } finally { await s.stop() }
+}
+if (only === 'core') {
+  const [a, v] = rows as [Row, Row]
+  console.log(`single: ${(v.single.serverCpuUs / a.single.serverCpuUs).toFixed(2)}× plain Aedes CPU; batched: ${Math.round(v.batched.readings / v.batched.seconds)} readings/s`)
+  process.exit(0)
 }
 const rules = ruleEvaluation()
 console.log(`rule engine: ${rules.ruleSets} active rule sets, ${rules.rules} rules per resident: ${(rules.nsPerReadingPerRule / 1000).toFixed(3)} µs per reading per rule (goal < 2 µs)`)

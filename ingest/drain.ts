@@ -33,6 +33,13 @@ export class Drain {
   ) {}
 
   private readonly drainedListeners: ((rows: readonly SpoolRow[]) => void)[] = []
+  /**
+   * Readings committed since the drain last found the spool exhausted, in spool order: the
+   * drain takes them from here instead of reading back what was just written. After a
+   * restart, a failed write or when this grows past its bound, the drain reads the spool.
+   */
+  private mem: SpoolRow[] = []
+  private memValid = false
 
   /** Called with each batch once the store confirmed it (e.g. to mark roll-up windows stale). */
   onDrained (listener: (rows: readonly SpoolRow[]) => void): void {
@@ -43,7 +50,12 @@ export class Drain {
     // A pass starts at once when a full batch is waiting, else after intervalMs: the store
     // then takes few large transactions instead of one per ingest commit.
     let pending = 0
+    const memMax = Math.max(50_000, 4 * this.opts.batch)
     this.spool.onCommit((rows) => {
+      if (this.memValid) {
+        if (this.mem.length + rows.length <= memMax) for (const r of rows) this.mem.push(r)
+        else { this.memValid = false; this.mem = [] }
+      }
       pending += rows.length
       if (pending >= this.opts.batch) { pending = 0; this.kick(); return }
       this.tick ??= setTimeout(() => { this.tick = undefined; pending = 0; this.kick() }, this.opts.intervalMs)
@@ -70,7 +82,7 @@ export class Drain {
       this.again = false
       for (;;) {
         while (!exhausted && !this.stopped && inflight.length < Math.max(1, this.opts.concurrency ?? 1)) {
-          const rows = this.spool.read(after, this.opts.batch)
+          const rows = this.take(after)
           if (rows.length === 0) { exhausted = true; break }
           after = rows[rows.length - 1]!.id
           inflight.push({ rows, result: this.store.write(rows).then((value) => ({ ok: true as const, value }), (error: unknown) => ({ ok: false as const, error })) })
@@ -101,6 +113,8 @@ export class Drain {
         this.failures = 0
       }
     } catch (err) {
+      this.memValid = false // the retry reads what is unconfirmed from the spool
+      this.mem = []
       await Promise.all(inflight.map((x) => x.result)) // let the rest settle before a retry re-sends them
       this.failures++
       this.stats.failures++
@@ -118,7 +132,25 @@ export class Drain {
     else if (!this.timer) { const w = this.idleWaiters; this.idleWaiters = []; w.forEach((f) => f()) }
   }
 
-  /** Resolves when the spool is empty (tests and graceful shutdown). */
+  /** The next batch after spool id `after`: whole messages, about `batch` readings. */
+  private take (after: number): SpoolRow[] {
+    const limit = this.opts.batch
+    if (this.memValid) {
+      const mem = this.mem
+      let i = 0
+      while (i < mem.length && mem[i]!.id <= after) i++
+      let j = i
+      while (j < mem.length && (j - i < limit || mem[j]!.id === mem[j - 1]!.id)) j++
+      const rows = mem.slice(i, j)
+      this.mem = j === mem.length ? [] : mem.slice(j)
+      return rows
+    }
+    const rows = this.spool.read(after, limit)
+    // the spool is exhausted (nothing can be committed before this returns): from now on commits arrive in memory
+    if (rows.length < limit) { this.memValid = true; this.mem = [] }
+    return rows
+  }
+
   /** Resolves when the store has everything in the spool (tests and graceful shutdown). */
   async idle (): Promise<void> {
     if (!this.running && !this.timer && this.spool.pendingFor(CURSOR) === 0) return

@@ -15,17 +15,27 @@ export class EmbeddedStore implements TelemetryStore {
 
   constructor (file: string) {
     this.db = openDatabase(file)
-    this.db.exec(`
-      CREATE TABLE IF NOT EXISTS readings (
-        device_id TEXT NOT NULL, seq INTEGER NOT NULL, resident_id TEXT NOT NULL, ts INTEGER NOT NULL,
+    // One b-tree per reading: the key is what queries ask for (resident, time) and ends in
+    // (device, seq), so a batch the drain sends again (same readings, same key) is ignored.
+    // The spool has de-duplicated by (device, seq) already; a reading's resident and ts never change.
+    const schema = `CREATE TABLE IF NOT EXISTS readings (
+        resident_id TEXT NOT NULL, ts INTEGER NOT NULL, device_id TEXT NOT NULL, seq INTEGER NOT NULL,
         hr REAL, sys REAL, dia REAL, activity TEXT, motion INTEGER, confidence REAL,
-        PRIMARY KEY (device_id, seq));
-      CREATE INDEX IF NOT EXISTS readings_resident_ts ON readings(resident_id, ts);
-    `)
-    const insert = this.db.prepare('INSERT OR IGNORE INTO readings (device_id, seq, resident_id, ts, hr, sys, dia, activity, motion, confidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)')
+        PRIMARY KEY (resident_id, ts, device_id, seq)) WITHOUT ROWID`
+    const existing = this.db.prepare<[], { sql: string }>("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'readings'").get()
+    if (existing && !/WITHOUT ROWID/i.test(existing.sql)) {
+      // a store written by an earlier version (a rowid table with two indexes): copied once into the new layout
+      this.db.transaction(() => {
+        this.db.exec('ALTER TABLE readings RENAME TO readings_rowid; DROP INDEX IF EXISTS readings_resident_ts')
+        this.db.exec(schema)
+        this.db.exec('INSERT OR IGNORE INTO readings (resident_id, ts, device_id, seq, hr, sys, dia, activity, motion, confidence) SELECT resident_id, ts, device_id, seq, hr, sys, dia, activity, motion, confidence FROM readings_rowid; DROP TABLE readings_rowid')
+      })()
+    }
+    this.db.exec(schema)
+    const insert = this.db.prepare('INSERT OR IGNORE INTO readings (resident_id, ts, device_id, seq, hr, sys, dia, activity, motion, confidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)')
     this.insertMany = this.db.transaction((rows: readonly StoredReading[]) => {
       for (const r of rows) {
-        insert.run(r.deviceId, r.seq, r.residentId, r.ts, r.hr ?? null, r.sys ?? null, r.dia ?? null,
+        insert.run(r.residentId, r.ts, r.deviceId, r.seq, r.hr ?? null, r.sys ?? null, r.dia ?? null,
           r.activity ?? null, r.motion === undefined ? null : r.motion ? 1 : 0, r.confidence ?? null)
       }
     })

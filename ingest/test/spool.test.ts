@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest'
 import { openDatabase, silentLogger, type StoredReading } from '../../core/index.ts'
+import fc from 'fast-check'
 import { Spool, Drain, EmbeddedStore, type TelemetryStore } from '../index.ts'
+import { SeqSet } from '../seqset.ts'
 import { tempDir } from '../../test/helpers/proc.ts'
 import { join } from 'node:path'
 
@@ -94,5 +96,82 @@ describe('spool bound and back-pressure', () => {
     spool.ack('store', spool.read(0, 100).at(-1)!.id)
     await new Promise((r) => setTimeout(r, 30))
     expect(done).toBe(true)
+  })
+})
+
+describe('de-duplication', () => {
+  it('SeqSet answers like a plain set of every seq added, whatever the order', () => {
+    fc.assert(fc.property(fc.array(fc.integer({ min: 0, max: 300 }), { maxLength: 400 }), (seqs) => {
+      const set = new SeqSet([], 1000)
+      const plain = new Set<number>()
+      for (const q of seqs) {
+        expect(set.has(q)).toBe(plain.has(q))
+        if (!set.has(q)) { set.add(q); plain.add(q) }
+      }
+      for (let q = 0; q <= 301; q++) expect(set.has(q)).toBe(plain.has(q))
+      const back = SeqSet.fromBuffer(set.toBuffer())
+      for (let q = 0; q <= 301; q++) expect(back.has(q)).toBe(plain.has(q))
+    }))
+  })
+
+  it('SeqSet keeps a counting device in one interval and bounds the intervals of a device with many gaps', () => {
+    const counting = new SeqSet()
+    for (let q = 1e15; q < 1e15 + 10_000; q++) counting.add(q)
+    expect(counting.intervals).toBe(1)
+    expect(counting.has(1e15 + 9_999)).toBe(true)
+    const gappy = new SeqSet([], 4)
+    for (const q of [10, 20, 30, 40, 50]) gappy.add(q)
+    expect(gappy.intervals).toBe(4)
+    expect(gappy.has(15)).toBe(true) // the oldest gap was joined: a seq in it now counts as a duplicate
+    expect(gappy.has(25)).toBe(false)
+  })
+
+  it('still refuses every seq it accepted after a restart, whether or not a checkpoint was written', async () => {
+    const file = join(tempDir(), 's.db')
+    let spool = new Spool(openDatabase(file), silentLogger(), { deadLetterMax: 10 })
+    await spool.appendAsync(req(1, [1, 2, 3]))
+    spool.ack('store', spool.read(0, 100).at(-1)!.id) // caught up: checkpoint, rows deleted
+    expect(spool.stats.dedupCheckpoints).toBe(1)
+    expect(spool.size()).toBe(0)
+    await spool.appendAsync(req(1, [4, 5]))
+    await spool.appendAsync(req(2, [7]))
+    // a new Spool on the same file stands for a restart after a crash (no close, no checkpoint of 4, 5, 7)
+    spool = new Spool(openDatabase(file), silentLogger(), { deadLetterMax: 10 })
+    expect(await spool.appendAsync(req(1, [1, 2, 3, 4, 5, 6]))).toEqual({ accepted: 1, duplicates: 5 })
+    expect(await spool.appendAsync(req(2, [7, 8]))).toEqual({ accepted: 1, duplicates: 1 })
+    expect(spool.read(0, 100).map((r) => [r.deviceId, r.seq])).toEqual([['d1', 4], ['d1', 5], ['d2', 7], ['d1', 6], ['d2', 8]])
+  })
+
+  it('keeps rows until the checkpoint covers them while a consumer lags', async () => {
+    const spool = new Spool(openDatabase(':memory:'), silentLogger(), { deadLetterMax: 10, dedupCheckpointMs: 60_000 })
+    spool.addConsumer('forwarder')
+    await spool.appendAsync(req(1, [1, 2]))
+    const first = spool.read(0, 100).at(-1)!.id
+    spool.ack('forwarder', first)
+    spool.ack('store', first) // both consumers at the head: checkpoint and delete
+    expect(spool.size()).toBe(0)
+    await spool.appendAsync(req(1, [3]))
+    await spool.appendAsync(req(1, [4]))
+    const [third] = spool.read(first, 1)
+    spool.ack('store', spool.read(0, 100).at(-1)!.id)
+    spool.ack('forwarder', third!.id) // consumers past seq 3 but not at the head, checkpoint not due: nothing deleted
+    expect(spool.stats.dedupCheckpoints).toBe(1)
+    expect(spool.size()).toBe(2)
+  })
+
+  it('moves a database of the row-per-reading format to messages and seq ranges', async () => {
+    const file = join(tempDir(), 's.db')
+    const db = openDatabase(file)
+    db.exec(`CREATE TABLE spool (id INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT NOT NULL, resident_id TEXT NOT NULL, seq INTEGER NOT NULL,
+        ts INTEGER NOT NULL, hr REAL, sys REAL, dia REAL, activity TEXT, motion INTEGER, confidence REAL);
+      CREATE TABLE seen (device_key INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (device_key, seq)) WITHOUT ROWID;
+      CREATE TABLE devices (key INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE);
+      INSERT INTO devices VALUES (1, 'd1');
+      INSERT INTO seen VALUES (1, 1), (1, 2), (1, 3);
+      INSERT INTO spool (id, device_id, resident_id, seq, ts, hr, sys, dia, activity, motion, confidence) VALUES (7, 'd1', 'r1', 3, 1003, NULL, 120, 80, 'rest', 1, 0.5);`)
+    const spool = new Spool(db, silentLogger(), { deadLetterMax: 10 })
+    expect(spool.read(0, 10)).toEqual([{ id: 7, deviceId: 'd1', residentId: 'r1', seq: 3, ts: 1003, sys: 120, dia: 80, activity: 'rest', motion: true, confidence: 0.5 }])
+    expect(await spool.appendAsync(req(1, [1, 2, 3, 4]))).toEqual({ accepted: 1, duplicates: 3 })
+    expect(spool.read(7, 10).map((r) => r.id)).not.toContain(7)
   })
 })

@@ -25,7 +25,9 @@ export interface AppProcess {
  * and resolves once it logs that it listens.
  */
 export function startAppProcess (dataDir: string, env: Record<string, string> = {}): Promise<AppProcess> {
-  const proc = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'main.ts')], {
+  // BENCH_NODE_ARGS (benchmarks only), e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`: NODE_OPTIONS may not carry --cpu-prof
+  const nodeArgs = (env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean)
+  const proc = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', join(ROOT, 'main.ts')], {
     cwd: ROOT,
     env: {
       ...process.env,

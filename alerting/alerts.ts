@@ -69,8 +69,10 @@ interface Tx { notify: Map<string, Alert>, dirty: Set<string>, seen: Map<string,
  */
 export class AlertBook {
   private open = new Map<string, Alert>()
-  private meta = new Map<string, Meta>()
-  private loaded = new Set<string>()
+  /** rule state per resident, then per rule key: two lookups by reference, no key string per rule and reading */
+  private meta = new Map<string, Map<string, Meta>>()
+  /** open alerts per resident: a reading of a resident with none skips the lookup of each rule's open alert */
+  private openPer = new Map<string, number>()
   private lastSeen = new Map<string, number>()
   private profiles = new Map<string, ResidentInfo | null>()
   /** alert id -> since when its condition has been false (hold-down running) */
@@ -140,13 +142,13 @@ export class AlertBook {
   /** (Re)loads what the engine keeps in memory from the database. */
   private reload (): void {
     this.open = new Map()
+    this.openPer = new Map()
     this.meta = new Map()
-    this.loaded = new Set()
     this.clearing = new Map()
     this.lastNotified = new Map()
     for (const row of this.s.active.all()) {
       const a = fromRow(row)
-      this.open.set(k(a.residentId, a.ruleKey), a)
+      this.setOpen(a)
       if (row.clear_since !== null) this.clearing.set(a.id, row.clear_since)
       this.lastNotified.set(a.id, row.last_notified_at ?? row.opened_at)
     }
@@ -168,14 +170,25 @@ export class AlertBook {
     return p ?? undefined
   }
 
-  private metaOf (residentId: string, ruleKey: string): Meta {
-    if (!this.loaded.has(residentId)) {
-      this.loaded.add(residentId)
-      for (const row of this.s.states.all(residentId)) this.meta.set(k(residentId, row.rule_key), JSON.parse(row.state) as Meta)
+  private setOpen (a: Alert): void {
+    this.open.set(k(a.residentId, a.ruleKey), a)
+    this.openPer.set(a.residentId, (this.openPer.get(a.residentId) ?? 0) + 1)
+  }
+
+  /** A resident's rule states, loaded from the database on first use. */
+  private metasOf (residentId: string): Map<string, Meta> {
+    let metas = this.meta.get(residentId)
+    if (!metas) {
+      metas = new Map()
+      for (const row of this.s.states.all(residentId)) metas.set(row.rule_key, JSON.parse(row.state) as Meta)
+      this.meta.set(residentId, metas)
     }
-    const key = k(residentId, ruleKey)
-    let m = this.meta.get(key)
-    if (!m) { m = { s: {} }; this.meta.set(key, m) }
+    return metas
+  }
+
+  private metaOf (residentId: string, ruleKey: string, metas = this.metasOf(residentId)): Meta {
+    let m = metas.get(ruleKey)
+    if (!m) { m = { s: {} }; metas.set(ruleKey, m) }
     return m
   }
 
@@ -188,8 +201,9 @@ export class AlertBook {
     for (const r of rows) {
       const p = this.profile(r.residentId)
       if (!p) continue
+      const metas = this.metasOf(r.residentId)
       for (const rule of this.index.rulesFor(p, now)) {
-        const m = this.metaOf(r.residentId, rule.key)
+        const m = this.metaOf(r.residentId, rule.key, metas)
         const before = m.s.since
         const v = rule.evaluate(r, m.s)
         if (!v) continue
@@ -206,7 +220,7 @@ export class AlertBook {
   private write (tx: Tx): void {
     for (const key of tx.dirty) {
       const [residentId, ruleKey] = key.split('\u0000') as [string, string]
-      this.s.saveState.run(residentId, ruleKey, JSON.stringify(this.meta.get(key)))
+      this.s.saveState.run(residentId, ruleKey, JSON.stringify(this.meta.get(residentId)!.get(ruleKey)))
     }
     for (const [res, ts] of tx.seen) {
       this.s.seen.run(res, ts)
@@ -237,6 +251,7 @@ export class AlertBook {
   }
 
   private apply (v: Verdict, rule: CompiledRule, p: ResidentInfo, at: number, reading: Alert['reading'], tx: Tx): void {
+    if (!v.trigger && !this.openPer.has(p.id)) return // nothing to open, nothing open to resolve
     const key = k(p.id, rule.key)
     const cur = this.open.get(key)
     const now = this.d.clock.now()
@@ -253,7 +268,7 @@ export class AlertBook {
       }
       this.s.insert.run({ ...a, messages: JSON.stringify(messages), reading: JSON.stringify(reading), detail: JSON.stringify(v.detail) })
       this.s.event.run(a.id, now, 'open', 'engine')
-      this.open.set(key, a)
+      this.setOpen(a)
       this.lastNotified.set(a.id, now)
       this.stats.opened++
       tx.notify.set(a.id, a)
@@ -287,6 +302,8 @@ export class AlertBook {
     this.saveAlert(cur)
     this.s.event.run(cur.id, now, 'resolved', 'engine')
     this.open.delete(k(p.id, cur.ruleKey))
+    const n = (this.openPer.get(p.id) ?? 1) - 1
+    if (n > 0) this.openPer.set(p.id, n); else this.openPer.delete(p.id)
     this.clearing.delete(cur.id)
     this.lastNotified.delete(cur.id)
     const m = this.metaOf(p.id, cur.ruleKey)

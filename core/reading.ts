@@ -139,7 +139,44 @@ export function checkReading (input: ReadingInput, now: number, limits: Plausibi
   return r
 }
 
+const ACTIVITY_SET = new Set<unknown>(ActivitySchema.options)
+const num = (x: unknown): boolean => typeof x === 'number' && Number.isFinite(x)
+
+/**
+ * The schema's own check for the common case (every field present is of its type, ts in
+ * epoch ms, no unknown key), without zod's cost; anything else goes to zod, which also
+ * words the error. `test/reading.test.ts` checks that the two agree.
+ */
+export function fastReading (raw: unknown, single: boolean): ReadingInput | undefined {
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) return undefined
+  const o = raw as Record<string, unknown>
+  let n = 0
+  for (const key in o) {
+    n++
+    const x = o[key]
+    switch (key) {
+      case 'v': if (!single || x !== 1) return undefined; break
+      case 'seq': if (typeof x !== 'number' || !Number.isSafeInteger(x) || x < 0) return undefined; break
+      case 'ts': if (typeof x !== 'number' || !Number.isSafeInteger(x) || x <= 0) return undefined; break
+      case 'hr': case 'sys': case 'dia': if (!num(x)) return undefined; break
+      case 'activity': if (!ACTIVITY_SET.has(x)) return undefined; break
+      case 'motion': if (typeof x !== 'boolean') return undefined; break
+      case 'confidence': if (!num(x) || (x as number) < 0 || (x as number) > 1) return undefined; break
+      default: return undefined
+    }
+  }
+  if (o.seq === undefined || o.ts === undefined || (single && o.v === undefined)) return undefined
+  return n > 0 ? o as unknown as ReadingInput : undefined
+}
+
 function pushChecked (out: DecodedPayload, raw: unknown, schema: typeof BatchedReadingSchema | typeof SingleReadingSchema, now: number, limits: PlausibilityLimits): void {
+  const fast = fastReading(raw, schema === SingleReadingSchema)
+  if (fast !== undefined) {
+    const r = checkReading(fast, now, limits)
+    if ('code' in r) out.errors.push(r)
+    else out.readings.push(r)
+    return
+  }
   const parsed = schema.safeParse(raw)
   if (!parsed.success) {
     const seq = seqOf(raw)

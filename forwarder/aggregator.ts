@@ -133,6 +133,9 @@ export class Aggregator {
   private readonly open = new Map<string, ResidentWindow>()
   /** windows changed since the last checkpoint (open ones and late-loaded closed ones) */
   private readonly dirty = new Map<string, ResidentWindow>()
+  private readonly dirtySet = new Set<ResidentWindow>()
+  /** per resident, the open window of each kind the last reading went to: most readings go to the same one */
+  private recent = new Map<string, (ResidentWindow | undefined)[]>()
   private lastSpoolId = 0
   private readonly s
   private timer: NodeJS.Timeout | undefined
@@ -211,26 +214,47 @@ export class Aggregator {
    */
   prepare (rows: readonly (Reading & { residentId: string, id?: number })[]): void {
     const touched = this.fold(rows)
-    if (!this.d.spool) { this.save(touched); this.dirty.clear() }
+    if (!this.d.spool) { this.save(touched); this.clearDirty() }
+  }
+
+  private clearDirty (): void {
+    this.dirty.clear()
+    this.dirtySet.clear()
   }
 
   private fold (rows: readonly (Reading & { residentId: string, id?: number })[]): Set<ResidentWindow> {
     const now = this.d.clock.now()
     const touched = new Set<ResidentWindow>()
     const late = new Map<string, ResidentWindow>()
+    const windows = this.d.windows
+    const track = !this.d.spool
     for (const r of rows) {
-      for (const w of this.d.windows) {
-        const acc = this.windowFor(r.residentId, w, windowStart(r.ts, w.ms), now, late)
-        if (!acc) continue
-        if (r.hr !== undefined) { addValue(acc.hr, r.hr); if (r.hr >= 50 && r.hr <= 100) acc.hrIn++ }
-        if (r.sys !== undefined && r.dia !== undefined) {
-          addValue(acc.sys, r.sys); addValue(acc.dia, r.dia)
-          const cat = classify.evaluate(r, {})!.detail.category!
-          acc.cats[cat] = (acc.cats[cat] ?? 0) + 1
-          if (r.sys < 130 && r.dia < 80) acc.bpIn++
+      const bp = r.sys !== undefined && r.dia !== undefined
+      const cat = bp ? classify.evaluate(r, {})!.detail.category! : undefined
+      let cache = this.recent.get(r.residentId)
+      for (let wi = 0; wi < windows.length; wi++) {
+        const w = windows[wi]!
+        const start = windowStart(r.ts, w.ms)
+        let acc = cache?.[wi]
+        if (acc === undefined || acc.start !== start) {
+          acc = this.windowFor(r.residentId, w, start, now, late)
+          if (!acc) continue
+          if (this.open.get(`${w.name}|${start}|${r.residentId}`) === acc) {
+            if (!cache) this.recent.set(r.residentId, cache = [])
+            cache[wi] = acc
+          }
         }
-        touched.add(acc)
-        this.dirty.set(`${acc.kind}|${acc.start}|${acc.residentId}`, acc)
+        if (r.hr !== undefined) { addValue(acc.hr, r.hr); if (r.hr >= 50 && r.hr <= 100) acc.hrIn++ }
+        if (bp) {
+          addValue(acc.sys, r.sys!); addValue(acc.dia, r.dia!)
+          acc.cats[cat!] = (acc.cats[cat!] ?? 0) + 1
+          if (r.sys! < 130 && r.dia! < 80) acc.bpIn++
+        }
+        if (track) touched.add(acc)
+        if (!this.dirtySet.has(acc)) {
+          this.dirtySet.add(acc)
+          this.dirty.set(`${acc.kind}|${acc.start}|${acc.residentId}`, acc)
+        }
       }
       if (r.id !== undefined && r.id > this.lastSpoolId) this.lastSpoolId = r.id
     }
@@ -253,7 +277,7 @@ export class Aggregator {
       // the cursor moves in the same transaction as the state: a crash loses both or neither
       if (this.d.spool && this.lastSpoolId > 0) this.s.setCursor.run(CURSOR, this.lastSpoolId)
     })()
-    this.dirty.clear()
+    this.clearDirty()
     // then the spool may drop what the store has too (a separate, idempotent step)
     if (this.d.spool && this.lastSpoolId > 0) this.d.spool.ack(CURSOR, this.lastSpoolId)
   }
@@ -299,6 +323,7 @@ export class Aggregator {
       }
       // drop what can no longer change
       const horizon = windowStart(now, w.ms) - w.ms - this.d.retainMs
+      this.recent.clear() // it may point at windows dropped here
       for (const key of this.open.keys()) {
         const [kind, start] = key.split('|')
         if (kind === w.name && Number(start) + w.ms + this.d.latenessMs < now) this.open.delete(key)

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import fc from 'fast-check'
-import { decodePayload, defaultPlausibility, ErrorCodes } from '../index.ts'
+import { decodePayload, defaultPlausibility, ErrorCodes, fastReading, SingleReadingSchema, BatchedReadingSchema } from '../index.ts'
 
 const NOW = Date.UTC(2026, 10, 29, 12)
 const CODES = new Set(Object.keys(ErrorCodes))
@@ -47,4 +47,39 @@ describe('payload decoder under arbitrary input', () => {
       }
     }), { numRuns: 500 })
   })
+})
+
+describe('the fast path of the reading check agrees with the zod schema', () => {
+  // values of every type for every field, and a stray key now and then
+  const anyValue = fc.oneof(fc.constant(undefined), fc.constant(null), fc.boolean(), fc.integer({ min: -5, max: 2 ** 53 + 5 }), fc.double(),
+    fc.constantFrom(0, 1, 0.5, 1.5, -1, 2 ** 53 - 1, 2 ** 53, 'rest', 'sleep', 'run', '2026-11-29T12:00:00Z', ''))
+  // mostly a valid value (or none), sometimes anything: so both answers come up often
+  const field = (valid: fc.Arbitrary<unknown>) => fc.oneof({ arbitrary: valid, weight: 6 }, { arbitrary: fc.constant(undefined), weight: 2 }, { arbitrary: anyValue, weight: 1 })
+  const candidate = fc.record({
+    v: field(fc.constant(1)), seq: field(fc.nat()), ts: field(fc.integer({ min: 1, max: 2 ** 45 })),
+    hr: field(fc.double({ min: 0, max: 300, noNaN: true })), sys: field(fc.integer({ min: 40, max: 300 })), dia: field(fc.integer({ min: 20, max: 200 })),
+    activity: field(fc.constantFrom('rest', 'sleep', 'light')), motion: field(fc.boolean()), confidence: field(fc.double({ min: 0, max: 1, noNaN: true })),
+    extra: fc.oneof({ arbitrary: fc.constant(undefined), weight: 12 }, { arbitrary: anyValue, weight: 1 }),
+  }).map((o) => Object.fromEntries(Object.entries(o).filter(([, x]) => x !== undefined)))
+
+  for (const single of [true, false]) {
+    it(`${single ? 'single' : 'batched'} readings: whatever the fast path accepts, zod accepts as the same reading; what zod accepts with ts in ms, the fast path accepts`, () => {
+      const schema = single ? SingleReadingSchema : BatchedReadingSchema
+      let fastAccepted = 0; let zodOnly = 0
+      fc.assert(fc.property(candidate, (raw) => {
+        const fast = fastReading(raw, single)
+        if (fast !== undefined) fastAccepted++
+        const z = schema.safeParse(raw)
+        if (fast !== undefined) {
+          expect(z.success).toBe(true)
+          expect(fast).toEqual(z.data)
+        } else if (z.success) {
+          zodOnly++
+          expect(typeof (z.data as { ts: unknown }).ts).toBe('string')
+        }
+      }), { numRuns: 5000 })
+      expect(fastAccepted).toBeGreaterThan(250) // the property was exercised on accepted readings, not only on refusals
+      expect(zodOnly).toBeGreaterThan(0)
+    })
+  }
 })

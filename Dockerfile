@@ -6,4 +6,5 @@ RUN npm ci --omit=dev && npm cache clean --force
 COPY . .
 ENV VITALMESH_DATA_DIR=/data
 EXPOSE 1883 8080
+ENV NODE_OPTIONS=--max-semi-space-size=64
 CMD ["node", "--import", "tsx", "main.ts"]

@@ -77,7 +77,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     sinks,
   })
   spool.addParticipant({ prepare: (rows) => aggregator.prepare(rows), commit: () => {} })
-  const alertExport = influx ? new AlertExport(db, influx, (id) => registry.resident(id)?.region, logger.child({ component: 'alert-export' })) : undefined
+  const alertExport = influx ? new AlertExport(db, (after, limit) => alerts.eventsAfter(after, limit), influx, (id) => registry.resident(id)?.region, logger.child({ component: 'alert-export' })) : undefined
   const drain = new Drain(spool, store, logger.child({ component: 'drain' }), { batch: config.ingest.drainBatch, intervalMs: config.ingest.drainIntervalMs, concurrency: config.ingest.drainConcurrency })
   if (rollups) drain.onDrained((rows) => rollups.touch(rows))
 

@@ -120,6 +120,8 @@ export class AlertBook {
       notified: db.prepare('UPDATE alerts SET last_notified_at = ?, delivered_at = NULL WHERE id = ?'),
       event: db.prepare('INSERT INTO alert_events (alert_id, at, state, actor) VALUES (?, ?, ?, ?)'),
       events: db.prepare<[string], { at: number, state: string, actor: string }>('SELECT at, state, actor FROM alert_events WHERE alert_id = ? ORDER BY rowid'),
+      eventsAfter: db.prepare<[number, number], AlertEvent>(
+        'SELECT e.rowid AS position, e.at, e.state, e.alert_id AS alertId, a.severity, a.rule_id AS ruleId, a.resident_id AS residentId FROM alert_events e JOIN alerts a ON a.id = e.alert_id WHERE e.rowid > ? ORDER BY e.rowid LIMIT ?'),
       delivered: db.prepare('UPDATE alerts SET delivered_at = ? WHERE id = ?'),
       active: db.prepare<[], AlertRow>("SELECT * FROM alerts WHERE state != 'resolved'"),
       byId: db.prepare<[string], AlertRow>('SELECT * FROM alerts WHERE id = ?'),
@@ -486,7 +488,17 @@ export class AlertBook {
   history (alertId: string): { at: number, state: string, actor: string }[] {
     return this.s.events.all(alertId)
   }
+
+  /**
+   * The append-only log of alert state changes after position `after`, oldest first, for
+   * consumers that copy it elsewhere with their own cursor (the InfluxDB export).
+   */
+  eventsAfter (after: number, limit: number): AlertEvent[] {
+    return this.s.eventsAfter.all(after, limit)
+  }
 }
+
+export interface AlertEvent { position: number, at: number, state: string, alertId: string, severity: Severity, ruleId: string, residentId: string }
 
 interface AlertRow {
   id: string, resident_id: string, rule_set_id: string, rule_set_version: string, rule_id: string, rule_key: string, severity: Severity, state: AlertState,

@@ -117,7 +117,7 @@ async function main (): Promise<void> {
     let md = ''
     try { md = readFileSync(file, 'utf8') } catch {}
     if (!md) md = '# Concurrent device connections on one node\n\n`npm run bench:connections -- N [--plain]`; see bench/connections.ts.\n\n| measured | what | connections | connects/s | RSS before → after | RSS per connection |\n|---|---|---|---|---|---|\n'
-    md += `| ${new Date().toISOString()} (${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}) | ${result.label} | ${result.connections} | ${Math.round(result.connectsPerS)} | ${result.rssBeforeMb.toFixed(0)} → ${result.rssAfterMb.toFixed(0)} MB | ${(result.bytesPerConnection / 1024).toFixed(1)} KB |\n`
+    md += `| ${new Date().toISOString()} (${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}) | ${result.label} | ${result.connections} | ${Math.round(result.connectsPerS)}${PLAIN ? ' (no auth)' : ' (incl. auth)'} | ${result.rssBeforeMb.toFixed(0)} → ${result.rssAfterMb.toFixed(0)} MB | ${(result.bytesPerConnection / 1024).toFixed(1)} KB |\n`
     writeFileSync(file, md)
     console.log(`appended to ${file}`)
   }

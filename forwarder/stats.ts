@@ -5,9 +5,13 @@
  */
 export interface MetricStats {
   n: number, min: number, max: number, sum: number
-  /** counts[i] readings had the whole-unit value lo + i: a typed array over the values seen, a third of the memory of an object keyed by value */
+  /**
+   * counts[i] readings had the whole-unit value lo + i: an array of small integers over the
+   * range of values seen, in the JS heap (a typed array's backing store lives outside it, and
+   * those many small allocations left more RSS behind: bench/agg-mem.ts)
+   */
   lo: number
-  counts: Uint32Array | null
+  counts: number[] | null
 }
 
 /** The histogram as it travels and is stored: value (as a string key) → count. */
@@ -18,13 +22,13 @@ export interface StatsSummary { count: number, min: number | null, max: number |
 export function emptyStats (): MetricStats { return { n: 0, min: Infinity, max: -Infinity, sum: 0, lo: 0, counts: null } }
 
 /** Makes room for whole-unit values from..to, with some slack: values of one metric cluster. */
-function cover (s: MetricStats, from: number, to: number): Uint32Array {
+function cover (s: MetricStats, from: number, to: number): number[] {
   const c = s.counts
   if (c !== null && from >= s.lo && to < s.lo + c.length) return c
   const lo = c === null ? from - 4 : Math.min(s.lo, from - 8)
   const hi = c === null ? to + 4 : Math.max(s.lo + c.length - 1, to + 8)
-  const next = new Uint32Array(hi - lo + 1)
-  if (c !== null) next.set(c, s.lo - lo)
+  const next = new Array<number>(hi - lo + 1).fill(0)
+  if (c !== null) for (let i = 0; i < c.length; i++) next[s.lo - lo + i] = c[i]!
   s.lo = lo
   s.counts = next
   return next
@@ -86,7 +90,7 @@ export function statsFromJSON (j: { n: number, min: number | null, max: number |
   if (keys.length === 0) return s
   const from = Math.min(...keys); const to = Math.max(...keys)
   s.lo = from
-  s.counts = new Uint32Array(to - from + 1)
+  s.counts = new Array<number>(to - from + 1).fill(0)
   for (const k of keys) s.counts[k - from] = j.bins[k]!
   return s
 }

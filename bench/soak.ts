@@ -26,7 +26,9 @@ if (imp.code !== 0) { console.error(imp.stderr.slice(-2000)); process.exit(1) }
 const secrets = new Map(readFileSync(join(dataDir, 'secrets.csv'), 'utf8').trim().split('\n').slice(1).map((l) => l.split(',') as [string, string]))
 const devices: DeviceCredentials[] = Array.from({ length: n }, (_, i) => ({ deviceId: `soak-${i}`, residentId: `soak-res-${i}`, secret: secrets.get(`soak-${i}`)! }))
 
-const app = await startAppProcess(dataDir, { VITALMESH_MAX_CONNECTIONS_PER_ADDRESS: '0', VITALMESH_LOG_LEVEL: 'info' })
+// BENCH_NODE_ARGS, e.g. `--heapsnapshot-signal=SIGUSR2`, goes to the node (for investigating memory)
+const app = await startAppProcess(dataDir, { VITALMESH_MAX_CONNECTIONS_PER_ADDRESS: '0', VITALMESH_LOG_LEVEL: 'info', ...(process.env.BENCH_NODE_ARGS ? { BENCH_NODE_ARGS: process.env.BENCH_NODE_ARGS } : {}) })
+console.log(`soak: node pid ${app.proc.pid}`)
 const samples: { t: number, rssMb: number, loopP99Ms: number, spoolRows: number, readingsPerS: number, clients: number }[] = []
 const t0 = Date.now()
 const sampler = setInterval(async () => {

@@ -1,7 +1,7 @@
 import { join, resolve } from 'node:path'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import type { AddressInfo } from 'node:net'
-import { openDatabase, topics, type Clock, type Config, type Logger } from './core/index.ts'
+import { openDatabase, WalCheckpointer, topics, type Clock, type Config, type Logger } from './core/index.ts'
 import { Registry, AuditLog, Fleet, ensureDemo, type DemoCredentials } from './registry/index.ts'
 import { Spool, EmbeddedStore, Drain, Ingest, InfluxStore, Rollups, AlertExport, type TelemetryStore } from './ingest/index.ts'
 import { AlertBook, RuleSetStore, type Override } from './alerting/index.ts'
@@ -34,7 +34,9 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   const influx = config.store.kind === 'influx'
     ? new InfluxStore(config.store.influx, (id) => registry.device(id), logger.child({ component: 'influx' }))
     : undefined
-  const store: TelemetryStore = influx ?? new EmbeddedStore(join(dataDir, 'telemetry.db'))
+  const embedded = influx ? undefined : new EmbeddedStore(join(dataDir, 'telemetry.db'))
+  const store: TelemetryStore = influx ?? embedded!
+  const checkpointer = new WalCheckpointer(embedded ? [db, embedded.connection] : [db], logger.child({ component: 'sqlite' }))
   const rollups = influx && config.store.influx.rollups ? new Rollups(db, influx, clock, logger.child({ component: 'rollups' })) : undefined
   const ruleSets = new RuleSetStore(db)
   const outbox = new Outbox(db, clock, logger.child({ component: 'outbox' }), { ...config.outbox, deadLetterAfterMs: config.outbox.deadLetterAfterS * 1000 })
@@ -237,6 +239,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
         log.info({ file, resident: demo.resident.id, device: demo.device.deviceId, fleet: demo.fleet.length },
           r.created ? 'demo resident, device and fleet created; credentials written to the file (print them with `npm run vitalmesh -- demo`)' : 'demo credentials are in the file (print them with `npm run vitalmesh -- demo`)')
       }
+      checkpointer.start()
       drain.start()
       rollups?.start()
       alertExport?.start()
@@ -280,6 +283,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       alerts.stop()
       aggregator.stop()
       outbox.stop()
+      await checkpointer.stop()
       await store.close()
       db.close()
       log.info('vitalmesh stopped')

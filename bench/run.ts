@@ -31,7 +31,7 @@ for (const start of starters) {
     const single = await load(s, { devices: 20, inflight: 10, seconds: SECONDS, batch: 1 })
     const batched = await load(s, { devices: 20, inflight: 4, seconds: SECONDS, batch: 30 })
     const row: Row = { server: s.name, single, batched }
-    if (s.resident) row.alert = await alertLatency(s, { backgroundRate: 5000, alertsPerS: 20, seconds: SECONDS })
+    if (s.resident) row.alert = await alertLatency(s, { backgroundRate: 5000, alertsPerS: 50, seconds: SECONDS })
     // vitalmesh has only the 100 demo devices here; its connection RSS comes from bench/connections.ts (below)
     if (s.devices.length >= 1000) row.rss = await rssPerConnection(s, 1000)
     rows.push(row)

@@ -42,6 +42,9 @@ export class EmbeddedStore implements TelemetryStore {
     this.range = this.db.prepare<[string, number, number, number], Row>('SELECT * FROM readings WHERE resident_id = ? AND ts >= ? AND ts < ? ORDER BY ts, device_id, seq LIMIT ?')
   }
 
+  /** the SQLite connection, for the WAL checkpointer (core/checkpointer.ts) */
+  get connection (): DB { return this.db }
+
   async write (rows: readonly StoredReading[]): Promise<void> {
     this.insertMany(rows)
   }

@@ -35,7 +35,7 @@ export class InfluxHttp {
       : auth.kind === 'token' ? `Token ${auth.token}` : undefined
   }
 
-  private async call (method: 'GET' | 'POST', path: string, params: Record<string, string | undefined>, body?: string, contentType?: string): Promise<{ status: number, headers: Dispatcher.ResponseData['headers'], text: string }> {
+  private async call (method: 'GET' | 'POST', path: string, params: Record<string, string | undefined>, body?: string | Buffer, contentType?: string): Promise<{ status: number, headers: Dispatcher.ResponseData['headers'], text: string }> {
     const u = new URL(path, this.url)
     for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== '') u.searchParams.set(k, v)
     const headers: Record<string, string> = {}
@@ -60,7 +60,7 @@ export class InfluxHttp {
   }
 
   /** POST /write (v1 API). Throws BadLinesError on 400, StoreUnavailableError otherwise. */
-  async write (params: Record<string, string | undefined>, body: string): Promise<void> {
+  async write (params: Record<string, string | undefined>, body: string | Buffer): Promise<void> {
     const r = await this.call('POST', '/write', params, body, 'text/plain; charset=utf-8')
     if (r.status === 204 || r.status === 200) return
     throw httpError(r.status, r.text, r.headers['retry-after'])
@@ -95,11 +95,11 @@ function httpError (status: number, text: string, retryAfter: string | string[] 
  * in halves until the offending lines are alone, and reports them as rejected. Any other
  * failure rejects, and the drain retries the whole batch: re-writes are idempotent.
  */
-export async function writeSplitting (rows: readonly StoredReading[], lines: readonly string[], send: (body: string) => Promise<void>, isBadRequest: (e: unknown) => string | undefined): Promise<WriteOutcome> {
+export async function writeSplitting<B> (rows: readonly StoredReading[], body: (lo: number, hi: number) => B, send: (body: B) => Promise<void>, isBadRequest: (e: unknown) => string | undefined): Promise<WriteOutcome> {
   const rejected: RejectedReading[] = []
   const go = async (lo: number, hi: number): Promise<void> => {
     try {
-      await send(lines.slice(lo, hi).join('\n'))
+      await send(body(lo, hi))
     } catch (e) {
       const reason = isBadRequest(e)
       if (reason === undefined) throw e
@@ -109,6 +109,6 @@ export async function writeSplitting (rows: readonly StoredReading[], lines: rea
       await go(mid, hi)
     }
   }
-  if (lines.length) await go(0, lines.length)
+  if (rows.length) await go(0, rows.length)
   return { rejected }
 }

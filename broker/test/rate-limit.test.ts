@@ -33,6 +33,22 @@ describe('presence', () => {
     expect(writes).toEqual([[['d1', 13, true], ['d2', 15, false]]])
   })
 
+  it('writes a large batch in chunks, one per turn of the event loop, and all of it on stop', async () => {
+    const writes: [string, number, boolean][][] = []
+    const p = new Presence((seen) => writes.push([...seen]), () => {}, 2)
+    p.start(60_000)
+    for (let i = 0; i < 5; i++) p.connected(`d${i}`, i)
+    p.flush()
+    expect(writes.map((w) => w.length)).toEqual([2]) // the rest waits for the next turns
+    await new Promise((r) => setImmediate(r))
+    await new Promise((r) => setImmediate(r))
+    expect(writes.map((w) => w.length)).toEqual([2, 2, 1])
+    for (let i = 5; i < 10; i++) p.seen(`d${i}`, i)
+    p.stop()
+    expect(writes.map((w) => w.length)).toEqual([2, 2, 1, 5])
+    expect(writes.flat().map(([id]) => id)).toEqual(Array.from({ length: 10 }, (_, i) => `d${i}`))
+  })
+
   it('keeps the batch for the next flush when the write fails', () => {
     let fail = true
     const writes: [string, number, boolean][][] = []

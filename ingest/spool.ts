@@ -193,7 +193,7 @@ export class Spool {
     })
   }
 
-  /** The seqs of every device as of the checkpoint, plus those of the messages still in the spool after it. */
+  /** The seqs of every device as of the checkpoint, plus those of the records still in the spool after it. */
   private loadDedup (): void {
     this.seqs = new Map()
     this.dirtySeqs.clear()

@@ -55,10 +55,17 @@ describe('cluster over Redis', () => {
     const d = await connect(a.mqttPort, device.deviceId, device.secret)
     await d.publishAsync(`vitals/${device.deviceId}`, crisis(2), { qos: 1 }) // the open alert becomes critical: a QoS 1 message
     await d.endAsync()
-    await new Promise((res) => setTimeout(res, 500))
+    // the resident comes back only after node A raised the alert (and so queued it for the offline session):
+    // under load that took longer than a fixed wait
+    await waitFor('node A raised the alert to critical', async () => {
+      const res = await fetch(`http://127.0.0.1:${a.httpPort}/v1/residents/${resident.id}/alerts`, { headers: { authorization: `Bearer ${a.creds.apiKeys.operator}` } })
+      const body = await res.json() as { alerts: { ruleKey: string, severity: string, state: string }[] }
+      return body.alerts.some((x) => x.ruleKey === 'acc-aha-2017/bp-category' && x.severity === 'critical' && x.state === 'open')
+    })
+    await new Promise((res) => setTimeout(res, 300))
     // the resident was last on B; it comes back on A
-    const r = await connect(a.mqttPort, resident.id, resident.password, { clean: false })
-    const got = collect(r)
+    let got!: ReturnType<typeof collect>
+    const r = await connect(a.mqttPort, resident.id, resident.password, { clean: false }, (c) => { got = collect(c) })
     const worse = await got.next(`alerts/${resident.id}`, (x) => x.ruleKey === 'acc-aha-2017/bp-category' && x.severity === 'critical', 10_000)
     expect(worse).toMatchObject({ residentId: resident.id, state: 'open', reading: { seq: 2 }, detail: { category: 'crisis' } })
     await r.endAsync()

@@ -1,7 +1,9 @@
 import mqtt, { type MqttClient, type IClientOptions } from 'mqtt'
 
-export async function connect (port: number, username: string, password: string, opts: IClientOptions = {}): Promise<MqttClient> {
+export async function connect (port: number, username: string, password: string, opts: IClientOptions = {}, beforeConnect?: (c: MqttClient) => void): Promise<MqttClient> {
   const c = mqtt.connect(`mqtt://127.0.0.1:${port}`, { clientId: username, username, password, reconnectPeriod: 0, protocolVersion: 4, connectTimeout: 5000, ...opts })
+  // e.g. collect(): a persistent session's queued messages can arrive with the CONNACK, before `await connect()` returns
+  beforeConnect?.(c)
   await new Promise<void>((res, rej) => {
     c.once('connect', () => res())
     c.once('error', (e) => rej(e))

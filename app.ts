@@ -1,6 +1,7 @@
 import { join, resolve } from 'node:path'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import type { AddressInfo } from 'node:net'
+import { Gauge, Registry as MetricsRegistry } from 'prom-client'
 import { openDatabase, WalCheckpointer, topics, type Clock, type Config, type Logger } from './core/index.ts'
 import { Registry, AuditLog, Fleet, ensureDemo, type DemoCredentials } from './registry/index.ts'
 import { Spool, EmbeddedStore, Drain, Ingest, InfluxStore, Rollups, AlertExport, type TelemetryStore } from './ingest/index.ts'
@@ -18,6 +19,16 @@ export interface AppDeps {
 export interface Listening { mqttPort: number, httpPort: number, tlsPort?: number, wssPort?: number }
 
 export type App = Awaited<ReturnType<typeof createApp>>
+
+/** "c1=china-2018,*=acc-aha-2017" -> { c1: 'china-2018', '*': 'acc-aha-2017' } */
+function parsePrimaryRuleSets (s: string): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const part of s.split(',').map((x) => x.trim()).filter(Boolean)) {
+    const [region, id] = part.split('=').map((x) => x.trim())
+    if (region && id) out[region] = id
+  }
+  return out
+}
 
 /**
  * Wires the components of one vitalmesh node. Tests call this directly; only main.ts
@@ -57,9 +68,17 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       tickMs: config.alerting.tickMs,
       escalateAfterS: config.alerting.escalateAfterS,
       renotifyS: { critical: config.alerting.renotifyCriticalS, warning: config.alerting.renotifyWarningS, info: config.alerting.renotifyInfoS },
+      liveHorizonS: config.alerting.liveHorizonS,
+      recordHorizonS: config.alerting.recordHorizonS,
+      flapCount: config.alerting.flapCount,
+      flapWindowS: config.alerting.flapWindowS,
+      maxSnoozeS: config.alerting.maxSnoozeS,
+      timeZone: config.alerting.timeZone,
+      primaryRuleSets: parsePrimaryRuleSets(config.alerting.primaryRuleSets),
     },
   })
-  spool.addParticipant(alerts)
+  // alerting is a cursor consumer of the spool: it runs after the PUBACK, so nothing in it can stop ingest
+  alerts.attachTo(spool)
 
   const windows = config.forwarder.windows.split(',').map((w) => parseWindow(w))
   const sinks: SummarySink[] = [
@@ -78,7 +97,8 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     alertsIn: (id, from, to) => alerts.openedBetween(id, from, to),
     sinks,
   })
-  spool.addParticipant({ prepare: (rows) => aggregator.prepare(rows), commit: () => {} })
+  // the forwarder keeps its windows in memory and writes them with its cursor every few seconds
+  spool.attach({ name: 'forwarder', checkpointsItself: true, consume: (rows) => aggregator.prepare(rows) })
   const alertExport = influx ? new AlertExport(db, (after, limit) => alerts.eventsAfter(after, limit), influx, (id) => registry.resident(id)?.region, logger.child({ component: 'alert-export' })) : undefined
   const drain = new Drain(spool, store, logger.child({ component: 'drain' }), { batch: config.ingest.drainBatch, intervalMs: config.ingest.drainIntervalMs, concurrency: config.ingest.drainConcurrency })
   if (rollups) drain.onDrained((rows) => rollups.touch(rows))
@@ -139,8 +159,11 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   const live = new LiveHub({ verifyApiKey: (t) => registry.verifyApiKey(t), hospitalOf: (id) => registry.resident(id)?.hospitalId })
   spool.onCommit((rows) => live.readings(rows))
   alerts.setNotifier({
+    changed: (alert) => live.alert(alert),
+    digest: (residentId, body) => {
+      mqtt.publish(topics.alerts(residentId), Buffer.from(JSON.stringify({ type: 'digest', ...body })), 1).catch((err: Error) => log.warn({ err }, 'could not publish an alert digest'))
+    },
     alert: (alert, delivered) => {
-      live.alert(alert)
       mqtt.publish(topics.alerts(alert.residentId), Buffer.from(JSON.stringify(alert)), 1).then(delivered, (err: Error) => {
         log.warn({ err, alertId: alert.id }, 'could not publish an alert; it will be re-sent after a restart')
       })
@@ -154,8 +177,8 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     const body = { ruleSets: alerts.activeRuleSets, updatedAt: new Date(clock.now()).toISOString() }
     mqtt.publish(topics.standards, Buffer.from(JSON.stringify(body)), 1, true).catch((err: Error) => log.warn({ err }, 'could not publish the standards'))
   }
-  const rulesChanged = (residentId?: string): void => {
-    alerts.rulesChanged(residentId)
+  const rulesChanged = (residentId?: string, actor?: string): void => {
+    alerts.rulesChanged(residentId, actor)
     if (!residentId) publishStandards()
   }
 
@@ -172,6 +195,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       at: clock.now(), readingsPerS, readingsAccepted: spool.stats.accepted, duplicates: spool.stats.duplicates,
       mqttClients: mqtt.aedes.connectedClients, openAlerts: bySeverity, outboxPending: outbox.pending(), drained: drain.stats.drained,
       spoolRows: spool.pressure().rows, backpressureEpisodes: spool.stats.backpressureEpisodes, eventLoopDelayP99Ms: loopDelayP99Ms,
+      consumers: spool.consumerStatus(),
       rssMb: Math.round(process.memoryUsage().rss / 1048576),
     }
   }
@@ -201,6 +225,8 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       const checks: Record<string, string> = { app: started && !stopping ? 'ok' : 'starting or stopping' }
       try { await store.ping(); checks.store = 'ok' } catch (e) { checks.store = (e as Error).message }
       if (cluster) checks.redis = cluster.status()
+      // a consumer stopped by a failure: ingest goes on, but what it feeds (alerts, summaries) does not
+      for (const c of spool.consumerStatus()) checks[`consumer:${c.name}`] = c.failing ? `${c.failing.code}: ${c.failing.message}` : 'ok'
       return checks
     },
     routes: [
@@ -216,7 +242,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
         disconnect: (id) => mqtt.disconnectIdentity(id),
         audited: (actor, action, subject, detail) => { audit.append(actor, action, subject, detail) },
       }),
-      (app) => registerMetricsRoute(app, [mqtt.metrics.registry], { requireApiKey: config.metrics.requireApiKey, verifyApiKey: (t) => registry.verifyApiKey(t), logger }),
+      (app) => registerMetricsRoute(app, [mqtt.metrics.registry, consumerMetrics(spool)], { requireApiKey: config.metrics.requireApiKey, verifyApiKey: (t) => registry.verifyApiKey(t), logger }),
     ],
   })
   const tlsFiles: TlsFiles | undefined = config.tls.cert && config.tls.key
@@ -275,6 +301,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       await mqtt.close()
       await cluster?.close()
       spool.flush()
+      spool.stopConsumers()
       drain.stop()
       // a pass still writing to the store would read the spool after db.close()
       await drain.settled()
@@ -289,6 +316,24 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       log.info('vitalmesh stopped')
     },
   }
+}
+
+/** Lag and failures of each spool consumer, read when /metrics is scraped. */
+function consumerMetrics (spool: Spool): MetricsRegistry {
+  const registry = new MetricsRegistry()
+  new Gauge({
+    name: 'vitalmesh_spool_consumer_lag_records', help: 'committed spool records a consumer has not consumed yet', labelNames: ['consumer'], registers: [registry],
+    collect () { this.reset(); for (const c of spool.consumerStatus()) this.set({ consumer: c.name }, c.lagRecords) },
+  })
+  new Gauge({
+    name: 'vitalmesh_spool_consumer_failures', help: 'failures of a spool consumer since the process started', labelNames: ['consumer'], registers: [registry],
+    collect () { this.reset(); for (const c of spool.consumerStatus()) this.set({ consumer: c.name }, c.failures) },
+  })
+  new Gauge({
+    name: 'vitalmesh_spool_consumer_failing', help: '1 while a consumer is stopped by a failure', labelNames: ['consumer'], registers: [registry],
+    collect () { this.reset(); for (const c of spool.consumerStatus()) this.set({ consumer: c.name }, c.failing ? 1 : 0) },
+  })
+  return registry
 }
 
 /**

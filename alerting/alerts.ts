@@ -1,39 +1,27 @@
 import { randomUUID } from 'node:crypto'
-import { ensureColumns, VitalmeshError, type DB, type Logger, type Clock, type Reading } from '../core/index.ts'
+import { VitalmeshError, type DB, type Logger, type Clock, type ClockTimer } from '../core/index.ts'
 import { RuleIndex, type CompiledRule, type Detail, type Override, type ResidentProfile, type RuleState, type Verdict } from './engine.ts'
-import type { RuleSetDoc, Severity } from './ruleset.ts'
-import { alertMessage, describe, languageOf, textIn, LANGUAGES, type Language } from './messages.ts'
+import type { Concern, RuleSetDoc, Severity } from './ruleset.ts'
+import { alertMessage, describe, endedMessage, languageOf, localTime, resolvedMessage, textIn, LANGUAGES, type Language } from './messages.ts'
+import { RANK, end, expire, onVerdict, type Effect, type Policy, type RuleLife } from './lifecycle.ts'
+import { AlertStore, type Alert, type AlertEvent, type Preferences } from './store.ts'
+import { Timeline, type EvaluatedReading } from './timeline.ts'
+import { inQuietHours, planNotifications, type Candidate } from './notify.ts'
 
-/** The fields of a reading the engine looks at (any spool row carries them). */
-export interface EvaluatedReading extends Reading { deviceId: string, residentId: string }
-
-export type AlertState = 'open' | 'acknowledged' | 'resolved'
-
-export interface Alert {
-  id: string
-  residentId: string
-  ruleSetId: string
-  ruleSetVersion: string
-  ruleId: string
-  ruleKey: string
-  severity: Severity
-  state: AlertState
-  openedAt: number
-  acknowledgedAt: number | null
-  acknowledgedBy: string | null
-  resolvedAt: number | null
-  /** in the resident's language; `messages` has every language */
-  message: string
-  messages: Record<Language, string>
-  language: Language
-  reading: { deviceId: string, seq: number, ts: number } | null
-  detail: Detail
-  escalatedAt: number | null
-}
+export type { Alert, AlertEvent, AlertState, Preferences } from './store.ts'
+export type { EvaluatedReading } from './timeline.ts'
 
 export interface ResidentInfo extends ResidentProfile { language: string, hospitalId: string | null }
 
 export interface HospitalEndpoint { url: string, token: string | null }
+
+/** What alerting needs of the spool to rebuild timelines after a restart (see AlertBook.attachTo). */
+export interface AlertSpool {
+  cursor(name: string): number
+  read(afterId: number, limit: number): (EvaluatedReading & { id: number })[]
+  addConsumer(name: string): void
+  ack(name: string, id: number): void
+}
 
 export interface AlertingDeps {
   db: DB
@@ -45,123 +33,141 @@ export interface AlertingDeps {
   hospitalEndpoint(hospitalId: string): HospitalEndpoint | undefined
   /** enqueue an outgoing webhook inside the current transaction */
   enqueueWebhook(e: { sink: string, url: string, headers: Record<string, string>, body: string, idempotencyKey: string }): void
-  options: { escalateAfterS: number, renotifyS: Record<Severity, number>, tickMs: number }
+  options: {
+    escalateAfterS: number
+    renotifyS: Record<Severity, number>
+    tickMs: number
+    liveHorizonS?: number
+    recordHorizonS?: number
+    flapCount?: number
+    flapWindowS?: number
+    maxSnoozeS?: number
+    timeZone?: string
+    /** region (or '*') -> rule set id whose wording the resident reads when rule sets agree */
+    primaryRuleSets?: Record<string, string>
+    /** how often timelines are checkpointed (default 5000 ms) */
+    checkpointMs?: number
+  }
 }
 
 /** Delivers to residents; `delivered` is called once the broker took the message. */
 export interface AlertNotifier {
   alert(a: Alert, delivered: () => void): void
   status(residentId: string, body: unknown): void
+  /** every change of every alert, for clinicians' views (all rule sets' verdicts) */
+  changed?(a: Alert): void
+  /** the warnings held during quiet hours, sent when they end */
+  digest?(residentId: string, body: { residentId: string, alerts: Alert[], message: string, language: Language }): void
 }
 
-const RANK: Record<Severity, number> = { info: 0, warning: 1, critical: 2 }
-const k = (residentId: string, ruleKey: string): string => `${residentId}\u0000${ruleKey}`
+const TIMELINE_CURSOR = 'alerting-timeline'
+const MAX_TIMELINE = 4096
+const LOW_CONFIDENCE = 0.5 // project heuristic: below it the reading's message says the signal was poor
 
-interface Meta { s: RuleState, cooldownUntil?: number }
-interface Tx { notify: Map<string, Alert>, dirty: Set<string>, seen: Map<string, number>, residents: Set<string> }
+interface ResidentState { tl: Timeline, st: Map<string, RuleState>, life: Map<string, RuleLife> }
+interface Tx { candidates: Candidate[], saved: Map<string, Alert>, lives: Set<string>, residents: Set<string>, seen: Map<string, number>, notify: Alert[], digests: Map<string, Alert[]> }
 
 /**
- * The alert lifecycle: at most one active alert per resident and rule, open →
- * acknowledged → resolved, hold-down and hysteresis before clearing, cool-down
- * against flapping, re-notification, escalation of unacknowledged critical alerts to the
- * resident's hospital. It takes part in the spool's commit, so a reading, the engine
- * state it changed and the alert it opened are durable together.
+ * The driver of alerting: it places each reading on its resident's timeline, asks the
+ * rules for their verdict there, feeds the verdicts to the pure lifecycle (lifecycle.ts),
+ * writes what changed (store.ts) and plans who is told (notify.ts). It is a cursor consumer
+ * of the spool: its state commits with its cursor, after the PUBACK, so nothing here can
+ * stop ingest.
  */
 export class AlertBook {
-  private open = new Map<string, Alert>()
-  /** rule state per resident, then per rule key: two lookups by reference, no key string per rule and reading */
-  private meta = new Map<string, Map<string, Meta>>()
-  /** open alerts per resident: a reading of a resident with none skips the lookup of each rule's open alert */
-  private openPer = new Map<string, number>()
+  private open = new Map<string, Map<string, Alert>>()
+  private residents = new Map<string, ResidentState>()
   private lastSeen = new Map<string, number>()
   private profiles = new Map<string, ResidentInfo | null>()
-  /** alert id -> since when its condition has been false (hold-down running) */
-  private clearing = new Map<string, number>()
-  /** alert id -> when it was last sent */
+  private prefs = new Map<string, Preferences>()
   private lastNotified = new Map<string, number>()
+  private escalateFrom = new Map<string, number | null>()
   private index: RuleIndex
-  private readonly s
+  private readonly store: AlertStore
   private deliveredPending: string[] = []
-  private deliveredTimer: NodeJS.Timeout | undefined
-  private tickTimer: NodeJS.Timeout | undefined
+  private deliveredTimer: ClockTimer | undefined
+  private tickTimer: ClockTimer | undefined
   private notifier: AlertNotifier = { alert: () => {}, status: () => {} }
-  readonly stats = { opened: 0, resolved: 0, acknowledged: 0, suppressed: 0, escalated: 0, renotified: 0 }
+  private tx: Tx | undefined
+  private dirtyTimelines = new Set<string>()
+  private lastRowId = 0
+  private checkpointedAt = 0
+  private spool: AlertSpool | undefined
+  private retainMs = 0
+  readonly stats = { opened: 0, resolved: 0, acknowledged: 0, suppressed: 0, escalated: 0, renotified: 0, historic: 0, recorded: 0, covered: 0, snoozed: 0, digested: 0, flapping: 0, ended: 0 }
   private readonly log: Logger
+  private readonly o: Required<Omit<AlertingDeps['options'], 'primaryRuleSets'>> & { primaryRuleSets: Record<string, string> }
 
   constructor (private readonly d: AlertingDeps) {
-    const db = d.db
     this.log = d.logger
-    db.exec(`
-      CREATE TABLE IF NOT EXISTS alerts (
-        id TEXT PRIMARY KEY, resident_id TEXT NOT NULL, rule_set_id TEXT NOT NULL, rule_id TEXT NOT NULL,
-        severity TEXT NOT NULL, state TEXT NOT NULL, opened_at INTEGER NOT NULL, resolved_at INTEGER,
-        message TEXT NOT NULL, reading TEXT, delivered_at INTEGER);
-      CREATE TABLE IF NOT EXISTS alert_events (alert_id TEXT NOT NULL, at INTEGER NOT NULL, state TEXT NOT NULL, actor TEXT NOT NULL);
-      CREATE INDEX IF NOT EXISTS alert_events_alert ON alert_events(alert_id);
-      CREATE TABLE IF NOT EXISTS rule_state (resident_id TEXT NOT NULL, rule_key TEXT NOT NULL, state TEXT NOT NULL, PRIMARY KEY (resident_id, rule_key)) WITHOUT ROWID;
-      CREATE TABLE IF NOT EXISTS resident_seen (resident_id TEXT PRIMARY KEY, last_ts INTEGER NOT NULL) WITHOUT ROWID;
-    `)
-    ensureColumns(db, 'alerts', {
-      rule_set_version: "TEXT NOT NULL DEFAULT ''", rule_key: "TEXT NOT NULL DEFAULT ''", ack_at: 'INTEGER', ack_by: 'TEXT',
-      clear_since: 'INTEGER', last_notified_at: 'INTEGER', escalated_at: 'INTEGER', messages: "TEXT NOT NULL DEFAULT '{}'",
-      language: "TEXT NOT NULL DEFAULT 'en'", detail: "TEXT NOT NULL DEFAULT '{}'",
-    })
-    db.exec(`
-      CREATE INDEX IF NOT EXISTS alerts_resident ON alerts(resident_id, opened_at);
-      CREATE INDEX IF NOT EXISTS alerts_active ON alerts(state) WHERE state != 'resolved';
-      CREATE INDEX IF NOT EXISTS alerts_undelivered ON alerts(delivered_at) WHERE delivered_at IS NULL;
-    `)
-    this.s = {
-      insert: db.prepare(`INSERT INTO alerts (id, resident_id, rule_set_id, rule_set_version, rule_id, rule_key, severity, state, opened_at, message, messages, language, reading, detail, last_notified_at)
-        VALUES (@id, @residentId, @ruleSetId, @ruleSetVersion, @ruleId, @ruleKey, @severity, @state, @openedAt, @message, @messages, @language, @reading, @detail, @openedAt)`),
-      update: db.prepare(`UPDATE alerts SET severity = @severity, state = @state, resolved_at = @resolvedAt, ack_at = @acknowledgedAt, ack_by = @acknowledgedBy,
-        message = @message, messages = @messages, detail = @detail, clear_since = @clearSince, escalated_at = @escalatedAt, delivered_at = NULL WHERE id = @id`),
-      clearSince: db.prepare('UPDATE alerts SET clear_since = ? WHERE id = ?'),
-      notified: db.prepare('UPDATE alerts SET last_notified_at = ?, delivered_at = NULL WHERE id = ?'),
-      event: db.prepare('INSERT INTO alert_events (alert_id, at, state, actor) VALUES (?, ?, ?, ?)'),
-      events: db.prepare<[string], { at: number, state: string, actor: string }>('SELECT at, state, actor FROM alert_events WHERE alert_id = ? ORDER BY rowid'),
-      eventsAfter: db.prepare<[number, number], AlertEvent>(
-        'SELECT e.rowid AS position, e.at, e.state, e.alert_id AS alertId, a.severity, a.rule_id AS ruleId, a.resident_id AS residentId FROM alert_events e JOIN alerts a ON a.id = e.alert_id WHERE e.rowid > ? ORDER BY e.rowid LIMIT ?'),
-      delivered: db.prepare('UPDATE alerts SET delivered_at = ? WHERE id = ?'),
-      active: db.prepare<[], AlertRow>("SELECT * FROM alerts WHERE state != 'resolved'"),
-      byId: db.prepare<[string], AlertRow>('SELECT * FROM alerts WHERE id = ?'),
-      undelivered: db.prepare<[], AlertRow>('SELECT * FROM alerts WHERE delivered_at IS NULL ORDER BY opened_at'),
-      forResident: db.prepare<[string, number], AlertRow>('SELECT * FROM alerts WHERE resident_id = ? ORDER BY opened_at DESC, rowid DESC LIMIT ?'),
-      states: db.prepare<[string], { rule_key: string, state: string }>('SELECT rule_key, state FROM rule_state WHERE resident_id = ?'),
-      saveState: db.prepare('INSERT INTO rule_state (resident_id, rule_key, state) VALUES (?, ?, ?) ON CONFLICT(resident_id, rule_key) DO UPDATE SET state = excluded.state'),
-      seen: db.prepare('INSERT INTO resident_seen (resident_id, last_ts) VALUES (?, ?) ON CONFLICT(resident_id) DO UPDATE SET last_ts = max(last_ts, excluded.last_ts)'),
-      allSeen: db.prepare<[], { resident_id: string, last_ts: number }>('SELECT resident_id, last_ts FROM resident_seen'),
-      openedBetween: db.prepare<[string, number, number], { n: number }>('SELECT count(*) AS n FROM alerts WHERE resident_id = ? AND opened_at >= ? AND opened_at < ?'),
-    }
+    this.store = new AlertStore(d.db)
+    this.o = {
+      liveHorizonS: 3600, recordHorizonS: 86400, flapCount: 3, flapWindowS: 3600, maxSnoozeS: 86400, timeZone: 'Asia/Shanghai', checkpointMs: 5000, primaryRuleSets: {},
+      ...d.options,
+    } as typeof this.o
     this.index = this.buildIndex()
     this.reload()
   }
 
   private buildIndex (): RuleIndex {
-    return new RuleIndex(this.d.activeRuleSets(), (id) => this.d.overrides(id))
+    const idx = new RuleIndex(this.d.activeRuleSets(), (id) => this.d.overrides(id))
+    let lookback = 0
+    for (const doc of idx.ruleSets) for (const r of doc.rules) {
+      if (r.kind === 'sustained') lookback = Math.max(lookback, (r.forS + (r.maxGapS ?? 0)) * 1000)
+      if (r.kind === 'rateOfChange') lookback = Math.max(lookback, r.withinS * 1000)
+      if (r.kind === 'nOfM' || r.kind === 'sustained' || r.kind === 'rateOfChange' || r.kind === 'threshold' || r.kind === 'classification') lookback = Math.max(lookback, (r.clear.holdDownS) * 1000)
+    }
+    this.retainMs = lookback + (this.o?.liveHorizonS ?? 3600) * 1000
+    return idx
   }
 
   /** (Re)loads what the engine keeps in memory from the database. */
   private reload (): void {
     this.open = new Map()
-    this.openPer = new Map()
-    this.meta = new Map()
-    this.clearing = new Map()
+    this.residents = new Map()
     this.lastNotified = new Map()
-    for (const row of this.s.active.all()) {
-      const a = fromRow(row)
-      this.setOpen(a)
-      if (row.clear_since !== null) this.clearing.set(a.id, row.clear_since)
-      this.lastNotified.set(a.id, row.last_notified_at ?? row.opened_at)
+    this.escalateFrom = new Map()
+    this.dirtyTimelines.clear()
+    for (const { alert, lastNotifiedAt, escalateFrom } of this.store.active()) {
+      this.setOpen(alert)
+      this.lastNotified.set(alert.id, lastNotifiedAt)
+      this.escalateFrom.set(alert.id, escalateFrom)
     }
-    this.lastSeen = new Map(this.s.allSeen.all().map((r) => [r.resident_id, r.last_ts]))
+    this.lastSeen = this.store.allSeen()
+  }
+
+  /**
+   * Feeds alerting from the spool as the cursor consumer `alerting`. Timelines are written
+   * every few seconds with a cursor of their own; after a restart the readings between the
+   * two cursors rebuild them (no verdicts: those were committed with the alerting cursor).
+   */
+  attachTo (spool: AlertSpool & { attach(c: { name: string, consume(rows: readonly EvaluatedReading[]): void, committed(): void, failed(err: Error): void }): void }): void {
+    this.spool = spool
+    spool.addConsumer(TIMELINE_CURSOR)
+    const from = spool.cursor(TIMELINE_CURSOR)
+    const to = spool.cursor('alerting')
+    let rebuilt = 0
+    if (to > from) {
+      for (let rows = spool.read(from, 5000); rows.length > 0 && rows[0]!.id <= to; rows = spool.read(rows[rows.length - 1]!.id, 5000)) {
+        for (const r of rows) if (r.id <= to) { this.place(r); rebuilt++ }
+        this.lastRowId = rows[rows.length - 1]!.id
+      }
+      this.lastRowId = to
+    } else this.lastRowId = Math.max(from, to)
+    if (rebuilt) this.log.info({ rebuilt }, 'alert timelines rebuilt from readings committed before the restart')
+    spool.attach({ name: 'alerting', consume: (rows) => this.consume(rows), committed: () => this.committed(), failed: (err) => this.failed(err) })
   }
 
   setNotifier (n: AlertNotifier): void { this.notifier = n }
 
-  /** The active rule sets or a resident's overrides or profile changed. */
-  rulesChanged (residentId?: string): void {
+  /**
+   * The active rule sets, a resident's overrides or profile changed. Open alerts of a rule
+   * that no longer applies end as withdrawn or superseded (never "resolved"), or carry over
+   * to the rule of the same concern in the new version when the newest reading still meets it.
+   */
+  rulesChanged (residentId?: string, actor = 'engine'): void {
     if (residentId) { this.index.forget(residentId); this.profiles.delete(residentId) } else { this.index = this.buildIndex(); this.profiles.clear() }
+    this.run(() => this.reconcile(actor, residentId))
   }
 
   get activeRuleSets (): readonly RuleSetDoc[] { return this.index.ruleSets }
@@ -172,218 +178,507 @@ export class AlertBook {
     return p ?? undefined
   }
 
-  private setOpen (a: Alert): void {
-    this.open.set(k(a.residentId, a.ruleKey), a)
-    this.openPer.set(a.residentId, (this.openPer.get(a.residentId) ?? 0) + 1)
+  preferences (residentId: string): Preferences {
+    let p = this.prefs.get(residentId)
+    if (!p) { p = this.store.preferences(residentId); this.prefs.set(residentId, p) }
+    return p
   }
 
-  /** A resident's rule states, loaded from the database on first use. */
-  private metasOf (residentId: string): Map<string, Meta> {
-    let metas = this.meta.get(residentId)
-    if (!metas) {
-      metas = new Map()
-      for (const row of this.s.states.all(residentId)) metas.set(row.rule_key, JSON.parse(row.state) as Meta)
-      this.meta.set(residentId, metas)
+  private timeZoneOf (residentId: string): string { return this.preferences(residentId).timeZone ?? this.o.timeZone }
+
+  /** Sets a resident's time zone and quiet hours ("22:00"–"07:00" in that zone; null for none). */
+  setPreferences (residentId: string, p: { timeZone?: string | null, quietHours?: { start: string, end: string } | null }, actor: string): Preferences {
+    const cur = { ...this.preferences(residentId) }
+    if (p.timeZone !== undefined) {
+      if (p.timeZone !== null) { try { new Intl.DateTimeFormat('en', { timeZone: p.timeZone }) } catch { throw new VitalmeshError('VM_BAD_REQUEST', `unknown time zone ${p.timeZone}`) } }
+      cur.timeZone = p.timeZone
     }
-    return metas
+    if (p.quietHours !== undefined) cur.quietHours = p.quietHours
+    this.store.transaction(() => this.store.savePreferences(residentId, cur))
+    this.prefs.set(residentId, cur)
+    this.log.info({ residentId, actor }, 'alert preferences changed')
+    return cur
   }
 
-  private metaOf (residentId: string, ruleKey: string, metas = this.metasOf(residentId)): Meta {
-    let m = metas.get(ruleKey)
-    if (!m) { m = { s: {} }; metas.set(ruleKey, m) }
-    return m
-  }
-
-  private newTx (): Tx { return { notify: new Map(), dirty: new Set(), seen: new Map(), residents: new Set() } }
-
-  /** Evaluates the readings of one spool commit, inside its transaction. */
-  prepare (rows: readonly EvaluatedReading[]): Tx {
-    const tx = this.newTx()
+  /** Snoozes a concern's warnings and notes for a bounded time; criticals are never snoozed. */
+  snooze (residentId: string, concern: Concern, seconds: number, actor: string): Preferences {
+    if (!(seconds > 0) || seconds > this.o.maxSnoozeS) throw new VitalmeshError('VM_BAD_REQUEST', `a snooze lasts between 1 s and ${this.o.maxSnoozeS} s`)
+    const cur = { ...this.preferences(residentId), snoozes: { ...this.preferences(residentId).snoozes } }
     const now = this.d.clock.now()
-    for (const r of rows) {
-      const p = this.profile(r.residentId)
-      if (!p) continue
-      const metas = this.metasOf(r.residentId)
-      for (const rule of this.index.rulesFor(p, now)) {
-        const m = this.metaOf(r.residentId, rule.key, metas)
-        const before = m.s.since
-        const v = rule.evaluate(r, m.s)
-        if (!v) continue
-        const kind = rule.rule.kind
-        if (kind === 'nOfM' || kind === 'rateOfChange' || kind === 'average' || (kind === 'sustained' && before !== m.s.since)) tx.dirty.add(k(r.residentId, rule.key))
-        this.apply(v, rule, p, r.ts, { deviceId: r.deviceId, seq: r.seq, ts: r.ts }, tx)
+    for (const [c, until] of Object.entries(cur.snoozes)) if (until <= now) delete cur.snoozes[c]
+    cur.snoozes[concern] = now + seconds * 1000
+    this.store.transaction(() => this.store.savePreferences(residentId, cur))
+    this.prefs.set(residentId, cur)
+    this.log.info({ residentId, concern, seconds, actor }, 'concern snoozed')
+    return cur
+  }
+
+  unsnooze (residentId: string, concern: string): Preferences {
+    const cur = { ...this.preferences(residentId), snoozes: { ...this.preferences(residentId).snoozes } }
+    delete cur.snoozes[concern]
+    this.store.transaction(() => this.store.savePreferences(residentId, cur))
+    this.prefs.set(residentId, cur)
+    return cur
+  }
+
+  private openOf (residentId: string): Map<string, Alert> | undefined { return this.open.get(residentId) }
+
+  private setOpen (a: Alert): void {
+    let m = this.open.get(a.residentId)
+    if (!m) this.open.set(a.residentId, m = new Map())
+    m.set(a.ruleKey, a)
+  }
+
+  private unsetOpen (a: Alert): void {
+    const m = this.open.get(a.residentId)
+    if (!m) return
+    m.delete(a.ruleKey)
+    if (m.size === 0) this.open.delete(a.residentId)
+  }
+
+  /** A resident's timeline, averages and rule lifecycles, loaded on first use. */
+  private stateOf (residentId: string): ResidentState {
+    let rs = this.residents.get(residentId)
+    if (rs) return rs
+    const saved = this.store.timeline(residentId)
+    rs = {
+      tl: saved ? Timeline.fromJSON(residentId, saved.readings) : new Timeline(),
+      st: new Map(Object.entries((saved?.ruleState ?? {}) as Record<string, RuleState>)),
+      life: this.store.lives(residentId),
+    }
+    // alerts opened before lifecycles were kept (older databases): give them one
+    for (const a of this.openOf(residentId)?.values() ?? []) {
+      if (!rs.life.get(a.ruleKey)?.open) {
+        const ts = a.reading?.ts ?? a.openedAt
+        rs.life.set(a.ruleKey, { opens: [ts], open: { severity: a.severity, openTs: ts, lastHoldTs: ts, clearSince: null, historic: a.historic, flapping: a.flapCount } })
       }
-      if ((tx.seen.get(r.residentId) ?? 0) < r.ts) tx.seen.set(r.residentId, r.ts)
     }
-    this.write(tx)
-    return tx
+    this.residents.set(residentId, rs)
+    return rs
   }
 
-  private write (tx: Tx): void {
-    for (const key of tx.dirty) {
-      const [residentId, ruleKey] = key.split('\u0000') as [string, string]
-      this.s.saveState.run(residentId, ruleKey, JSON.stringify(this.meta.get(residentId)!.get(ruleKey)))
-    }
-    for (const [res, ts] of tx.seen) {
-      this.s.seen.run(res, ts)
-      if ((this.lastSeen.get(res) ?? 0) < ts) this.lastSeen.set(res, ts)
-    }
+  private policy (rule: CompiledRule): Policy {
+    return { holdDownMs: rule.rule.clear.holdDownS * 1000, cooldownMs: rule.rule.cooldownS * 1000, flapCount: this.o.flapCount, flapWindowMs: this.o.flapWindowS * 1000 }
   }
 
-  commit (tx: Tx): void {
-    for (const a of tx.notify.values()) this.notify(a)
+  private newTx (): Tx { return { candidates: [], saved: new Map(), lives: new Set(), residents: new Set(), seen: new Map(), notify: [], digests: new Map() } }
+
+  /** Runs `fn` in a transaction with a fresh effect list, then carries out the effects. */
+  private run (fn: () => void): void {
+    const tx = this.tx = this.newTx()
+    try {
+      this.store.transaction(() => { fn(); this.finish(tx) })
+    } catch (err) {
+      this.tx = undefined
+      this.failed(err as Error)
+      throw err
+    }
+    this.committed()
+  }
+
+  /** The spool consumer: evaluates the readings of committed records, inside the transaction that moves alerting's cursor. */
+  consume (rows: readonly (EvaluatedReading & { id?: number })[]): void {
+    const tx = this.tx = this.newTx()
+    const now = this.d.clock.now()
+    // per resident, in reading time: a store-and-forward batch is one pass through the timeline
+    const by = new Map<string, EvaluatedReading[]>()
+    for (const r of rows) {
+      let l = by.get(r.residentId)
+      if (!l) by.set(r.residentId, l = [])
+      l.push(r)
+    }
+    for (const [residentId, list] of by) {
+      if (list.length > 1) list.sort((a, b) => a.ts - b.ts)
+      const p = this.profile(residentId)
+      if (!p) continue
+      for (const r of list) this.evaluate(r, p, now, tx)
+    }
+    const last = rows[rows.length - 1]?.id
+    if (last !== undefined) this.lastRowId = last
+    this.finish(tx)
+  }
+
+  /** Evaluates readings in a transaction of its own and carries out the effects (without a spool: tests, backtests, tools). */
+  feed (rows: readonly (EvaluatedReading & { id?: number })[]): void {
+    try {
+      this.store.transaction(() => this.consume(rows))
+    } catch (err) {
+      this.failed(err as Error)
+      throw err
+    }
+    this.committed()
+  }
+
+  /** After the consumer's transaction committed: send what it decided. */
+  committed (): void {
+    const tx = this.tx
+    this.tx = undefined
+    if (!tx) return
+    for (const a of tx.saved.values()) this.notifier.changed?.(a)
+    for (const a of tx.notify) this.notify(a)
+    for (const [res, alerts] of tx.digests) this.sendDigest(res, alerts)
     for (const res of tx.residents) this.publishStatus(res)
+    if (this.spool && this.d.clock.now() - this.checkpointedAt >= this.o.checkpointMs) this.checkpoint()
   }
 
-  /** The transaction failed: what was changed in memory is not in the database, so reload. */
-  rollback (): void {
-    this.log.warn('alert state rolled back with a failed commit; reloading it from the database')
+  /** The consumer's transaction failed: what changed in memory is not in the database, so reload. */
+  failed (err: Error): void {
+    this.tx = undefined
+    this.log.warn({ err: err.message }, 'alert state rolled back with a failed transaction; reloading it from the database')
     this.reload()
   }
 
-  private messages (rule: CompiledRule, v: { severity: Severity, detail: Detail }, resolved: boolean): Record<Language, string> {
-    const out = {} as Record<Language, string>
-    const r = rule.rule
-    const catTitle = (lang: Language): string | undefined => {
-      if (r.kind !== 'classification' || !v.detail.category) return undefined
-      return textIn(r.categories.find((c) => c.id === v.detail.category)?.title ?? v.detail.category, lang)
+  /** Writes the timelines that changed and moves their cursor (a crash rebuilds them from the spool after it). */
+  checkpoint (): void {
+    this.checkpointedAt = this.d.clock.now()
+    if (!this.spool) return
+    const ids = [...this.dirtyTimelines]
+    this.store.transaction(() => {
+      for (const id of ids) {
+        const rs = this.residents.get(id)
+        if (rs) this.store.saveTimeline(id, rs.tl.toJSON(), Object.fromEntries(rs.st))
+      }
+    })
+    this.dirtyTimelines.clear()
+    if (this.lastRowId > 0) this.spool.ack(TIMELINE_CURSOR, this.lastRowId)
+  }
+
+  /** Places a reading on its timeline without judging it (rebuilding after a restart). */
+  private place (r: EvaluatedReading): void {
+    if (this.d.clock.now() - r.ts > this.o.recordHorizonS * 1000) return
+    const p = this.profile(r.residentId)
+    if (!p) return
+    const rs = this.stateOf(r.residentId)
+    rs.tl.insert(r)
+    for (const rule of this.index.rulesFor(p, this.d.clock.now())) if (rule.rule.kind === 'average') rule.observe(r, this.ruleState(rs, rule.key))
+    rs.tl.trim(this.retainMs, MAX_TIMELINE)
+    this.dirtyTimelines.add(r.residentId)
+  }
+
+  private ruleState (rs: ResidentState, key: string): RuleState {
+    let st = rs.st.get(key)
+    if (!st) rs.st.set(key, st = {})
+    return st
+  }
+
+  private evaluate (r: EvaluatedReading, p: ResidentInfo, now: number, tx: Tx): void {
+    const age = now - r.ts
+    if ((tx.seen.get(r.residentId) ?? 0) < r.ts) tx.seen.set(r.residentId, r.ts)
+    const rules = this.index.rulesFor(p, now)
+    if (age > this.o.recordHorizonS * 1000) { this.recordOld(r, p, rules, now, tx); return }
+    const rs = this.stateOf(r.residentId)
+    const i = rs.tl.insert(r)
+    const tl = rs.tl.readings
+    const late = i < tl.length - 1
+    const ageClass = age > this.o.liveHorizonS * 1000 ? 'historic' : 'live'
+    this.dirtyTimelines.add(r.residentId)
+    const ref = { deviceId: r.deviceId, seq: r.seq, ts: r.ts }
+    for (const rule of rules) {
+      const st = rule.rule.kind === 'average' ? this.ruleState(rs, rule.key) : undefined
+      if (st) rule.observe(r, st)
+      const v = rule.evaluate(tl, i, st ?? {})
+      if (v) this.step(rs, rule, v, r, ref, ageClass, p, tx)
+      // a late reading may complete a window that ends at the newest reading (a batch that covers a sustained duration)
+      if (late && rule.windowed) {
+        const j = tl.length - 1
+        const vn = rule.evaluate(tl, j, {})
+        const n = tl[j]!
+        if (vn) this.step(rs, rule, vn, n, { deviceId: n.deviceId, seq: n.seq, ts: n.ts }, now - n.ts > this.o.liveHorizonS * 1000 ? 'historic' : 'live', p, tx)
+      }
     }
-    for (const lang of LANGUAGES) out[lang] = alertMessage(textIn(r.title, lang), describe(v.detail, lang, catTitle(lang)), v.severity, lang, resolved)
+    rs.tl.trim(this.retainMs, MAX_TIMELINE)
+  }
+
+  /** A reading beyond the record horizon: its verdicts go into the alert history, nothing else. */
+  private recordOld (r: EvaluatedReading, p: ResidentInfo, rules: readonly CompiledRule[], now: number, tx: Tx): void {
+    for (const rule of rules) {
+      if (rule.windowed || rule.rule.kind === 'average' || rule.rule.kind === 'noData') continue
+      const v = rule.evaluate([r], 0, {})
+      if (!v?.trigger) continue
+      const a = this.newAlert(rule, v, p, { deviceId: r.deviceId, seq: r.seq, ts: r.ts }, now, true, r)
+      a.state = 'recorded'
+      this.store.insert(a, null)
+      this.store.event(a.id, now, 'recorded', 'engine')
+      this.stats.recorded++
+      tx.saved.set(a.id, a)
+    }
+  }
+
+  private step (rs: ResidentState, rule: CompiledRule, v: Verdict, r: EvaluatedReading, ref: NonNullable<Alert['reading']>, age: 'live' | 'historic', p: ResidentInfo, tx: Tx): void {
+    const life = rs.life.get(rule.key)
+    if (!v.trigger && !life?.open) return // nothing to open, nothing open to clear: the common case, no allocation
+    const tl = rs.tl.readings
+    const firstClearAfter = (ts: number): number | null => {
+      let k = tl.length
+      while (k > 0 && tl[k - 1]!.ts > ts) k--
+      for (; k < tl.length; k++) { const x = rule.evaluate(tl, k, rs.st.get(rule.key) ?? {}); if (x && !x.trigger && !x.holds) return tl[k]!.ts }
+      return null
+    }
+    const out = onVerdict(life ?? {}, { ts: r.ts, trigger: v.trigger, holds: v.holds, severity: v.severity, age, firstClearAfter }, this.policy(rule))
+    this.apply(rs, rule, out, p, tx, { v, r, ref })
+  }
+
+  /** Carries out a lifecycle effect: the alert row, its history, and a notification candidate. */
+  private apply (rs: ResidentState, rule: CompiledRule | undefined, out: { life: RuleLife, effect: Effect }, p: { id: string }, tx: Tx, at?: { v: Verdict, r: EvaluatedReading, ref: NonNullable<Alert['reading']> }, ruleKey = rule?.key ?? ''): void {
+    const before = rs.life.get(ruleKey)
+    if (out.life !== before) { rs.life.set(ruleKey, out.life); tx.lives.add(`${p.id}\u0000${ruleKey}`) }
+    const now = this.d.clock.now()
+    const cur = this.openOf(p.id)?.get(ruleKey)
+    const e = out.effect
+    switch (e.kind) {
+      case 'none': case 'changed': return
+      case 'suppressed': this.stats.suppressed++; return
+      case 'open': {
+        if (!rule || !at) return
+        const info = this.profile(p.id)!
+        const a = this.newAlert(rule, at.v, info, at.ref, now, e.historic, at.r)
+        a.flapCount = e.flapping ? out.life.open?.flapping ?? 0 : 0
+        this.store.insert(a, e.historic ? null : now)
+        this.store.event(a.id, now, e.historic ? 'open:historic' : 'open', 'engine')
+        if (cur) { // cannot happen while life and open alerts agree; keep one active alert per rule
+          this.log.warn({ alertId: cur.id, ruleKey }, 'an alert was open without its lifecycle; ending it')
+          this.finishAlert(cur, 'resolved', now, 'engine')
+        }
+        this.setOpen(a)
+        this.lastNotified.set(a.id, now)
+        this.escalateFrom.set(a.id, e.historic ? null : now)
+        this.stats.opened++
+        if (e.historic) this.stats.historic++
+        tx.saved.set(a.id, a)
+        tx.candidates.push({ alert: a, kind: 'open', readingKey: `${at.ref.deviceId}\u0000${at.ref.seq}`, ruleSetId: rule.ruleSetId })
+        tx.residents.add(p.id)
+        return
+      }
+      case 'worse': case 'confirmed': {
+        if (!cur || !rule || !at) return
+        const wasHistoric = cur.historic
+        if (e.kind === 'worse') cur.severity = e.severity
+        cur.historic = out.life.open?.historic ?? false
+        Object.assign(cur, { state: 'open', acknowledgedAt: null, acknowledgedBy: null, detail: at.v.detail, reading: at.ref })
+        cur.messages = this.messagesFor(rule, at.v, cur.severity, at.r, cur.historic, p.id)
+        if (wasHistoric && !cur.historic) this.escalateFrom.set(cur.id, now)
+        this.store.save(cur, this.escalateFrom.get(cur.id) ?? null)
+        this.store.event(cur.id, now, e.kind === 'worse' ? `severity:${e.severity}` : 'confirmed', 'engine')
+        tx.saved.set(cur.id, cur)
+        tx.candidates.push({ alert: cur, kind: e.kind, readingKey: `${at.ref.deviceId}\u0000${at.ref.seq}`, ruleSetId: rule.ruleSetId })
+        tx.residents.add(p.id)
+        return
+      }
+      case 'flapping': {
+        if (!cur) return
+        cur.flapCount = e.count
+        this.store.save(cur, this.escalateFrom.get(cur.id) ?? null)
+        this.store.event(cur.id, now, `flapping:${e.count}`, 'engine')
+        this.stats.flapping++
+        tx.saved.set(cur.id, cur)
+        tx.residents.add(p.id)
+        return
+      }
+      case 'resolve': {
+        if (!cur) return
+        const title = rule ? rule.rule.title : cur.ruleKey
+        for (const lang of LANGUAGES) cur.messages[lang] = resolvedMessage(textIn(title, lang), lang)
+        cur.clearedFrom = e.clearSince
+        this.finishAlert(cur, 'resolved', now, 'engine')
+        this.stats.resolved++
+        tx.saved.set(cur.id, cur)
+        if (!e.historic) tx.candidates.push({ alert: cur, kind: 'resolved', readingKey: null, ruleSetId: cur.ruleSetId })
+        tx.residents.add(p.id)
+      }
+    }
+  }
+
+  private finishAlert (a: Alert, state: Alert['state'], now: number, actor: string, event: string = state): void {
+    a.state = state
+    a.resolvedAt = now
+    this.store.save(a, this.escalateFrom.get(a.id) ?? null)
+    this.store.event(a.id, now, event, actor)
+    this.unsetOpen(a)
+    this.lastNotified.delete(a.id)
+    this.escalateFrom.delete(a.id)
+  }
+
+  private newAlert (rule: CompiledRule, v: Verdict, p: ResidentInfo, ref: NonNullable<Alert['reading']>, now: number, historic: boolean, r: EvaluatedReading): Alert {
+    const messages = this.messagesFor(rule, v, v.severity, r, historic, p.id)
+    const lang = languageOf(p.language)
+    return {
+      id: randomUUID(), residentId: p.id, ruleSetId: rule.ruleSetId, ruleSetVersion: rule.ruleSetVersion, ruleId: rule.rule.id, ruleKey: rule.key, concern: rule.concern,
+      severity: v.severity, state: 'open', openedAt: now, acknowledgedAt: null, acknowledgedBy: null, resolvedAt: null,
+      message: messages[lang], messages, language: lang, reading: ref, detail: v.detail, escalatedAt: null,
+      historic, flapCount: 0, endedReason: null, closedAt: null, closedBy: null, clearedFrom: null,
+    }
+  }
+
+  private messagesFor (rule: CompiledRule, v: { detail: Detail }, severity: Severity, r: EvaluatedReading | undefined, historic: boolean, residentId: string): Record<Language, string> {
+    const out = {} as Record<Language, string>
+    const ru = rule.rule
+    const now = this.d.clock.now()
+    for (const lang of LANGUAGES) {
+      const cat = ru.kind === 'classification' && v.detail.category ? textIn(ru.categories.find((c) => c.id === v.detail.category)?.title ?? v.detail.category, lang) : undefined
+      const ctx: Parameters<typeof alertMessage>[0] = {
+        title: textIn(ru.title, lang), detail: describe(v.detail, lang, cat, ru.kind === 'classification'), concern: rule.concern, severity,
+      }
+      if (historic && r) ctx.historicAt = localTime(r.ts, this.timeZoneOf(residentId), now, lang)
+      if (r?.motion) ctx.motion = true
+      if (r?.confidence !== undefined && r.confidence < LOW_CONFIDENCE) ctx.lowConfidence = true
+      out[lang] = alertMessage(ctx, lang)
+    }
     return out
   }
 
-  private apply (v: Verdict, rule: CompiledRule, p: ResidentInfo, at: number, reading: Alert['reading'], tx: Tx): void {
-    if (!v.trigger && !this.openPer.has(p.id)) return // nothing to open, nothing open to resolve
-    const key = k(p.id, rule.key)
-    const cur = this.open.get(key)
-    const now = this.d.clock.now()
-    if (!cur) {
-      if (!v.trigger) return
-      const m = this.metaOf(p.id, rule.key)
-      if (m.cooldownUntil !== undefined && at < m.cooldownUntil) { this.stats.suppressed++; return }
-      const lang = languageOf(p.language)
-      const messages = this.messages(rule, v, false)
-      const a: Alert = {
-        id: randomUUID(), residentId: p.id, ruleSetId: rule.ruleSetId, ruleSetVersion: rule.ruleSetVersion, ruleId: rule.rule.id, ruleKey: rule.key,
-        severity: v.severity, state: 'open', openedAt: now, acknowledgedAt: null, acknowledgedBy: null, resolvedAt: null,
-        message: messages[lang], messages, language: lang, reading, detail: v.detail, escalatedAt: null,
-      }
-      this.s.insert.run({ ...a, messages: JSON.stringify(messages), reading: JSON.stringify(reading), detail: JSON.stringify(v.detail) })
-      this.s.event.run(a.id, now, 'open', 'engine')
-      this.setOpen(a)
-      this.lastNotified.set(a.id, now)
-      this.stats.opened++
-      tx.notify.set(a.id, a)
-      tx.residents.add(p.id)
-      return
+  /** Writes what the transaction changed and decides whom to tell. */
+  private finish (tx: Tx): void {
+    if (!this.spool) {
+      // no spool to rebuild them from: timelines are written with everything else
+      for (const id of this.dirtyTimelines) { const rs = this.residents.get(id); if (rs) this.store.saveTimeline(id, rs.tl.toJSON(), Object.fromEntries(rs.st)) }
+      this.dirtyTimelines.clear()
     }
-    const clearSince = this.clearing.get(cur.id) ?? null
-    if (v.holds) {
-      if (clearSince !== null) { this.clearing.delete(cur.id); this.s.clearSince.run(null, cur.id) }
-      if (v.trigger && RANK[v.severity] > RANK[cur.severity]) {
-        // worse than when it opened (e.g. stage 2 became crisis): tell the resident again, and ask for a new acknowledgement
-        const messages = this.messages(rule, v, false)
-        Object.assign(cur, { severity: v.severity, state: 'open', acknowledgedAt: null, acknowledgedBy: null, messages, message: messages[cur.language], detail: v.detail, reading })
-        this.saveAlert(cur)
-        this.s.event.run(cur.id, now, `severity:${v.severity}`, 'engine')
-        tx.notify.set(cur.id, cur)
-        tx.residents.add(p.id)
-      }
-      return
+    for (const key of tx.lives) {
+      const [residentId, ruleKey] = key.split('\u0000') as [string, string]
+      this.store.saveLife(residentId, ruleKey, this.residents.get(residentId)?.life.get(ruleKey))
     }
-    const since = clearSince ?? at
-    if (clearSince === null) { this.clearing.set(cur.id, since); this.s.clearSince.run(since, cur.id) }
-    if (at - since >= rule.rule.clear.holdDownS * 1000) this.resolve(cur, rule, p, at, tx)
-  }
-
-  private resolve (cur: Alert, rule: CompiledRule | undefined, p: { id: string }, at: number, tx: Tx): void {
+    for (const [res, ts] of tx.seen) {
+      this.store.seen(res, ts)
+      if ((this.lastSeen.get(res) ?? 0) < ts) this.lastSeen.set(res, ts)
+    }
+    if (tx.candidates.length === 0) return
     const now = this.d.clock.now()
-    const messages = {} as Record<Language, string>
-    for (const lang of LANGUAGES) messages[lang] = alertMessage(rule ? textIn(rule.rule.title, lang) : cur.ruleKey, '', cur.severity, lang, true)
-    Object.assign(cur, { state: 'resolved', resolvedAt: now, messages, message: messages[cur.language] })
-    this.saveAlert(cur)
-    this.s.event.run(cur.id, now, 'resolved', 'engine')
-    this.open.delete(k(p.id, cur.ruleKey))
-    const n = (this.openPer.get(p.id) ?? 1) - 1
-    if (n > 0) this.openPer.set(p.id, n); else this.openPer.delete(p.id)
-    this.clearing.delete(cur.id)
-    this.lastNotified.delete(cur.id)
-    const m = this.metaOf(p.id, cur.ruleKey)
-    const cooldown = rule?.rule.cooldownS ?? 0
-    if (cooldown > 0) { m.cooldownUntil = at + cooldown * 1000; tx.dirty.add(k(p.id, cur.ruleKey)) }
-    this.stats.resolved++
-    tx.notify.set(cur.id, cur)
-    tx.residents.add(p.id)
-  }
-
-  private saveAlert (a: Alert): void {
-    this.s.update.run({
-      id: a.id, severity: a.severity, state: a.state, resolvedAt: a.resolvedAt, acknowledgedAt: a.acknowledgedAt, acknowledgedBy: a.acknowledgedBy,
-      message: a.message, messages: JSON.stringify(a.messages), detail: JSON.stringify(a.detail),
-      clearSince: this.clearing.get(a.id) ?? null, escalatedAt: a.escalatedAt,
+    const plan = planNotifications(tx.candidates, {
+      now,
+      openOf: (res) => [...(this.openOf(res)?.values() ?? [])],
+      preferences: (res) => this.preferences(res),
+      timeZone: (res) => this.timeZoneOf(res),
+      primaryRuleSet: (res) => { const region = this.profile(res)?.region; return (region ? this.o.primaryRuleSets[region] : undefined) ?? this.o.primaryRuleSets['*'] },
     })
+    for (const { alert, reason, by } of plan.held) {
+      this.store.event(alert.id, now, reason === 'covered' ? `covered-by:${by}` : reason, 'engine')
+      if (reason === 'covered') this.stats.covered++
+      if (reason === 'snoozed') this.stats.snoozed++
+      if (reason === 'quiet-hours') { this.store.addDigest(alert.residentId, alert.id, now); this.stats.digested++ }
+    }
+    for (const a of plan.send) {
+      this.store.pending(a.id, now)
+      this.lastNotified.set(a.id, now)
+      tx.notify.push(a)
+    }
   }
 
   /**
    * The engine's own timer: no-data rules, hold-downs that ran out without new readings,
-   * re-notification of unacknowledged alerts and escalation of critical ones.
+   * re-notification of unacknowledged alerts, escalation of critical ones, and the digests
+   * of quiet hours that ended.
    */
   tick (): void {
-    const now = this.d.clock.now()
-    const tx = this.newTx()
     try {
-      this.d.db.transaction(() => {
-        if (this.index.hasNoData) for (const [res, last] of this.lastSeen) {
-          const p = this.profile(res)
-          if (!p) continue
-          for (const rule of this.index.rulesFor(p, now)) {
-            if (rule.rule.kind !== 'noData') continue
-            const silentForS = Math.max(0, Math.round((now - last) / 1000))
-            const silent = now - last >= rule.rule.forS * 1000
-            this.apply({ key: rule.key, rule, trigger: silent, holds: silent, severity: rule.rule.severity, detail: { values: {}, silentForS } }, rule, p, now, null, tx)
-          }
-        }
-        for (const a of [...this.open.values()]) {
-          const p = this.profile(a.residentId)
-          const rule = p ? this.index.rulesFor(p, now).find((c) => c.key === a.ruleKey) : undefined
-          if (!rule) {
-            // its rule set was deactivated or no longer applies to the resident: nothing would ever clear it
-            this.resolve(a, undefined, { id: a.residentId }, now, tx)
-            continue
-          }
-          const since = this.clearing.get(a.id)
-          if (since !== undefined && now - since >= rule.rule.clear.holdDownS * 1000) {
-            this.resolve(a, rule, { id: a.residentId }, now, tx)
-            continue
-          }
-          if (a.state !== 'open') continue
-          const every = this.d.options.renotifyS[a.severity] * 1000
-          const last = this.lastNotified.get(a.id) ?? a.openedAt
-          if (every > 0 && now - last >= every && !tx.notify.has(a.id)) {
-            this.lastNotified.set(a.id, now)
-            this.s.notified.run(now, a.id)
-            this.stats.renotified++
-            tx.notify.set(a.id, a)
-          }
-          if (a.severity === 'critical' && a.escalatedAt === null && now - a.openedAt >= this.d.options.escalateAfterS * 1000) this.escalate(a, now)
-        }
-        this.write(tx)
-      })()
+      this.run(() => this.timePassed())
     } catch (err) {
       this.log.error({ err }, 'alert timer failed')
-      this.reload()
-      return
     }
-    this.commit(tx)
+  }
+
+  private timePassed (): void {
+    const tx = this.tx!
+    const now = this.d.clock.now()
+    if (this.index.hasNoData) for (const [res, last] of this.lastSeen) {
+      const p = this.profile(res)
+      if (!p) continue
+      for (const rule of this.index.rulesFor(p, now)) {
+        if (rule.rule.kind !== 'noData') continue
+        const silentForS = Math.max(0, Math.round((now - last) / 1000))
+        const silent = now - last >= rule.rule.forS * 1000
+        const rs = this.stateOf(res)
+        const life = rs.life.get(rule.key)
+        if (!silent && !life?.open) continue
+        const v: Verdict = { key: rule.key, rule, trigger: silent, holds: silent, severity: rule.rule.severity, detail: { values: {}, silentForS } }
+        const out = onVerdict(life ?? {}, { ts: now, trigger: silent, holds: silent, severity: v.severity, age: 'live', firstClearAfter: () => null }, this.policy(rule))
+        this.apply(rs, rule, out, p, tx, { v, r: { deviceId: '', residentId: res, seq: -1, ts: now }, ref: { deviceId: '', seq: -1, ts: now } })
+      }
+    }
+    for (const [res, m] of [...this.open]) {
+      const p = this.profile(res)
+      for (const a of [...m.values()]) {
+        const rule = p ? this.index.rulesFor(p, now).find((c) => c.key === a.ruleKey) : undefined
+        if (!rule) continue // reconcile() ends alerts whose rule went away
+        const rs = this.stateOf(res)
+        const life = rs.life.get(a.ruleKey)
+        if (life?.open) {
+          const out = expire(life, now, this.policy(rule))
+          if (out.effect.kind !== 'none') { this.apply(rs, rule, out, { id: res }, tx); if (out.effect.kind === 'resolve') continue }
+        }
+        if (a.state !== 'open') continue
+        const every = this.d.options.renotifyS[a.severity] * 1000
+        const last = this.lastNotified.get(a.id) ?? a.openedAt
+        if (every > 0 && now - last >= every && !a.historic && a.flapCount === 0) {
+          this.lastNotified.set(a.id, now)
+          this.store.pending(a.id, now)
+          this.stats.renotified++
+          tx.notify.push(a)
+        }
+        const from = this.escalateFrom.get(a.id)
+        if (a.severity === 'critical' && a.escalatedAt === null && from !== null && from !== undefined && now - from >= this.d.options.escalateAfterS * 1000) this.escalate(a, now)
+      }
+    }
+    // quiet hours that ended: one message with what was held
+    for (const res of this.store.digestResidents()) {
+      if (inQuietHours(this.preferences(res).quietHours, this.timeZoneOf(res), now)) continue
+      const held = this.store.takeDigest(res).map((x) => this.store.get(x.alertId)).filter((a): a is Alert => a !== undefined)
+      if (held.length) tx.digests.set(res, held)
+    }
+  }
+
+  /** Ends or carries over the open alerts whose rule no longer applies (see rulesChanged). */
+  private reconcile (actor: string, only?: string): void {
+    const tx = this.tx!
+    const now = this.d.clock.now()
+    for (const [res, m] of [...this.open]) {
+      if (only && res !== only) continue
+      const p = this.profile(res)
+      const rules = p ? this.index.rulesFor(p, now) : []
+      for (const a of [...m.values()]) {
+        if (rules.some((c) => c.key === a.ruleKey && c.ruleSetVersion === a.ruleSetVersion)) continue
+        const rs = this.stateOf(res)
+        const life = rs.life.get(a.ruleKey) ?? {}
+        const successor = rules.find((c) => c.ruleSetId === a.ruleSetId && c.rule.id === a.ruleId) ?? rules.find((c) => c.ruleSetId === a.ruleSetId && c.concern === a.concern)
+        if (successor) {
+          const tl = rs.tl.readings
+          let v: Verdict | undefined
+          for (let j = tl.length - 1; j >= 0 && !v; j--) v = successor.evaluate(tl, j, rs.st.get(successor.key) ?? {})
+          if (v && (v.trigger || v.holds)) {
+            // the new version still sees it: the same alert goes on under the new rule, and nobody is told anything new
+            const from = a.ruleSetVersion
+            rs.life.delete(a.ruleKey); tx.lives.add(`${res}\u0000${a.ruleKey}`)
+            this.unsetOpen(a)
+            Object.assign(a, { ruleKey: successor.key, ruleId: successor.rule.id, ruleSetVersion: successor.ruleSetVersion, concern: successor.concern })
+            if (v.trigger && RANK[v.severity] > RANK[a.severity]) a.severity = v.severity
+            rs.life.set(a.ruleKey, life); tx.lives.add(`${res}\u0000${a.ruleKey}`)
+            this.setOpen(a)
+            this.store.save(a, this.escalateFrom.get(a.id) ?? null)
+            this.store.event(a.id, now, `carried-over:${from}->${successor.ruleSetVersion}`, actor)
+            tx.saved.set(a.id, a)
+            continue
+          }
+        }
+        const reason = successor ? 'superseded' : 'withdrawn'
+        const title = successor ? successor.rule.title : a.ruleKey
+        for (const lang of LANGUAGES) a.messages[lang] = endedMessage(typeof title === 'string' ? title : textIn(title, lang), reason, successor?.ruleSetVersion, lang)
+        a.message = a.messages[a.language]
+        a.endedReason = successor ? `superseded by ${a.ruleSetId} version ${successor.ruleSetVersion}` : `rule set ${a.ruleSetId} withdrawn`
+        rs.life.set(a.ruleKey, end(life)); tx.lives.add(`${res}\u0000${a.ruleKey}`)
+        this.finishAlert(a, reason, now, actor, `${reason}:${a.endedReason}`)
+        this.stats.ended++
+        tx.saved.set(a.id, a)
+        tx.residents.add(res)
+      }
+    }
   }
 
   private escalate (a: Alert, now: number): void {
     a.escalatedAt = now
-    this.saveAlert(a)
+    this.store.save(a, this.escalateFrom.get(a.id) ?? null)
     const p = this.profile(a.residentId)
     const endpoint = p?.hospitalId ? this.d.hospitalEndpoint(p.hospitalId) : undefined
     if (!endpoint) {
-      this.s.event.run(a.id, now, 'escalation-skipped:no-hospital-endpoint', 'engine')
+      this.store.event(a.id, now, 'escalation-skipped:no-hospital-endpoint', 'engine')
       this.log.warn({ alertId: a.id, residentId: a.residentId }, 'critical alert not acknowledged, but the resident has no hospital with a webhook')
       return
     }
@@ -392,56 +687,81 @@ export class AlertBook {
       reason: `critical alert not acknowledged within ${this.d.options.escalateAfterS} s`,
       hospitalId: p!.hospitalId,
       resident: { id: a.residentId },
-      alert: { id: a.id, ruleKey: a.ruleKey, ruleSetVersion: a.ruleSetVersion, severity: a.severity, state: a.state, openedAt: new Date(a.openedAt).toISOString(), message: a.messages.en, detail: a.detail, reading: a.reading },
+      alert: { id: a.id, ruleKey: a.ruleKey, ruleSetVersion: a.ruleSetVersion, concern: a.concern, severity: a.severity, state: a.state, openedAt: new Date(a.openedAt).toISOString(), message: a.messages.en, detail: a.detail, reading: a.reading, readingAt: a.reading ? new Date(a.reading.ts).toISOString() : null },
     })
     this.d.enqueueWebhook({ sink: 'hospital-escalation', url: endpoint.url, headers: endpoint.token ? { authorization: `Bearer ${endpoint.token}` } : {}, body, idempotencyKey: `escalation:${a.id}` })
-    this.s.event.run(a.id, now, 'escalated', 'engine')
+    this.store.event(a.id, now, 'escalated', 'engine')
     this.stats.escalated++
   }
 
   /** A resident (or an operator) acknowledges an alert. Idempotent. */
   acknowledge (alertId: string, actor: string, residentId?: string): Alert {
-    const row = this.s.byId.get(alertId)
-    if (!row || (residentId !== undefined && row.resident_id !== residentId)) throw new VitalmeshError('VM_NOT_FOUND', `no alert ${alertId} for this resident`)
-    const a = this.open.get(k(row.resident_id, row.rule_key))
-    if (!a || a.id !== alertId || a.state !== 'open') return fromRow(row)
-    const now = this.d.clock.now()
-    const tx = this.newTx()
-    this.d.db.transaction(() => {
+    const row = this.store.get(alertId)
+    if (!row || (residentId !== undefined && row.residentId !== residentId)) throw new VitalmeshError('VM_NOT_FOUND', `no alert ${alertId} for this resident`)
+    const a = this.openOf(row.residentId)?.get(row.ruleKey)
+    if (!a || a.id !== alertId || a.state !== 'open') return row
+    this.run(() => {
+      const now = this.d.clock.now()
       Object.assign(a, { state: 'acknowledged', acknowledgedAt: now, acknowledgedBy: actor })
-      this.saveAlert(a)
-      this.s.event.run(a.id, now, 'acknowledged', actor)
-    })()
-    this.stats.acknowledged++
-    tx.notify.set(a.id, a)
-    tx.residents.add(a.residentId)
-    this.commit(tx)
+      this.store.save(a, this.escalateFrom.get(a.id) ?? null)
+      this.store.event(a.id, now, 'acknowledged', actor)
+      this.stats.acknowledged++
+      this.tx!.saved.set(a.id, a)
+      this.tx!.residents.add(a.residentId)
+    })
+    return a
+  }
+
+  /** Someone handling it closes an alert whose standard was withdrawn or replaced (criticals stay in view until then). */
+  close (alertId: string, actor: string, reason: string): Alert {
+    const a = this.store.get(alertId)
+    if (!a) throw new VitalmeshError('VM_NOT_FOUND', `no alert ${alertId}`)
+    if (a.state !== 'withdrawn' && a.state !== 'superseded') throw new VitalmeshError('VM_CONFLICT', `alert ${alertId} is ${a.state}: only withdrawn or superseded alerts are closed by hand`)
+    if (a.closedAt !== null) return a
+    this.run(() => {
+      const now = this.d.clock.now()
+      a.closedAt = now
+      a.closedBy = actor
+      this.store.save(a, null)
+      this.store.event(a.id, now, `closed:${reason.slice(0, 200)}`, actor)
+      this.tx!.saved.set(a.id, a)
+    })
     return a
   }
 
   private notify (a: Alert): void {
+    // in the resident's language at the time of sending, not the one it was opened in
+    const lang = languageOf(this.profile(a.residentId)?.language ?? a.language)
+    a.language = lang
+    a.message = a.messages[lang]
     this.notifier.alert(a, () => {
       this.deliveredPending.push(a.id)
-      this.deliveredTimer ??= setTimeout(() => this.flushDelivered(), 50)
+      this.deliveredTimer ??= this.d.clock.setTimeout(() => this.flushDelivered(), 50)
     })
   }
 
+  private sendDigest (residentId: string, alerts: Alert[]): void {
+    const lang = languageOf(this.profile(residentId)?.language)
+    const lines = alerts.map((a) => `• ${a.messages[lang]}`)
+    const head = lang === 'zh-CN' ? `免打扰时段内有 ${alerts.length} 条提醒：` : `${alerts.length} alert${alerts.length === 1 ? '' : 's'} during your quiet hours:`
+    this.notifier.digest?.(residentId, { residentId, alerts, message: [head, ...lines].join('\n'), language: lang })
+  }
+
   private publishStatus (residentId: string): void {
-    const active = [...this.open.values()].filter((a) => a.residentId === residentId)
-      .map((a) => ({ id: a.id, ruleKey: a.ruleKey, severity: a.severity, state: a.state, openedAt: a.openedAt, message: a.message }))
+    const active = [...(this.openOf(residentId)?.values() ?? [])]
+      .map((a) => ({ id: a.id, ruleKey: a.ruleKey, concern: a.concern, severity: a.severity, state: a.state, openedAt: a.openedAt, historic: a.historic, message: a.messages[languageOf(this.profile(residentId)?.language)] }))
     const worst = active.reduce<Severity | null>((w, a) => (w === null || RANK[a.severity] > RANK[w] ? a.severity : w), null)
     this.notifier.status(residentId, { residentId, worst, active, updatedAt: this.d.clock.now() })
   }
 
   flushDelivered (): void {
-    if (this.deliveredTimer) clearTimeout(this.deliveredTimer)
+    this.d.clock.clearTimeout(this.deliveredTimer)
     this.deliveredTimer = undefined
     const ids = this.deliveredPending
     if (ids.length === 0) return
     this.deliveredPending = []
-    const now = this.d.clock.now()
     try {
-      this.d.db.transaction(() => { for (const id of ids) this.s.delivered.run(now, id) })()
+      this.store.transaction(() => this.store.delivered(ids, this.d.clock.now()))
     } catch (err) {
       this.log.error({ err }, 'could not record alert delivery; the alerts will be re-sent after a restart')
     }
@@ -449,68 +769,47 @@ export class AlertBook {
 
   /** Re-sends the notifications a crash interrupted; an alert already delivered is not sent again. */
   resendUndelivered (): number {
-    const rows = this.s.undelivered.all()
-    for (const row of rows) this.notify(fromRow(row))
+    const rows = this.store.undelivered()
+    for (const a of rows) this.notify(a)
     if (rows.length) this.log.info({ count: rows.length }, 're-sending alerts whose delivery was interrupted')
     return rows.length
   }
 
   start (): void {
-    const loop = (): void => { this.tick(); this.tickTimer = setTimeout(loop, this.d.options.tickMs) }
-    this.tickTimer = setTimeout(loop, this.d.options.tickMs)
+    const loop = (): void => { this.tick(); this.tickTimer = this.d.clock.setTimeout(loop, this.d.options.tickMs) }
+    this.tickTimer = this.d.clock.setTimeout(loop, this.d.options.tickMs)
   }
 
   stop (): void {
-    if (this.tickTimer) clearTimeout(this.tickTimer)
+    this.d.clock.clearTimeout(this.tickTimer)
     this.tickTimer = undefined
     this.flushDelivered()
+    if (this.spool) this.checkpoint()
   }
 
+  /** Open and acknowledged alerts. */
   activeAlerts (residentId?: string): Alert[] {
-    const all = [...this.open.values()]
-    return residentId ? all.filter((a) => a.residentId === residentId) : all
+    if (residentId) return [...(this.openOf(residentId)?.values() ?? [])]
+    const out: Alert[] = []
+    for (const m of this.open.values()) for (const a of m.values()) out.push(a)
+    return out
   }
 
-  forResident (residentId: string, limit = 100): Alert[] {
-    return this.s.forResident.all(residentId, limit).map(fromRow)
+  /** What someone must still look at: active alerts, and criticals whose standard was withdrawn until a person closes them. */
+  needingAttention (residentIds?: (id: string) => boolean): Alert[] {
+    const all = [...this.activeAlerts(), ...this.store.attention()]
+    return residentIds ? all.filter((a) => residentIds(a.residentId)) : all
   }
+
+  forResident (residentId: string, limit = 100): Alert[] { return this.store.forResident(residentId, limit) }
 
   /** How many alerts opened for a resident in [from, to) (window summaries report it). */
-  openedBetween (residentId: string, from: number, to: number): number {
-    return this.s.openedBetween.get(residentId, from, to)!.n
-  }
+  openedBetween (residentId: string, from: number, to: number): number { return this.store.openedBetween(residentId, from, to) }
 
-  get (alertId: string): Alert | undefined {
-    const row = this.s.byId.get(alertId)
-    return row && fromRow(row)
-  }
+  get (alertId: string): Alert | undefined { return this.store.get(alertId) }
 
-  history (alertId: string): { at: number, state: string, actor: string }[] {
-    return this.s.events.all(alertId)
-  }
+  history (alertId: string): { at: number, state: string, actor: string }[] { return this.store.history(alertId) }
 
-  /**
-   * The append-only log of alert state changes after position `after`, oldest first, for
-   * consumers that copy it elsewhere with their own cursor (the InfluxDB export).
-   */
-  eventsAfter (after: number, limit: number): AlertEvent[] {
-    return this.s.eventsAfter.all(after, limit)
-  }
-}
-
-export interface AlertEvent { position: number, at: number, state: string, alertId: string, severity: Severity, ruleId: string, residentId: string }
-
-interface AlertRow {
-  id: string, resident_id: string, rule_set_id: string, rule_set_version: string, rule_id: string, rule_key: string, severity: Severity, state: AlertState,
-  opened_at: number, resolved_at: number | null, ack_at: number | null, ack_by: string | null, message: string, messages: string, language: string,
-  reading: string | null, detail: string, clear_since: number | null, last_notified_at: number | null, escalated_at: number | null
-}
-
-function fromRow (r: AlertRow): Alert {
-  return {
-    id: r.id, residentId: r.resident_id, ruleSetId: r.rule_set_id, ruleSetVersion: r.rule_set_version, ruleId: r.rule_id, ruleKey: r.rule_key || `${r.rule_set_id}/${r.rule_id}`,
-    severity: r.severity, state: r.state, openedAt: r.opened_at, acknowledgedAt: r.ack_at, acknowledgedBy: r.ack_by, resolvedAt: r.resolved_at,
-    message: r.message, messages: JSON.parse(r.messages) as Record<Language, string>, language: languageOf(r.language),
-    reading: r.reading ? JSON.parse(r.reading) as Alert['reading'] : null, detail: JSON.parse(r.detail) as Detail, escalatedAt: r.escalated_at,
-  }
+  /** The append-only log of alert state changes after position `after`, oldest first (the InfluxDB export). */
+  eventsAfter (after: number, limit: number): AlertEvent[] { return this.store.eventsAfter(after, limit) }
 }

@@ -1,5 +1,5 @@
 import type { Reading } from '../core/index.ts'
-import type { Condition, Metric, Rule, RuleSetDoc, Severity, Audience } from './ruleset.ts'
+import { concernOf, type Concern, type Condition, type Metric, type Rule, type RuleSetDoc, type Severity, type Audience } from './ruleset.ts'
 
 /** What the engine knows of a resident to pick rule sets by audience. */
 export interface ResidentProfile {
@@ -9,15 +9,12 @@ export interface ResidentProfile {
   region: string | null
 }
 
-/** Per-resident, per-rule state; plain JSON so it can be stored with the commit that changed it. */
+/**
+ * What a rule keeps besides the resident's timeline: only the average's buckets (sums by
+ * time bucket, so the order readings arrive in does not matter). Every other rule is a
+ * function of the timeline. Plain JSON, checkpointed with the timeline.
+ */
 export interface RuleState {
-  /** sustained: ts when the condition became true */
-  since?: number | null
-  /** nOfM: the last m results as bits, newest in bit 0, and how many were recorded */
-  bits?: number
-  count?: number
-  /** rateOfChange: recent [ts, value] pairs */
-  w?: [number, number][]
   /** average: buckets [start, nBp, sumSys, sumDia, nHr, sumHr] */
   b?: [number, number, number, number, number, number][]
 }
@@ -47,8 +44,25 @@ export interface CompiledRule {
   ruleSetId: string
   ruleSetVersion: string
   rule: Rule
-  /** evaluates a reading; undefined when the reading lacks what the rule needs */
-  evaluate(r: Reading, st: RuleState): Verdict | undefined
+  concern: Concern
+  /** rules whose verdict at a reading depends on other readings of the timeline */
+  windowed: boolean
+  /** how far back in reading time the rule looks from a reading (the timeline keeps at least this) */
+  lookbackMs: number
+  /**
+   * The verdict at reading `i` of a resident's timeline (readings in reading time, all the
+   * resident's devices); undefined when the reading lacks what the rule needs or is taken
+   * during an activity the rule skips.
+   */
+  evaluate(tl: readonly Reading[], i: number, st: RuleState): Verdict | undefined
+  /** records a reading in the rule's own state (averages); called once per reading */
+  observe(r: Reading, st: RuleState): void
+  /**
+   * One rule on its own: records the reading in `st` (its own little timeline, in reading
+   * time) and returns the verdict at it. For callers that judge single readings or one rule
+   * (the forwarder's category, the device simulator, tests); the engine uses `evaluate`.
+   */
+  evaluateOne(r: Reading, st: RuleState & { tl?: Reading[] }): Verdict | undefined
 }
 
 export interface Override { value?: number, min?: number, max?: number, forS?: number }
@@ -129,14 +143,28 @@ export function compileRule (doc: Pick<RuleSetDoc, 'id' | 'version'>, original: 
   const rule = applyOverride(original, override)
   const key = `${doc.id}/${rule.id}`
   const h = rule.clear.hysteresis
-  const base = { key, ruleSetId: doc.id, ruleSetVersion: doc.version, rule }
+  const skip = rule.skipActivities?.length ? new Set(rule.skipActivities) : undefined
+  const skipped = (r: Reading): boolean => skip !== undefined && r.activity !== undefined && skip.has(r.activity)
+  const lookbackMs = rule.kind === 'sustained' ? rule.forS * 1000 : rule.kind === 'rateOfChange' ? rule.withinS * 1000 : 0
+  const windowed = rule.kind === 'sustained' || rule.kind === 'nOfM' || rule.kind === 'rateOfChange'
+  const evaluateOne = (r: Reading, st: RuleState & { tl?: Reading[] }): Verdict | undefined => {
+    if (!windowed) { self.observe(r, st); return self.evaluate([r], 0, st) }
+    const tl = (st.tl ??= [])
+    let i = tl.length
+    while (i > 0 && tl[i - 1]!.ts > r.ts) i--
+    tl.splice(i, 0, r)
+    const keep = lookbackMs + (rule.kind === 'sustained' ? (rule.maxGapS ?? 0) * 1000 : 0)
+    while (tl.length > 64 && tl[0]!.ts < tl[tl.length - 1]!.ts - keep) { tl.shift(); i-- }
+    return self.evaluate(tl, i, st)
+  }
+  const base = { key, ruleSetId: doc.id, ruleSetVersion: doc.version, rule, concern: concernOf(rule), windowed, lookbackMs, observe: (): void => {}, evaluateOne }
   const verdict = (c: CompiledRule, trigger: boolean, holds: boolean, severity: Severity, detail: Detail): Verdict =>
     ({ key, rule: c, trigger, holds: holds || trigger, severity, detail })
   let self: CompiledRule
   switch (rule.kind) {
     case 'threshold': {
       const t = compileAll(rule.when, 0); const relaxed = compileAll(rule.when, h)
-      self = { ...base, evaluate: (r) => { const v = t(r); if (v === undefined) return undefined; return verdict(self, v, relaxed(r) === true, rule.severity, { values: valuesOf(r) }) } }
+      self = { ...base, evaluate: (tl, i) => { const r = tl[i]!; if (skipped(r)) return undefined; const v = t(r); if (v === undefined) return undefined; return verdict(self, v, relaxed(r) === true, rule.severity, { values: valuesOf(r) }) } }
       break
     }
     case 'classification': {
@@ -153,8 +181,9 @@ export function compileRule (doc: Pick<RuleSetDoc, 'id' | 'version'>, original: 
       }
       self = {
         ...base,
-        evaluate: (r) => {
-          if (r.sys === undefined || r.dia === undefined) return undefined
+        evaluate: (tl, i) => {
+          const r = tl[i]!
+          if (r.sys === undefined || r.dia === undefined || skipped(r)) return undefined
           // the category is the higher of the SBP and DBP categories
           const level = Math.max(levelOf(r.sys, 'sys', 0), levelOf(r.dia, 'dia', 0))
           const relaxedLevel = h > 0 ? Math.max(levelOf(r.sys, 'sys', h), levelOf(r.dia, 'dia', h)) : level
@@ -168,14 +197,28 @@ export function compileRule (doc: Pick<RuleSetDoc, 'id' | 'version'>, original: 
     case 'sustained': {
       const t = compileAll(rule.when, 0); const relaxed = compileAll(rule.when, h)
       const forMs = rule.forS * 1000
+      const maxGapMs = rule.maxGapS !== undefined ? rule.maxGapS * 1000 : Infinity
       self = {
         ...base,
-        evaluate: (r, st) => {
+        evaluate: (tl, i) => {
+          const r = tl[i]!
+          if (skipped(r)) return undefined
           const v = t(r)
           if (v === undefined) return undefined
-          if (!v) st.since = null
-          else if (st.since === undefined || st.since === null) st.since = r.ts
-          const trigger = v && r.ts - st.since! >= forMs
+          // the condition must have held at every reading back to forS before this one, with no gap longer than maxGapS
+          let start = r.ts
+          if (v) {
+            let prev = r.ts
+            for (let j = i - 1; j >= 0 && r.ts - start < forMs; j--) {
+              const x = tl[j]!
+              if (skipped(x)) continue
+              const vx = t(x)
+              if (vx === undefined) continue
+              if (!vx || prev - x.ts > maxGapMs) break
+              start = prev = x.ts
+            }
+          }
+          const trigger = v && r.ts - start >= forMs
           return verdict(self, trigger, relaxed(r) === true, rule.severity, { values: valuesOf(r) })
         },
       }
@@ -183,16 +226,24 @@ export function compileRule (doc: Pick<RuleSetDoc, 'id' | 'version'>, original: 
     }
     case 'nOfM': {
       const t = compileAll(rule.when, 0)
-      const mask = rule.m >= 32 ? 0xffffffff : (1 << rule.m) - 1
       self = {
         ...base,
-        evaluate: (r, st) => {
+        evaluate: (tl, i) => {
+          const r = tl[i]!
+          if (skipped(r)) return undefined
           const v = t(r)
           if (v === undefined) return undefined
-          st.bits = (((st.bits ?? 0) << 1) | (v ? 1 : 0)) & mask
-          st.count = Math.min(rule.m, (st.count ?? 0) + 1)
-          let ones = 0
-          for (let b = st.bits; b; b &= b - 1) ones++
+          // the last m evaluated readings up to this one, in reading time
+          let ones = v ? 1 : 0
+          let seen = 1
+          for (let j = i - 1; j >= 0 && seen < rule.m; j--) {
+            const x = tl[j]!
+            if (skipped(x)) continue
+            const vx = t(x)
+            if (vx === undefined) continue
+            seen++
+            if (vx) ones++
+          }
           return verdict(self, ones >= rule.n, ones >= rule.n, rule.severity, { values: valuesOf(r) })
         },
       }
@@ -202,14 +253,17 @@ export function compileRule (doc: Pick<RuleSetDoc, 'id' | 'version'>, original: 
       const withinMs = rule.withinS * 1000
       self = {
         ...base,
-        evaluate: (r, st) => {
+        evaluate: (tl, i) => {
+          const r = tl[i]!
+          if (skipped(r)) return undefined
           const x = metricOf(r, rule.metric)
           if (x === undefined) return undefined
-          const w = (st.w ??= [])
-          while (w.length > 0 && (r.ts - w[0]![0] > withinMs || w.length >= 64)) w.shift()
           let change = 0
-          for (const [, y] of w) change = Math.max(change, rule.direction === 'rise' ? x - y : y - x)
-          w.push([r.ts, x])
+          for (let j = i - 1; j >= 0 && r.ts - tl[j]!.ts <= withinMs; j--) {
+            if (skipped(tl[j]!)) continue
+            const y = metricOf(tl[j]!, rule.metric)
+            if (y !== undefined) change = Math.max(change, rule.direction === 'rise' ? x - y : y - x)
+          }
           return verdict(self, change >= rule.delta, change >= rule.delta - h, rule.severity, { values: valuesOf(r), change })
         },
       }
@@ -217,7 +271,7 @@ export function compileRule (doc: Pick<RuleSetDoc, 'id' | 'version'>, original: 
     }
     case 'noData': {
       // judged on the engine's timer; a reading only ever clears it
-      self = { ...base, evaluate: (r) => verdict(self, false, false, rule.severity, { values: valuesOf(r) }) }
+      self = { ...base, evaluate: (tl, i) => verdict(self, false, false, rule.severity, { values: valuesOf(tl[i]!) }) }
       break
     }
     case 'score': {
@@ -227,7 +281,9 @@ export function compileRule (doc: Pick<RuleSetDoc, 'id' | 'version'>, original: 
       }
       self = {
         ...base,
-        evaluate: (r) => {
+        evaluate: (tl, i) => {
+          const r = tl[i]!
+          if (skipped(r)) return undefined
           const scores: Detail['scores'] = {}
           if (rule.bands.sys && r.sys !== undefined) scores.sys = score(r.sys, rule.bands.sys)
           if (rule.bands.hr && r.hr !== undefined) scores.hr = score(r.hr, rule.bands.hr)
@@ -243,16 +299,22 @@ export function compileRule (doc: Pick<RuleSetDoc, 'id' | 'version'>, original: 
       const bucketMs = Math.max(60_000, Math.floor(windowMs / 168))
       self = {
         ...base,
-        evaluate: (r, st) => {
-          if (r.hr === undefined && r.sys === undefined) return undefined
+        observe: (r, st) => {
+          if ((r.hr === undefined && r.sys === undefined) || skipped(r)) return
           const b = (st.b ??= [])
           const start = r.ts - (r.ts % bucketMs)
+          if (b.length > 0 && start <= b[b.length - 1]![0] - windowMs) return // older than the window: counts in no average
           let cur = b.find((x) => x[0] === start)
           if (!cur) { cur = [start, 0, 0, 0, 0, 0]; b.push(cur); b.sort((x, y) => x[0] - y[0]) }
           if (r.sys !== undefined && r.dia !== undefined) { cur[1]++; cur[2] += r.sys; cur[3] += r.dia }
           if (r.hr !== undefined) { cur[4]++; cur[5] += r.hr }
           const newest = b[b.length - 1]![0]
           while (b.length > 0 && b[0]![0] <= newest - windowMs) b.shift()
+        },
+        evaluate: (tl, i, st) => {
+          const r = tl[i]!
+          if ((r.hr === undefined && r.sys === undefined) || skipped(r)) return undefined
+          const b = st.b ?? []
           let nBp = 0; let sSys = 0; let sDia = 0; let nHr = 0; let sHr = 0
           for (const x of b) { nBp += x[1]; sSys += x[2]; sDia += x[3]; nHr += x[4]; sHr += x[5] }
           const avg: Detail['average'] = { n: Math.max(nBp, nHr) }

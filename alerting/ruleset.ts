@@ -17,6 +17,13 @@ export const ConditionSchema = z.union([
 ])
 export type Condition = z.infer<typeof ConditionSchema>
 
+/**
+ * What a rule is about. Several rule sets may judge the same reading; the resident hears
+ * once per reading and concern (the most severe verdict), clinicians see every verdict.
+ */
+export const ConcernSchema = z.enum(['bp-high', 'bp-low', 'hr-high', 'hr-low', 'hr', 'bp-average', 'score', 'no-data', 'other'])
+export type Concern = z.infer<typeof ConcernSchema>
+
 const Text = z.union([z.string(), z.strictObject({ en: z.string(), 'zh-CN': z.string().optional() })])
 
 const LowerBound = z.strictObject({ op: z.enum(['>', '>=']), value: z.number() })
@@ -37,7 +44,9 @@ const common = {
     hysteresis: z.number().min(0).default(0).describe('a threshold must be crossed back by this much before the alert may clear'),
     holdDownS: z.number().min(0).default(0).describe('the condition must stay false this long before the alert resolves'),
   }).prefault({}),
-  cooldownS: z.number().min(0).default(0).describe('after resolving, the same alert does not open again for this long'),
+  cooldownS: z.number().min(0).default(0).describe('after resolving, the same alert does not open again for this long (in reading time); never for a worse severity, never for a critical'),
+  concern: ConcernSchema.optional().describe('what the rule is about; a resident gets one notification per reading and concern (default: from the rule\'s kind and metrics)'),
+  skipActivities: z.array(ActivitySchema).optional().describe('readings taken during these activities are not evaluated by this rule (e.g. resting-HR rules skip exercise)'),
 }
 
 export const RuleSchema = z.discriminatedUnion('kind', [
@@ -47,7 +56,10 @@ export const RuleSchema = z.discriminatedUnion('kind', [
     categories: z.array(CategorySchema).min(2),
     alertOn: z.record(z.string(), SeveritySchema).describe('category id -> severity of the alert it raises'),
   }),
-  z.strictObject({ ...common, kind: z.literal('sustained'), when: z.array(ConditionSchema).min(1), forS: z.number().positive() }),
+  z.strictObject({
+    ...common, kind: z.literal('sustained'), when: z.array(ConditionSchema).min(1), forS: z.number().positive(),
+    maxGapS: z.number().positive().optional().describe('readings must cover the duration: a gap longer than this between readings breaks the run'),
+  }),
   z.strictObject({ ...common, kind: z.literal('nOfM'), when: z.array(ConditionSchema).min(1), n: z.number().int().min(1), m: z.number().int().min(1).max(32) }),
   z.strictObject({
     ...common, kind: z.literal('rateOfChange'), metric: MetricSchema, direction: z.enum(['rise', 'fall']),
@@ -102,3 +114,23 @@ export const RuleSetDocSchema = z.strictObject({
 })
 export type RuleSetDoc = z.infer<typeof RuleSetDocSchema>
 export type RuleSetDocInput = z.input<typeof RuleSetDocSchema>
+
+/** The concern of a rule: given, or inferred from its kind and metrics. */
+export function concernOf (r: Rule): Concern {
+  if (r.concern) return r.concern
+  switch (r.kind) {
+    case 'classification': return 'bp-high'
+    case 'average': return 'bp-average'
+    case 'score': return 'score'
+    case 'noData': return 'no-data'
+    case 'rateOfChange': return r.metric === 'hr' ? 'hr' : 'bp-high'
+    default: {
+      const cs = r.when.filter((x): x is Extract<Condition, { metric: Metric }> => 'metric' in x)
+      if (cs.length === 0) return 'other'
+      // high if any bound is a lower bound (sys >= 140 and dia < 90 is a high reading)
+      const high = cs.some((c) => c.op === '>' || c.op === '>=' || c.op === 'between')
+      if (cs.every((c) => c.metric === 'hr')) return high ? 'hr-high' : 'hr-low'
+      return high ? 'bp-high' : 'bp-low'
+    }
+  }
+}

@@ -12,7 +12,7 @@ export interface AlertingRoutesDeps {
   alerts: AlertBook
   audit: AuditLog
   /** called after a rule set was activated or deactivated, or an override changed */
-  rulesChanged(residentId?: string): void
+  rulesChanged(residentId?: string, actor?: string): void
 }
 
 export const OverrideBody = z.strictObject({
@@ -75,7 +75,7 @@ export function alertingRoutes (d: AlertingRoutesDeps) {
       const p = requireRole(req.principal, 'operator')
       d.ruleSets.activate(req.params.id, req.params.version, `operator:${p.keyId}`)
       d.audit.append(`operator:${p.keyId}`, 'rule-set.activated', `${req.params.id}@${req.params.version}`)
-      d.rulesChanged()
+      d.rulesChanged(undefined, `operator:${p.keyId}`)
       req.log.info({ ruleSet: req.params.id, version: req.params.version }, 'rule set activated')
       return { id: req.params.id, version: req.params.version, active: true }
     })
@@ -84,7 +84,7 @@ export function alertingRoutes (d: AlertingRoutesDeps) {
       const p = requireRole(req.principal, 'operator')
       d.ruleSets.deactivate(req.params.id, `operator:${p.keyId}`)
       d.audit.append(`operator:${p.keyId}`, 'rule-set.deactivated', req.params.id)
-      d.rulesChanged()
+      d.rulesChanged(undefined, `operator:${p.keyId}`)
       return { id: req.params.id, active: false }
     })
 

@@ -6,7 +6,7 @@ const residents = Number(process.argv[2] ?? 20_000)
 const readings = Number(process.argv[3] ?? 2_000_000)
 const gc = (globalThis as { gc?: () => void }).gc!
 const now = Date.now()
-const clock: Clock = { now: () => now }
+const clock: Clock = { now: () => now, setTimeout: (fn, ms) => setTimeout(fn, ms), clearTimeout: (t) => clearTimeout(t as NodeJS.Timeout) }
 const db = openDatabase(':memory:')
 // as in the app: windows stay in memory between checkpoints (a spool stand-in that never replays)
 const spool = { addConsumer () {}, cursor: () => 0, read: () => [], ack () {} }

@@ -33,7 +33,7 @@ export function ruleEvaluation (readings = 400_000): RulesResult {
       for (const rule of rules) {
         let s = st.get(rule.key)
         if (!s) { s = {}; st.set(rule.key, s) }
-        const v = rule.evaluate(reading, s)
+        const v = rule.evaluateOne(reading, s)
         if (v?.trigger) hits++
       }
     }

@@ -133,7 +133,7 @@ class Device {
     const ts = this.scenario === 'clock-drift' ? Date.now() + (n < 10 ? 2 : 7) * 60_000 : clockNow
     const m = measure(this.person, clockNow, this.rand, n)
     const reading = { seq: this.seq++, ts, ...m }
-    for (const rule of this.standards) if (rule.evaluate(reading, {})?.trigger) { this.stats.localWarnings++; break }
+    for (const rule of this.standards) if (rule.evaluateOne(reading, {})?.trigger) { this.stats.localWarnings++; break }
     if (this.buffer.length >= (this.o.maxBuffer ?? 10_000)) { this.buffer.shift(); this.stats.dropped++ }
     this.buffer.push({ seq: reading.seq, ts, json: JSON.stringify(reading) })
     // offline for six (simulated) hours, then catches up from its buffer

@@ -233,7 +233,7 @@ export class Aggregator {
     const track = !this.d.spool
     for (const r of rows) {
       const bp = r.sys !== undefined && r.dia !== undefined
-      const cat = bp ? classify.evaluate(r, {})!.detail.category! : undefined
+      const cat = bp ? classify.evaluateOne(r, {})!.detail.category! : undefined
       let cache = this.recent.get(r.residentId)
       for (let wi = 0; wi < windows.length; wi++) {
         const w = windows[wi]!

@@ -19,16 +19,41 @@ export interface AppendRequest {
 export interface AppendResult { accepted: number, duplicates: number }
 
 /**
- * Work that must commit atomically with the readings (e.g. alert state), so that an
- * accepted reading and its consequences are either both durable or both absent.
- * `prepare` runs inside the transaction and must only write to the database; the
- * in-memory effects go in `commit`, which runs only when the transaction succeeded.
+ * The one way to read the spool downstream of the PUBACK: a consumer has a name, receives
+ * the committed records in order, and its own state commits together with its cursor.
+ *
+ * `consume` runs inside a transaction on the spool's database that also moves the
+ * consumer's cursor past the rows: write the consumer's state with that database and a
+ * crash loses both or neither. In-memory effects (notifications) go in `committed`, which
+ * runs only after that transaction succeeded. A throw rolls back both, calls `failed`
+ * (drop what changed in memory) and stops this consumer only: it is retried from its
+ * cursor with back-off, while ingest goes on until the spool is full.
+ *
+ * A consumer that keeps its state in memory and writes it on its own schedule (the
+ * forwarder's windows) sets `checkpointsItself` and moves its cursor with `ack` when it
+ * writes; after a crash it is fed again from that cursor.
  */
-export interface CommitParticipant<T = unknown> {
-  prepare(accepted: readonly SpoolRow[]): T
-  commit(prepared: T): void
-  rollback?(prepared: T | undefined): void
+export interface SpoolConsumer {
+  readonly name: string
+  consume(rows: readonly SpoolRow[]): void
+  committed?(): void
+  failed?(err: Error): void
+  checkpointsItself?: boolean
 }
+
+/** What operators see of a consumer (/readyz, /v1/stats, /metrics). */
+export interface ConsumerStatus {
+  name: string
+  /** the last record handed to it and committed */
+  position: number
+  /** committed records it has not consumed yet */
+  lagRecords: number
+  failures: number
+  /** set while it is stopped by a failure, until a retry succeeds */
+  failing: { code: 'VM_CONSUMER_FAILED', message: string, since: number } | null
+}
+
+interface Attached { c: SpoolConsumer, position: number, failures: number, streak: number, failing: ConsumerStatus['failing'], timer: NodeJS.Timeout | undefined }
 
 interface Pending { req: AppendRequest, done: (err: Error | null, result?: AppendResult) => void }
 
@@ -70,10 +95,16 @@ const DEDUP = 'dedup'
 export class Spool {
   private queue: Pending[] = []
   private scheduled = false
-  private readonly participants: CommitParticipant<unknown>[] = []
+  private readonly attached: Attached[] = []
+  /** recent commits kept in memory, so consumers that keep up never read back what was just written */
+  private recent: { prevId: number, lastId: number, rows: SpoolRow[] }[] = []
+  private recentRows = 0
+  private pumpScheduled = false
+  private stopped = false
   private readonly listeners: ((rows: readonly SpoolRow[]) => void)[] = []
   private readonly s
-  private readonly commitBatch: (batch: Pending[]) => { results: AppendResult[], rows: SpoolRow[], prepared: unknown[] }
+  private readonly commitBatch: (batch: Pending[]) => { results: AppendResult[], rows: SpoolRow[] }
+  private readonly consumeTx: (a: Attached, rows: readonly SpoolRow[], last: number) => { n: number, bytes: number }
   private readonly ackTx: (name: string, id: number, rejected: readonly RejectedReading[]) => { n: number, bytes: number }
   private deadLettersSincePrune = 0
   /** counters for metrics and tests */
@@ -171,8 +202,11 @@ export class Spool {
         this.s.pruneDeadLetters.run(this.opts.deadLetterMax)
         this.deadLettersSincePrune = 0
       }
-      const prepared = this.participants.map((p) => p.prepare(rows))
-      return { results, rows, prepared }
+      return { results, rows }
+    })
+    this.consumeTx = db.transaction((a: Attached, rows: readonly SpoolRow[], last: number) => {
+      a.c.consume(rows)
+      return this.ackTx(a.c.name, last, [])
     })
     this.ackTx = db.transaction((name: string, id: number, rejected: readonly RejectedReading[]) => {
       const now = Date.now()
@@ -228,11 +262,125 @@ export class Spool {
   /** Names a consumer that reads the spool from its own cursor; rows stay until every consumer acknowledged them. */
   addConsumer (name: string): void { this.consumers.add(name) }
 
-  addParticipant<T> (p: CommitParticipant<T>): void {
-    this.participants.push(p as CommitParticipant<unknown>)
+  /**
+   * Attaches a cursor consumer (see SpoolConsumer). One that never ran starts at the head:
+   * what was committed before it existed was handled by whatever came before it.
+   */
+  attach (c: SpoolConsumer, opts: { from?: 'head' | 'start' } = {}): void {
+    if (this.attached.some((a) => a.c.name === c.name)) throw new Error(`a spool consumer named ${c.name} is attached already`)
+    let position = this.s.cursor.get(c.name)?.id
+    if (position === undefined) {
+      position = opts.from === 'start' ? 0 : this.headId
+      this.s.setCursor.run(c.name, position)
+    }
+    this.consumers.add(c.name)
+    this.attached.push({ c, position, failures: 0, streak: 0, failing: null, timer: undefined })
+    this.schedulePump()
   }
 
-  /** Called after each commit with the readings it accepted (e.g. to wake the drain). */
+  /** Hands every attached consumer what was committed after its position. */
+  private schedulePump (): void {
+    if (this.pumpScheduled || this.stopped) return
+    this.pumpScheduled = true
+    setImmediate(this.pump)
+  }
+
+  private readonly pump = (): void => {
+    this.pumpScheduled = false
+    if (this.stopped) return
+    let more = false
+    for (const a of this.attached) {
+      if (a.failing || a.timer) continue
+      // at most a few batches per consumer and turn of the event loop, so PUBACKs keep flowing
+      for (let i = 0; i < 4; i++) {
+        const rows = this.rowsAfter(a.position, 5000)
+        if (rows.length === 0) break
+        if (!this.deliver(a, rows)) break
+        if (i === 3) more = true
+      }
+    }
+    this.trimRecent()
+    if (more) this.schedulePump()
+  }
+
+  private deliver (a: Attached, rows: readonly SpoolRow[]): boolean {
+    const last = rows[rows.length - 1]!.id
+    try {
+      if (a.c.checkpointsItself) a.c.consume(rows)
+      else {
+        // fully synced, unlike the drain's ack: what `committed` sends (an alert) must not be sent again after a power loss
+        this.afterAck(this.consumeTx(a, rows, last))
+      }
+    } catch (e) {
+      const err = e instanceof Error ? e : new Error(String(e))
+      a.failures++
+      a.streak++
+      a.failing = { code: 'VM_CONSUMER_FAILED', message: err.message, since: Date.now() }
+      const backoffMs = Math.min(30_000, 500 * 2 ** Math.min(6, a.streak - 1))
+      this.logger.error({ err, code: 'VM_CONSUMER_FAILED', consumer: a.c.name, position: a.position, retryInMs: backoffMs },
+        `spool consumer ${a.c.name} failed; it stops until a retry succeeds (ingest goes on up to the spool's bound)`)
+      try { a.c.failed?.(err) } catch (e2) { this.logger.error({ err: e2, consumer: a.c.name }, 'spool consumer failed to reset after a failure') }
+      this.loadDedup() // the de-duplication checkpoint may have been rolled back with it
+      a.timer = setTimeout(() => { a.timer = undefined; a.failing = null; this.schedulePump() }, backoffMs)
+      a.timer.unref()
+      return false
+    }
+    a.position = last
+    if (a.streak > 0) this.logger.info({ consumer: a.c.name, failures: a.streak }, `spool consumer ${a.c.name} recovered`)
+    a.streak = 0
+    try { a.c.committed?.() } catch (err) { this.logger.error({ err, consumer: a.c.name }, 'spool consumer effects after commit failed') }
+    return true
+  }
+
+  /** Rows after `after`, from the commits kept in memory when they reach back that far, else from the database. */
+  private rowsAfter (after: number, limit: number): SpoolRow[] {
+    if (after >= this.headId) return []
+    const first = this.recent.findIndex((r) => r.lastId > after)
+    if (first >= 0 && this.recent[first]!.prevId <= after) {
+      const out: SpoolRow[] = []
+      for (let i = first; i < this.recent.length && out.length < limit; i++) for (const r of this.recent[i]!.rows) if (r.id > after) out.push(r)
+      return out
+    }
+    return this.read(after, limit)
+  }
+
+  private trimRecent (): void {
+    let min = Infinity
+    for (const a of this.attached) min = Math.min(min, a.position)
+    while (this.recent.length > 0 && (this.recent[0]!.lastId <= min || this.recentRows > 200_000)) this.recentRows -= this.recent.shift()!.rows.length
+  }
+
+  /** Every attached consumer, for readiness, statistics and metrics. */
+  consumerStatus (): ConsumerStatus[] {
+    const out: ConsumerStatus[] = this.attached.map((a) => ({
+      name: a.c.name, position: a.position, lagRecords: Math.max(0, this.headId - a.position), failures: a.failures, failing: a.failing,
+    }))
+    // consumers that move their cursor themselves (the store's drain, alerting's timelines)
+    for (const name of this.consumers) {
+      if (this.attached.some((a) => a.c.name === name)) continue
+      const position = this.cursor(name)
+      out.push({ name, position, lagRecords: Math.max(0, this.headId - position), failures: 0, failing: null })
+    }
+    return out
+  }
+
+  /** Resolves once every attached consumer has consumed everything committed so far (tests, shutdown). */
+  async consumersIdle (timeoutMs = 10_000): Promise<void> {
+    const until = Date.now() + timeoutMs
+    while (this.attached.some((a) => a.position < this.headId)) {
+      if (Date.now() > until) throw new Error(`spool consumers did not catch up: ${JSON.stringify(this.consumerStatus())}`)
+      await new Promise((r) => setTimeout(r, 5))
+    }
+  }
+
+  /** Stops feeding consumers (shutdown): the next start feeds them from their cursors. */
+  stopConsumers (): void {
+    if (!this.stopped) this.pump() // what is committed is consumed before the database closes
+    this.stopped = true
+    for (const a of this.attached) if (a.timer) clearTimeout(a.timer)
+  }
+
+  /** Called after each commit with the readings it accepted: a wake-up for tails that keep no state (the live stream, the drain's timer). */
   onCommit (listener: (rows: readonly SpoolRow[]) => void): void {
     this.listeners.push(listener)
   }
@@ -257,12 +405,12 @@ export class Spool {
     if (this.isFull()) { this.hold(); return }
     this.queue = []
     this.stats.heldAppends = 0
+    const prevId = this.headId
     let out
     try {
       out = this.commitBatch(batch)
     } catch (err) {
       this.logger.error({ err, requests: batch.length }, 'spool commit failed; the readings were not acknowledged')
-      for (const p of this.participants) p.rollback?.(undefined)
       // the seqs of the failed transaction were added in memory: go back to what the database holds
       this.loadDedup()
       const size = this.s.sizeUpTo.get(Number.MAX_SAFE_INTEGER)!
@@ -278,8 +426,14 @@ export class Spool {
       this.stats.duplicates += r.duplicates
       batch[i]!.done(null, r)
     }
-    this.participants.forEach((p, i) => p.commit(out.prepared[i]))
-    if (out.rows.length) for (const l of this.listeners) l(out.rows)
+    if (out.rows.length) {
+      if (this.attached.length) {
+        this.recent.push({ prevId, lastId: this.headId, rows: out.rows })
+        this.recentRows += out.rows.length
+        this.schedulePump()
+      }
+      for (const l of this.listeners) l(out.rows)
+    }
   }
 
   cursor (name: string): number {
@@ -316,6 +470,10 @@ export class Spool {
       this.db.pragma('synchronous = FULL')
     }
     this.stats.quarantined += rejected.length
+    this.afterAck(gone)
+  }
+
+  private afterAck (gone: { n: number, bytes: number }): void {
     this.rows -= gone.n
     this.bytes -= gone.bytes
     if (this.fullSince !== undefined && !this.isFull()) {

@@ -4,7 +4,7 @@ import { BUILTIN_RULE_SETS, compileRule, type RuleState } from '../index.ts'
 const doc = (id: string) => BUILTIN_RULE_SETS.find((d) => d.id === id)!
 const rule = (setId: string, ruleId: string) => compileRule(doc(setId), doc(setId).rules.find((r) => r.id === ruleId)!)
 const classify = (setId: string, ruleId: string, sys: number, dia: number) => {
-  const v = rule(setId, ruleId).evaluate({ seq: 1, ts: 0, sys, dia }, {})!
+  const v = rule(setId, ruleId).evaluateOne({ seq: 1, ts: 0, sys, dia }, {})!
   return { category: v.detail.category, alert: v.trigger ? v.severity : null }
 }
 
@@ -31,9 +31,9 @@ describe('ESH 2023', () => {
   for (const [s, d, cat, alert] of cases) it(`${s}/${d} is ${cat}`, () => expect(classify('esh-2023', 'bp-grade', s, d)).toEqual({ category: cat, alert }))
   it('isolated systolic hypertension is >=140 and <90', () => {
     const ish = rule('esh-2023', 'isolated-systolic')
-    expect(ish.evaluate({ seq: 1, ts: 0, sys: 140, dia: 89 }, {})!.trigger).toBe(true)
-    expect(ish.evaluate({ seq: 1, ts: 0, sys: 140, dia: 90 }, {})!.trigger).toBe(false)
-    expect(ish.evaluate({ seq: 1, ts: 0, sys: 139, dia: 80 }, {})!.trigger).toBe(false)
+    expect(ish.evaluateOne({ seq: 1, ts: 0, sys: 140, dia: 89 }, {})!.trigger).toBe(true)
+    expect(ish.evaluateOne({ seq: 1, ts: 0, sys: 140, dia: 90 }, {})!.trigger).toBe(false)
+    expect(ish.evaluateOne({ seq: 1, ts: 0, sys: 139, dia: 80 }, {})!.trigger).toBe(false)
   })
   it('says the isolated diastolic row is unconfirmed', () => expect(doc('esh-2023').provenance).toMatch(/isolated diastolic.*unconfirmed/i))
 })
@@ -57,11 +57,11 @@ describe('NEWS2 sub-scores (ordered <= tests)', () => {
   const r = rule('news2-subscores', 'single-parameter-3')
   const sys: [number, number][] = [[90, 3], [90.5, 2], [91, 2], [100, 2], [101, 1], [110, 1], [111, 0], [219, 0], [219.5, 3], [220, 3]]
   const hr: [number, number][] = [[40, 3], [41, 1], [50, 1], [51, 0], [90, 0], [91, 1], [110, 1], [111, 2], [130, 2], [131, 3]]
-  for (const [x, pts] of sys) it(`SBP ${x} scores ${pts}`, () => expect(r.evaluate({ seq: 1, ts: 0, sys: x, dia: 50 }, {})!.detail.scores!.sys).toBe(pts))
-  for (const [x, pts] of hr) it(`pulse ${x} scores ${pts}`, () => expect(r.evaluate({ seq: 1, ts: 0, hr: x }, {})!.detail.scores!.hr).toBe(pts))
+  for (const [x, pts] of sys) it(`SBP ${x} scores ${pts}`, () => expect(r.evaluateOne({ seq: 1, ts: 0, sys: x, dia: 50 }, {})!.detail.scores!.sys).toBe(pts))
+  for (const [x, pts] of hr) it(`pulse ${x} scores ${pts}`, () => expect(r.evaluateOne({ seq: 1, ts: 0, hr: x }, {})!.detail.scores!.hr).toBe(pts))
   it('alerts on a 3 in a single parameter only, and says it is not NEWS2', () => {
-    expect(r.evaluate({ seq: 1, ts: 0, sys: 105, dia: 60, hr: 125 }, {})!.trigger).toBe(false) // 1 + 2 is not "3 in one parameter"
-    expect(r.evaluate({ seq: 1, ts: 0, hr: 131 }, {})!.trigger).toBe(true)
+    expect(r.evaluateOne({ seq: 1, ts: 0, sys: 105, dia: 60, hr: 125 }, {})!.trigger).toBe(false) // 1 + 2 is not "3 in one parameter"
+    expect(r.evaluateOne({ seq: 1, ts: 0, hr: 131 }, {})!.trigger).toBe(true)
     expect(doc('news2-subscores').notes).toMatch(/NOT NEWS2.*seven parameters/s)
   })
 })
@@ -71,7 +71,7 @@ describe('wearable heart-rate notifications', () => {
     const r = rule('wearable-hr', ruleId)
     const st: RuleState = {}
     let last = false
-    for (let m = 0; m <= minutes; m++) last = r.evaluate({ seq: m, ts: m * 60_000, hr, activity }, st)!.trigger
+    for (let m = 0; m <= minutes; m++) last = r.evaluateOne({ seq: m, ts: m * 60_000, hr, activity }, st)!.trigger
     return last
   }
   it('high: above 120 for 10 minutes at rest', () => {
@@ -92,7 +92,7 @@ describe('home-monitoring average (135/85)', () => {
   const feed = (n: number, sys: number, dia: number) => {
     const st: RuleState = {}
     let v
-    for (let i = 0; i < n; i++) v = r.evaluate({ seq: i, ts: i * 3600_000 * 12, sys, dia }, st)
+    for (let i = 0; i < n; i++) v = r.evaluateOne({ seq: i, ts: i * 3600_000 * 12, sys, dia }, st)
     return v!
   }
   it('needs the minimum number of readings and an average at or above 135 or 85', () => {

@@ -1,7 +1,7 @@
 import { createServer, type Server } from 'node:http'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { openDatabase, silentLogger } from '../../core/index.ts'
+import { openDatabase, silentLogger, systemClock } from '../../core/index.ts'
 import { Drain, InfluxHttp, InfluxStore, Rollups, Spool, type InfluxSettings } from '../index.ts'
 import { startInfluxd, type ServerProcess } from '../../test/helpers/influxd.ts'
 import { tempDir } from '../../test/helpers/proc.ts'
@@ -72,7 +72,7 @@ describe('roll-ups written by vitalmesh', () => {
   it('recomputes the hourly and daily windows that drained readings touched, idempotently, and again after a late reading', async () => {
     const store = new InfluxStore(settings(influxd.url, 'rollups'), () => ({ region: 'county-7', model: 'cuff' }))
     const db = openDatabase(':memory:')
-    const rollups = new Rollups(db, store, { now: () => Date.now() }, silentLogger())
+    const rollups = new Rollups(db, store, systemClock, silentLogger())
     const h0 = Math.floor((Date.now() - 2 * 86_400_000) / 3600_000) * 3600_000
     const rows = Array.from({ length: 120 }, (_, i) => ({ deviceId: 'dev-r', residentId: 'res-r', seq: i, ts: h0 + i * 60_000, hr: 60 + (i % 60), sys: 120 + (i % 10), dia: 80 }))
     await store.write(rows)

@@ -1,0 +1,214 @@
+import { ensureColumns, type DB } from '../core/index.ts'
+import type { Detail } from './engine.ts'
+import type { RuleLife } from './lifecycle.ts'
+import type { Concern, Severity } from './ruleset.ts'
+import { languageOf, type Language } from './messages.ts'
+
+/**
+ * open → acknowledged → resolved is the lifecycle driven by readings; `withdrawn` and
+ * `superseded` end an alert whose standard was taken back or replaced (never "resolved"),
+ * `recorded` is a verdict on a reading too old to be anything but history.
+ */
+export type AlertState = 'open' | 'acknowledged' | 'resolved' | 'withdrawn' | 'superseded' | 'recorded'
+
+export interface Alert {
+  id: string
+  residentId: string
+  ruleSetId: string
+  ruleSetVersion: string
+  ruleId: string
+  ruleKey: string
+  concern: Concern
+  severity: Severity
+  state: AlertState
+  /** wall-clock time it opened */
+  openedAt: number
+  acknowledgedAt: number | null
+  acknowledgedBy: string | null
+  resolvedAt: number | null
+  /** in the resident's language when it was last sent; `messages` has every language */
+  message: string
+  messages: Record<Language, string>
+  language: Language
+  reading: { deviceId: string, seq: number, ts: number } | null
+  detail: Detail
+  escalatedAt: number | null
+  /** opened by a reading that arrived later than the live horizon, not yet confirmed by a newer one */
+  historic: boolean
+  /** held open as flapping: how often it came back */
+  flapCount: number
+  /** why it ended, when it ended otherwise than by readings (withdrawn, superseded by version X) */
+  endedReason: string | null
+  /** reading time of the first reading back in range, from which the hold-down ran (a resolved alert) */
+  clearedFrom: number | null
+  /** a person closed it (withdrawn criticals stay in view until then) */
+  closedAt: number | null
+  closedBy: string | null
+}
+
+export interface AlertEvent { position: number, at: number, state: string, alertId: string, severity: Severity, ruleId: string, residentId: string }
+
+export interface Preferences {
+  timeZone: string | null
+  quietHours: { start: string, end: string } | null
+  /** concern -> until (wall clock) */
+  snoozes: Record<string, number>
+}
+
+interface AlertRow {
+  id: string, resident_id: string, rule_set_id: string, rule_set_version: string, rule_id: string, rule_key: string, severity: Severity, state: AlertState,
+  opened_at: number, resolved_at: number | null, ack_at: number | null, ack_by: string | null, message: string, messages: string, language: string,
+  reading: string | null, detail: string, escalated_at: number | null, concern: string, historic: number, flap_count: number,
+  ended_reason: string | null, closed_at: number | null, closed_by: string | null, clear_since: number | null
+}
+
+const ACTIVE = "('open', 'acknowledged')"
+
+/** Alerting's tables, and nothing but SQL. */
+export class AlertStore {
+  private readonly s
+  constructor (private readonly db: DB) {
+    db.exec(`
+      CREATE TABLE IF NOT EXISTS alerts (
+        id TEXT PRIMARY KEY, resident_id TEXT NOT NULL, rule_set_id TEXT NOT NULL, rule_id TEXT NOT NULL,
+        severity TEXT NOT NULL, state TEXT NOT NULL, opened_at INTEGER NOT NULL, resolved_at INTEGER,
+        message TEXT NOT NULL, reading TEXT, delivered_at INTEGER);
+      CREATE TABLE IF NOT EXISTS alert_events (alert_id TEXT NOT NULL, at INTEGER NOT NULL, state TEXT NOT NULL, actor TEXT NOT NULL);
+      CREATE INDEX IF NOT EXISTS alert_events_alert ON alert_events(alert_id);
+      CREATE TABLE IF NOT EXISTS rule_life (resident_id TEXT NOT NULL, rule_key TEXT NOT NULL, life TEXT NOT NULL, PRIMARY KEY (resident_id, rule_key)) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS alert_timelines (resident_id TEXT PRIMARY KEY, readings TEXT NOT NULL, rule_state TEXT NOT NULL) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS resident_seen (resident_id TEXT PRIMARY KEY, last_ts INTEGER NOT NULL) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS alert_preferences (resident_id TEXT PRIMARY KEY, time_zone TEXT, quiet_start TEXT, quiet_end TEXT, snoozes TEXT NOT NULL DEFAULT '{}') WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS alert_digest (resident_id TEXT NOT NULL, alert_id TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (resident_id, alert_id)) WITHOUT ROWID;
+      DROP TABLE IF EXISTS rule_state;
+    `)
+    ensureColumns(db, 'alerts', {
+      rule_set_version: "TEXT NOT NULL DEFAULT ''", rule_key: "TEXT NOT NULL DEFAULT ''", ack_at: 'INTEGER', ack_by: 'TEXT',
+      clear_since: 'INTEGER', last_notified_at: 'INTEGER', escalated_at: 'INTEGER', messages: "TEXT NOT NULL DEFAULT '{}'",
+      language: "TEXT NOT NULL DEFAULT 'en'", detail: "TEXT NOT NULL DEFAULT '{}'", concern: "TEXT NOT NULL DEFAULT 'other'",
+      historic: 'INTEGER NOT NULL DEFAULT 0', flap_count: 'INTEGER NOT NULL DEFAULT 0', ended_reason: 'TEXT', closed_at: 'INTEGER', closed_by: 'TEXT',
+      escalate_from: 'INTEGER',
+    })
+    db.exec(`
+      CREATE INDEX IF NOT EXISTS alerts_resident ON alerts(resident_id, opened_at);
+      DROP INDEX IF EXISTS alerts_active;
+      CREATE INDEX IF NOT EXISTS alerts_active2 ON alerts(state) WHERE state IN ${ACTIVE};
+      CREATE INDEX IF NOT EXISTS alerts_attention ON alerts(closed_at) WHERE state IN ('withdrawn', 'superseded') AND severity = 'critical' AND closed_at IS NULL;
+      CREATE INDEX IF NOT EXISTS alerts_undelivered ON alerts(delivered_at) WHERE delivered_at IS NULL;
+    `)
+    this.s = {
+      insert: db.prepare(`INSERT INTO alerts (id, resident_id, rule_set_id, rule_set_version, rule_id, rule_key, concern, severity, state, opened_at, message, messages, language, reading, detail, historic, flap_count, last_notified_at, escalate_from, delivered_at)
+        VALUES (@id, @residentId, @ruleSetId, @ruleSetVersion, @ruleId, @ruleKey, @concern, @severity, @state, @openedAt, @message, @messages, @language, @reading, @detail, @historic, @flapCount, @openedAt, @escalateFrom, @openedAt)`),
+      update: db.prepare(`UPDATE alerts SET rule_set_id = @ruleSetId, rule_set_version = @ruleSetVersion, rule_id = @ruleId, rule_key = @ruleKey, severity = @severity, state = @state, resolved_at = @resolvedAt,
+        ack_at = @acknowledgedAt, ack_by = @acknowledgedBy, message = @message, messages = @messages, language = @language, detail = @detail, reading = @reading, escalated_at = @escalatedAt,
+        historic = @historic, flap_count = @flapCount, ended_reason = @endedReason, clear_since = @clearedFrom, closed_at = @closedAt, closed_by = @closedBy, escalate_from = @escalateFrom WHERE id = @id`),
+      pending: db.prepare('UPDATE alerts SET delivered_at = NULL, last_notified_at = ? WHERE id = ?'),
+      event: db.prepare('INSERT INTO alert_events (alert_id, at, state, actor) VALUES (?, ?, ?, ?)'),
+      events: db.prepare<[string], { at: number, state: string, actor: string }>('SELECT at, state, actor FROM alert_events WHERE alert_id = ? ORDER BY rowid'),
+      eventsAfter: db.prepare<[number, number], AlertEvent>(
+        'SELECT e.rowid AS position, e.at, e.state, e.alert_id AS alertId, a.severity, a.rule_id AS ruleId, a.resident_id AS residentId FROM alert_events e JOIN alerts a ON a.id = e.alert_id WHERE e.rowid > ? ORDER BY e.rowid LIMIT ?'),
+      delivered: db.prepare('UPDATE alerts SET delivered_at = ? WHERE id = ?'),
+      active: db.prepare<[], AlertRow & { last_notified_at: number | null, escalate_from: number | null }>(`SELECT * FROM alerts WHERE state IN ${ACTIVE}`),
+      attention: db.prepare<[], AlertRow>("SELECT * FROM alerts WHERE state IN ('withdrawn', 'superseded') AND severity = 'critical' AND closed_at IS NULL"),
+      byId: db.prepare<[string], AlertRow>('SELECT * FROM alerts WHERE id = ?'),
+      undelivered: db.prepare<[], AlertRow>('SELECT * FROM alerts WHERE delivered_at IS NULL ORDER BY opened_at'),
+      forResident: db.prepare<[string, number], AlertRow>('SELECT * FROM alerts WHERE resident_id = ? ORDER BY opened_at DESC, rowid DESC LIMIT ?'),
+      lives: db.prepare<[string], { rule_key: string, life: string }>('SELECT rule_key, life FROM rule_life WHERE resident_id = ?'),
+      saveLife: db.prepare('INSERT INTO rule_life (resident_id, rule_key, life) VALUES (?, ?, ?) ON CONFLICT(resident_id, rule_key) DO UPDATE SET life = excluded.life'),
+      deleteLife: db.prepare('DELETE FROM rule_life WHERE resident_id = ? AND rule_key = ?'),
+      timeline: db.prepare<[string], { readings: string, rule_state: string }>('SELECT readings, rule_state FROM alert_timelines WHERE resident_id = ?'),
+      saveTimeline: db.prepare('INSERT INTO alert_timelines (resident_id, readings, rule_state) VALUES (?, ?, ?) ON CONFLICT(resident_id) DO UPDATE SET readings = excluded.readings, rule_state = excluded.rule_state'),
+      seen: db.prepare('INSERT INTO resident_seen (resident_id, last_ts) VALUES (?, ?) ON CONFLICT(resident_id) DO UPDATE SET last_ts = max(last_ts, excluded.last_ts)'),
+      allSeen: db.prepare<[], { resident_id: string, last_ts: number }>('SELECT resident_id, last_ts FROM resident_seen'),
+      openedBetween: db.prepare<[string, number, number], { n: number }>("SELECT count(*) AS n FROM alerts WHERE resident_id = ? AND opened_at >= ? AND opened_at < ? AND state != 'recorded'"),
+      prefs: db.prepare<[string], { time_zone: string | null, quiet_start: string | null, quiet_end: string | null, snoozes: string }>('SELECT time_zone, quiet_start, quiet_end, snoozes FROM alert_preferences WHERE resident_id = ?'),
+      savePrefs: db.prepare('INSERT INTO alert_preferences (resident_id, time_zone, quiet_start, quiet_end, snoozes) VALUES (?, ?, ?, ?, ?) ON CONFLICT(resident_id) DO UPDATE SET time_zone = excluded.time_zone, quiet_start = excluded.quiet_start, quiet_end = excluded.quiet_end, snoozes = excluded.snoozes'),
+      addDigest: db.prepare('INSERT OR IGNORE INTO alert_digest (resident_id, alert_id, at) VALUES (?, ?, ?)'),
+      digestResidents: db.prepare<[], { resident_id: string }>('SELECT DISTINCT resident_id FROM alert_digest'),
+      digestOf: db.prepare<[string], { alert_id: string, at: number }>('SELECT alert_id, at FROM alert_digest WHERE resident_id = ? ORDER BY at'),
+      clearDigest: db.prepare('DELETE FROM alert_digest WHERE resident_id = ?'),
+    }
+  }
+
+  insert (a: Alert, escalateFrom: number | null): void {
+    this.s.insert.run({
+      ...a, messages: JSON.stringify(a.messages), reading: JSON.stringify(a.reading), detail: JSON.stringify(a.detail), historic: a.historic ? 1 : 0, escalateFrom,
+    })
+  }
+
+  save (a: Alert, escalateFrom: number | null): void {
+    this.s.update.run({
+      id: a.id, ruleSetId: a.ruleSetId, ruleSetVersion: a.ruleSetVersion, ruleId: a.ruleId, ruleKey: a.ruleKey, severity: a.severity, state: a.state, resolvedAt: a.resolvedAt,
+      acknowledgedAt: a.acknowledgedAt, acknowledgedBy: a.acknowledgedBy, message: a.message, messages: JSON.stringify(a.messages), language: a.language,
+      detail: JSON.stringify(a.detail), reading: JSON.stringify(a.reading), escalatedAt: a.escalatedAt, historic: a.historic ? 1 : 0, flapCount: a.flapCount,
+      endedReason: a.endedReason, closedAt: a.closedAt, closedBy: a.closedBy, escalateFrom, clearedFrom: a.clearedFrom,
+    })
+  }
+
+  /** the alert is to be sent: until the broker took it, a restart sends it again */
+  pending (id: string, at: number): void { this.s.pending.run(at, id) }
+  delivered (ids: readonly string[], at: number): void { for (const id of ids) this.s.delivered.run(at, id) }
+  event (id: string, at: number, state: string, actor: string): void { this.s.event.run(id, at, state, actor) }
+  history (id: string): { at: number, state: string, actor: string }[] { return this.s.events.all(id) }
+  eventsAfter (after: number, limit: number): AlertEvent[] { return this.s.eventsAfter.all(after, limit) }
+  active (): { alert: Alert, lastNotifiedAt: number, escalateFrom: number | null }[] {
+    return this.s.active.all().map((r) => ({ alert: fromRow(r), lastNotifiedAt: r.last_notified_at ?? r.opened_at, escalateFrom: r.escalate_from ?? (r.historic ? null : r.opened_at) }))
+  }
+
+  attention (): Alert[] { return this.s.attention.all().map(fromRow) }
+  get (id: string): Alert | undefined { const r = this.s.byId.get(id); return r && fromRow(r) }
+  undelivered (): Alert[] { return this.s.undelivered.all().map(fromRow) }
+  forResident (id: string, limit: number): Alert[] { return this.s.forResident.all(id, limit).map(fromRow) }
+  openedBetween (id: string, from: number, to: number): number { return this.s.openedBetween.get(id, from, to)!.n }
+
+  lives (residentId: string): Map<string, RuleLife> {
+    return new Map(this.s.lives.all(residentId).map((r) => [r.rule_key, JSON.parse(r.life) as RuleLife]))
+  }
+
+  saveLife (residentId: string, ruleKey: string, life: RuleLife | undefined): void {
+    if (!life || (!life.open && !life.cooldown && !(life.opens?.length))) this.s.deleteLife.run(residentId, ruleKey)
+    else this.s.saveLife.run(residentId, ruleKey, JSON.stringify(life))
+  }
+
+  timeline (residentId: string): { readings: unknown[], ruleState: Record<string, unknown> } | undefined {
+    const r = this.s.timeline.get(residentId)
+    return r && { readings: JSON.parse(r.readings) as unknown[], ruleState: JSON.parse(r.rule_state) as Record<string, unknown> }
+  }
+
+  saveTimeline (residentId: string, readings: unknown, ruleState: unknown): void {
+    this.s.saveTimeline.run(residentId, JSON.stringify(readings), JSON.stringify(ruleState))
+  }
+
+  seen (residentId: string, ts: number): void { this.s.seen.run(residentId, ts) }
+  allSeen (): Map<string, number> { return new Map(this.s.allSeen.all().map((r) => [r.resident_id, r.last_ts])) }
+
+  preferences (residentId: string): Preferences {
+    const r = this.s.prefs.get(residentId)
+    if (!r) return { timeZone: null, quietHours: null, snoozes: {} }
+    return { timeZone: r.time_zone, quietHours: r.quiet_start && r.quiet_end ? { start: r.quiet_start, end: r.quiet_end } : null, snoozes: JSON.parse(r.snoozes) as Record<string, number> }
+  }
+
+  savePreferences (residentId: string, p: Preferences): void {
+    this.s.savePrefs.run(residentId, p.timeZone, p.quietHours?.start ?? null, p.quietHours?.end ?? null, JSON.stringify(p.snoozes))
+  }
+
+  addDigest (residentId: string, alertId: string, at: number): void { this.s.addDigest.run(residentId, alertId, at) }
+  digestResidents (): string[] { return this.s.digestResidents.all().map((r) => r.resident_id) }
+  takeDigest (residentId: string): { alertId: string, at: number }[] {
+    const rows = this.s.digestOf.all(residentId).map((r) => ({ alertId: r.alert_id, at: r.at }))
+    this.s.clearDigest.run(residentId)
+    return rows
+  }
+
+  transaction<T> (fn: () => T): T { return this.db.transaction(fn)() }
+}
+
+function fromRow (r: AlertRow): Alert {
+  return {
+    id: r.id, residentId: r.resident_id, ruleSetId: r.rule_set_id, ruleSetVersion: r.rule_set_version, ruleId: r.rule_id, ruleKey: r.rule_key || `${r.rule_set_id}/${r.rule_id}`,
+    concern: (r.concern ?? 'other') as Concern, severity: r.severity, state: r.state, openedAt: r.opened_at, acknowledgedAt: r.ack_at, acknowledgedBy: r.ack_by, resolvedAt: r.resolved_at,
+    message: r.message, messages: JSON.parse(r.messages) as Record<Language, string>, language: languageOf(r.language),
+    reading: r.reading ? JSON.parse(r.reading) as Alert['reading'] : null, detail: JSON.parse(r.detail) as Detail, escalatedAt: r.escalated_at,
+    historic: r.historic === 1, flapCount: r.flap_count ?? 0, endedReason: r.ended_reason ?? null, clearedFrom: r.clear_since ?? null, closedAt: r.closed_at ?? null, closedBy: r.closed_by ?? null,
+  }
+}

@@ -106,3 +106,12 @@ export async function waitFor<T> (what: string, f: () => T | Promise<T>, timeout
     await new Promise((r) => setTimeout(r, everyMs))
   }
 }
+
+export interface NodeStats { readingsAccepted: number, duplicates: number, spoolRows: number, drained: number, outboxPending: number }
+
+/** The node's /v1/stats (operator key), e.g. to wait until the spool is empty rather than until /readyz answers. */
+export async function nodeStats (app: Pick<AppProcess, 'httpPort' | 'creds'>): Promise<NodeStats> {
+  const res = await fetch(`http://127.0.0.1:${app.httpPort}/v1/stats`, { headers: { authorization: `Bearer ${app.creds.apiKeys.operator}` } })
+  if (res.status !== 200) throw new Error(`/v1/stats answered ${res.status}`)
+  return await res.json() as NodeStats
+}

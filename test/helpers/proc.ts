@@ -80,7 +80,8 @@ export function run (cmd: string, args: string[], timeoutMs = 15_000, env?: Reco
 
 /** Starts `mosquitto_sub` and resolves with its output once it has received `count` messages. */
 export function subscribe (args: string[]): { lines: string[], done: Promise<Run>, stop(): void } {
-  const p = spawn('mosquitto_sub', args, { stdio: ['ignore', 'pipe', 'pipe'] })
+  // line-buffered (stdbuf execs mosquitto_sub in its place): its -d log lines, e.g. the SUBACK, would otherwise wait in a pipe buffer
+  const p = spawn('stdbuf', ['-oL', 'mosquitto_sub', ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
   const lines: string[] = []
   let stdout = ''; let stderr = ''
   p.stdout.on('data', (d: Buffer) => {

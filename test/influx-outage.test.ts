@@ -112,7 +112,7 @@ describe('InfluxDB outages lose nothing', () => {
     await publish(c, d.deviceId, batch(50)) // the spool now holds its 100 rows
     let acked = false
     const held = publish(c, d.deviceId, batch(100)).then(() => { acked = true })
-    await waitFor('the third batch to be held', () => t!.app.spool.pressure().held === 1)
+    await waitFor('the third batch to be held', () => t!.app.spool.pressure().full && t!.app.spool.pressure().held === 1)
     const heldSince = Date.now()
     // still held after the drain tried twice more (and failed): each attempt was a point where space could have been freed
     const failures = t.app.drain.stats.failures

@@ -21,9 +21,9 @@ describe('wearable to alert, end to end', () => {
   it('stores a reading published with mosquitto_pub at QoS 1 and alerts the resident over mosquitto_sub', async () => {
     const { device, resident } = app.creds
     const sub = subscribe(['-h', '127.0.0.1', '-p', String(app.mqttPort), '-i', resident.id, '-u', resident.id, '-P', resident.password,
-      '-q', '1', '-t', `alerts/${resident.id}/#`, '-t', `alerts/${resident.id}`, '-v'])
-    // give the subscription time to be established before the alert is raised
-    await new Promise((r) => setTimeout(r, 500))
+      '-q', '1', '-t', `alerts/${resident.id}/#`, '-t', `alerts/${resident.id}`, '-v', '-d'])
+    // the alert must not be raised before the subscription exists: -d prints the SUBACK when the broker granted it
+    await waitFor('mosquitto_sub\'s SUBACK', () => sub.lines.some((l) => /received SUBACK/.test(l)))
 
     const pub = (seq: number, sys: number, dia: number, hr: number) => run('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(app.mqttPort),
       '-i', device.deviceId, '-u', device.deviceId, '-P', device.secret, '-q', '1', '-t', `vitals/${device.deviceId}`,
@@ -36,7 +36,7 @@ describe('wearable to alert, end to end', () => {
 
     const crisis = await pub(2, 192, 124, 88)
     expect(crisis.code, crisis.stderr).toBe(0)
-    const line = await waitFor('an alert on mosquitto_sub', () => sub.lines.find((l) => l.includes('"acc-aha-2017/bp-category"')))
+    const line = await waitFor('an alert on mosquitto_sub', () => sub.lines.find((l) => l.startsWith(`alerts/${resident.id} `) && l.includes('"acc-aha-2017/bp-category"')))
     sub.stop()
     const [topic, ...rest] = line.split(' ')
     expect(topic).toBe(`alerts/${resident.id}`)

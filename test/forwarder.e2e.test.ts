@@ -3,7 +3,7 @@ import Fastify from 'fastify'
 import type { AddressInfo } from 'node:net'
 import { startTestApp, type TestApp } from './helpers/app.ts'
 import { connect } from './helpers/mqtt.ts'
-import { startAppProcess, tempDir, waitFor, type AppProcess } from './helpers/proc.ts'
+import { nodeStats, startAppProcess, tempDir, waitFor, type AppProcess } from './helpers/proc.ts'
 import { fhirServer, freePort, type FhirServer } from './helpers/fhir.ts'
 import type { DemoDevice } from '../registry/index.ts'
 
@@ -24,7 +24,7 @@ async function publishFor (port: number, devices: DemoDevice[], ms: number, ever
       windows.get(d.residentId)!.add(ts - (ts % WINDOW_MS))
       return clients[i]!.publishAsync(`vitals/${d.deviceId}`, JSON.stringify({ v: 1, seq, ts, hr: 60 + ((seq * 7 + i) % 50), sys: 110 + ((seq * 3 + i) % 40), dia: 70 + (seq % 15) }), { qos: 1 })
     }))
-    await new Promise((r) => setTimeout(r, everyMs))
+    await new Promise((r) => setTimeout(r, everyMs)) // real elapsed time: readings are stamped with Date.now() and must span several windows
   }
   await Promise.all(clients.map((c) => c.endAsync()))
   return windows
@@ -110,8 +110,18 @@ describe('forwarder: FHIR summaries to hospitals', () => {
     proc = await startAppProcess(dataDir, FAST_ENV)
     const expected = expectedIdentifiers('local', windows)
     await waitFor('every Observation after the restart', () => slow.observations.size >= expected.size, 30_000)
-    await new Promise((r) => setTimeout(r, 1000)) // anything re-sent arrives now
-    expect(new Set(slow.observations.keys())).toEqual(expected)
+    // anything re-sent after the restart has arrived once a later window has: a reading taken now falls in a window that
+    // closes after every replayed one, and its Bundle queues behind theirs (one endpoint, oldest first)
+    const d0 = devices[0]!
+    const c = await connect(proc.mqttPort, d0.deviceId, d0.secret)
+    const ts = Date.now()
+    await c.publishAsync(`vitals/${d0.deviceId}`, JSON.stringify({ v: 1, seq: 100_000, ts, hr: 70, sys: 120, dia: 80 }), { qos: 1 })
+    await c.endAsync()
+    windows.get(d0.residentId)!.add(ts - (ts % WINDOW_MS))
+    const all = expectedIdentifiers('local', windows)
+    await waitFor('the later window at the hospital, and nothing left in the outbox',
+      async () => [...all].every((id) => slow.observations.has(id)) && (await nodeStats(proc!)).outboxPending === 0, 30_000)
+    expect(new Set(slow.observations.keys())).toEqual(all)
     expect([...slow.observations.values()].filter((o) => o.creates !== 1)).toEqual([])
     expect(slow.bundles).toBeGreaterThan(before)
     expect(slow.invalid).toEqual([])

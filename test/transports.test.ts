@@ -93,8 +93,15 @@ describe('transports and mutual TLS', () => {
 
   it('a resident receives alerts over TLS with mosquitto_sub --cafile', async () => {
     const r = t.app.demo!.resident
+    // the message must not be published before the subscription exists: the broker says when it does
+    const subscribed = new Promise<void>((res) => {
+      const on = (subs: { topic: string }[], client: { id: string } | null): void => {
+        if (client?.id === r.id && subs.some((x) => x.topic === `alerts/${r.id}`)) { t.app.broker.aedes.off('subscribe', on); res() }
+      }
+      t.app.broker.aedes.on('subscribe', on)
+    })
     const sub = run('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(ports().tlsPort), '--cafile', pki.ca, '-i', r.id, '-u', r.id, '-P', r.password, '-q', '1', '-t', `alerts/${r.id}`, '-C', '1', '-W', '10'])
-    await new Promise((res) => setTimeout(res, 500))
+    await subscribed
     await t.app.broker.publish(`alerts/${r.id}`, Buffer.from('{"hello":"tls"}'), 1)
     const out = await sub
     expect(out.stdout.trim()).toBe('{"hello":"tls"}')

@@ -1,7 +1,7 @@
 import { afterAll, describe, expect, it } from 'vitest'
 import Fastify, { type FastifyInstance } from 'fastify'
 import type { AddressInfo } from 'node:net'
-import { openDatabase, silentLogger, systemClock } from '../../core/index.ts'
+import { ManualClock, openDatabase, silentLogger, systemClock } from '../../core/index.ts'
 import { Outbox } from '../index.ts'
 import { waitFor } from '../../test/helpers/proc.ts'
 
@@ -38,21 +38,37 @@ describe('outbox', () => {
   it('ignores a repeated idempotency key, opens the circuit after repeated failures, dead-letters and re-drives', async () => {
     let failing = true
     const flaky = await server(async () => failing ? 500 : 200)
-    const o = new Outbox(openDatabase(':memory:'), systemClock, silentLogger(), { pollMs: 10, timeoutMs: 1000, maxBackoffMs: 20, breakerFailures: 3, breakerOpenMs: 400, deadLetterAfterMs: 1500 })
+    const other = await server(async () => 200)
+    // backoff, circuit and dead letters are decided by the outbox's clock; this one moves only when the test moves it
+    const clock = new ManualClock(Date.now())
+    const o = new Outbox(openDatabase(':memory:'), clock, silentLogger(), { pollMs: 10, timeoutMs: 1000, maxBackoffMs: 20, breakerFailures: 3, breakerOpenMs: 400, deadLetterAfterMs: 1500 })
     expect(o.enqueue({ sink: 'h', url: flaky.url, headers: {}, body: '{}', idempotencyKey: 'k1' })).toBe(true)
     expect(o.enqueue({ sink: 'h', url: flaky.url, headers: {}, body: '{}', idempotencyKey: 'k1' })).toBe(false)
     o.start()
-    await waitFor('the circuit to open', () => o.stats.circuitOpened >= 1, 3000)
-    const atOpen = flaky.hits.length
-    await new Promise((r) => setTimeout(r, 250))
-    expect(flaky.hits.length).toBe(atOpen) // no attempts while open
-    await waitFor('the message to be dead-lettered', () => o.deadLetters().length === 1, 5000)
+    // three failures, each retried once its backoff (at most 20 ms) has passed on the clock
+    for (let n = 1; n <= 3; n++) {
+      await waitFor(`failed attempt ${n}`, () => o.stats.failures === n, 3000)
+      clock.advance(25)
+    }
+    expect(o.stats.circuitOpened).toBe(1)
+    // the retry is due now, but the circuit is open. Proof that the outbox polled since: a message for
+    // another endpoint, enqueued now, is delivered; the poll that sent it passed over k1
+    o.enqueue({ sink: 'o', url: other.url, headers: {}, body: '{}', idempotencyKey: 'o1' })
+    await waitFor('the other endpoint\'s delivery', () => o.stats.delivered === 1, 3000)
+    expect(flaky.hits.length).toBe(3) // no attempt while open
+    // the pause over, one trial (half-open); it fails, and the circuit opens again at once
+    clock.advance(400)
+    await waitFor('the trial after the pause', () => o.stats.failures === 4, 3000)
+    expect(o.stats.circuitOpened).toBe(2)
+    clock.advance(1500) // more than deadLetterAfterMs since k1 was enqueued
+    await waitFor('the message to be dead-lettered', () => o.deadLetters().length === 1, 3000)
     expect(o.deadLetters()[0]).toMatchObject({ sink: 'h', idempotencyKey: 'k1', lastError: 'HTTP 500' })
     expect(o.pending()).toBe(0)
     failing = false
     expect(o.redrive('h')).toBe(1)
-    await waitFor('delivery after the re-drive', () => o.stats.delivered === 1, 3000)
+    await waitFor('delivery after the re-drive', () => o.stats.delivered === 2, 3000)
     expect(o.deadLetters()).toEqual([])
+    expect(flaky.hits.map((h) => h.key)).toEqual(['k1', 'k1', 'k1', 'k1', 'k1'])
     o.stop()
   })
 })

@@ -3,7 +3,7 @@ import { openDatabase, silentLogger, type StoredReading } from '../../core/index
 import fc from 'fast-check'
 import { Spool, Drain, EmbeddedStore, type TelemetryStore } from '../index.ts'
 import { SeqSet } from '../seqset.ts'
-import { tempDir } from '../../test/helpers/proc.ts'
+import { tempDir, waitFor } from '../../test/helpers/proc.ts'
 import { join } from 'node:path'
 
 const req = (deviceKey: number, seqs: number[]) => ({ deviceKey, deviceId: `d${deviceKey}`, residentId: 'r1', readings: seqs.map((seq) => ({ seq, ts: 1000 + seq, hr: 70 })) })
@@ -52,8 +52,7 @@ describe('drain', () => {
     const drain = new Drain(spool, store, silentLogger(), { batch: 3, intervalMs: 5, maxBackoffMs: 20 })
     drain.start()
     await spool.appendAsync(req(1, [1, 2, 3, 4, 5, 6, 7]))
-    await new Promise((r) => setTimeout(r, 100))
-    expect(store.writes).toBeGreaterThan(1) // it retried
+    await waitFor('the drain to retry', () => store.writes > 1, 3000)
     expect(spool.size()).toBe(7)
     store.down = false
     await drain.idle()
@@ -73,14 +72,19 @@ describe('spool bound and back-pressure', () => {
     await spool.appendAsync(req(1, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]))
     let released = 0
     const held = [spool.appendAsync(req(1, [11, 12])), spool.appendAsync(req(2, [1]))].map((p) => p.then(() => { released++ }))
-    await new Promise((r) => setTimeout(r, 100))
+    await waitFor('both appends held', () => spool.pressure().full && spool.pressure().held === 2) // full: the flush ran and held them
+    const heldSince = Date.now()
+    // the drain tried twice more and failed: still no PUBACK (each attempt could have freed space)
+    const writes = store.writes
+    await waitFor('two more failed drain attempts', () => store.writes >= writes + 2, 3000)
     expect(released).toBe(0) // the spool is full and the store is down: no PUBACK
     expect(spool.pressure()).toMatchObject({ rows: 10, full: true, held: 2 })
     expect(spool.stats.backpressureEpisodes).toBe(1)
+    const heldForMs = Date.now() - heldSince
     store.down = false
     await Promise.all(held)
     await drain.idle()
-    expect(spool.stats.backpressureMs).toBeGreaterThan(50)
+    expect(spool.stats.backpressureMs).toBeGreaterThanOrEqual(heldForMs)
     expect((await store.queryRange('r1', 0, 1e9, 100)).length).toBe(13)
     drain.stop()
   })
@@ -90,12 +94,11 @@ describe('spool bound and back-pressure', () => {
     await spool.appendAsync(req(1, Array.from({ length: 20 }, (_, i) => i)))
     let done = false
     void spool.appendAsync(req(1, [100])).then(() => { done = true })
-    await new Promise((r) => setTimeout(r, 30))
+    await waitFor('the append to be held', () => spool.pressure().full && spool.pressure().held === 1) // full: its flush ran and held it
     expect(done).toBe(false)
     expect(spool.pressure().bytes).toBeGreaterThanOrEqual(1024)
     spool.ack('store', spool.read(0, 100).at(-1)!.id)
-    await new Promise((r) => setTimeout(r, 30))
-    expect(done).toBe(true)
+    await waitFor('the held append to be released', () => done, 3000)
   })
 })
 

@@ -80,7 +80,8 @@ export function run (cmd: string, args: string[], timeoutMs = 15_000, env?: Reco
 
 /** Starts `mosquitto_sub` and resolves with its output once it has received `count` messages. */
 export function subscribe (args: string[]): { lines: string[], done: Promise<Run>, stop(): void } {
-  const p = spawn('mosquitto_sub', args, { stdio: ['ignore', 'pipe', 'pipe'] })
+  // line-buffered (stdbuf execs mosquitto_sub in its place): its -d log lines, e.g. the SUBACK, would otherwise wait in a pipe buffer
+  const p = spawn('stdbuf', ['-oL', 'mosquitto_sub', ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
   const lines: string[] = []
   let stdout = ''; let stderr = ''
   p.stdout.on('data', (d: Buffer) => {
@@ -105,4 +106,13 @@ export async function waitFor<T> (what: string, f: () => T | Promise<T>, timeout
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}${last ? ': ' + String(last) : ''}`)
     await new Promise((r) => setTimeout(r, everyMs))
   }
+}
+
+export interface NodeStats { readingsAccepted: number, duplicates: number, spoolRows: number, drained: number, outboxPending: number }
+
+/** The node's /v1/stats (operator key), e.g. to wait until the spool is empty rather than until /readyz answers. */
+export async function nodeStats (app: Pick<AppProcess, 'httpPort' | 'creds'>): Promise<NodeStats> {
+  const res = await fetch(`http://127.0.0.1:${app.httpPort}/v1/stats`, { headers: { authorization: `Bearer ${app.creds.apiKeys.operator}` } })
+  if (res.status !== 200) throw new Error(`/v1/stats answered ${res.status}`)
+  return await res.json() as NodeStats
 }

@@ -64,8 +64,11 @@ const TIMELINE_CURSOR = 'alerting-timeline'
 const MAX_TIMELINE = 4096
 const LOW_CONFIDENCE = 0.5 // project heuristic: below it the reading's message says the signal was poor
 
-interface ResidentState { tl: Timeline, st: Map<string, RuleState>, life: Map<string, RuleLife> }
-interface Tx { candidates: Candidate[], saved: Map<string, Alert>, lives: Set<string>, residents: Set<string>, seen: Map<string, number>, notify: Alert[], digests: Map<string, Alert[]> }
+/** A rule's lifecycle right after a reading that changed it structurally (opened, worsened, resolved...): where a late reading's replay starts. */
+interface Snap { ts: number, life: RuleLife }
+interface ResidentState { tl: Timeline, st: Map<string, RuleState>, life: Map<string, RuleLife>, snaps: Map<string, Snap[]> }
+const STRUCTURAL = new Set(['open', 'worse', 'confirmed', 'resolve', 'flapping'])
+interface Tx { candidates: Candidate[], saved: Map<string, Alert>, lives: Set<string>, residents: Set<string>, seen: Map<string, number>, notify: Alert[], digests: Map<string, { alertId: string, at: number, messages: Record<Language, string> }[]> }
 
 /**
  * The driver of alerting: it places each reading on its resident's timeline, asks the
@@ -82,6 +85,8 @@ export class AlertBook {
   private prefs = new Map<string, Preferences>()
   private lastNotified = new Map<string, number>()
   private escalateFrom = new Map<string, number | null>()
+  /** alerts opened quietly inside a cool-down: announced at this time (reading time of the cool-down's end) if still open */
+  private announceAt = new Map<string, number>()
   private index: RuleIndex
   private readonly store: AlertStore
   private deliveredPending: string[] = []
@@ -128,7 +133,9 @@ export class AlertBook {
     this.lastNotified = new Map()
     this.escalateFrom = new Map()
     this.dirtyTimelines.clear()
-    for (const { alert, lastNotifiedAt, escalateFrom } of this.store.active()) {
+    this.announceAt = new Map()
+    for (const { alert, lastNotifiedAt, escalateFrom, announceAt } of this.store.active()) {
+      if (announceAt !== null) this.announceAt.set(alert.id, announceAt)
       this.setOpen(alert)
       this.lastNotified.set(alert.id, lastNotifiedAt)
       this.escalateFrom.set(alert.id, escalateFrom)
@@ -243,7 +250,8 @@ export class AlertBook {
     const saved = this.store.timeline(residentId)
     rs = {
       tl: saved ? Timeline.fromJSON(residentId, saved.readings) : new Timeline(),
-      st: new Map(Object.entries((saved?.ruleState ?? {}) as Record<string, RuleState>)),
+      st: new Map(Object.entries(((saved?.ruleState as { st?: Record<string, RuleState> } | undefined)?.st ?? {}))),
+      snaps: new Map(Object.entries(((saved?.ruleState as { snaps?: Record<string, Snap[]> } | undefined)?.snaps ?? {}))),
       life: this.store.lives(residentId),
     }
     // alerts opened before lifecycles were kept (older databases): give them one
@@ -336,7 +344,7 @@ export class AlertBook {
     this.store.transaction(() => {
       for (const id of ids) {
         const rs = this.residents.get(id)
-        if (rs) this.store.saveTimeline(id, rs.tl.toJSON(), Object.fromEntries(rs.st))
+        if (rs) this.store.saveTimeline(id, rs.tl.toJSON(), { st: Object.fromEntries(rs.st), snaps: Object.fromEntries(rs.snaps) })
       }
     })
     this.dirtyTimelines.clear()
@@ -370,23 +378,139 @@ export class AlertBook {
     const i = rs.tl.insert(r)
     const tl = rs.tl.readings
     const late = i < tl.length - 1
-    const ageClass = age > this.o.liveHorizonS * 1000 ? 'historic' : 'live'
     this.dirtyTimelines.add(r.residentId)
-    const ref = { deviceId: r.deviceId, seq: r.seq, ts: r.ts }
     for (const rule of rules) {
       const st = rule.rule.kind === 'average' ? this.ruleState(rs, rule.key) : undefined
       if (st) rule.observe(r, st)
+      if (late) { this.replay(rs, rule, r, i, p, now, tx); continue }
       const v = rule.evaluate(tl, i, st ?? {})
-      if (v) this.step(rs, rule, v, r, ref, ageClass, p, tx)
-      // a late reading may complete a window that ends at the newest reading (a batch that covers a sustained duration)
-      if (late && rule.windowed) {
-        const j = tl.length - 1
-        const vn = rule.evaluate(tl, j, {})
-        const n = tl[j]!
-        if (vn) this.step(rs, rule, vn, n, { deviceId: n.deviceId, seq: n.seq, ts: n.ts }, now - n.ts > this.o.liveHorizonS * 1000 ? 'historic' : 'live', p, tx)
-      }
+      if (v) this.step(rs, rule, v, r, age > this.o.liveHorizonS * 1000 ? 'historic' : 'live', p, tx)
     }
+    this.trim(rs)
+  }
+
+  private trim (rs: ResidentState): void {
     rs.tl.trim(this.retainMs, MAX_TIMELINE)
+    const start = rs.tl.readings[0]?.ts ?? -Infinity
+    // a replay starts at the newest snapshot before a late reading: keep one from before the timeline's start
+    for (const [key, snaps] of rs.snaps) {
+      let cut = 0
+      while (cut + 1 < snaps.length && snaps[cut + 1]!.ts < start) cut++
+      if (cut > 0) snaps.splice(0, cut)
+      if (snaps.length === 0) rs.snaps.delete(key)
+    }
+  }
+
+  private firstClearAfter (rs: ResidentState, rule: CompiledRule): (ts: number) => number | null {
+    const tl = rs.tl.readings
+    return (ts) => {
+      let k = tl.length
+      while (k > 0 && tl[k - 1]!.ts > ts) k--
+      for (; k < tl.length; k++) { const x = rule.evaluate(tl, k, rs.st.get(rule.key) ?? {}); if (x && !x.trigger && !x.holds) return tl[k]!.ts }
+      return null
+    }
+  }
+
+  /** A reading in order: the rule's lifecycle takes one step. */
+  private step (rs: ResidentState, rule: CompiledRule, v: Verdict, r: EvaluatedReading, age: 'live' | 'historic', p: ResidentInfo, tx: Tx): void {
+    const life = rs.life.get(rule.key)
+    if (!v.trigger && !life?.open) return // nothing to open, nothing open to clear: the common case, no allocation
+    const out = onVerdict(life ?? {}, { ts: r.ts, trigger: v.trigger, holds: v.holds, severity: v.severity, age, firstClearAfter: this.firstClearAfter(rs, rule) }, this.policy(rule))
+    if (STRUCTURAL.has(out.effect.kind)) this.snap(rs, rule.key, r.ts, out.life)
+    this.apply(rs, rule, out, p, tx, { v, r, ref: { deviceId: r.deviceId, seq: r.seq, ts: r.ts } })
+  }
+
+  private snap (rs: ResidentState, key: string, ts: number, life: RuleLife): void {
+    let snaps = rs.snaps.get(key)
+    if (!snaps) rs.snaps.set(key, snaps = [])
+    snaps.push({ ts, life })
+  }
+
+  /**
+   * A late reading: the rule's lifecycle is replayed in reading time from the last snapshot
+   * before it, so the outcome is what in-order arrival gives; then what is open now is
+   * brought to that outcome. It may open, worsen or confirm an alert, and resolve one only
+   * with readings newer than the one that opened it.
+   */
+  private replay (rs: ResidentState, rule: CompiledRule, late: EvaluatedReading, i: number, p: ResidentInfo, now: number, tx: Tx): void {
+    const tl = rs.tl.readings
+    const key = rule.key
+    const cur = rs.life.get(key) ?? {}
+    const snaps = rs.snaps.get(key) ?? []
+    const v = rule.evaluate(tl, i, rs.st.get(key) ?? {})
+    const newest = rule.windowed ? rule.evaluate(tl, tl.length - 1, rs.st.get(key) ?? {}) : undefined
+    // a late reading that does not meet the rule, with nothing open and nothing since: no change (the common case)
+    if (!v?.trigger && !v?.holds && !newest?.trigger && !cur.open && !snaps.some((x) => x.ts >= late.ts)) return
+    let b = snaps.length - 1
+    while (b >= 0 && snaps[b]!.ts >= late.ts) b--
+    let life: RuleLife = b >= 0 ? snaps[b]!.life : {}
+    const from = b >= 0 ? snaps[b]!.ts : -Infinity
+    const kept = snaps.slice(0, b + 1)
+    const policy = this.policy(rule)
+    const fca = this.firstClearAfter(rs, rule)
+    // the episodes of the replay: when each opened, with what, and how it ended
+    interface Episode { openTs: number, opener?: { v: Verdict, r: EvaluatedReading, cooled: boolean, cooledUntil?: number }, worst?: { v: Verdict, r: EvaluatedReading }, resolve?: Extract<Effect, { kind: 'resolve' }> }
+    const episodes: Episode[] = []
+    if (life.open) {
+      // open at the snapshot: its opening reading is still on the timeline, or it is the open alert
+      const openTs = life.open.openTs
+      const k = tl.findIndex((x) => x.ts === openTs)
+      const vk = k >= 0 ? rule.evaluate(tl, k, rs.st.get(key) ?? {}) : undefined
+      episodes.push(vk ? { openTs, opener: { v: vk, r: tl[k]!, cooled: false }, worst: { v: vk, r: tl[k]! } } : { openTs })
+    }
+    for (let k = 0; k < tl.length; k++) {
+      const x = tl[k]!
+      if (x.ts <= from) continue
+      const vk = rule.evaluate(tl, k, rs.st.get(key) ?? {})
+      if (!vk || (!vk.trigger && !life.open)) continue
+      const out = onVerdict(life, { ts: x.ts, trigger: vk.trigger, holds: vk.holds, severity: vk.severity, age: now - x.ts > this.o.liveHorizonS * 1000 ? 'historic' : 'live', firstClearAfter: fca }, policy)
+      const e = out.effect
+      if (e.kind === 'open') episodes.push({ openTs: x.ts, opener: { v: vk, r: x, cooled: e.cooled, ...(e.cooledUntil !== undefined ? { cooledUntil: e.cooledUntil } : {}) }, worst: { v: vk, r: x } })
+      if (e.kind === 'worse' && episodes.length) episodes[episodes.length - 1]!.worst = { v: vk, r: x }
+      if (e.kind === 'resolve' && episodes.length) episodes[episodes.length - 1]!.resolve = e
+      if (STRUCTURAL.has(e.kind)) kept.push({ ts: x.ts, life: out.life })
+      life = out.life
+    }
+    // (a hold-down that ran out with no reading is the timer's to resolve, as for readings in order)
+    if (kept.length) rs.snaps.set(key, kept); else rs.snaps.delete(key)
+    const C = cur.open
+    const L = life.open
+    const last = L ? episodes[episodes.length - 1] : undefined
+    const at = (o: { v: Verdict, r: EvaluatedReading }) => ({ v: o.v, r: o.r, ref: { deviceId: o.r.deviceId, seq: o.r.seq, ts: o.r.ts } })
+    const openLast = (): void => {
+      const o = last?.opener ?? last?.worst
+      const w = last?.worst ?? o
+      if (!L || !o || !w) return
+      // worded on its worst reading, referring to the one that opened it
+      this.apply(rs, rule, { life, effect: { kind: 'open', severity: L.severity, historic: L.historic, flapping: L.flapping > 0, cooled: last?.opener?.cooled ?? false, ...(last?.opener?.cooledUntil !== undefined ? { cooledUntil: last.opener.cooledUntil } : {}) } }, p, tx,
+        { v: w.v, r: w.r, ref: { deviceId: o.r.deviceId, seq: o.r.seq, ts: o.r.ts } })
+    }
+    if (!C) { if (L) openLast(); else this.apply(rs, rule, { life, effect: { kind: 'none' } }, p, tx); return }
+    // the episode of the replay that the alert open now belongs to
+    const E = [...episodes].reverse().find((ep) => ep.openTs <= C.openTs && (!ep.resolve || ep.resolve.at >= C.openTs))
+      ?? episodes.find((ep) => ep.openTs > C.openTs && ep.openTs <= late.ts) // the late reading opened it earlier than it was
+    if (!E) { this.apply(rs, rule, { life: cur, effect: { kind: 'none' } }, p, tx); return } // cannot place it: leave it as it is
+    if (E.resolve) {
+      // in reading time that episode is over, by readings newer than the one that opened it; a later one may be open
+      this.apply(rs, rule, { life: L ? {} : life, effect: E.resolve }, p, tx)
+      if (L) openLast()
+      return
+    }
+    // the same episode: a suppression never hides a worse state, so its severity only rises
+    const Lo = L!
+    const severity = RANK[C.severity] >= RANK[Lo.severity] ? C.severity : Lo.severity
+    const merged: RuleLife = { ...life, open: { ...Lo, severity, historic: C.historic && Lo.historic } }
+    let effect: Effect = { kind: 'changed' }
+    if (RANK[Lo.severity] > RANK[C.severity]) effect = { kind: 'worse', severity: Lo.severity }
+    else if (C.historic && !Lo.historic) effect = { kind: 'confirmed' }
+    this.apply(rs, rule, { life: merged, effect }, p, tx, E.worst ? at(E.worst) : undefined)
+    const a = this.openOf(p.id)?.get(key)
+    if (a && Lo.openTs < C.openTs && E.opener) {
+      // the late reading opened this episode earlier than the reading the alert was opened by: that is its first reading now
+      a.reading = { deviceId: E.opener.r.deviceId, seq: E.opener.r.seq, ts: E.opener.r.ts }
+      this.store.save(a, this.escalateFrom.get(a.id) ?? null)
+      this.store.event(a.id, this.d.clock.now(), `episode-from:${new Date(E.opener.r.ts).toISOString()}`, 'engine')
+    }
   }
 
   /** A reading beyond the record horizon: its verdicts go into the alert history, nothing else. */
@@ -404,20 +528,6 @@ export class AlertBook {
     }
   }
 
-  private step (rs: ResidentState, rule: CompiledRule, v: Verdict, r: EvaluatedReading, ref: NonNullable<Alert['reading']>, age: 'live' | 'historic', p: ResidentInfo, tx: Tx): void {
-    const life = rs.life.get(rule.key)
-    if (!v.trigger && !life?.open) return // nothing to open, nothing open to clear: the common case, no allocation
-    const tl = rs.tl.readings
-    const firstClearAfter = (ts: number): number | null => {
-      let k = tl.length
-      while (k > 0 && tl[k - 1]!.ts > ts) k--
-      for (; k < tl.length; k++) { const x = rule.evaluate(tl, k, rs.st.get(rule.key) ?? {}); if (x && !x.trigger && !x.holds) return tl[k]!.ts }
-      return null
-    }
-    const out = onVerdict(life ?? {}, { ts: r.ts, trigger: v.trigger, holds: v.holds, severity: v.severity, age, firstClearAfter }, this.policy(rule))
-    this.apply(rs, rule, out, p, tx, { v, r, ref })
-  }
-
   /** Carries out a lifecycle effect: the alert row, its history, and a notification candidate. */
   private apply (rs: ResidentState, rule: CompiledRule | undefined, out: { life: RuleLife, effect: Effect }, p: { id: string }, tx: Tx, at?: { v: Verdict, r: EvaluatedReading, ref: NonNullable<Alert['reading']> }, ruleKey = rule?.key ?? ''): void {
     const before = rs.life.get(ruleKey)
@@ -431,10 +541,11 @@ export class AlertBook {
       case 'open': {
         if (!rule || !at) return
         const info = this.profile(p.id)!
-        const a = this.newAlert(rule, at.v, info, at.ref, now, e.historic, at.r)
+        const a = this.newAlert(rule, { ...at.v, severity: e.severity }, info, at.ref, now, e.historic, at.r)
         a.flapCount = e.flapping ? out.life.open?.flapping ?? 0 : 0
         this.store.insert(a, e.historic ? null : now)
         this.store.event(a.id, now, e.historic ? 'open:historic' : 'open', 'engine')
+        if (e.flapping) this.store.event(a.id, now, `flapping:${a.flapCount}`, 'engine')
         if (cur) { // cannot happen while life and open alerts agree; keep one active alert per rule
           this.log.warn({ alertId: cur.id, ruleKey }, 'an alert was open without its lifecycle; ending it')
           this.finishAlert(cur, 'resolved', now, 'engine')
@@ -445,7 +556,7 @@ export class AlertBook {
         this.stats.opened++
         if (e.historic) this.stats.historic++
         tx.saved.set(a.id, a)
-        tx.candidates.push({ alert: a, kind: 'open', readingKey: `${at.ref.deviceId}\u0000${at.ref.seq}`, ruleSetId: rule.ruleSetId })
+        tx.candidates.push({ alert: a, kind: 'open', readingKey: `${at.ref.deviceId}\u0000${at.ref.seq}`, ruleSetId: rule.ruleSetId, cooled: e.cooled, ...(e.cooledUntil !== undefined ? { cooledUntil: e.cooledUntil } : {}) })
         tx.residents.add(p.id)
         return
       }
@@ -454,7 +565,7 @@ export class AlertBook {
         const wasHistoric = cur.historic
         if (e.kind === 'worse') cur.severity = e.severity
         cur.historic = out.life.open?.historic ?? false
-        Object.assign(cur, { state: 'open', acknowledgedAt: null, acknowledgedBy: null, detail: at.v.detail, reading: at.ref })
+        Object.assign(cur, { state: 'open', acknowledgedAt: null, acknowledgedBy: null, detail: at.v.detail }) // `reading` stays the one that opened it; detail is the worse one
         cur.messages = this.messagesFor(rule, at.v, cur.severity, at.r, cur.historic, p.id)
         if (wasHistoric && !cur.historic) this.escalateFrom.set(cur.id, now)
         this.store.save(cur, this.escalateFrom.get(cur.id) ?? null)
@@ -496,6 +607,7 @@ export class AlertBook {
     this.unsetOpen(a)
     this.lastNotified.delete(a.id)
     this.escalateFrom.delete(a.id)
+    if (this.announceAt.delete(a.id)) this.store.announceAt(a.id, null)
   }
 
   private newAlert (rule: CompiledRule, v: Verdict, p: ResidentInfo, ref: NonNullable<Alert['reading']>, now: number, historic: boolean, r: EvaluatedReading): Alert {
@@ -530,7 +642,7 @@ export class AlertBook {
   private finish (tx: Tx): void {
     if (!this.spool) {
       // no spool to rebuild them from: timelines are written with everything else
-      for (const id of this.dirtyTimelines) { const rs = this.residents.get(id); if (rs) this.store.saveTimeline(id, rs.tl.toJSON(), Object.fromEntries(rs.st)) }
+      for (const id of this.dirtyTimelines) { const rs = this.residents.get(id); if (rs) this.store.saveTimeline(id, rs.tl.toJSON(), { st: Object.fromEntries(rs.st), snaps: Object.fromEntries(rs.snaps) }) }
       this.dirtyTimelines.clear()
     }
     for (const key of tx.lives) {
@@ -541,6 +653,16 @@ export class AlertBook {
       this.store.seen(res, ts)
       if ((this.lastSeen.get(res) ?? 0) < ts) this.lastSeen.set(res, ts)
     }
+    // quiet alerts of a cool-down that is over by now (or by the newest reading): announced
+    if (this.announceAt.size > 0) {
+      for (const [res, ts] of tx.seen) for (const a of this.openOf(res)?.values() ?? []) {
+        const at = this.announceAt.get(a.id)
+        if (at === undefined || Math.max(ts, this.d.clock.now()) < at || a.state !== 'open') continue
+        this.announceAt.delete(a.id)
+        this.store.announceAt(a.id, null)
+        tx.candidates.push({ alert: a, kind: 'open', readingKey: null, ruleSetId: a.ruleSetId })
+      }
+    }
     if (tx.candidates.length === 0) return
     const now = this.d.clock.now()
     const plan = planNotifications(tx.candidates, {
@@ -550,13 +672,22 @@ export class AlertBook {
       timeZone: (res) => this.timeZoneOf(res),
       primaryRuleSet: (res) => { const region = this.profile(res)?.region; return (region ? this.o.primaryRuleSets[region] : undefined) ?? this.o.primaryRuleSets['*'] },
     })
+    const cooledUntil = new Map(tx.candidates.filter((c) => c.cooledUntil !== undefined).map((c) => [c.alert.id, c.cooledUntil!]))
     for (const { alert, reason, by } of plan.held) {
       this.store.event(alert.id, now, reason === 'covered' ? `covered-by:${by}` : reason, 'engine')
+      if (reason === 'cooldown') {
+        // announced when the cool-down is over, if it is still open then
+        const at = cooledUntil.get(alert.id) ?? now
+        this.announceAt.set(alert.id, at)
+        this.store.announceAt(alert.id, at)
+        this.stats.suppressed++
+      }
       if (reason === 'covered') this.stats.covered++
       if (reason === 'snoozed') this.stats.snoozed++
-      if (reason === 'quiet-hours') { this.store.addDigest(alert.residentId, alert.id, now); this.stats.digested++ }
+      if (reason === 'quiet-hours') { this.store.addDigest(alert.residentId, alert.id, now, alert.messages); this.stats.digested++ }
     }
     for (const a of plan.send) {
+      this.store.dropDigest(a.residentId, a.id) // told now (it became critical): not again in the morning
       this.store.pending(a.id, now)
       this.lastNotified.set(a.id, now)
       tx.notify.push(a)
@@ -603,9 +734,18 @@ export class AlertBook {
         const life = rs.life.get(a.ruleKey)
         if (life?.open) {
           const out = expire(life, now, this.policy(rule))
+          if (out.effect.kind === 'resolve') this.snap(rs, rule.key, out.effect.at, out.life)
           if (out.effect.kind !== 'none') { this.apply(rs, rule, out, { id: res }, tx); if (out.effect.kind === 'resolve') continue }
         }
         if (a.state !== 'open') continue
+        const quietUntil = this.announceAt.get(a.id)
+        if (quietUntil !== undefined) {
+          if (now < quietUntil) continue
+          this.announceAt.delete(a.id)
+          this.store.announceAt(a.id, null)
+          tx.candidates.push({ alert: a, kind: 'open', readingKey: null, ruleSetId: a.ruleSetId })
+          continue
+        }
         const every = this.d.options.renotifyS[a.severity] * 1000
         const last = this.lastNotified.get(a.id) ?? a.openedAt
         if (every > 0 && now - last >= every && !a.historic && a.flapCount === 0) {
@@ -621,7 +761,7 @@ export class AlertBook {
     // quiet hours that ended: one message with what was held
     for (const res of this.store.digestResidents()) {
       if (inQuietHours(this.preferences(res).quietHours, this.timeZoneOf(res), now)) continue
-      const held = this.store.takeDigest(res).map((x) => this.store.get(x.alertId)).filter((a): a is Alert => a !== undefined)
+      const held = this.store.takeDigest(res)
       if (held.length) tx.digests.set(res, held)
     }
   }
@@ -740,10 +880,13 @@ export class AlertBook {
     })
   }
 
-  private sendDigest (residentId: string, alerts: Alert[]): void {
+  private sendDigest (residentId: string, held: { alertId: string, at: number, messages: Record<Language, string> }[]): void {
     const lang = languageOf(this.profile(residentId)?.language)
-    const lines = alerts.map((a) => `• ${a.messages[lang]}`)
-    const head = lang === 'zh-CN' ? `免打扰时段内有 ${alerts.length} 条提醒：` : `${alerts.length} alert${alerts.length === 1 ? '' : 's'} during your quiet hours:`
+    const tz = this.timeZoneOf(residentId)
+    const now = this.d.clock.now()
+    const alerts = held.map((h) => this.store.get(h.alertId)).filter((a): a is Alert => a !== undefined)
+    const lines = held.map((h) => `• ${localTime(h.at, tz, now, lang)} ${h.messages[lang]}`)
+    const head = lang === 'zh-CN' ? `免打扰时段内有 ${held.length} 条提醒：` : `${held.length} alert${held.length === 1 ? '' : 's'} during your quiet hours:`
     this.notifier.digest?.(residentId, { residentId, alerts, message: [head, ...lines].join('\n'), language: lang })
   }
 

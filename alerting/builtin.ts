@@ -117,17 +117,19 @@ const wearableHr: RuleSetDocInput = {
   publisher: 'Wearable heart-rate notification defaults (Apple Watch)',
   citation: 'Apple Support HT208931: notification when heart rate stays above or below a chosen BPM while the user appears inactive for 10 minutes.',
   effectiveDate: '2017-09-19',
-  provenance: '10 minutes while inactive ✔ (HT208931). Default high threshold 120 bpm from watchOS 4-era articles ⚠. Default low threshold 40 bpm is unconfirmed ✖ (low choices 40/45/50 ⚠).',
+  provenance: '10 minutes while inactive ✔ (HT208931). Default high threshold 120 bpm from watchOS 4-era articles ⚠. Default low threshold 40 bpm is unconfirmed ✖ (low choices 40/45/50 ⚠). The 10 minutes must be covered by readings no more than 5 minutes apart (maxGapS 300): a vitalmesh heuristic, not from the source.',
   audience: { kind: 'all' },
   rules: [{
     id: 'hr-high-rest', kind: 'sustained', severity: 'warning',
     title: { en: 'High heart rate at rest', 'zh-CN': '静息心率过高' },
-    when: [{ metric: 'hr', op: '>', value: 120 }, { activity: ['rest', 'sleep'] }], forS: 600,
+    when: [{ metric: 'hr', op: '>', value: 120 }, { activity: ['rest', 'sleep'] }], forS: 600, maxGapS: 300,
+    skipActivities: ['moderate', 'vigorous'],
     clear: { hysteresis: 5, holdDownS: 120 }, cooldownS: 600,
   }, {
     id: 'hr-low-rest', kind: 'sustained', severity: 'warning',
     title: { en: 'Low heart rate at rest', 'zh-CN': '静息心率过低' },
-    when: [{ metric: 'hr', op: '<', value: 40 }, { activity: ['rest', 'sleep'] }], forS: 600,
+    when: [{ metric: 'hr', op: '<', value: 40 }, { activity: ['rest', 'sleep'] }], forS: 600, maxGapS: 300,
+    skipActivities: ['moderate', 'vigorous'],
     clear: { hysteresis: 5, holdDownS: 120 }, cooldownS: 600,
   }],
 }
@@ -149,11 +151,50 @@ const news2: RuleSetDocInput = {
       hr: [{ upTo: 40, points: 3 }, { upTo: 50, points: 1 }, { upTo: 90, points: 0 }, { upTo: 110, points: 1 }, { upTo: 130, points: 2 }, { upTo: null, points: 3 }],
     },
     anySubScoreAtLeast: 3,
+    // NEWS2 scores patients at rest; a pulse of 150 while exercising is not an early warning (vitalmesh choice)
+    skipActivities: ['moderate', 'vigorous'],
     clear: { hysteresis: 0, holdDownS: 300 }, cooldownS: 600,
   }],
 }
 
-export const BUILTIN_RULE_SETS: RuleSetDoc[] = [accAha2017, esh2023, china2018, homeAverages, wearableHr, news2].map((d) => RuleSetDocSchema.parse(d))
+/**
+ * The dangerous ends no default covered: low blood pressure and extreme single heart rates.
+ * No guideline table gives these for wearables; each number's provenance says where it comes from.
+ */
+const safetyNet: RuleSetDocInput = {
+  id: 'vitalmesh-safety',
+  version: '1.0.0',
+  publisher: 'vitalmesh project (heuristics, not a guideline)',
+  citation: 'shared/reference/clinical-thresholds.md §1 (hypotension: conventional cut-off SBP < 90 or DBP < 60, no guideline table) and §3 (NEWS2 pulse bands: ≤40 and ≥131 score 3).',
+  effectiveDate: '2026-12-01',
+  provenance: 'PROJECT HEURISTICS. Hypotension SBP < 90 or DBP < 60: the conventional cut-off ⚠, no guideline table (reference §1). Single heart rate ≤ 40 bpm: the NEWS2 band that scores 3 ✔ (reference §3), applied to one wearable reading at any activity. Single heart rate > 150 bpm outside moderate or vigorous activity: a vitalmesh choice above the NEWS2 ≥131 band (3 points) ✔, chosen so that ordinary exertion does not alarm; no source gives it. Severity warning for all: none of these is an emergency on one wearable reading.',
+  notes: 'Readings in motion or with low confidence are evaluated too; their messages say so.',
+  audience: { kind: 'all' },
+  rules: [{
+    id: 'low-systolic', kind: 'threshold', severity: 'warning', concern: 'bp-low',
+    title: { en: 'Low blood pressure', 'zh-CN': '血压偏低' },
+    when: [{ metric: 'sys', op: '<', value: 90 }],
+    clear: { hysteresis: 0, holdDownS: 300 }, cooldownS: 600,
+  }, {
+    id: 'low-diastolic', kind: 'threshold', severity: 'warning', concern: 'bp-low',
+    title: { en: 'Low blood pressure', 'zh-CN': '血压偏低' },
+    when: [{ metric: 'dia', op: '<', value: 60 }],
+    clear: { hysteresis: 0, holdDownS: 300 }, cooldownS: 600,
+  }, {
+    id: 'hr-very-low', kind: 'threshold', severity: 'warning', concern: 'hr-low',
+    title: { en: 'Very low heart rate', 'zh-CN': '心率过低' },
+    when: [{ metric: 'hr', op: '<=', value: 40 }],
+    clear: { hysteresis: 3, holdDownS: 300 }, cooldownS: 600,
+  }, {
+    id: 'hr-very-high', kind: 'threshold', severity: 'warning', concern: 'hr-high',
+    title: { en: 'Very high heart rate', 'zh-CN': '心率过快' },
+    when: [{ metric: 'hr', op: '>', value: 150 }],
+    skipActivities: ['moderate', 'vigorous'],
+    clear: { hysteresis: 5, holdDownS: 300 }, cooldownS: 600,
+  }],
+}
+
+export const BUILTIN_RULE_SETS: RuleSetDoc[] = [accAha2017, esh2023, china2018, homeAverages, wearableHr, news2, safetyNet].map((d) => RuleSetDocSchema.parse(d))
 
 /** Active on a fresh node until an operator activates something else. */
-export const DEFAULT_ACTIVE = ['acc-aha-2017', 'wearable-hr']
+export const DEFAULT_ACTIVE = ['acc-aha-2017', 'wearable-hr', 'vitalmesh-safety']

@@ -28,7 +28,7 @@ export interface RuleLife {
     /** held open because it opened and resolved too often; counts the repeats */
     flapping: number
   }
-  /** after a resolution: same or lower severities (never a critical) stay quiet until `until` */
+  /** after a resolution: an alert of the same or a lower severity (never a critical) that opens before `until` is not announced */
   cooldown?: { from: number, until: number, severity: Severity }
   /** reading times at which it opened lately (flap detection) */
   opens?: number[]
@@ -54,10 +54,10 @@ export interface VerdictEvent {
 
 export type Effect =
   | { kind: 'none' }
-  | { kind: 'open', severity: Severity, historic: boolean, flapping: boolean }
+  | { kind: 'open', severity: Severity, historic: boolean, flapping: boolean, cooled: boolean, cooledUntil?: number }
   | { kind: 'worse', severity: Severity }
   | { kind: 'confirmed' }
-  | { kind: 'suppressed', reason: 'cooldown' | 'resolved-episode' }
+  | { kind: 'suppressed', reason: 'resolved-episode' }
   | { kind: 'resolve', at: number, clearSince: number, historic: boolean }
   | { kind: 'flapping', count: number }
   | { kind: 'changed' }
@@ -71,13 +71,14 @@ export function onVerdict (life: RuleLife, e: VerdictEvent, p: Policy): { life: 
     if (!e.trigger) return { life, effect: NONE }
     const cd = life.cooldown
     if (cd && e.ts < cd.from) return { life, effect: { kind: 'suppressed', reason: 'resolved-episode' } } // older than the resolution: part of what was resolved
-    // a cool-down never hides a worse state, and never a critical
-    if (cd && e.ts < cd.until && e.severity !== 'critical' && RANK[e.severity] <= RANK[cd.severity]) return { life, effect: { kind: 'suppressed', reason: 'cooldown' } }
+    // the cool-down quiets the announcement, not the alert: clinicians see it open, and the
+    // outcome does not depend on arrival order. It never quiets a worse state, nor a critical.
+    const cooled = cd !== undefined && e.ts < cd.until && e.severity !== 'critical' && RANK[e.severity] <= RANK[cd.severity]
     const opens = [...(life.opens ?? []).filter((t) => t > e.ts - p.flapWindowMs), e.ts].sort((a, b) => a - b)
     const flapping = opens.length >= p.flapCount
     return {
       life: { opens, open: { severity: e.severity, openTs: e.ts, lastHoldTs: e.ts, clearSince: null, historic: e.age === 'historic', flapping: flapping ? opens.length : 0 } },
-      effect: { kind: 'open', severity: e.severity, historic: e.age === 'historic', flapping },
+      effect: cooled ? { kind: 'open', severity: e.severity, historic: e.age === 'historic', flapping, cooled, cooledUntil: cd!.until } : { kind: 'open', severity: e.severity, historic: e.age === 'historic', flapping, cooled },
     }
   }
   if (e.trigger || e.holds) {

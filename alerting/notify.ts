@@ -8,6 +8,10 @@ export interface Candidate {
   /** the reading it was decided on (device and seq), null for the clock's decisions */
   readingKey: string | null
   ruleSetId: string
+  /** opened inside the cool-down after the same or a worse alert: not announced */
+  cooled?: boolean
+  /** when the cool-down ends (reading time): announced then if still open */
+  cooledUntil?: number
 }
 
 export interface PlanContext {
@@ -22,7 +26,7 @@ export interface PlanContext {
 
 export interface Plan {
   send: Alert[]
-  held: { alert: Alert, reason: 'covered' | 'snoozed' | 'quiet-hours' | 'still-out-of-range', by?: string }[]
+  held: { alert: Alert, reason: 'covered' | 'snoozed' | 'quiet-hours' | 'still-out-of-range' | 'already-over' | 'cooldown', by?: string }[]
 }
 
 /**
@@ -35,9 +39,16 @@ export interface Plan {
  */
 export function planNotifications (cands: readonly Candidate[], ctx: PlanContext): Plan {
   const plan: Plan = { send: [], held: [] }
+  // opened and resolved by the same readings (a late batch whose newer readings are back in range): nothing to tell
+  const opened = new Set(cands.filter((c) => c.kind === 'open').map((c) => c.alert.id))
+  const over = new Set(cands.filter((c) => c.kind === 'resolved' && opened.has(c.alert.id)).map((c) => c.alert.id))
   const groups = new Map<string, Candidate[]>()
   for (const c of cands) {
-    const key = c.kind === 'resolved' ? `r\u0000${c.alert.id}` : `${c.alert.residentId}\u0000${c.readingKey ?? c.alert.id}\u0000${c.alert.concern}`
+    if (over.has(c.alert.id)) { if (c.kind === 'open') plan.held.push({ alert: c.alert, reason: 'already-over' }); continue }
+    // an announcement of an alert that has ended since (within the same readings)
+    if (c.kind !== 'resolved' && c.alert.state !== 'open' && c.alert.state !== 'acknowledged') { plan.held.push({ alert: c.alert, reason: 'already-over' }); continue }
+    // back in range: once per concern
+    const key = c.kind === 'resolved' ? `r\u0000${c.alert.residentId}\u0000${c.alert.concern}` : `${c.alert.residentId}\u0000${c.readingKey ?? c.alert.id}\u0000${c.alert.concern}`
     let g = groups.get(key)
     if (!g) groups.set(key, g = [])
     g.push(c)
@@ -46,9 +57,10 @@ export function planNotifications (cands: readonly Candidate[], ctx: PlanContext
     const first = g[0]!
     const res = first.alert.residentId
     if (first.kind === 'resolved') {
-      const still = ctx.openOf(res).find((a) => a.concern === first.alert.concern && a.id !== first.alert.id)
-      if (still) plan.held.push({ alert: first.alert, reason: 'still-out-of-range', by: still.id })
-      else plan.send.push(first.alert)
+      const still = ctx.openOf(res).find((a) => a.concern === first.alert.concern)
+      const best = g.reduce((b, c) => RANK[c.alert.severity] > RANK[b.alert.severity] ? c : b)
+      for (const c of g) if (c !== best || still) plan.held.push({ alert: c.alert, reason: still ? 'still-out-of-range' : 'covered', by: still?.id ?? best.alert.id })
+      if (!still) plan.send.push(best.alert)
       continue
     }
     const primary = ctx.primaryRuleSet(res)
@@ -63,6 +75,7 @@ export function planNotifications (cands: readonly Candidate[], ctx: PlanContext
     const already = ctx.openOf(res).find((a) => !ids.has(a.id) && a.concern === best.alert.concern && RANK[a.severity] >= RANK[best.alert.severity] && !a.historic)
     if (already && best.kind !== 'confirmed') { plan.held.push({ alert: best.alert, reason: 'covered', by: already.id }); continue }
     const a = best.alert
+    if (best.cooled && g.every((c) => c.cooled)) { plan.held.push({ alert: a, reason: 'cooldown' }); continue }
     if (a.severity !== 'critical') {
       const p = ctx.preferences(res)
       const until = p.snoozes[a.concern]

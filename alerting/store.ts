@@ -79,7 +79,7 @@ export class AlertStore {
       CREATE TABLE IF NOT EXISTS alert_timelines (resident_id TEXT PRIMARY KEY, readings TEXT NOT NULL, rule_state TEXT NOT NULL) WITHOUT ROWID;
       CREATE TABLE IF NOT EXISTS resident_seen (resident_id TEXT PRIMARY KEY, last_ts INTEGER NOT NULL) WITHOUT ROWID;
       CREATE TABLE IF NOT EXISTS alert_preferences (resident_id TEXT PRIMARY KEY, time_zone TEXT, quiet_start TEXT, quiet_end TEXT, snoozes TEXT NOT NULL DEFAULT '{}') WITHOUT ROWID;
-      CREATE TABLE IF NOT EXISTS alert_digest (resident_id TEXT NOT NULL, alert_id TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (resident_id, alert_id)) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS alert_digest (resident_id TEXT NOT NULL, alert_id TEXT NOT NULL, at INTEGER NOT NULL, messages TEXT NOT NULL, PRIMARY KEY (resident_id, alert_id)) WITHOUT ROWID;
       DROP TABLE IF EXISTS rule_state;
     `)
     ensureColumns(db, 'alerts', {
@@ -87,7 +87,7 @@ export class AlertStore {
       clear_since: 'INTEGER', last_notified_at: 'INTEGER', escalated_at: 'INTEGER', messages: "TEXT NOT NULL DEFAULT '{}'",
       language: "TEXT NOT NULL DEFAULT 'en'", detail: "TEXT NOT NULL DEFAULT '{}'", concern: "TEXT NOT NULL DEFAULT 'other'",
       historic: 'INTEGER NOT NULL DEFAULT 0', flap_count: 'INTEGER NOT NULL DEFAULT 0', ended_reason: 'TEXT', closed_at: 'INTEGER', closed_by: 'TEXT',
-      escalate_from: 'INTEGER',
+      escalate_from: 'INTEGER', announce_at: 'INTEGER',
     })
     db.exec(`
       CREATE INDEX IF NOT EXISTS alerts_resident ON alerts(resident_id, opened_at);
@@ -103,12 +103,13 @@ export class AlertStore {
         ack_at = @acknowledgedAt, ack_by = @acknowledgedBy, message = @message, messages = @messages, language = @language, detail = @detail, reading = @reading, escalated_at = @escalatedAt,
         historic = @historic, flap_count = @flapCount, ended_reason = @endedReason, clear_since = @clearedFrom, closed_at = @closedAt, closed_by = @closedBy, escalate_from = @escalateFrom WHERE id = @id`),
       pending: db.prepare('UPDATE alerts SET delivered_at = NULL, last_notified_at = ? WHERE id = ?'),
+      announceAt: db.prepare('UPDATE alerts SET announce_at = ? WHERE id = ?'),
       event: db.prepare('INSERT INTO alert_events (alert_id, at, state, actor) VALUES (?, ?, ?, ?)'),
       events: db.prepare<[string], { at: number, state: string, actor: string }>('SELECT at, state, actor FROM alert_events WHERE alert_id = ? ORDER BY rowid'),
       eventsAfter: db.prepare<[number, number], AlertEvent>(
         'SELECT e.rowid AS position, e.at, e.state, e.alert_id AS alertId, a.severity, a.rule_id AS ruleId, a.resident_id AS residentId FROM alert_events e JOIN alerts a ON a.id = e.alert_id WHERE e.rowid > ? ORDER BY e.rowid LIMIT ?'),
       delivered: db.prepare('UPDATE alerts SET delivered_at = ? WHERE id = ?'),
-      active: db.prepare<[], AlertRow & { last_notified_at: number | null, escalate_from: number | null }>(`SELECT * FROM alerts WHERE state IN ${ACTIVE}`),
+      active: db.prepare<[], AlertRow & { last_notified_at: number | null, escalate_from: number | null, announce_at: number | null }>(`SELECT * FROM alerts WHERE state IN ${ACTIVE}`),
       attention: db.prepare<[], AlertRow>("SELECT * FROM alerts WHERE state IN ('withdrawn', 'superseded') AND severity = 'critical' AND closed_at IS NULL"),
       byId: db.prepare<[string], AlertRow>('SELECT * FROM alerts WHERE id = ?'),
       undelivered: db.prepare<[], AlertRow>('SELECT * FROM alerts WHERE delivered_at IS NULL ORDER BY opened_at'),
@@ -123,9 +124,10 @@ export class AlertStore {
       openedBetween: db.prepare<[string, number, number], { n: number }>("SELECT count(*) AS n FROM alerts WHERE resident_id = ? AND opened_at >= ? AND opened_at < ? AND state != 'recorded'"),
       prefs: db.prepare<[string], { time_zone: string | null, quiet_start: string | null, quiet_end: string | null, snoozes: string }>('SELECT time_zone, quiet_start, quiet_end, snoozes FROM alert_preferences WHERE resident_id = ?'),
       savePrefs: db.prepare('INSERT INTO alert_preferences (resident_id, time_zone, quiet_start, quiet_end, snoozes) VALUES (?, ?, ?, ?, ?) ON CONFLICT(resident_id) DO UPDATE SET time_zone = excluded.time_zone, quiet_start = excluded.quiet_start, quiet_end = excluded.quiet_end, snoozes = excluded.snoozes'),
-      addDigest: db.prepare('INSERT OR IGNORE INTO alert_digest (resident_id, alert_id, at) VALUES (?, ?, ?)'),
+      addDigest: db.prepare('INSERT OR IGNORE INTO alert_digest (resident_id, alert_id, at, messages) VALUES (?, ?, ?, ?)'),
+      dropDigest: db.prepare('DELETE FROM alert_digest WHERE resident_id = ? AND alert_id = ?'),
       digestResidents: db.prepare<[], { resident_id: string }>('SELECT DISTINCT resident_id FROM alert_digest'),
-      digestOf: db.prepare<[string], { alert_id: string, at: number }>('SELECT alert_id, at FROM alert_digest WHERE resident_id = ? ORDER BY at'),
+      digestOf: db.prepare<[string], { alert_id: string, at: number, messages: string }>('SELECT alert_id, at, messages FROM alert_digest WHERE resident_id = ? ORDER BY at'),
       clearDigest: db.prepare('DELETE FROM alert_digest WHERE resident_id = ?'),
     }
   }
@@ -147,12 +149,13 @@ export class AlertStore {
 
   /** the alert is to be sent: until the broker took it, a restart sends it again */
   pending (id: string, at: number): void { this.s.pending.run(at, id) }
+  announceAt (id: string, at: number | null): void { this.s.announceAt.run(at, id) }
   delivered (ids: readonly string[], at: number): void { for (const id of ids) this.s.delivered.run(at, id) }
   event (id: string, at: number, state: string, actor: string): void { this.s.event.run(id, at, state, actor) }
   history (id: string): { at: number, state: string, actor: string }[] { return this.s.events.all(id) }
   eventsAfter (after: number, limit: number): AlertEvent[] { return this.s.eventsAfter.all(after, limit) }
-  active (): { alert: Alert, lastNotifiedAt: number, escalateFrom: number | null }[] {
-    return this.s.active.all().map((r) => ({ alert: fromRow(r), lastNotifiedAt: r.last_notified_at ?? r.opened_at, escalateFrom: r.escalate_from ?? (r.historic ? null : r.opened_at) }))
+  active (): { alert: Alert, lastNotifiedAt: number, escalateFrom: number | null, announceAt: number | null }[] {
+    return this.s.active.all().map((r) => ({ alert: fromRow(r), lastNotifiedAt: r.last_notified_at ?? r.opened_at, escalateFrom: r.escalate_from ?? (r.historic ? null : r.opened_at), announceAt: r.announce_at ?? null }))
   }
 
   attention (): Alert[] { return this.s.attention.all().map(fromRow) }
@@ -192,10 +195,12 @@ export class AlertStore {
     this.s.savePrefs.run(residentId, p.timeZone, p.quietHours?.start ?? null, p.quietHours?.end ?? null, JSON.stringify(p.snoozes))
   }
 
-  addDigest (residentId: string, alertId: string, at: number): void { this.s.addDigest.run(residentId, alertId, at) }
+  /** a warning held in quiet hours, with its words at that moment, for the digest when they end */
+  addDigest (residentId: string, alertId: string, at: number, messages: Record<Language, string>): void { this.s.addDigest.run(residentId, alertId, at, JSON.stringify(messages)) }
+  dropDigest (residentId: string, alertId: string): void { this.s.dropDigest.run(residentId, alertId) }
   digestResidents (): string[] { return this.s.digestResidents.all().map((r) => r.resident_id) }
-  takeDigest (residentId: string): { alertId: string, at: number }[] {
-    const rows = this.s.digestOf.all(residentId).map((r) => ({ alertId: r.alert_id, at: r.at }))
+  takeDigest (residentId: string): { alertId: string, at: number, messages: Record<Language, string> }[] {
+    const rows = this.s.digestOf.all(residentId).map((r) => ({ alertId: r.alert_id, at: r.at, messages: JSON.parse(r.messages) as Record<Language, string> }))
     this.s.clearDigest.run(residentId)
     return rows
   }

@@ -136,7 +136,11 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     })
   }
   const mqttUpgrade = mqttUpgradeHandler((stream, req) => mqtt.handle(stream, req))
-  const live = new LiveHub({ verifyApiKey: (t) => registry.verifyApiKey(t), hospitalOf: (id) => registry.resident(id)?.hospitalId })
+  const live = new LiveHub({
+    verifyApiKey: (t) => registry.verifyApiKey(t), apiKey: (id) => registry.apiKeyById(id), revision: () => registry.revision(),
+    hospitalOf: (id) => registry.resident(id)?.hospitalId, framesPerS: config.http.liveFramesPerS, logger: logger.child({ component: 'live' }),
+    audited: (actor, action, subject, detail) => { audit.append(actor, action, subject, detail) },
+  })
   spool.onCommit((rows) => live.readings(rows))
   alerts.setNotifier({
     alert: (alert, delivered) => {
@@ -195,6 +199,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     hospitalOf: (id) => registry.resident(id)?.hospitalId,
     mqttUpgrade,
     rateLimitPerMinute: config.http.rateLimitPerMinute,
+    anonymousRateLimitPerMinute: config.http.anonymousRateLimitPerMinute,
     live,
     audited: (actor, action, subject, detail) => { audit.append(actor, action, subject, detail) },
     readiness: async () => {

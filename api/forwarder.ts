@@ -3,7 +3,6 @@ import { z } from 'zod'
 import { VitalmeshError } from '../core/index.ts'
 import type { Registry, Role, AuditLog } from '../registry/index.ts'
 import type { Aggregator, Outbox, RegionRollup } from '../forwarder/index.ts'
-import { requireRole } from './access.ts'
 
 export interface ForwarderRoutesDeps {
   registry: Registry
@@ -41,8 +40,8 @@ function bad (issues: z.core.$ZodIssue[]): VitalmeshError {
 /** Federation (parent region), region aggregates, the outbox's dead letters, API keys, consent. */
 export function forwarderRoutes (d: ForwarderRoutesDeps) {
   return (app: FastifyInstance): void => {
-    app.post('/v1/federation/rollups', async (req, reply) => {
-      const p = requireRole(req.principal, 'region')
+    app.post('/v1/federation/rollups', { config: { roles: ['region'] } }, async (req, reply) => {
+      const p = req.principal!
       const r = RollupSchema.safeParse(req.body)
       if (!r.success) throw bad(r.error.issues)
       if (r.data.region !== p.scope) throw new VitalmeshError('VM_FORBIDDEN', `this key speaks for region ${p.scope}, not ${r.data.region}`)
@@ -51,8 +50,8 @@ export function forwarderRoutes (d: ForwarderRoutesDeps) {
       return reply.status(202).send({ accepted: true, region: r.data.region, window: r.data.window, version: r.data.version })
     })
 
-    app.get<{ Params: { id: string }, Querystring: { window?: string, from?: string, to?: string } }>('/v1/regions/:id/aggregates', async (req) => {
-      const p = requireRole(req.principal, 'operator', 'region')
+    app.get<{ Params: { id: string }, Querystring: { window?: string, from?: string, to?: string } }>('/v1/regions/:id/aggregates', { config: { roles: ['operator', 'region'] } }, async (req) => {
+      const p = req.principal!
       if (req.params.id !== d.region.id) throw new VitalmeshError('VM_NOT_FOUND', `this node serves region ${d.region.id}`)
       if (p.role === 'region' && p.scope !== d.region.id) throw new VitalmeshError('VM_FORBIDDEN', 'this key is for another region')
       const kind = req.query.window ?? d.windows[0]!
@@ -63,21 +62,19 @@ export function forwarderRoutes (d: ForwarderRoutesDeps) {
       return { region: d.region, window: kind, aggregates: d.aggregator.regionAggregates(kind, from, to) }
     })
 
-    app.get('/v1/outbox/dead', async (req) => {
-      requireRole(req.principal, 'operator')
+    app.get('/v1/outbox/dead', { config: { roles: ['operator'] } }, async (req) => {
       return { deadLetters: d.outbox.deadLetters() }
     })
 
-    app.post<{ Querystring: { sink?: string } }>('/v1/outbox/redrive', async (req) => {
-      requireRole(req.principal, 'operator')
+    app.post<{ Querystring: { sink?: string } }>('/v1/outbox/redrive', { config: { roles: ['operator'] } }, async (req) => {
       const n = d.outbox.redrive(req.query.sink)
       d.audit.append(`operator:${req.principal!.keyId}`, 'outbox.redrive', req.query.sink ?? 'all', { count: n })
       req.log.info({ sink: req.query.sink ?? 'all', count: n }, 'dead letters re-driven')
       return { redriven: n }
     })
 
-    app.post('/v1/api-keys', async (req, reply) => {
-      const p = requireRole(req.principal, 'operator')
+    app.post('/v1/api-keys', { config: { roles: ['operator'] } }, async (req, reply) => {
+      const p = req.principal!
       const r = ApiKeyBody.safeParse(req.body)
       if (!r.success) throw bad(r.error.issues)
       if (r.data.role !== 'operator' && r.data.scope === null) throw new VitalmeshError('VM_BAD_REQUEST', `a ${r.data.role} key needs a scope (which resident, hospital, institution or region)`)
@@ -87,32 +84,29 @@ export function forwarderRoutes (d: ForwarderRoutesDeps) {
       return reply.status(201).send({ id, key, role: r.data.role, scope: r.data.scope })
     })
 
-    app.get('/v1/api-keys', async (req) => {
-      requireRole(req.principal, 'operator')
+    app.get('/v1/api-keys', { config: { roles: ['operator'] } }, async (req) => {
       return { keys: d.registry.apiKeys() }
     })
 
-    app.delete<{ Params: { id: string } }>('/v1/api-keys/:id', async (req) => {
-      const p = requireRole(req.principal, 'operator')
+    app.delete<{ Params: { id: string } }>('/v1/api-keys/:id', { config: { roles: ['operator'] } }, async (req) => {
+      const p = req.principal!
       if (!d.registry.revokeApiKey(req.params.id)) throw new VitalmeshError('VM_NOT_FOUND', `no active API key ${req.params.id}`)
       d.audit.append(`operator:${p.keyId}`, 'api-key.revoked', req.params.id)
       return { id: req.params.id, revoked: true }
     })
 
-    app.get<{ Querystring: { after?: string, limit?: string } }>('/v1/audit', async (req) => {
-      requireRole(req.principal, 'operator')
+    app.get<{ Querystring: { after?: string, limit?: string } }>('/v1/audit', { config: { roles: ['operator'] } }, async (req) => {
       const after = Math.max(0, Number(req.query.after ?? 0) || 0)
       const limit = Math.min(1000, Math.max(1, Number(req.query.limit ?? 100) || 100))
       return { entries: d.audit.list(after, limit) }
     })
 
-    app.get('/v1/audit/verify', async (req) => {
-      requireRole(req.principal, 'operator')
+    app.get('/v1/audit/verify', { config: { roles: ['operator'] } }, async (req) => {
       return d.audit.verify()
     })
 
-    app.put<{ Params: { id: string } }>('/v1/residents/:id/consent', async (req) => {
-      const p = requireRole(req.principal, 'resident')
+    app.put<{ Params: { id: string } }>('/v1/residents/:id/consent', { config: { roles: ['resident'] } }, async (req) => {
+      const p = req.principal!
       if (p.scope !== req.params.id) throw new VitalmeshError('VM_FORBIDDEN', 'residents set only their own consent')
       const r = z.strictObject({ research: z.boolean() }).safeParse(req.body)
       if (!r.success) throw bad(r.error.issues)

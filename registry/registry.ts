@@ -36,6 +36,9 @@ export interface CredentialChange { id: string, at: number, revoked: boolean }
  */
 export class Registry {
   private readonly q
+  /** bumped by every change of a key or a resident's profile on this connection (other connections: SQLite's data_version) */
+  private changes = 0
+  private readonly dataVersion
 
   constructor (private readonly db: DB) {
     db.exec(`
@@ -60,6 +63,7 @@ export class Registry {
     ensureColumns(db, 'hospitals', { fhir_url: 'TEXT', fhir_auth: "TEXT NOT NULL DEFAULT 'bearer'", fhir_secret: 'TEXT' })
     db.exec(`CREATE TABLE IF NOT EXISTS research_institutions (
       id TEXT PRIMARY KEY, name TEXT NOT NULL, push_url TEXT, token TEXT, pseudonym_key TEXT NOT NULL, created_at INTEGER NOT NULL)`)
+    this.dataVersion = db.prepare<[], { data_version: number }>('PRAGMA data_version')
     this.q = {
       resident: db.prepare<[string], { id: string, name: string | null, language: string, region: string | null, secret_hash: string | null, birth_year: number | null, conditions: string, hospital_id: string | null, research_consent: number }>('SELECT id, name, language, region, secret_hash, birth_year, conditions, hospital_id, research_consent FROM residents WHERE id = ?'),
       updateResident: db.prepare('UPDATE residents SET birth_year = coalesce(?, birth_year), conditions = coalesce(?, conditions), hospital_id = coalesce(?, hospital_id), language = coalesce(?, language), research_consent = coalesce(?, research_consent) WHERE id = ?'),
@@ -123,6 +127,7 @@ export class Registry {
     if (p.hospitalId !== undefined && !this.q.hospital.get(p.hospitalId)) throw new VitalmeshError('VM_NOT_FOUND', `hospital "${p.hospitalId}" is not registered`)
     const consent = p.researchConsent === undefined ? null : p.researchConsent ? 1 : 0
     const changes = this.q.updateResident.run(p.birthYear ?? null, p.conditions ? JSON.stringify(p.conditions) : null, p.hospitalId ?? null, p.language ?? null, consent, id).changes
+    this.changes++
     if (!changes) throw new VitalmeshError('VM_NOT_FOUND', `resident "${id}" is not registered`)
   }
 
@@ -203,7 +208,24 @@ export class Registry {
   }
 
   revokeApiKey (id: string): boolean {
-    return this.q.revokeApiKey.run(Date.now(), id).changes > 0
+    const revoked = this.q.revokeApiKey.run(Date.now(), id).changes > 0
+    this.changes++
+    return revoked
+  }
+
+  /**
+   * Changes whenever an API key or a resident (its hospital, consent) may have changed, here
+   * or through another connection to the database (the CLI): cheap enough to compare before
+   * every live message, so what was checked at a revision is cached until the next.
+   */
+  revision (): string {
+    return `${this.changes}:${this.dataVersion.get()!.data_version}`
+  }
+
+  /** A key's current role and scope by its id; undefined when it is unknown or revoked. */
+  apiKeyById (id: string): ApiKeyPrincipal | undefined {
+    const row = this.q.apiKey.get(id)
+    return row && row.revoked_at === null ? { keyId: row.id, role: row.role, scope: row.scope } : undefined
   }
 
   /** Keys without their secrets (only digests are stored anyway). */

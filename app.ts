@@ -209,7 +209,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       return checks
     },
     routes: [
-      consoleRoutes({ registry, stats }),
+      consoleRoutes({ registry, audit, stats }),
       alertingRoutes({ registry, ruleSets, alerts, audit, rulesChanged }),
       dataRoutes({ registry, aggregator, audit, windows: windows.map((w) => w.name), k: config.forwarder.k }),
       operatorRoutes({ registry, audit, residentChanged: (id) => alerts.rulesChanged(id) }),

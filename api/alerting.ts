@@ -4,7 +4,7 @@ import { z } from 'zod'
 import { VitalmeshError, IdSchema } from '../core/index.ts'
 import type { Registry, AuditLog } from '../registry/index.ts'
 import type { AlertBook, RuleSetStore } from '../alerting/index.ts'
-import { mayAccessResident } from './access.ts'
+import { mayAccessResident, auditRead } from './access.ts'
 
 export interface AlertingRoutesDeps {
   registry: Registry
@@ -62,7 +62,8 @@ export function alertingRoutes (d: AlertingRoutesDeps) {
 
     app.post('/v1/rulesets', { config: { roles: ['research'] } }, async (req, reply) => {
       const p = req.principal!
-      const doc = d.ruleSets.publish(req.body, `research:${p.scope ?? p.keyId}`)
+      if (!p.scope || !d.registry.institution(p.scope)) throw new VitalmeshError('VM_FORBIDDEN', 'this research key is not bound to a registered institution')
+      const doc = d.ruleSets.publish(req.body, `research:${p.scope}`)
       d.audit.append(`research:${p.scope}:${p.keyId}`, 'rule-set.published', `${doc.id}@${doc.version}`, { publisher: doc.publisher, citation: doc.citation })
       req.log.info({ ruleSet: doc.id, version: doc.version, by: p.scope }, 'rule set published')
       return reply.status(201).send({ id: doc.id, version: doc.version, active: false })
@@ -90,7 +91,9 @@ export function alertingRoutes (d: AlertingRoutesDeps) {
       const id = residentParam(req.params.id)
       guardResident(p, id)
       const limit = Math.min(1000, Math.max(1, Number(req.query.limit ?? 100) || 100))
-      return { residentId: id, alerts: d.alerts.forResident(id, limit) }
+      const alerts = d.alerts.forResident(id, limit)
+      auditRead(d.audit, p, 'pull.alerts', id, { count: alerts.length })
+      return { residentId: id, alerts }
     })
 
     app.get<{ Params: { id: string } }>('/v1/alerts/:id/history', { config: { roles: ['operator', 'resident', 'hospital'] } }, async (req) => {
@@ -98,6 +101,7 @@ export function alertingRoutes (d: AlertingRoutesDeps) {
       const a = d.alerts.get(req.params.id)
       if (!a) throw new VitalmeshError('VM_NOT_FOUND', `no alert ${req.params.id}`)
       if (!mayAccessResident(p, a.residentId, hospitalOf)) throw new VitalmeshError('VM_FORBIDDEN', `this key may not access alert ${req.params.id}`)
+      auditRead(d.audit, p, 'pull.alert-history', a.residentId, { alertId: a.id })
       return { alert: a, transitions: d.alerts.history(a.id) }
     })
 
@@ -113,6 +117,7 @@ export function alertingRoutes (d: AlertingRoutesDeps) {
       const p = req.principal!
       const id = residentParam(req.params.id)
       guardResident(p, id)
+      auditRead(d.audit, p, 'pull.overrides', id)
       return { residentId: id, overrides: d.registry.overrides(id) }
     })
 
@@ -121,8 +126,10 @@ export function alertingRoutes (d: AlertingRoutesDeps) {
       const id = residentParam(req.params.id)
       guardResident(p, id)
       const body = parseBody(OverrideBody, req.body)
-      d.registry.setOverride(id, body.ruleKey, body.params, `hospital:${p.scope}`)
-      d.audit.append(`hospital:${p.scope}:${p.keyId}`, 'override.set', id, body)
+      d.registry.atomically(() => {
+        d.registry.setOverride(id, body.ruleKey, body.params, `hospital:${p.scope}`)
+        d.audit.append(`hospital:${p.scope}:${p.keyId}`, 'override.set', id, body)
+      })
       d.rulesChanged(id)
       return { residentId: id, overrides: d.registry.overrides(id) }
     })

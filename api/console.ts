@@ -3,8 +3,8 @@ import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
 import { VitalmeshError } from '../core/index.ts'
-import type { Registry } from '../registry/index.ts'
-import { mayAccessResident } from './access.ts'
+import type { AuditLog, Registry } from '../registry/index.ts'
+import { mayAccessResident, auditRead } from './access.ts'
 
 const require = createRequire(import.meta.url)
 const CONSOLE_DIR = join(import.meta.dirname, '..', 'dashboards', 'console')
@@ -20,6 +20,8 @@ const FILES = new Map<string, { file: string, type: string }>(Object.entries({
 
 export interface ConsoleDeps {
   registry: Registry
+  /** reads of a resident's profile by anyone else are recorded */
+  audit?: AuditLog
   stats(): Record<string, unknown>
 }
 
@@ -47,6 +49,7 @@ export function consoleRoutes (d: ConsoleDeps) {
       if (!mayAccessResident(p, req.params.id, (id) => d.registry.resident(id)?.hospitalId)) throw new VitalmeshError('VM_FORBIDDEN', `this key may not access resident ${req.params.id}`)
       const r = d.registry.resident(req.params.id)
       if (!r) throw new VitalmeshError('VM_NOT_FOUND', `resident ${req.params.id} is not registered`)
+      auditRead(d.audit, req.principal!, 'pull.profile', r.id)
       return { id: r.id, name: r.name, language: r.language, region: r.region, birthYear: r.birthYear, conditions: r.conditions, hospitalId: r.hospitalId, researchConsent: r.researchConsent }
     })
 

@@ -51,7 +51,9 @@ export function dataRoutes (d: DataRoutesDeps) {
       const p = req.principal!
       if (p.role === 'hospital' && p.scope !== req.params.id) throw new VitalmeshError('VM_FORBIDDEN', 'a hospital sees only its own residents')
       if (!d.registry.hospital(req.params.id)) throw new VitalmeshError('VM_NOT_FOUND', `hospital ${req.params.id} is not registered`)
-      return { hospitalId: req.params.id, residents: d.registry.patients(req.params.id) }
+      const residents = d.registry.patients(req.params.id)
+      d.audit.append(`${p.role}:${p.scope ?? ''}:${p.keyId}`, 'pull.patients', req.params.id, { count: residents.length })
+      return { hospitalId: req.params.id, residents }
     })
 
     app.get<{ Params: { id: string } }>('/v1/residents/:id/summaries', { config: { roles: ['operator', 'resident', 'hospital'] } }, async (req) => {

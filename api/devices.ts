@@ -48,8 +48,7 @@ export function registerDeviceRoutes (app: FastifyInstance, deps: DeviceRoutesDe
 
     scope.post('/v1/devices', OPERATOR, async (req, reply) => {
       const body = parse(NewDeviceBody, req.body, 'body')
-      const secret = await deps.fleet.add(body)
-      deps.audited?.(`operator:${req.principal!.keyId}`, 'device.registered', body.id, { residentId: body.residentId })
+      const secret = await deps.fleet.add(body, () => deps.audited?.(`operator:${req.principal!.keyId}`, 'device.registered', body.id, { residentId: body.residentId }))
       return reply.status(201).send({ device: view(deps.fleet.get(body.id)!), secret })
     })
 

@@ -77,10 +77,15 @@ export function forwarderRoutes (d: ForwarderRoutesDeps) {
       const p = req.principal!
       const r = ApiKeyBody.safeParse(req.body)
       if (!r.success) throw bad(r.error.issues)
-      if (r.data.role !== 'operator' && r.data.scope === null) throw new VitalmeshError('VM_BAD_REQUEST', `a ${r.data.role} key needs a scope (which resident, hospital, institution or region)`)
-      const key = d.registry.addApiKey(r.data.role as Role, r.data.scope, r.data.label ?? `by ${p.keyId}`)
-      const id = key.split('_')[1]!
-      d.audit.append(`operator:${p.keyId}`, 'api-key.created', id, { role: r.data.role, scope: r.data.scope })
+      // the scope names something registered, checked before anything is written; the key and its audit entry in one transaction
+      const problem = d.registry.scopeProblem(r.data.role as Role, r.data.scope)
+      if (problem) throw problem
+      const { key, id } = d.registry.atomically(() => {
+        const key = d.registry.addApiKey(r.data.role as Role, r.data.scope, r.data.label ?? `by ${p.keyId}`)
+        const id = key.split('_')[1]!
+        d.audit.append(`operator:${p.keyId}`, 'api-key.created', id, { role: r.data.role, scope: r.data.scope })
+        return { key, id }
+      })
       return reply.status(201).send({ id, key, role: r.data.role, scope: r.data.scope })
     })
 
@@ -90,8 +95,10 @@ export function forwarderRoutes (d: ForwarderRoutesDeps) {
 
     app.delete<{ Params: { id: string } }>('/v1/api-keys/:id', { config: { roles: ['operator'] } }, async (req) => {
       const p = req.principal!
-      if (!d.registry.revokeApiKey(req.params.id)) throw new VitalmeshError('VM_NOT_FOUND', `no active API key ${req.params.id}`)
-      d.audit.append(`operator:${p.keyId}`, 'api-key.revoked', req.params.id)
+      d.registry.atomically(() => {
+        if (!d.registry.revokeApiKey(req.params.id)) throw new VitalmeshError('VM_NOT_FOUND', `no active API key ${req.params.id}`)
+        d.audit.append(`operator:${p.keyId}`, 'api-key.revoked', req.params.id)
+      })
       return { id: req.params.id, revoked: true }
     })
 
@@ -110,8 +117,10 @@ export function forwarderRoutes (d: ForwarderRoutesDeps) {
       if (p.scope !== req.params.id) throw new VitalmeshError('VM_FORBIDDEN', 'residents set only their own consent')
       const r = z.strictObject({ research: z.boolean() }).safeParse(req.body)
       if (!r.success) throw bad(r.error.issues)
-      d.registry.updateResident(req.params.id, { researchConsent: r.data.research })
-      d.audit.append(`resident:${p.scope}`, 'resident.consent', req.params.id, { research: r.data.research })
+      d.registry.atomically(() => {
+        d.registry.updateResident(req.params.id, { researchConsent: r.data.research })
+        d.audit.append(`resident:${p.scope}`, 'resident.consent', req.params.id, { research: r.data.research })
+      })
       d.residentChanged(req.params.id)
       return { residentId: req.params.id, research: r.data.research }
     })

@@ -67,7 +67,7 @@ describe('hostile live-stream frames', () => {
       const c = await openLive(t.httpPort)
       try {
         c.send(f.data, f.binary)
-        const first = await Promise.race([c.next(() => true), c.closed.then((code) => ({ type: 'closed', code }))])
+        const first: Record<string, unknown> = await Promise.race([c.next(() => true), c.closed.then((code) => ({ type: 'closed', code }))])
         if (first.type === 'closed') expect([LiveClose.unauthorized, 1009]).toContain(first.code)
         else {
           answered(first, String(f.data))

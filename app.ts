@@ -70,7 +70,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   const aggregator = new Aggregator({
     db, clock, spool, logger: logger.child({ component: 'forwarder' }), windows,
     latenessMs: config.forwarder.latenessS * 1000, retainMs: config.forwarder.retainS * 1000,
-    region: { id: config.region.id, level: config.region.level },
+    region: { id: config.region.id, level: config.region.level }, rollupK: config.forwarder.rollupK ?? config.forwarder.k,
     resident: (id) => {
       const r = registry.resident(id)
       return r && { region: r.region, birthYear: r.birthYear, hospitalId: r.hospitalId, researchConsent: r.researchConsent }
@@ -213,7 +213,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       alertingRoutes({ registry, ruleSets, alerts, audit, rulesChanged }),
       dataRoutes({ registry, aggregator, audit, windows: windows.map((w) => w.name), k: config.forwarder.k }),
       operatorRoutes({ registry, audit, residentChanged: (id) => alerts.rulesChanged(id) }),
-      forwarderRoutes({ registry, aggregator, outbox, audit, region: config.region, windows: windows.map((w) => w.name), residentChanged: (id) => alerts.rulesChanged(id) }),
+      forwarderRoutes({ registry, aggregator, outbox, audit, region: config.region, windows, rollupK: config.forwarder.rollupK ?? config.forwarder.k, residentChanged: (id) => alerts.rulesChanged(id) }),
       (app) => registerDeviceRoutes(app, {
         fleet,
         isOnline: (id) => mqtt.presence.isOnline(id),

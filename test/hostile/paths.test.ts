@@ -1,14 +1,17 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import fc from 'fast-check'
-import { request } from 'undici'
+import { Client } from 'undici'
 import { startTestApp, type TestApp } from '../helpers/app.ts'
 import { ErrorCodes } from '../../core/index.ts'
 
 const CODES = new Set(Object.keys(ErrorCodes))
 
 /** A raw request: the path goes on the wire exactly as given (fetch would normalise dot segments). */
+const clients = new Map<string, Client>()
 async function send (origin: string, method: string, path: string, headers: Record<string, string> = {}, body?: string | Buffer) {
-  const res = await request(origin, { method: method as 'GET', path, headers, body })
+  let client = clients.get(origin)
+  if (!client) clients.set(origin, client = new Client(origin))
+  const res = await client.request({ method: method as 'GET', path, headers, body })
   const text = await res.body.text()
   let json: Record<string, unknown> = {}
   try { json = JSON.parse(text) } catch { /* not JSON */ }
@@ -38,7 +41,7 @@ describe('hostile path spellings', () => {
     t.app.registry.addHospital({ id: 'h1', name: 'H1' })
     keys = { operator: t.app.demo!.apiKeys.operator, resident: t.app.demo!.apiKeys.resident, residentOther: t.app.registry.addApiKey('resident', 'demo-res-001') }
   })
-  afterAll(async () => { await t?.stop() })
+  afterAll(async () => { for (const c of clients.values()) await c.close(); await t?.stop() })
 
   const othersServed = async (): Promise<void> => {
     expect((await send(origin, 'GET', '/healthz')).status).toBe(200)
@@ -144,6 +147,9 @@ describe('requests without a valid API key are rate limited per address', () => 
       const limited = await send(origin, 'GET', '/console/index.html')
       expect([limited.status, limited.json.code, Number(limited.headers['retry-after']) > 0]).toEqual([429, 'VM_RATE_LIMITED', true])
       expect((await send(origin, 'GET', '/v1/whoami', { authorization: `Bearer ${t.app.demo!.apiKeys.operator}` })).status).toBe(200)
-    } finally { await t.stop() }
+    } finally {
+      await clients.get(`http://127.0.0.1:${t.httpPort}`)?.close()
+      await t.stop()
+    }
   })
 })

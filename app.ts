@@ -89,7 +89,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   const aggregator = new Aggregator({
     db, clock, spool, logger: logger.child({ component: 'forwarder' }), windows,
     latenessMs: config.forwarder.latenessS * 1000, retainMs: config.forwarder.retainS * 1000,
-    region: { id: config.region.id, level: config.region.level },
+    region: { id: config.region.id, level: config.region.level }, rollupK: config.forwarder.rollupK ?? config.forwarder.k,
     resident: (id) => {
       const r = registry.resident(id)
       return r && { region: r.region, birthYear: r.birthYear, hospitalId: r.hospitalId, researchConsent: r.researchConsent }
@@ -156,7 +156,11 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     })
   }
   const mqttUpgrade = mqttUpgradeHandler((stream, req) => mqtt.handle(stream, req))
-  const live = new LiveHub({ verifyApiKey: (t) => registry.verifyApiKey(t), hospitalOf: (id) => registry.resident(id)?.hospitalId })
+  const live = new LiveHub({
+    verifyApiKey: (t) => registry.verifyApiKey(t), apiKey: (id) => registry.apiKeyById(id), revision: () => registry.revision(),
+    hospitalOf: (id) => registry.resident(id)?.hospitalId, framesPerS: config.http.liveFramesPerS, logger: logger.child({ component: 'live' }),
+    audited: (actor, action, subject, detail) => { audit.append(actor, action, subject, detail) },
+  })
   spool.onCommit((rows) => live.readings(rows))
   alerts.setNotifier({
     changed: (alert) => live.alert(alert),
@@ -219,6 +223,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     hospitalOf: (id) => registry.resident(id)?.hospitalId,
     mqttUpgrade,
     rateLimitPerMinute: config.http.rateLimitPerMinute,
+    anonymousRateLimitPerMinute: config.http.anonymousRateLimitPerMinute,
     live,
     audited: (actor, action, subject, detail) => { audit.append(actor, action, subject, detail) },
     readiness: async () => {
@@ -230,11 +235,11 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       return checks
     },
     routes: [
-      consoleRoutes({ registry, stats }),
+      consoleRoutes({ registry, audit, stats }),
       alertingRoutes({ registry, ruleSets, alerts, audit, rulesChanged }),
       dataRoutes({ registry, aggregator, audit, windows: windows.map((w) => w.name), k: config.forwarder.k }),
       operatorRoutes({ registry, audit, residentChanged: (id) => alerts.rulesChanged(id) }),
-      forwarderRoutes({ registry, aggregator, outbox, audit, region: config.region, windows: windows.map((w) => w.name), residentChanged: (id) => alerts.rulesChanged(id) }),
+      forwarderRoutes({ registry, aggregator, outbox, audit, region: config.region, windows, rollupK: config.forwarder.rollupK ?? config.forwarder.k, residentChanged: (id) => alerts.rulesChanged(id) }),
       (app) => registerDeviceRoutes(app, {
         fleet,
         isOnline: (id) => mqtt.presence.isOnline(id),

@@ -14,3 +14,15 @@ export function mayAccessResident (p: ApiKeyPrincipal, residentId: string, hospi
   if (p.role === 'hospital') return p.scope !== null && hospitalOf(residentId) === p.scope
   return false
 }
+
+/** Who did it, as audit entries name API keys. */
+export function actorOf (p: ApiKeyPrincipal): string { return `${p.role}:${p.scope ?? ''}:${p.keyId}` }
+
+/**
+ * Records a read of a person's data by anyone but that person (SECURITY.md: every read of
+ * another person's data is audited); a resident reading its own data is not recorded.
+ */
+export function auditRead (audit: { append(actor: string, action: string, subject: string, detail?: unknown): unknown } | undefined, p: ApiKeyPrincipal, action: string, residentId: string, detail: unknown = {}): void {
+  if (p.role === 'resident' && p.scope === residentId) return
+  audit?.append(actorOf(p), action, residentId, detail)
+}

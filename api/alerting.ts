@@ -4,7 +4,7 @@ import { z } from 'zod'
 import { VitalmeshError, IdSchema } from '../core/index.ts'
 import type { Registry, AuditLog } from '../registry/index.ts'
 import type { AlertBook, RuleSetStore } from '../alerting/index.ts'
-import { requireRole, mayAccessResident } from './access.ts'
+import { mayAccessResident, auditRead } from './access.ts'
 
 export interface AlertingRoutesDeps {
   registry: Registry
@@ -46,33 +46,31 @@ export function alertingRoutes (d: AlertingRoutesDeps) {
       if (!d.registry.resident(id)) throw new VitalmeshError('VM_NOT_FOUND', `resident ${id} is not registered`)
     }
 
-    app.get('/v1/standards', async (req) => {
-      requireRole(req.principal, 'operator', 'resident', 'hospital', 'research')
+    app.get('/v1/standards', { config: { roles: ['operator', 'resident', 'hospital', 'research'] } }, async (req) => {
       return { ruleSets: d.alerts.activeRuleSets }
     })
 
-    app.get('/v1/rulesets', async (req) => {
-      requireRole(req.principal, 'operator', 'research')
+    app.get('/v1/rulesets', { config: { roles: ['operator', 'research'] } }, async (req) => {
       return { versions: d.ruleSets.list() }
     })
 
-    app.get<{ Params: { id: string, version: string } }>('/v1/rulesets/:id/:version', async (req) => {
-      requireRole(req.principal, 'operator', 'research')
+    app.get<{ Params: { id: string, version: string } }>('/v1/rulesets/:id/:version', { config: { roles: ['operator', 'research'] } }, async (req) => {
       const doc = d.ruleSets.get(req.params.id, req.params.version)
       if (!doc) throw new VitalmeshError('VM_NOT_FOUND', `rule set ${req.params.id} version ${req.params.version} is not published`)
       return doc
     })
 
-    app.post('/v1/rulesets', async (req, reply) => {
-      const p = requireRole(req.principal, 'research')
-      const doc = d.ruleSets.publish(req.body, `research:${p.scope ?? p.keyId}`)
+    app.post('/v1/rulesets', { config: { roles: ['research'] } }, async (req, reply) => {
+      const p = req.principal!
+      if (!p.scope || !d.registry.institution(p.scope)) throw new VitalmeshError('VM_FORBIDDEN', 'this research key is not bound to a registered institution')
+      const doc = d.ruleSets.publish(req.body, `research:${p.scope}`)
       d.audit.append(`research:${p.scope}:${p.keyId}`, 'rule-set.published', `${doc.id}@${doc.version}`, { publisher: doc.publisher, citation: doc.citation })
       req.log.info({ ruleSet: doc.id, version: doc.version, by: p.scope }, 'rule set published')
       return reply.status(201).send({ id: doc.id, version: doc.version, active: false })
     })
 
-    app.post<{ Params: { id: string, version: string } }>('/v1/rulesets/:id/:version/activate', async (req) => {
-      const p = requireRole(req.principal, 'operator')
+    app.post<{ Params: { id: string, version: string } }>('/v1/rulesets/:id/:version/activate', { config: { roles: ['operator'] } }, async (req) => {
+      const p = req.principal!
       d.ruleSets.activate(req.params.id, req.params.version, `operator:${p.keyId}`)
       d.audit.append(`operator:${p.keyId}`, 'rule-set.activated', `${req.params.id}@${req.params.version}`)
       d.rulesChanged(undefined, `operator:${p.keyId}`)
@@ -80,52 +78,58 @@ export function alertingRoutes (d: AlertingRoutesDeps) {
       return { id: req.params.id, version: req.params.version, active: true }
     })
 
-    app.delete<{ Params: { id: string } }>('/v1/rulesets/:id/active', async (req) => {
-      const p = requireRole(req.principal, 'operator')
+    app.delete<{ Params: { id: string } }>('/v1/rulesets/:id/active', { config: { roles: ['operator'] } }, async (req) => {
+      const p = req.principal!
       d.ruleSets.deactivate(req.params.id, `operator:${p.keyId}`)
       d.audit.append(`operator:${p.keyId}`, 'rule-set.deactivated', req.params.id)
       d.rulesChanged(undefined, `operator:${p.keyId}`)
       return { id: req.params.id, active: false }
     })
 
-    app.get<{ Params: { id: string }, Querystring: { limit?: string } }>('/v1/residents/:id/alerts', async (req) => {
-      const p = requireRole(req.principal, 'operator', 'resident', 'hospital')
+    app.get<{ Params: { id: string }, Querystring: { limit?: string } }>('/v1/residents/:id/alerts', { config: { roles: ['operator', 'resident', 'hospital'] } }, async (req) => {
+      const p = req.principal!
       const id = residentParam(req.params.id)
       guardResident(p, id)
       const limit = Math.min(1000, Math.max(1, Number(req.query.limit ?? 100) || 100))
-      return { residentId: id, alerts: d.alerts.forResident(id, limit) }
+      const alerts = d.alerts.forResident(id, limit)
+      auditRead(d.audit, p, 'pull.alerts', id, { count: alerts.length })
+      return { residentId: id, alerts }
     })
 
-    app.get<{ Params: { id: string } }>('/v1/alerts/:id/history', async (req) => {
-      const p = requireRole(req.principal, 'operator', 'resident', 'hospital')
+    app.get<{ Params: { id: string } }>('/v1/alerts/:id/history', { config: { roles: ['operator', 'resident', 'hospital'] } }, async (req) => {
+      const p = req.principal!
       const a = d.alerts.get(req.params.id)
       if (!a) throw new VitalmeshError('VM_NOT_FOUND', `no alert ${req.params.id}`)
       if (!mayAccessResident(p, a.residentId, hospitalOf)) throw new VitalmeshError('VM_FORBIDDEN', `this key may not access alert ${req.params.id}`)
+      auditRead(d.audit, p, 'pull.alert-history', a.residentId, { alertId: a.id })
       return { alert: a, transitions: d.alerts.history(a.id) }
     })
 
-    app.post<{ Params: { id: string } }>('/v1/alerts/:id/ack', async (req) => {
-      const p = requireRole(req.principal, 'operator', 'resident')
+    app.post<{ Params: { id: string } }>('/v1/alerts/:id/ack', { config: { roles: ['operator', 'resident'] } }, async (req) => {
+      const p = req.principal!
       const existing = d.alerts.get(req.params.id)
       if (!existing) throw new VitalmeshError('VM_NOT_FOUND', `no alert ${req.params.id}`)
       if (p.role === 'resident' && existing.residentId !== p.scope) throw new VitalmeshError('VM_FORBIDDEN', 'residents acknowledge only their own alerts')
       return d.alerts.acknowledge(req.params.id, `${p.role}:${p.scope ?? p.keyId}`, p.role === 'resident' ? p.scope ?? '' : undefined)
     })
 
-    app.get<{ Params: { id: string } }>('/v1/residents/:id/overrides', async (req) => {
-      const p = requireRole(req.principal, 'operator', 'hospital')
+    app.get<{ Params: { id: string } }>('/v1/residents/:id/overrides', { config: { roles: ['operator', 'hospital'] } }, async (req) => {
+      const p = req.principal!
       const id = residentParam(req.params.id)
       guardResident(p, id)
+      auditRead(d.audit, p, 'pull.overrides', id)
       return { residentId: id, overrides: d.registry.overrides(id) }
     })
 
-    app.put<{ Params: { id: string } }>('/v1/residents/:id/overrides', async (req) => {
-      const p = requireRole(req.principal, 'hospital')
+    app.put<{ Params: { id: string } }>('/v1/residents/:id/overrides', { config: { roles: ['hospital'] } }, async (req) => {
+      const p = req.principal!
       const id = residentParam(req.params.id)
       guardResident(p, id)
       const body = parseBody(OverrideBody, req.body)
-      d.registry.setOverride(id, body.ruleKey, body.params, `hospital:${p.scope}`)
-      d.audit.append(`hospital:${p.scope}:${p.keyId}`, 'override.set', id, body)
+      d.registry.atomically(() => {
+        d.registry.setOverride(id, body.ruleKey, body.params, `hospital:${p.scope}`)
+        d.audit.append(`hospital:${p.scope}:${p.keyId}`, 'override.set', id, body)
+      })
       d.rulesChanged(id)
       return { residentId: id, overrides: d.registry.overrides(id) }
     })

@@ -1,4 +1,4 @@
-import Fastify, { LogController, type FastifyInstance, type FastifyRequest, type FastifyBaseLogger } from 'fastify'
+import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyBaseLogger } from 'fastify'
 import { WebSocketServer } from 'ws'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
@@ -6,10 +6,10 @@ import { openApiDocument } from './openapi.ts'
 import { ReadingsQuery } from './schemas.ts'
 import type { Duplex } from 'node:stream'
 import type { IncomingMessage } from 'node:http'
-import { VitalmeshError, IdSchema, type Logger, type StoredReading } from '../core/index.ts'
-import type { ApiKeyPrincipal } from '../registry/index.ts'
+import { VitalmeshError, IdSchema, type ErrorCode, type Logger, type StoredReading } from '../core/index.ts'
+import type { ApiKeyPrincipal, Role } from '../registry/index.ts'
 import { mayAccessResident } from './access.ts'
-import type { LiveHub } from './live.ts'
+import { LIVE_MAX_FRAME_BYTES, type LiveHub } from './live.ts'
 
 export interface ApiDeps {
   logger: Logger
@@ -26,6 +26,10 @@ export interface ApiDeps {
   mqttUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void
   /** requests per minute per API key (token bucket; bursts up to the same number) */
   rateLimitPerMinute?: number
+  /** requests per minute per source address without a valid API key */
+  anonymousRateLimitPerMinute?: number
+  /** the per-address limiter, shared with the live stream's upgrades */
+  anonymousLimiter?: KeyRateLimiter
   /** records a data access in the audit trail */
   audited?(actor: string, action: string, subject: string, detail: unknown): void
   /** the live stream at /v1/live */
@@ -37,11 +41,19 @@ export interface ApiDeps {
 
 declare module 'fastify' {
   interface FastifyRequest { principal?: ApiKeyPrincipal }
-  interface FastifyInstance { vitalmeshRoutes: { method: string, url: string }[] }
+  interface FastifyInstance { vitalmeshRoutes: { method: string, url: string, roles: readonly Role[] | 'public' }[] }
+  interface FastifyContextConfig {
+    /**
+     * Who may call the route: the roles whose API key it serves, checked by one hook on the
+     * matched route (whatever spelling of the path reached it), or 'public' (no key). Every
+     * /v1 route must declare it; the scope (which resident, hospital...) is checked by the handler.
+     */
+    roles?: readonly Role[] | 'public'
+  }
 }
 
-/** A token bucket per API key: `perMinute` requests a minute, refilled continuously. */
-class KeyRateLimiter {
+/** A token bucket per key (an API key id, or a source address): `perMinute` requests a minute, refilled continuously. */
+export class KeyRateLimiter {
   private readonly buckets = new Map<string, { tokens: number, at: number }>()
   constructor (private readonly perMinute: number) {}
   take (key: string): boolean {
@@ -49,7 +61,9 @@ class KeyRateLimiter {
     const b = this.buckets.get(key) ?? { tokens: this.perMinute, at: now }
     b.tokens = Math.min(this.perMinute, b.tokens + ((now - b.at) / 60_000) * this.perMinute)
     b.at = now
-    this.buckets.set(key, b)
+    // full buckets are forgotten, so a scan of many addresses does not grow the map for ever
+    if (b.tokens >= this.perMinute - 1 && this.buckets.size > 10_000) this.buckets.delete(key)
+    else this.buckets.set(key, b)
     if (b.tokens < 1) return false
     b.tokens -= 1
     return true
@@ -65,51 +79,111 @@ function bearer (req: FastifyRequest): string | undefined {
   return h?.startsWith('Bearer ') ? h.slice(7).trim() : undefined
 }
 
+/** The code of a 4xx that is not a VitalmeshError (fastify's own: body parser, content type, ...), by its status. */
+const CODE_BY_STATUS: Record<number, ErrorCode> = {
+  400: 'VM_BAD_REQUEST', 401: 'VM_UNAUTHORIZED', 403: 'VM_FORBIDDEN', 404: 'VM_NOT_FOUND', 409: 'VM_CONFLICT',
+  413: 'VM_PAYLOAD_TOO_LARGE', 414: 'VM_URI_TOO_LONG', 415: 'VM_UNSUPPORTED_MEDIA_TYPE', 429: 'VM_RATE_LIMITED',
+}
+
+/** JSON bodies nest at most this deep: walking a 50,000-deep array (validation, JSON.stringify) overflows the stack. */
+export const MAX_JSON_DEPTH = 64
+
+/** The nesting depth of a parsed JSON value, without recursion; stops counting past `limit`. */
+export function jsonDepth (value: unknown, limit = MAX_JSON_DEPTH): number {
+  let max = 0
+  const stack: [unknown, number][] = [[value, 1]]
+  while (stack.length) {
+    const [v, d] = stack.pop()!
+    if (v === null || typeof v !== 'object') continue
+    if (d > max) { max = d; if (max > limit) return max }
+    for (const x of Array.isArray(v) ? v : Object.values(v)) if (x !== null && typeof x === 'object') stack.push([x, d + 1])
+  }
+  return max
+}
+
 export function buildApi (deps: ApiDeps): FastifyInstance {
   const app = Fastify({
     loggerInstance: deps.logger.child({ component: 'api' }) as FastifyBaseLogger,
     // one log line per request would dominate the log of a busy node; errors are still logged
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: 1024 * 1024,
+    // a path fastify cannot decode or a parameter too long to route: answered here, not in fastify's own shape
+    frameworkErrors: (err, _req, reply) => {
+      const status = (err as { statusCode?: number }).statusCode ?? 400
+      const code = CODE_BY_STATUS[status] ?? 'VM_BAD_REQUEST'
+      void (reply as FastifyReply).status(status).send({ code, message: code === 'VM_URI_TOO_LONG' ? 'a path parameter is longer than 100 characters' : 'the path is not valid percent-encoded UTF-8' })
+    },
+  })
+
+  const jsonParser = app.getDefaultJsonParser('error', 'error')
+  app.removeContentTypeParser('application/json')
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+    jsonParser(req, body as string, (err, value) => {
+      if (err) return done(err)
+      if (jsonDepth(value) > MAX_JSON_DEPTH) return done(new VitalmeshError('VM_BAD_REQUEST', `the JSON body nests deeper than ${MAX_JSON_DEPTH} levels`))
+      done(null, value)
+    })
   })
 
   app.setErrorHandler((err, req, reply) => {
     if (err instanceof VitalmeshError) return reply.status(err.status).send(err.toJSON())
     const e = err as { statusCode?: number, message: string, code?: string }
-    if (e.statusCode === 413) return reply.status(413).send({ code: 'VM_PAYLOAD_TOO_LARGE', message: 'the request body exceeds the 1 MiB limit' })
-    if (e.statusCode && e.statusCode < 500) return reply.status(e.statusCode).send({ code: 'VM_BAD_REQUEST', message: e.message })
+    if (e.statusCode === 413) return reply.status(413).send({ code: 'VM_PAYLOAD_TOO_LARGE', message: 'the request body exceeds the limit of this route (1 MiB unless its documentation says otherwise)' })
+    if (e.statusCode && e.statusCode >= 400 && e.statusCode < 500) return reply.status(e.statusCode).send({ code: CODE_BY_STATUS[e.statusCode] ?? 'VM_BAD_REQUEST', message: e.message })
     req.log.error({ err }, 'request failed')
     return reply.status(500).send({ code: 'VM_INTERNAL', message: 'internal error; see the server log' })
   })
   app.setNotFoundHandler((req, reply) => reply.status(404).send({ code: 'VM_NOT_FOUND', message: `no route ${req.method} ${req.url}` }))
 
-  // every route, so a test can check that each one enforces role and scope
-  const routes: { method: string, url: string }[] = []
-  app.addHook('onRoute', (r) => { for (const m of [r.method].flat()) if (m !== 'HEAD') routes.push({ method: m, url: r.url }) })
+  // every route with the roles it serves, so a test can check that each one enforces role and scope
+  const routes: { method: string, url: string, roles: readonly Role[] | 'public' }[] = []
+  app.addHook('onRoute', (r) => {
+    const roles = (r.config as { roles?: readonly Role[] | 'public' } | undefined)?.roles
+    // refused at start: a /v1 route that does not say who may call it
+    if (roles === undefined && r.url.startsWith('/v1/')) throw new Error(`route ${String(r.method)} ${r.url} declares no config.roles`)
+    for (const m of [r.method].flat()) if (m !== 'HEAD') routes.push({ method: m, url: r.url, roles: roles ?? 'public' })
+  })
   app.decorate('vitalmeshRoutes', routes)
 
   app.decorateRequest('principal', undefined)
-  const limiter = new KeyRateLimiter(deps.rateLimitPerMinute ?? 600)
+  const perKey = deps.rateLimitPerMinute ?? 600
+  const perAddress = deps.anonymousRateLimitPerMinute ?? 600
+  const limiter = new KeyRateLimiter(perKey)
+  const anonymous = deps.anonymousLimiter ?? new KeyRateLimiter(perAddress)
+  const limitAddress = (req: FastifyRequest, reply: FastifyReply): void => {
+    const ip = req.ip
+    if (!anonymous.take(ip)) {
+      reply.header('retry-after', String(anonymous.retryAfterS(ip)))
+      throw new VitalmeshError('VM_RATE_LIMITED', `more than ${perAddress} requests a minute without a valid API key from this address; retry later`)
+    }
+  }
+  // authentication and role on the route that matched (req.routeOptions), not on the raw URL:
+  // `/%761/...` and `/v%31/...` reach the same handler as `/v1/...`
   app.addHook('onRequest', async (req, reply) => {
-    if (!req.url.startsWith('/v1/')) return
+    const roles = req.routeOptions.config?.roles
+    if (roles === undefined || roles === 'public') return limitAddress(req, reply)
     const token = bearer(req)
     const p = token ? deps.verifyApiKey(token) : undefined
-    if (!p) throw new VitalmeshError('VM_UNAUTHORIZED', 'send a valid API key as "Authorization: Bearer <key>"')
+    if (!p) {
+      limitAddress(req, reply)
+      throw new VitalmeshError('VM_UNAUTHORIZED', 'send a valid API key as "Authorization: Bearer <key>"')
+    }
     req.principal = p
     if (!limiter.take(p.keyId)) {
       reply.header('retry-after', String(limiter.retryAfterS(p.keyId)))
-      throw new VitalmeshError('VM_RATE_LIMITED', `more than ${deps.rateLimitPerMinute ?? 600} requests a minute with this key; retry later`)
+      throw new VitalmeshError('VM_RATE_LIMITED', `more than ${perKey} requests a minute with this key; retry later`)
     }
+    if (!roles.includes(p.role)) throw new VitalmeshError('VM_FORBIDDEN', `this route is for ${roles.join(' or ')} keys`)
   })
 
-  app.get('/healthz', async () => ({ status: 'ok' }))
-  app.get('/readyz', async (_req, reply) => {
+  app.get('/healthz', { config: { roles: 'public' } }, async () => ({ status: 'ok' }))
+  app.get('/readyz', { config: { roles: 'public' } }, async (_req, reply) => {
     const checks = await deps.readiness()
     const ready = Object.values(checks).every((v) => v === 'ok')
     return reply.status(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready', checks })
   })
 
-  app.get<{ Params: { id: string } }>('/v1/residents/:id/readings', async (req) => {
+  app.get<{ Params: { id: string } }>('/v1/residents/:id/readings', { config: { roles: ['operator', 'resident', 'hospital'] } }, async (req) => {
     const id = IdSchema.safeParse(req.params.id)
     if (!id.success) throw new VitalmeshError('VM_BAD_REQUEST', 'resident id: ' + id.error.issues[0]!.message)
     const p = req.principal!
@@ -139,16 +213,21 @@ export function buildApi (deps: ApiDeps): FastifyInstance {
   // filled in once every plugin has registered its routes
   const document: Record<string, unknown> = openApiDocument(routes)
   app.addHook('onReady', async () => { Object.assign(document, openApiDocument(routes)) })
-  app.get('/openapi.json', async () => document)
+  app.get('/openapi.json', { config: { roles: 'public' } }, async () => document)
   app.register(swagger, { mode: 'static', specification: { document: document as never } })
   app.register(swaggerUi, { routePrefix: '/docs' })
 
   // MQTT over WebSocket on the HTTP port, at /mqtt
-  const liveWss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 64 * 1024 })
+  const liveWss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: LIVE_MAX_FRAME_BYTES })
   app.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const path = (req.url ?? '').split('?')[0]
     if (path === '/v1/live' && deps.live) {
-      liveWss.handleUpgrade(req, socket, head, (ws) => deps.live!.attach(ws))
+      const ip = req.socket.remoteAddress ?? ''
+      if (!anonymous.take(ip)) {
+        socket.end(`HTTP/1.1 429 Too Many Requests\r\nretry-after: ${anonymous.retryAfterS(ip)}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`)
+        return
+      }
+      liveWss.handleUpgrade(req, socket, head, (ws) => deps.live!.attach(ws, ip))
       return
     }
     deps.mqttUpgrade(req, socket, head)

@@ -3,7 +3,7 @@ import { z } from 'zod'
 import { VitalmeshError, IdSchema } from '../core/index.ts'
 import type { Registry, AuditLog } from '../registry/index.ts'
 import { researchPayload, type Aggregator, type ResearchCell } from '../forwarder/index.ts'
-import { requireRole, mayAccessResident } from './access.ts'
+import { mayAccessResident } from './access.ts'
 
 export interface DataRoutesDeps { registry: Registry, aggregator: Aggregator, audit: AuditLog, windows: string[], k: number }
 
@@ -47,15 +47,17 @@ export function dataRoutes (d: DataRoutesDeps) {
       return kind
     }
 
-    app.get<{ Params: { id: string } }>('/v1/hospitals/:id/residents', async (req) => {
-      const p = requireRole(req.principal, 'operator', 'hospital')
+    app.get<{ Params: { id: string } }>('/v1/hospitals/:id/residents', { config: { roles: ['operator', 'hospital'] } }, async (req) => {
+      const p = req.principal!
       if (p.role === 'hospital' && p.scope !== req.params.id) throw new VitalmeshError('VM_FORBIDDEN', 'a hospital sees only its own residents')
       if (!d.registry.hospital(req.params.id)) throw new VitalmeshError('VM_NOT_FOUND', `hospital ${req.params.id} is not registered`)
-      return { hospitalId: req.params.id, residents: d.registry.patients(req.params.id) }
+      const residents = d.registry.patients(req.params.id)
+      d.audit.append(`${p.role}:${p.scope ?? ''}:${p.keyId}`, 'pull.patients', req.params.id, { count: residents.length })
+      return { hospitalId: req.params.id, residents }
     })
 
-    app.get<{ Params: { id: string } }>('/v1/residents/:id/summaries', async (req) => {
-      const p = requireRole(req.principal, 'operator', 'resident', 'hospital')
+    app.get<{ Params: { id: string } }>('/v1/residents/:id/summaries', { config: { roles: ['operator', 'resident', 'hospital'] } }, async (req) => {
+      const p = req.principal!
       const id = IdSchema.safeParse(req.params.id)
       if (!id.success) throw new VitalmeshError('VM_BAD_REQUEST', 'resident id: ' + id.error.issues[0]!.message)
       if (!mayAccessResident(p, id.data, hospitalOf)) throw new VitalmeshError('VM_FORBIDDEN', `this key may not access resident ${id.data}`)
@@ -69,8 +71,8 @@ export function dataRoutes (d: DataRoutesDeps) {
       return { residentId: id.data, window: kind, summaries }
     })
 
-    app.get('/v1/research/aggregates', async (req, reply) => {
-      const p = requireRole(req.principal, 'research')
+    app.get('/v1/research/aggregates', { config: { roles: ['research'] } }, async (req, reply) => {
+      const p = req.principal!
       const inst = p.scope ? d.registry.institution(p.scope) : undefined
       if (!inst) throw new VitalmeshError('VM_FORBIDDEN', 'this research key is not bound to a registered institution')
       const q = parse(ResearchQuery, req.query)

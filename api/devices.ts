@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
 import { IdSchema, VitalmeshError } from '../core/index.ts'
 import { parseDeviceFile, type DeviceRecord, type Fleet, type ImportResult } from '../registry/index.ts'
@@ -37,26 +37,22 @@ function parse<T> (schema: z.ZodType<T>, value: unknown, what: string): T {
   return r.data
 }
 
-function operatorOnly (req: FastifyRequest): void {
-  if (req.principal?.role !== 'operator') throw new VitalmeshError('VM_FORBIDDEN', 'only an operator API key may manage devices')
-}
+const OPERATOR = { config: { roles: ['operator'] as const } }
 
 /** `/v1/devices`: register, bulk-import, rotate, revoke and list devices (operator keys). */
 export function registerDeviceRoutes (app: FastifyInstance, deps: DeviceRoutesDeps): void {
   const view = (d: DeviceRecord) => ({ ...d, online: deps.isOnline(d.id), lastSeenAt: deps.pendingLastSeen(d.id) ?? d.lastSeenAt })
 
   app.register(async (scope) => {
-    scope.addHook('onRequest', async (req) => operatorOnly(req))
     scope.addContentTypeParser(['text/csv', 'text/plain'], { parseAs: 'string', bodyLimit: 64 * 1024 * 1024 }, (_req, body, done) => done(null, body))
 
-    scope.post('/v1/devices', async (req, reply) => {
+    scope.post('/v1/devices', OPERATOR, async (req, reply) => {
       const body = parse(NewDeviceBody, req.body, 'body')
-      const secret = await deps.fleet.add(body)
-      deps.audited?.(`operator:${req.principal!.keyId}`, 'device.registered', body.id, { residentId: body.residentId })
+      const secret = await deps.fleet.add(body, () => deps.audited?.(`operator:${req.principal!.keyId}`, 'device.registered', body.id, { residentId: body.residentId }))
       return reply.status(201).send({ device: view(deps.fleet.get(body.id)!), secret })
     })
 
-    scope.post<{ Querystring: { createResidents?: string } }>('/v1/devices/import', { bodyLimit: 64 * 1024 * 1024 }, async (req) => {
+    scope.post<{ Querystring: { createResidents?: string } }>('/v1/devices/import', { bodyLimit: 64 * 1024 * 1024, config: { roles: ['operator'] } }, async (req) => {
       const rows = typeof req.body === 'string' ? parseDeviceFile(req.body) : parseDeviceFile(JSON.stringify(req.body ?? []), 'json')
       const result: ImportResult = await deps.fleet.import(rows, {
         createResidents: req.query.createResidents === 'true',
@@ -66,26 +62,26 @@ export function registerDeviceRoutes (app: FastifyInstance, deps: DeviceRoutesDe
       return result
     })
 
-    scope.get('/v1/devices', async (req) => {
+    scope.get('/v1/devices', OPERATOR, async (req) => {
       const q = parse(DeviceListQuery, req.query, 'query')
       const devices = deps.fleet.list({ limit: q.limit, residentId: q.residentId, region: q.region, afterId: q.after, includeRevoked: q.includeRevoked })
       return { count: devices.length, next: devices.length === q.limit ? devices[devices.length - 1]!.id : null, devices: devices.map(view) }
     })
 
-    scope.get<{ Params: { id: string } }>('/v1/devices/:id', async (req) => {
+    scope.get<{ Params: { id: string } }>('/v1/devices/:id', OPERATOR, async (req) => {
       const d = deps.fleet.get(req.params.id)
       if (!d) throw new VitalmeshError('VM_NOT_FOUND', `device "${req.params.id}" is not registered`)
       return view(d)
     })
 
-    scope.post<{ Params: { id: string } }>('/v1/devices/:id/rotate', async (req) => {
+    scope.post<{ Params: { id: string } }>('/v1/devices/:id/rotate', OPERATOR, async (req) => {
       const secret = await deps.fleet.rotate(req.params.id)
       const disconnected = deps.disconnect(req.params.id)
       deps.audited?.(`operator:${req.principal!.keyId}`, 'device.rotated', req.params.id, { disconnected })
       return { device: view(deps.fleet.get(req.params.id)!), secret, disconnected }
     })
 
-    scope.post<{ Params: { id: string } }>('/v1/devices/:id/revoke', async (req) => {
+    scope.post<{ Params: { id: string } }>('/v1/devices/:id/revoke', OPERATOR, async (req) => {
       const d = deps.fleet.revoke(req.params.id)
       const disconnected = deps.disconnect(req.params.id)
       deps.audited?.(`operator:${req.principal!.keyId}`, 'device.revoked', req.params.id, { disconnected })

@@ -8,7 +8,7 @@ import type { ApiKeyPrincipal } from '../registry/index.ts'
  * counts, no personal data); `metrics.requireApiKey` makes it need an operator key.
  */
 export function registerMetricsRoute (app: FastifyInstance, registries: Registry[], opts: { requireApiKey: boolean, verifyApiKey(token: string): ApiKeyPrincipal | undefined, logger: Logger }): void {
-  app.get('/metrics', async (req, reply) => {
+  app.get('/metrics', { config: { roles: 'public' } }, async (req, reply) => {
     if (opts.requireApiKey) {
       const h = req.headers.authorization
       const p = h?.startsWith('Bearer ') ? opts.verifyApiKey(h.slice(7).trim()) : undefined

@@ -2,7 +2,6 @@ import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
 import { VitalmeshError, IdSchema } from '../core/index.ts'
 import type { Registry, AuditLog } from '../registry/index.ts'
-import { requireRole } from './access.ts'
 
 export const HospitalBody = z.strictObject({
   id: IdSchema, name: z.string().min(1).max(200),
@@ -33,34 +32,38 @@ function parse<T> (schema: z.ZodType<T>, body: unknown): T {
 /** Operator routes for the registry: hospitals, research institutions, residents' profiles. */
 export function operatorRoutes (d: { registry: Registry, audit: AuditLog, residentChanged(id: string): void }) {
   return (app: FastifyInstance): void => {
-    app.post('/v1/hospitals', async (req, reply) => {
-      requireRole(req.principal, 'operator')
+    app.post('/v1/hospitals', { config: { roles: ['operator'] } }, async (req, reply) => {
       const h = parse(HospitalBody, req.body)
-      d.registry.addHospital(h)
-      d.audit.append(`operator:${req.principal!.keyId}`, 'hospital.registered', h.id, { name: h.name, fhirUrl: h.fhirUrl ?? null, webhookUrl: h.webhookUrl ?? null })
+      d.registry.atomically(() => {
+        d.registry.addHospital(h)
+        d.audit.append(`operator:${req.principal!.keyId}`, 'hospital.registered', h.id, { name: h.name, fhirUrl: h.fhirUrl ?? null, webhookUrl: h.webhookUrl ?? null })
+      })
       return reply.status(201).send({ id: h.id, name: h.name })
     })
-    app.post('/v1/institutions', async (req, reply) => {
-      requireRole(req.principal, 'operator')
+    app.post('/v1/institutions', { config: { roles: ['operator'] } }, async (req, reply) => {
       const i = parse(InstitutionBody, req.body)
-      d.registry.addInstitution(i)
-      d.audit.append(`operator:${req.principal!.keyId}`, 'institution.registered', i.id, { name: i.name, pushUrl: i.pushUrl ?? null })
+      d.registry.atomically(() => {
+        d.registry.addInstitution(i)
+        d.audit.append(`operator:${req.principal!.keyId}`, 'institution.registered', i.id, { name: i.name, pushUrl: i.pushUrl ?? null })
+      })
       return reply.status(201).send({ id: i.id, name: i.name })
     })
-    app.post('/v1/residents', async (req, reply) => {
-      requireRole(req.principal, 'operator')
+    app.post('/v1/residents', { config: { roles: ['operator'] } }, async (req, reply) => {
       const r = parse(NewResidentBody, req.body)
-      const password = await d.registry.addResident({ id: r.id, ...(r.name ? { name: r.name } : {}), ...(r.language ? { language: r.language } : {}), ...(r.region ? { region: r.region } : {}) }, r.mqttPassword)
-      if (r.birthYear !== undefined || r.conditions || r.hospitalId) d.registry.updateResident(r.id, { ...(r.birthYear !== undefined ? { birthYear: r.birthYear } : {}), ...(r.conditions ? { conditions: r.conditions } : {}), ...(r.hospitalId ? { hospitalId: r.hospitalId } : {}) })
-      d.audit.append(`operator:${req.principal!.keyId}`, 'resident.registered', r.id, { region: r.region ?? null, mqttPassword: r.mqttPassword })
+      // all or nothing: an unknown hospital leaves no resident behind (nor a password nobody received)
+      const password = await d.registry.addResident({
+        id: r.id, ...(r.name ? { name: r.name } : {}), ...(r.language ? { language: r.language } : {}), ...(r.region ? { region: r.region } : {}),
+        ...(r.birthYear !== undefined ? { birthYear: r.birthYear } : {}), ...(r.conditions ? { conditions: r.conditions } : {}), ...(r.hospitalId ? { hospitalId: r.hospitalId } : {}),
+      }, r.mqttPassword, () => { d.audit.append(`operator:${req.principal!.keyId}`, 'resident.registered', r.id, { region: r.region ?? null, hospitalId: r.hospitalId ?? null, mqttPassword: r.mqttPassword }) })
       return reply.status(201).send({ id: r.id, ...(password ? { mqttPassword: password } : {}) })
     })
 
-    app.patch<{ Params: { id: string } }>('/v1/residents/:id', async (req) => {
-      requireRole(req.principal, 'operator')
+    app.patch<{ Params: { id: string } }>('/v1/residents/:id', { config: { roles: ['operator'] } }, async (req) => {
       const patch = parse(ResidentPatch, req.body)
-      d.registry.updateResident(req.params.id, patch)
-      d.audit.append(`operator:${req.principal!.keyId}`, 'resident.updated', req.params.id, patch)
+      d.registry.atomically(() => {
+        d.registry.updateResident(req.params.id, patch)
+        d.audit.append(`operator:${req.principal!.keyId}`, 'resident.updated', req.params.id, patch)
+      })
       d.residentChanged(req.params.id)
       const r = d.registry.resident(req.params.id)!
       return { id: r.id, birthYear: r.birthYear, conditions: r.conditions, hospitalId: r.hospitalId, language: r.language, region: r.region, researchConsent: r.researchConsent }

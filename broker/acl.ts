@@ -33,5 +33,7 @@ export function clientIdMatches (clientId: string, username: string): boolean {
 }
 
 export function errorPayload (e: ReadingError): Buffer {
-  return Buffer.from(JSON.stringify(e.seq === undefined ? { code: e.code, message: e.message } : { code: e.code, message: e.message, seq: e.seq }))
+  // every error names the seq(s) it concerns when the payload let them be read: `seqs` always, `seq` too for exactly one
+  const seqs = e.seqs ?? (e.seq === undefined ? [] : [e.seq])
+  return Buffer.from(JSON.stringify(seqs.length === 0 ? { code: e.code, message: e.message } : seqs.length === 1 ? { code: e.code, message: e.message, seq: seqs[0], seqs } : { code: e.code, message: e.message, seqs }))
 }

@@ -4,7 +4,7 @@ import type { Duplex } from 'node:stream'
 import type { IncomingMessage } from 'node:http'
 import type { EventEmitter } from 'node:events'
 import { Aedes, type Client, type AuthenticateError } from 'aedes'
-import { parseVitalsTopic, topics, type Clock, type ErrorCode, type Logger, type ReadingError } from '../core/index.ts'
+import { parseVitalsTopic, topics, seqsOf, withSeqs, type Clock, type ErrorCode, type Logger, type ReadingError } from '../core/index.ts'
 import type { Principal } from '../registry/index.ts'
 import { mayPublish, maySubscribe, clientIdMatches, errorPayload } from './acl.ts'
 import { guardPacketSize } from './packet-guard.ts'
@@ -210,15 +210,16 @@ export async function createBroker (deps: BrokerDeps): Promise<Broker> {
             log.warn({ id: p.id, ratePerS: limits.rate.ratePerS }, 'device keeps publishing over its rate limit; disconnecting')
             return done(new Error(`VM_RATE_LIMITED: ${p.id} keeps publishing over ${limits.rate.ratePerS}/s`))
           }
-          // acknowledged but not stored, and answered: the device must send the reading again later
-          broker.replyError(p.id, { code: 'VM_RATE_LIMITED', message: `over the limit of ${limits.rate.ratePerS} messages/s (burst ${limits.rate.burst}); this message was not stored, send it again later` })
+          // acknowledged but not stored, and answered with the seqs it carried: the device must send those readings again later
+          const refused = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload)
+          broker.replyError(p.id, withSeqs({ code: 'VM_RATE_LIMITED', message: `over the limit of ${limits.rate.ratePerS} messages/s (burst ${limits.rate.burst}); this message was not stored, send it again later` }, refused.length <= limits.maxPayloadBytes ? seqsOf(refused) : []))
           return done(null)
         }
         const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload)
         if (payload.length > limits.maxPayloadBytes) {
           stats.oversized++
           // acknowledged and answered, like any other invalid payload, so the device does not resend it forever
-          broker.replyError(p.id, { code: 'VM_PAYLOAD_TOO_LARGE', message: `payload of ${payload.length} bytes exceeds the limit of ${limits.maxPayloadBytes} bytes` })
+          broker.replyError(p.id, withSeqs({ code: 'VM_PAYLOAD_TOO_LARGE', message: `payload of ${payload.length} bytes exceeds the limit of ${limits.maxPayloadBytes} bytes` }, seqsOf(payload)))
           return done(null)
         }
         return deps.ingest(p, payload, (err) => done(err))

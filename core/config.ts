@@ -59,6 +59,9 @@ export const ConfigSchema = z.strictObject({
     host: z.string().default('0.0.0.0'),
     port: port.default(8080),
     rateLimitPerMinute: z.coerce.number().int().min(1).default(600).describe('requests per minute per API key'),
+    anonymousRateLimitPerMinute: z.coerce.number().int().min(1).default(600).describe('requests per minute per source address without a valid API key (console files, health checks, wrong keys, live-stream upgrades)'),
+    /** frames per second a live-stream (/v1/live) client may send; more closes the socket (4429) */
+    liveFramesPerS: z.coerce.number().int().min(1).default(20),
   }).prefault({}),
   ingest: z.strictObject({
     /** how many spool rows one drain step moves to the telemetry store */
@@ -126,6 +129,7 @@ export const ConfigSchema = z.strictObject({
     retainS: z.coerce.number().min(0).default(7 * 86400).describe('late readings for windows older than this are stored but no longer summarised'),
     tickMs: z.coerce.number().int().min(10).default(1000),
     k: z.coerce.number().int().min(2).default(5).describe('research cells covering fewer residents are suppressed'),
+    rollupK: z.coerce.number().int().min(1).optional().describe('a roll-up to the parent region leaves out this node\'s own residents when they are fewer than this in a window (default: forwarder.k; 1 sends every window)'),
     fhirMaxEntries: z.coerce.number().int().min(1).max(10_000).default(100),
   }).prefault({}),
   demo: z.strictObject({
@@ -146,6 +150,8 @@ export const ENV_SETTINGS: Record<string, string> = {
   VITALMESH_HTTP_HOST: 'http.host',
   VITALMESH_HTTP_PORT: 'http.port',
   VITALMESH_RATE_LIMIT_PER_MINUTE: 'http.rateLimitPerMinute',
+  VITALMESH_ANONYMOUS_RATE_LIMIT_PER_MINUTE: 'http.anonymousRateLimitPerMinute',
+  VITALMESH_LIVE_FRAMES_PER_S: 'http.liveFramesPerS',
   VITALMESH_DRAIN_BATCH: 'ingest.drainBatch',
   VITALMESH_DRAIN_INTERVAL_MS: 'ingest.drainIntervalMs',
   VITALMESH_DEAD_LETTER_MAX: 'ingest.deadLetterMax',
@@ -177,6 +183,7 @@ export const ENV_SETTINGS: Record<string, string> = {
   VITALMESH_WINDOW_RETAIN_S: 'forwarder.retainS',
   VITALMESH_FORWARDER_TICK_MS: 'forwarder.tickMs',
   VITALMESH_RESEARCH_K: 'forwarder.k',
+  VITALMESH_ROLLUP_K: 'forwarder.rollupK',
   VITALMESH_FHIR_MAX_ENTRIES: 'forwarder.fhirMaxEntries',
   VITALMESH_PUBLISH_RATE: 'mqtt.publishRatePerS',
   VITALMESH_PUBLISH_BURST: 'mqtt.publishBurst',

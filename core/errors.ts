@@ -22,6 +22,9 @@ export const ErrorCodes = {
   VM_INTERNAL: { status: 500, text: 'Internal error; see the server log.' },
   VM_RATE_LIMITED: { status: 429, text: 'Over the rate limit of the device or API key: the message or request was not processed; send it again later (HTTP: after Retry-After).' },
   VM_CONNECTION_LIMIT: { status: 429, text: 'Too many connections from one source address.' },
+  VM_INVALID_ROLLUP: { status: 400, text: 'The federation roll-up does not match vitalmesh.region-rollup/1 (histogram keys, counts, window alignment or region).' },
+  VM_UNSUPPORTED_MEDIA_TYPE: { status: 415, text: 'The request body\'s Content-Type is not one this route accepts (JSON, or the type its documentation names).' },
+  VM_URI_TOO_LONG: { status: 414, text: 'A path parameter is longer than the server accepts.' },
 } as const
 
 export type ErrorCode = keyof typeof ErrorCodes

@@ -54,7 +54,10 @@ export interface StoredReading extends Reading {
 export interface ReadingError {
   code: ErrorCode
   message: string
+  /** the reading's seq, when the error concerns one reading */
   seq?: number
+  /** every seq the error concerns (a whole batch refused: each of its readings' seqs) */
+  seqs?: number[]
 }
 
 export interface DecodedPayload {
@@ -88,6 +91,31 @@ export const defaultPlausibility: PlausibilityLimits = {
 function describeIssue (issue: z.core.$ZodIssue): string {
   const path = issue.path.length ? issue.path.join('.') : 'payload'
   return `${path}: ${issue.message}`
+}
+
+/**
+ * The seqs a payload carries (one reading, or each reading of a batch), as far as they can be
+ * read: so an error about the whole message (rate limit, size, batch shape) names every seq
+ * the device must resend or drop. Never throws; [] when the payload is not JSON.
+ */
+export function seqsOf (payload: Buffer | Uint8Array | string): number[] {
+  let raw: unknown
+  try { raw = JSON.parse(typeof payload === 'string' ? payload : Buffer.isBuffer(payload) ? payload.toString('utf8') : Buffer.from(payload).toString('utf8')) } catch { return [] }
+  if (raw !== null && typeof raw === 'object' && !Array.isArray(raw) && 'readings' in raw) {
+    const items = (raw as { readings: unknown }).readings
+    if (!Array.isArray(items)) return []
+    const out: number[] = []
+    for (const item of items.slice(0, MAX_BATCH * 2)) { const s = seqOf(item); if (s !== undefined) out.push(s) }
+    return out
+  }
+  const s = seqOf(raw)
+  return s === undefined ? [] : [s]
+}
+
+/** The error with the seqs it concerns: `seq` too when it is exactly one (what firmware matched on before `seqs`). */
+export function withSeqs (e: ReadingError, seqs: readonly number[]): ReadingError {
+  if (seqs.length === 0) return e
+  return seqs.length === 1 ? { ...e, seq: seqs[0]!, seqs: [seqs[0]!] } : { ...e, seqs: [...seqs] }
 }
 
 function seqOf (raw: unknown): number | undefined {
@@ -206,7 +234,9 @@ export function decodePayload (payload: Buffer | Uint8Array, now: number, limits
   if (raw !== null && typeof raw === 'object' && !Array.isArray(raw) && 'readings' in raw) {
     const batch = BatchSchema.safeParse(raw)
     if (!batch.success) {
-      out.errors.push({ code: 'VM_INVALID_READING', message: batch.error.issues.slice(0, 3).map(describeIssue).join('; ') })
+      const items = (raw as { readings: unknown }).readings
+      const seqs = Array.isArray(items) ? items.slice(0, MAX_BATCH * 2).map(seqOf).filter((x): x is number => x !== undefined) : []
+      out.errors.push(withSeqs({ code: 'VM_INVALID_READING', message: batch.error.issues.slice(0, 3).map(describeIssue).join('; ') }, seqs))
       return out
     }
     for (const item of batch.data.readings) pushChecked(out, item, BatchedReadingSchema, now, limits)

@@ -2,6 +2,7 @@ import type { Clock, DB, Logger, Reading } from '../core/index.ts'
 import { BUILTIN_RULE_SETS, compileRule } from '../alerting/index.ts'
 import { addValue, emptyStats, mergeStats, statsFromJSON, statsToJSON, summarize, type MetricStats, type StatsSummary } from './stats.ts'
 import { windowStart, type WindowKind } from './windows.ts'
+import { checkRollup } from './rollup.ts'
 
 /** One resident's summary of one window: what hospitals receive (as FHIR) and research cells are built from. */
 export interface ResidentSummary {
@@ -44,6 +45,8 @@ export interface RegionRollup {
   bpCategories: Record<string, number>
   /** the regions below, as received (a county has none) */
   children: string[]
+  /** this node's own residents were left out: fewer than `rollupK` had readings in the window */
+  suppressed?: boolean
 }
 
 export interface ResidentFacts { region: string | null, birthYear: number | null, hospitalId: string | null, researchConsent: boolean }
@@ -86,6 +89,11 @@ export interface AggregatorDeps {
   /** how often window state is written (with a spool cursor); also before a window closes and before a read (default 5000 ms) */
   checkpointMs?: number
   region: { id: string, level: string }
+  /**
+   * k-anonymity of roll-ups: a window in which fewer of this node's own residents had readings
+   * goes up without them (the node keeps its own detail). Default 1: every window goes up.
+   */
+  rollupK?: number
   resident(id: string): ResidentFacts | undefined
   alertsIn(residentId: string, from: number, to: number): number
   sinks: SummarySink[]
@@ -293,12 +301,36 @@ export class Aggregator {
 
   /** A child region's roll-up arrived on the federation endpoint. Newer versions replace older ones. */
   receiveRollup (r: RegionRollup): boolean {
-    const w = this.d.windows.find((x) => x.name === r.window.kind)
-    if (!w) return false
+    // checked by the API already; again here, since what is stored must never break a window
+    if (!checkRollup(r, this.d.windows).ok) return false
     this.d.db.transaction(() => {
       if (this.s.saveChild.run(r.region, r.window.kind, r.window.start, r.version, JSON.stringify(r), this.d.clock.now()).changes) this.s.group.run(r.window.kind, r.window.start)
     })()
     return true
+  }
+
+  /** The stored roll-ups of the child regions for one window; one that does not pass the roll-up check is skipped and logged, never merged. */
+  private childRollups (kind: string, start: number): RegionRollup[] {
+    const out: RegionRollup[] = []
+    for (const row of this.s.children.all(kind, start)) {
+      let body: unknown
+      try { body = JSON.parse(row.body) } catch { body = undefined }
+      const r = checkRollup(body, this.d.windows)
+      if (r.ok) out.push(r.rollup as RegionRollup)
+      else this.d.logger.warn({ kind, start: new Date(start).toISOString(), problem: r.ok ? undefined : r.message }, 'stored child roll-up skipped: it does not pass the roll-up check')
+    }
+    return out
+  }
+
+  /** The residents' stored windows of one window period; a row that cannot be read is skipped and logged. */
+  private residentRows (kind: string, start: number): { w: ResidentWindow, dirty: boolean }[] {
+    const out: { w: ResidentWindow, dirty: boolean }[] = []
+    for (const row of this.s.windowsOf.all(kind, start)) {
+      try { out.push({ w: fromJSON(row.state), dirty: row.dirty === 1 }) } catch (err) {
+        this.d.logger.warn({ err, kind, start: new Date(start).toISOString() }, 'stored resident window skipped: it cannot be read')
+      }
+    }
+    return out
   }
 
   summaryOf (acc: ResidentWindow, w: WindowKind, version: number): ResidentSummary {
@@ -346,15 +378,18 @@ export class Aggregator {
   }
 
   private emit (w: WindowKind, start: number, version: number): void {
-    const rows = this.s.windowsOf.all(w.name, start)
-    const all = rows.map((r) => fromJSON(r.state))
-    const changed = rows.filter((r) => r.dirty === 1).map((r) => this.summaryOf(fromJSON(r.state), w, version))
-    const children = this.s.children.all(w.name, start).map((r) => JSON.parse(r.body) as RegionRollup)
-    const { residents, hr, sys, dia, cats } = mergeRegion(all, children)
+    const rows = this.residentRows(w.name, start)
+    const all = rows.map((r) => r.w)
+    const changed = rows.filter((r) => r.dirty).map((r) => this.summaryOf(r.w, w, version))
+    const children = this.childRollups(w.name, start)
+    // fewer own residents than rollupK: the window goes up without them (children are k-protected by their own nodes)
+    const suppressed = all.length > 0 && all.length < (this.d.rollupK ?? 1)
+    const { residents, hr, sys, dia, cats } = mergeRegion(suppressed ? [] : all, children)
     const rollup: RegionRollup = {
       schema: 'vitalmesh.region-rollup/1', region: this.d.region.id, level: this.d.region.level,
       window: { kind: w.name, start, end: start + w.ms }, version, residents,
       hr: statsToJSON(hr), sys: statsToJSON(sys), dia: statsToJSON(dia), bpCategories: cats, children: children.map((c) => c.region),
+      ...(suppressed ? { suppressed: true } : {}),
     }
     const closed: ClosedWindow = { kind: w.name, start, end: start + w.ms, version, changed, all, rollup, facts: (id) => this.d.resident(id) }
     for (const sink of this.d.sinks) sink.emit(closed)
@@ -379,21 +414,24 @@ export class Aggregator {
     if (!w) return []
     return this.s.groupStarts.all(kind, from, to, limit).map((g) => ({
       kind, start: g.start, end: g.start + w.ms, version: g.version, changed: [],
-      all: this.s.windowsOf.all(kind, g.start).map((r) => fromJSON(r.state)),
+      all: this.residentRows(kind, g.start).map((r) => r.w),
       rollup: undefined as never,
       facts: (id: string) => this.d.resident(id),
     }))
   }
 
-  /** The region's aggregates per window (own residents and child regions merged), for the API. */
-  regionAggregates (kind: string, from: number, to: number): { window: { kind: string, start: number, end: number }, residents: number, hr: StatsSummary, sys: StatsSummary, dia: StatsSummary, bpCategories: Record<string, number>, children: { region: string, residents: number, readings: number }[] }[] {
+  /**
+   * The region's aggregates per window (own residents and child regions merged), for the API.
+   * `minOwn`: own residents fewer than this in a window are left out (for readers outside the node).
+   */
+  regionAggregates (kind: string, from: number, to: number, minOwn = 1): { window: { kind: string, start: number, end: number }, residents: number, hr: StatsSummary, sys: StatsSummary, dia: StatsSummary, bpCategories: Record<string, number>, children: { region: string, residents: number, readings: number }[] }[] {
     const w = this.d.windows.find((x) => x.name === kind)
     if (!w) return []
     this.checkpoint()
     return this.s.regionStarts.all(kind, from, to, kind, from, to).map(({ start }) => {
-      const all = this.s.windowsOf.all(kind, start).map((r) => fromJSON(r.state))
-      const children = this.s.children.all(kind, start).map((r) => JSON.parse(r.body) as RegionRollup)
-      const { residents, hr, sys, dia, cats } = mergeRegion(all, children)
+      const own = this.residentRows(kind, start).map((r) => r.w)
+      const children = this.childRollups(kind, start)
+      const { residents, hr, sys, dia, cats } = mergeRegion(own.length >= minOwn ? own : [], children)
       return {
         window: { kind, start, end: start + w.ms }, residents, hr: summarize(hr), sys: summarize(sys), dia: summarize(dia), bpCategories: cats,
         children: children.map((c) => ({ region: c.region, residents: c.residents, readings: Math.max(c.hr.n, c.sys.n) })),

@@ -31,9 +31,10 @@ export class Outbox {
   /** per endpoint: consecutive failures and, when its circuit is open, until when */
   private readonly breakers = new Map<string, { failures: number, openUntil: number }>()
   private readonly waiters: (() => void)[] = []
+  private stopped = false
   readonly stats = { delivered: 0, failures: 0, deadLettered: 0, circuitOpened: 0 }
 
-  constructor (db: DB, private readonly clock: Clock, private readonly logger: Logger, private readonly opts: OutboxOptions) {
+  constructor (private readonly db: DB, private readonly clock: Clock, private readonly logger: Logger, private readonly opts: OutboxOptions) {
     db.exec(`
       CREATE TABLE IF NOT EXISTS outbox (
         id INTEGER PRIMARY KEY AUTOINCREMENT, sink TEXT NOT NULL, url TEXT NOT NULL, headers TEXT NOT NULL, body TEXT NOT NULL,
@@ -63,6 +64,7 @@ export class Outbox {
   pending (): number { return this.s.pending.get()!.n }
 
   start (): void {
+    this.stopped = false
     const loop = (): void => {
       this.poll()
       this.timer = setTimeout(loop, this.opts.pollMs)
@@ -70,7 +72,14 @@ export class Outbox {
     loop()
   }
 
-  stop (): void { if (this.timer) clearTimeout(this.timer); this.timer = undefined }
+  /**
+   * Stops polling. A delivery still in flight when the database is closed leaves its row
+   * pending: it is sent again after the next start, under the same Idempotency-Key.
+   */
+  stop (): void { this.stopped = true; if (this.timer) clearTimeout(this.timer); this.timer = undefined }
+
+  /** stopped and its database closed (the node shut down while a delivery was in flight) */
+  private closed (): boolean { return this.stopped && !this.db.open }
 
   /** Messages set aside after `deadLetterAfterMs`, for operators. */
   deadLetters (): DeadLetterRow[] {
@@ -105,6 +114,7 @@ export class Outbox {
       this.busy.add(endpoint)
       void this.deliver(row).finally(() => {
         this.busy.delete(endpoint)
+        if (this.closed()) return
         if (this.busy.size === 0 && this.pending() === 0) { const w = this.waiters.splice(0); w.forEach((f) => f()) }
       })
     }
@@ -122,6 +132,7 @@ export class Outbox {
         bodyTimeout: this.opts.timeoutMs,
       })
       await res.body.dump()
+      if (this.closed()) return
       if (res.statusCode >= 200 && res.statusCode < 300) {
         this.s.delivered.run(this.clock.now(), row.id)
         this.stats.delivered++
@@ -134,6 +145,7 @@ export class Outbox {
     } catch (e) {
       error = (e as Error).message
     }
+    if (this.closed()) return
     this.stats.failures++
     const endpoint = new URL(row.url).origin
     const b = this.breakers.get(endpoint) ?? { failures: 0, openUntil: 0 }

@@ -84,9 +84,12 @@ export function statsToJSON (s: MetricStats): { n: number, min: number | null, m
   return { n: s.n, min: s.n ? s.min : null, max: s.n ? s.max : null, sum: s.sum, bins }
 }
 
+/** Histogram keys a stored or received value can have (whole units of bpm or mmHg); others are skipped, so no key sizes an array. */
+export const MAX_BIN_KEY = 10_000
+
 export function statsFromJSON (j: { n: number, min: number | null, max: number | null, sum: number, bins: Bins }): MetricStats {
   const s: MetricStats = { n: j.n, min: j.min ?? Infinity, max: j.max ?? -Infinity, sum: j.sum, lo: 0, counts: null }
-  const keys = Object.keys(j.bins).map(Number)
+  const keys = Object.keys(j.bins).map(Number).filter((k) => Number.isSafeInteger(k) && Math.abs(k) <= MAX_BIN_KEY && Number.isSafeInteger(j.bins[k]) && j.bins[k]! > 0)
   if (keys.length === 0) return s
   const from = Math.min(...keys); const to = Math.max(...keys)
   s.lo = from

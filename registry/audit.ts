@@ -10,6 +10,8 @@ export type AuditAction =
   | 'override.set'
   | 'export.fhir' | 'export.research' | 'export.rollup'
   | 'pull.research' | 'pull.readings' | 'pull.summaries'
+  | 'pull.alerts' | 'pull.alert-history' | 'pull.profile' | 'pull.overrides' | 'pull.patients' | 'live.open' | 'live.watch'
+  | 'resident.registered' | 'device.registered'
   | 'outbox.redrive'
   | (string & {})
 

@@ -45,8 +45,8 @@ export class Fleet {
     }
   }
 
-  async add (d: NewDevice): Promise<string> {
-    return this.registry.addDevice(d)
+  async add (d: NewDevice, recorded?: () => void): Promise<string> {
+    return this.registry.addDevice(d, recorded)
   }
 
   /** Imports many devices: hashes in parallel, commits per chunk of 1000, reports progress per chunk. */

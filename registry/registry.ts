@@ -9,6 +9,11 @@ export type Principal = DevicePrincipal | ResidentPrincipal
 
 export interface ApiKeyPrincipal { keyId: string, role: Role, scope: string | null }
 
+export interface NewResident {
+  id: string, name?: string, language?: string, region?: string
+  birthYear?: number, conditions?: string[], hospitalId?: string
+}
+
 export interface ResidentRecord {
   id: string, name: string | null, language: string, region: string | null
   birthYear: number | null, conditions: string[], hospitalId: string | null, researchConsent: boolean
@@ -36,6 +41,9 @@ export interface CredentialChange { id: string, at: number, revoked: boolean }
  */
 export class Registry {
   private readonly q
+  /** bumped by every change of a key or a resident's profile on this connection (other connections: SQLite's data_version) */
+  private changes = 0
+  private readonly dataVersion
 
   constructor (private readonly db: DB) {
     db.exec(`
@@ -60,6 +68,7 @@ export class Registry {
     ensureColumns(db, 'hospitals', { fhir_url: 'TEXT', fhir_auth: "TEXT NOT NULL DEFAULT 'bearer'", fhir_secret: 'TEXT' })
     db.exec(`CREATE TABLE IF NOT EXISTS research_institutions (
       id TEXT PRIMARY KEY, name TEXT NOT NULL, push_url TEXT, token TEXT, pseudonym_key TEXT NOT NULL, created_at INTEGER NOT NULL)`)
+    this.dataVersion = db.prepare<[], { data_version: number }>('PRAGMA data_version')
     this.q = {
       resident: db.prepare<[string], { id: string, name: string | null, language: string, region: string | null, secret_hash: string | null, birth_year: number | null, conditions: string, hospital_id: string | null, research_consent: number }>('SELECT id, name, language, region, secret_hash, birth_year, conditions, hospital_id, research_consent FROM residents WHERE id = ?'),
       updateResident: db.prepare('UPDATE residents SET birth_year = coalesce(?, birth_year), conditions = coalesce(?, conditions), hospital_id = coalesce(?, hospital_id), language = coalesce(?, language), research_consent = coalesce(?, research_consent) WHERE id = ?'),
@@ -88,24 +97,49 @@ export class Registry {
     if (this.q.resident.get(id) || this.q.device.get(id)) throw new VitalmeshError('VM_BAD_REQUEST', `id "${id}" is already registered`)
   }
 
-  /** Registers a resident; returns the MQTT password if one was requested. */
-  async addResident (r: { id: string, name?: string, language?: string, region?: string }, withPassword = true): Promise<string | undefined> {
-    this.assertFreeId(r.id)
+  /**
+   * Registers a resident with its profile; returns the MQTT password if one was requested.
+   * All or nothing: references are checked before anything is written, and the row, the
+   * profile and `recorded` (the audit entry) are written in one transaction.
+   */
+  async addResident (r: NewResident, withPassword = true, recorded?: () => void): Promise<string | undefined> {
+    const check = (): void => {
+      this.assertFreeId(r.id)
+      if (r.hospitalId !== undefined && r.hospitalId !== null && !this.q.hospital.get(r.hospitalId)) throw new VitalmeshError('VM_NOT_FOUND', `hospital "${r.hospitalId}" is not registered`)
+    }
+    check()
     const secret = withPassword ? newSecret() : undefined
     const hash = secret ? await hashSecret(secret, SCRYPT_COST.password) : null
-    this.q.insertResident.run(r.id, r.name ?? null, r.language ?? 'en', r.region ?? null, hash, Date.now())
+    this.db.transaction(() => {
+      check() // again: another request may have taken the id while the password was hashed
+      this.q.insertResident.run(r.id, r.name ?? null, r.language ?? 'en', r.region ?? null, hash, Date.now())
+      if (r.birthYear !== undefined || r.conditions || r.hospitalId) this.updateResident(r.id, { ...(r.birthYear !== undefined ? { birthYear: r.birthYear } : {}), ...(r.conditions ? { conditions: r.conditions } : {}), ...(r.hospitalId ? { hospitalId: r.hospitalId } : {}) })
+      recorded?.()
+    })()
     return secret
   }
 
-  /** Registers a device bound to a resident; returns its secret (shown once, stored hashed). */
-  async addDevice (d: NewDevice): Promise<string> {
-    this.assertFreeId(d.id)
-    const resident = this.q.resident.get(d.residentId)
-    if (!resident) throw new VitalmeshError('VM_NOT_FOUND', `resident "${d.residentId}" is not registered`)
+  /** Registers a device bound to a resident; returns its secret (shown once, stored hashed). All or nothing, like addResident. */
+  async addDevice (d: NewDevice, recorded?: () => void): Promise<string> {
+    const check = (): { region: string | null } => {
+      this.assertFreeId(d.id)
+      const resident = this.q.resident.get(d.residentId)
+      if (!resident) throw new VitalmeshError('VM_NOT_FOUND', `resident "${d.residentId}" is not registered`)
+      return resident
+    }
+    check()
     const secret = newSecret()
-    this.q.insertDevice.run(d.id, d.residentId, await hashSecret(secret, SCRYPT_COST.token), d.model ?? null, d.region ?? resident.region, d.firmware ?? null, Date.now())
+    const hash = await hashSecret(secret, SCRYPT_COST.token)
+    this.db.transaction(() => {
+      const resident = check()
+      this.q.insertDevice.run(d.id, d.residentId, hash, d.model ?? null, d.region ?? resident.region, d.firmware ?? null, Date.now())
+      recorded?.()
+    })()
     return secret
   }
+
+  /** Runs `f` in one transaction (a registration and its audit entry). */
+  atomically<T> (f: () => T): T { return this.db.transaction(f)() }
 
   /** The fleet operations (bulk import, rotate, revoke, list, presence) live in devices.ts. */
   get database (): DB { return this.db }
@@ -123,6 +157,7 @@ export class Registry {
     if (p.hospitalId !== undefined && !this.q.hospital.get(p.hospitalId)) throw new VitalmeshError('VM_NOT_FOUND', `hospital "${p.hospitalId}" is not registered`)
     const consent = p.researchConsent === undefined ? null : p.researchConsent ? 1 : 0
     const changes = this.q.updateResident.run(p.birthYear ?? null, p.conditions ? JSON.stringify(p.conditions) : null, p.hospitalId ?? null, p.language ?? null, consent, id).changes
+    this.changes++
     if (!changes) throw new VitalmeshError('VM_NOT_FOUND', `resident "${id}" is not registered`)
   }
 
@@ -194,6 +229,18 @@ export class Registry {
     return d && d.revoked_at === null ? { kind: 'device', id: d.id, deviceKey: d.key, residentId: d.resident_id } : undefined
   }
 
+  /**
+   * What is wrong with a key's scope, if anything: it must name a registered resident,
+   * hospital or institution (a region key names a child region; an operator key nothing).
+   */
+  scopeProblem (role: Role, scope: string | null): VitalmeshError | undefined {
+    if (role === 'operator') return scope === null ? undefined : new VitalmeshError('VM_BAD_REQUEST', 'an operator key has no scope (it sees every resident): send "scope": null')
+    if (scope === null) return new VitalmeshError('VM_BAD_REQUEST', `a ${role} key needs a scope (which resident, hospital, institution or region)`)
+    if (!isValidId(scope)) return new VitalmeshError('VM_BAD_REQUEST', `scope "${scope}" is not a valid id: use 1-64 characters of A-Z a-z 0-9 . _ -`)
+    const known = role === 'resident' ? this.q.resident.get(scope) : role === 'hospital' ? this.q.hospital.get(scope) : role === 'research' ? this.q.institution.get(scope) : true
+    return known ? undefined : new VitalmeshError('VM_NOT_FOUND', `no ${role === 'research' ? 'institution' : role} "${scope}" is registered; register it first`)
+  }
+
   /** Creates an API key `vm_<id>_<secret>`; only its digest is stored. */
   addApiKey (role: Role, scope: string | null, label?: string): string {
     const id = randomBytes(6).toString('hex')
@@ -203,7 +250,24 @@ export class Registry {
   }
 
   revokeApiKey (id: string): boolean {
-    return this.q.revokeApiKey.run(Date.now(), id).changes > 0
+    const revoked = this.q.revokeApiKey.run(Date.now(), id).changes > 0
+    this.changes++
+    return revoked
+  }
+
+  /**
+   * Changes whenever an API key or a resident (its hospital, consent) may have changed, here
+   * or through another connection to the database (the CLI): cheap enough to compare before
+   * every live message, so what was checked at a revision is cached until the next.
+   */
+  revision (): string {
+    return `${this.changes}:${this.dataVersion.get()!.data_version}`
+  }
+
+  /** A key's current role and scope by its id; undefined when it is unknown or revoked. */
+  apiKeyById (id: string): ApiKeyPrincipal | undefined {
+    const row = this.q.apiKey.get(id)
+    return row && row.revoked_at === null ? { keyId: row.id, role: row.role, scope: row.scope } : undefined
   }
 
   /** Keys without their secrets (only digests are stored anyway). */

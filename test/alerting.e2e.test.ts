@@ -60,6 +60,7 @@ describe('rule engine end to end', () => {
 
   it('a rule set published by a research key changes what raises alerts only once an operator activates it', async () => {
     const { apiKeys } = t.app.demo!
+    t.app.registry.addInstitution({ id: 'inst-a', name: 'A' }) // a research key publishes for a registered institution only
     const research = t.app.registry.addApiKey('research', 'inst-a')
     const d = t.app.demo!.fleet[20]!
     const dev = await connect(t.mqttPort, d.deviceId, d.secret)
@@ -107,6 +108,7 @@ describe('rule engine end to end', () => {
   })
 
   it('a device that goes silent triggers the no-data alert', async () => {
+    t.app.registry.addInstitution({ id: 'inst-b', name: 'B' })
     const research = t.app.registry.addApiKey('research', 'inst-b')
     const d = t.app.demo!.fleet[21]!
     const doc = {

@@ -78,4 +78,18 @@ describe('bad input from a device', () => {
     expect(inbox.messages.length).toBe(1)
     await c.endAsync()
   })
+
+  it('answers a batch refused as a whole with every seq it carried', async () => {
+    const d = t.app.demo!.fleet[13]!
+    const c = await connect(t.mqttPort, d.deviceId, d.secret)
+    const inbox = collect(c)
+    await c.subscribeAsync(`devices/${d.deviceId}/errors`, { qos: 1 })
+    const now = Date.now()
+    const readings = Array.from({ length: 501 }, (_, i) => ({ seq: i, ts: now - 10_000 + i, hr: 70 }))
+    await c.publishAsync(`vitals/${d.deviceId}`, JSON.stringify({ v: 1, readings }), { qos: 1 })
+    const err = await inbox.next(`devices/${d.deviceId}/errors`)
+    expect(err.code).toBe('VM_INVALID_READING')
+    expect(err.seqs).toEqual(readings.map((r) => r.seq))
+    await c.endAsync()
+  })
 })

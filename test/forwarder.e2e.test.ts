@@ -188,7 +188,8 @@ describe('forwarder: regional federation', () => {
     const counties: AppProcess[] = []
     for (const id of ['county-a', 'county-b']) {
       const key = (await api(city.httpPort, 'POST', '/v1/api-keys', city.creds.apiKeys.operator, { role: 'region', scope: id })).body.key as string
-      const c = await startAppProcess(tempDir(), { ...FAST_ENV, VITALMESH_REGION_ID: id, VITALMESH_PARENT_URL: `http://127.0.0.1:${city.httpPort}/v1/federation/rollups`, VITALMESH_PARENT_TOKEN: key })
+      // rollupK 1: every window goes up, so the city's sums can be compared with the counties' (k-suppression: forwarder/test/rollup.test.ts)
+      const c = await startAppProcess(tempDir(), { ...FAST_ENV, VITALMESH_ROLLUP_K: '1', VITALMESH_REGION_ID: id, VITALMESH_PARENT_URL: `http://127.0.0.1:${city.httpPort}/v1/federation/rollups`, VITALMESH_PARENT_TOKEN: key })
       procs.push(c)
       counties.push(c)
     }

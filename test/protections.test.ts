@@ -27,7 +27,8 @@ describe('broker protections', () => {
     const errors = collect(c)
     await c.subscribeAsync(`devices/${d.deviceId}/errors`, { qos: 1 })
     for (let seq = 1; seq <= 4; seq++) await c.publishAsync(`vitals/${d.deviceId}`, reading(seq), { qos: 1 })
-    expect(await errors.next(`devices/${d.deviceId}/errors`)).toMatchObject({ code: 'VM_RATE_LIMITED' })
+    // the error names the refused reading's seq, so the firmware knows what to resend
+    expect(await errors.next(`devices/${d.deviceId}/errors`)).toMatchObject({ code: 'VM_RATE_LIMITED', seq: 4, seqs: [4] })
     expect((await stored(d.residentId)).map((r) => r.seq)).toEqual([1, 2, 3])
     // keeps hammering: after 5 refusals in a minute, the broker disconnects it
     const closed = new Promise<void>((res) => c.once('close', () => res()))
@@ -47,6 +48,19 @@ describe('broker protections', () => {
     const c2 = await connect(t.mqttPort, ok.deviceId, ok.secret)
     await c2.publishAsync(`vitals/${ok.deviceId}`, reading(1), { qos: 1 })
     await c2.endAsync()
+  })
+
+  it('a rate-limited batch is answered with every seq it carried', async () => {
+    const d = t.app.demo!.fleet[12]!
+    const c = await connect(t.mqttPort, d.deviceId, d.secret)
+    const errors = collect(c)
+    await c.subscribeAsync(`devices/${d.deviceId}/errors`, { qos: 1 })
+    const batch = (seqs: number[]) => JSON.stringify({ v: 1, readings: seqs.map((seq) => ({ seq, ts: Date.now() - 1000 + seq, hr: 70 })) })
+    for (let i = 0; i < 3; i++) await c.publishAsync(`vitals/${d.deviceId}`, batch([i]), { qos: 1 })
+    await c.publishAsync(`vitals/${d.deviceId}`, batch([10, 11, 12]), { qos: 1 })
+    expect(await errors.next(`devices/${d.deviceId}/errors`)).toMatchObject({ code: 'VM_RATE_LIMITED', seqs: [10, 11, 12] })
+    expect((await stored(d.residentId)).map((r) => r.seq)).toEqual([0, 1, 2])
+    await c.endAsync()
   })
 
   it('keepalive limit: a client asking for more than 120 s, or for none, is refused (mosquitto_pub -k)', async () => {

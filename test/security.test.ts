@@ -81,7 +81,7 @@ describe('broker security', () => {
     // just over the limit: acknowledged and answered with its code
     const big = JSON.stringify({ v: 1, seq: 5, ts: Date.now(), hr: 70, pad: 'x'.repeat(64 * 1024) })
     await c.publishAsync(`vitals/${d.deviceId}`, big, { qos: 1 })
-    expect(await errors.next(`devices/${d.deviceId}/errors`)).toMatchObject({ code: 'VM_PAYLOAD_TOO_LARGE' })
+    expect(await errors.next(`devices/${d.deviceId}/errors`)).toMatchObject({ code: 'VM_PAYLOAD_TOO_LARGE', seq: 5, seqs: [5] })
     // far over the limit: refused as soon as the header is read, connection closed
     const closed = new Promise<void>((res) => c.once('close', () => res()))
     c.publish(`vitals/${d.deviceId}`, Buffer.alloc(2 * 1024 * 1024, 0x20), { qos: 1 })

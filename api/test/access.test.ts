@@ -48,7 +48,7 @@ describe('role and scope on every route', () => {
     'GET /v1/standards': { path: () => '/v1/standards', allowed: ['operator', 'resident', 'hospital', 'research'] },
     'GET /v1/rulesets': { path: () => '/v1/rulesets', allowed: ['operator', 'research'] },
     'GET /v1/rulesets/:id/:version': { path: () => '/v1/rulesets/acc-aha-2017/1.0.0', allowed: ['operator', 'research'] },
-    'POST /v1/rulesets': { path: () => '/v1/rulesets', allowed: ['research'], body: () => ({}) },
+    'POST /v1/rulesets': { path: () => '/v1/rulesets', allowed: ['research'], wrongScope: { research: 'researchOther' }, body: () => ({}) },
     'POST /v1/rulesets/:id/:version/activate': { path: () => '/v1/rulesets/esh-2023/1.0.0/activate', allowed: ['operator'] },
     'DELETE /v1/rulesets/:id/active': { path: () => '/v1/rulesets/esh-2023/active', allowed: ['operator'] },
     'GET /v1/residents/:id/alerts': { path: () => `${R}/alerts`, allowed: ['operator', 'resident', 'hospital'], wrongScope: { resident: 'residentOther', hospital: 'hospitalOther' } },
@@ -93,6 +93,11 @@ describe('role and scope on every route', () => {
   it('the table covers every /v1 route', () => {
     const routes = t.app.api.vitalmeshRoutes.filter((r) => r.url.startsWith('/v1/')).map((r) => `${r.method} ${r.url}`)
     expect(routes.sort()).toEqual(Object.keys(table).sort())
+  })
+
+  it('each route declares (config.roles) exactly the roles of its row', () => {
+    const declared = Object.fromEntries(t.app.api.vitalmeshRoutes.filter((r) => r.url.startsWith('/v1/')).map((r) => [`${r.method} ${r.url}`, r.roles]))
+    for (const [route, c] of Object.entries(table)) expect([route, [...(declared[route] as string[])].sort()]).toEqual([route, [...c.allowed].sort()])
   })
 
   it('refuses every route to the roles it does not serve, with 403 and no data', async () => {

@@ -33,15 +33,16 @@ describe('audit log', () => {
     const t = await startTestApp()
     const ops = t.app.demo!.apiKeys.operator
     const call = (method: string, path: string, key: string, body?: unknown) => fetch(`http://127.0.0.1:${t.httpPort}${path}`, { method, headers: { authorization: `Bearer ${key}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) }, body: body === undefined ? undefined : JSON.stringify(body) }).then(async (r) => ({ status: r.status, body: await r.json() as any }))
-    const research = (await call('POST', '/v1/api-keys', ops, { role: 'research', scope: 'inst-a' })).body
+    // the institution first: a key's scope must name something registered
     await call('POST', '/v1/institutions', ops, { id: 'inst-a', name: 'A' })
+    const research = (await call('POST', '/v1/api-keys', ops, { role: 'research', scope: 'inst-a' })).body
     await call('POST', '/v1/rulesets', research.key, { id: 'x', version: '1.0.0', publisher: 'A', citation: 'c', effectiveDate: '2026-01-01', audience: { kind: 'all' }, rules: [{ id: 'r', title: 'T', kind: 'threshold', when: [{ metric: 'hr', op: '>', value: 150 }] }] })
     await call('POST', '/v1/rulesets/x/1.0.0/activate', ops)
     await call('GET', '/v1/research/aggregates', research.key)
     await call('GET', '/v1/residents/demo-resident/readings', ops)
     await call('DELETE', `/v1/api-keys/${research.id}`, ops)
     const entries = (await call('GET', '/v1/audit', ops)).body.entries as { action: string, subject: string }[]
-    expect(entries.map((e) => e.action)).toEqual(['api-key.created', 'institution.registered', 'rule-set.published', 'rule-set.activated', 'pull.research', 'pull.readings', 'api-key.revoked'])
+    expect(entries.map((e) => e.action)).toEqual(['institution.registered', 'api-key.created', 'rule-set.published', 'rule-set.activated', 'pull.research', 'pull.readings', 'api-key.revoked'])
     expect((await call('GET', '/v1/audit/verify', ops)).body).toEqual({ ok: true, entries: 7 })
     expect((await call('GET', '/v1/research/aggregates', research.key)).status).toBe(401) // revoked
     await t.stop()

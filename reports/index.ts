@@ -1,0 +1,6 @@
+export * from './localtime.ts'
+export * from './protocol.ts'
+export * from './devices.ts'
+export * from './reading.ts'
+export * from './home-bp.ts'
+export * from './profile.ts'

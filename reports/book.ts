@@ -226,7 +226,7 @@ export class ReportBook {
     this.s.insertResult.run(runId, version, json, now)
     this.s.finish.run(version, now, runId)
     this.d.logger.info({ runId, version, protocol: protocol.id, outcome: result.outcome.status }, version > 1 ? 'clinical report amended' : 'clinical report finished')
-    return { runId, residentId: r.resident_id, version, issuedAt: now, protocol, result }
+    return { runId, residentId: r.resident_id, version, issuedAt: now, protocol, result, ...(latest ? { previous: JSON.parse(latest.result) as HomeBpResult | ProfileResult } : {}) }
   }
 
   private view (r: RunRow): RunView {

@@ -42,6 +42,13 @@ export interface FinishedReport {
   issuedAt: number
   protocol: ReportProtocol
   result: HomeBpResult | ProfileResult
+  /** the version this one amends: its readings were sent with it and are not sent again */
+  previous?: HomeBpResult | ProfileResult
+}
+
+/** The readings a result averages. */
+export function averagedReadings (r: HomeBpResult | ProfileResult): ReadingRef[] {
+  return r.kind === 'home-bp' ? r.averaged : [...r.daytime.readings, ...r.nighttime.readings]
 }
 
 export interface ReportBundleOptions {
@@ -84,11 +91,12 @@ export function reportEntries (r: FinishedReport, o: ReportBundleOptions): Repor
     return fullUrl
   }
   // a reading never changes, so it is only ever created (once, whichever report sends it first)
-  const sent = new Set<string>()
+  const readingKey = (x: ReadingRef): string => `${o.node}/${r.residentId}/${x.deviceId}/${x.ts}`
+  const sent = new Set<string>(r.previous ? averagedReadings(r.previous).map(readingKey) : [])
   const readingsOf = (rs: readonly ReadingRef[]): Ref[] | undefined => {
     if (!o.readings || !rs.length) return undefined
     return rs.map((x) => {
-      const value = `${o.node}/${r.residentId}/${x.deviceId}/${x.ts}`
+      const value = readingKey(x)
       if (!sent.has(value)) {
         sent.add(value)
         entry(READING_SYSTEM, value, 'Observation', {

@@ -169,3 +169,14 @@ describe('a real FHIR server (Medplum fhir-router, in memory) accepts what vital
     expect(fhir.rejected).toHaveLength(1)
   })
 })
+
+describe('amendments', () => {
+  it('send only the readings the amended version did not have', () => {
+    const v1 = homeReport(1, 132)
+    const v2 = { ...homeReport(2, 132), previous: v1.result }
+    const { averaged } = v2.result as { averaged: { ts: number }[] }
+    averaged.push({ ...averaged[0]!, ts: averaged[0]!.ts + 30_000 } as never)
+    const bs = reportBundles(v2, { node: 'county-a', readings: true })
+    expect(bs.map((b) => (b.entry as unknown[]).length)).toEqual([1, 3])
+  })
+})

@@ -1,7 +1,9 @@
 import { afterAll, describe, expect, it } from 'vitest'
 import { ManualClock } from '../core/index.ts'
 import { RESIDENT_SYSTEM } from '../forwarder/index.ts'
-import { localMinuteOfDay } from '../reports/index.ts'
+import { localMinuteOfDay, localDate, addDays, zonedTime } from '../reports/index.ts'
+import { prng } from '../firmware-sim/model.ts'
+import { homeBpWeek } from '../firmware-sim/home-bp.ts'
 import { startTestApp, type TestApp } from './helpers/app.ts'
 import { medplumServer, type MedplumServer } from './helpers/medplum.ts'
 import { connect } from './helpers/mqtt.ts'
@@ -90,5 +92,56 @@ describe('clinical reports end to end', () => {
     expect((await api(t.httpPort, 'GET', `/v1/residents/demo-resident/reports/${runId}`, hospital)).body.version).toBe(2)
     expect(fhir.rejected.map((r) => r.outcome.issue?.[0]?.details?.text)).toEqual([])
     await c.endAsync()
+  })
+})
+
+describe('a simulated resident through a home-BP week', () => {
+  let t: TestApp | undefined
+  let fhir: MedplumServer | undefined
+  afterAll(async () => { await t?.stop(); await fhir?.stop() })
+
+  it('the resident starts the protocol; cuff and smartwatch publish; the hospital gets the report with the watch readings left out', async () => {
+    fhir = await medplumServer()
+    await fhir.repo.createResource({ resourceType: 'Patient', identifier: [{ system: RESIDENT_SYSTEM, value: 'demo-resident' }] })
+    const first = addDays(localDate(Date.now(), TZ), -9)
+    const start = zonedTime(first, 5 * 60, TZ)
+    const clock = new ManualClock(start)
+    t = await startTestApp({ 'forwarder.windows': '1d', 'forwarder.tickMs': 100, 'outbox.pollMs': 50, 'outbox.maxBackoffMs': 300, 'forwarder.fhirMaxEntries': 8 }, clock)
+    const reg = t.app.registry
+    reg.addHospital({ id: 'h1', name: 'County Hospital', fhirUrl: fhir.url })
+    reg.updateResident('demo-resident', { hospitalId: 'h1' })
+    const watchSecret = await reg.addDevice({ id: 'demo-resident-watch', residentId: 'demo-resident', model: 'demo-watch' })
+    const resident = t.app.demo!.apiKeys.resident
+    const started = await api(t.httpPort, 'POST', '/v1/residents/demo-resident/reports', resident, { protocol: 'home-bp-7d', timeZone: TZ, guideline: 'china-2018' })
+    expect(started.status).toBe(201)
+
+    const rand = prng(11)
+    const dates = Array.from({ length: 7 }, (_, i) => addDays(first, i))
+    const week = homeBpWeek({ restHr: 72, restSys: 146, restDia: 91, scenario: 'hypertensive' }, { timeZone: TZ, dates, morning: 7 * 60, evening: 20 * 60, perSitting: 2, missRate: 0.1, watchRate: 0.2 }, rand, (d, m) => zonedTime(d, m, TZ))
+    const cuff = await connect(t.mqttPort, t.app.demo!.device.deviceId, t.app.demo!.device.secret)
+    const watch = await connect(t.mqttPort, 'demo-resident-watch', watchSecret)
+    let seq = 0
+    for (const date of dates) {
+      const today = week.filter((r) => localDate(r.ts, TZ) === date)
+      if (!today.length) continue
+      clock.set(today.at(-1)!.ts + 60_000)
+      for (const [client, id, kind] of [[cuff, t.app.demo!.device.deviceId, 'cuff'], [watch, 'demo-resident-watch', 'watch']] as const) {
+        const readings = today.filter((r) => r.device === kind).map((r) => ({ seq: ++seq, ts: r.ts, sys: r.sys, dia: r.dia, hr: r.hr, activity: 'rest' }))
+        if (readings.length) await client.publishAsync(`vitals/${id}`, JSON.stringify({ v: 1, readings }), { qos: 1 })
+      }
+    }
+    clock.set(zonedTime(addDays(first, 7), 0, TZ) + 2 * 3600_000)
+    const dr = await waitFor('the home-BP DiagnosticReport', async () => (await fhir!.search<any>('DiagnosticReport'))[0], 30_000)
+    const run = (await api(t.httpPort, 'GET', `/v1/residents/demo-resident/reports/${started.body.id}`, resident)).body
+    expect(run.state).toBe('finished')
+    expect(run.result.outcome).toMatchObject({ status: 'complete', classification: 'hypertension' })
+    expect(run.result.counts.excluded.cuffless).toBe(week.filter((r) => r.device === 'watch').length)
+    expect(dr.code.coding[0].code).toBe('home-bp-protocol')
+    expect(dr.conclusionCode[0].coding[0].code).toBe('hypertension')
+    expect(dr.conclusion).toMatch(/demo-watch \(cuffless, not used\)/)
+    const readings = await fhir.search('Observation', { identifier: 'urn:vitalmesh:reading|' })
+    expect(readings.length === 0 || readings.length === run.result.counts.averaged).toBe(true)
+    expect(fhir.rejected).toEqual([])
+    await cuff.endAsync(); await watch.endAsync()
   })
 })

@@ -68,7 +68,7 @@ describe('clinical reports end to end', () => {
     expect(running.body).toMatchObject({ state: 'active', result: { outcome: { status: 'in-progress' } } })
 
     clock.set(start + 26 * 3600_000) // past the end and the grace period
-    const dr = await waitFor('the DiagnosticReport at the hospital', async () => (await fhir!.search<any>('DiagnosticReport'))[0], 30_000)
+    const dr = await waitFor('the DiagnosticReport at the hospital', async () => (await fhir!.search<any>('DiagnosticReport'))[0], 90_000)
     expect(dr.status).toBe('final')
     expect(dr.code.coding[0].code).toBe('abpm-24h-profile')
     expect(dr.conclusion).toContain('demo-cuff (validated)')
@@ -85,7 +85,7 @@ describe('clinical reports end to end', () => {
     // the late reading: a daytime one, so the day mean (and the dip) change; the report is amended in place
     clock.advance(60_000)
     await c.publishAsync(`vitals/${d.deviceId}`, JSON.stringify({ v: 1, readings: late.map((r) => ({ ...r, sys: 162 })) }), { qos: 1 })
-    const amended = await waitFor('the amended report', async () => (await fhir!.search<any>('DiagnosticReport')).find((x) => x.status === 'amended'), 30_000)
+    const amended = await waitFor('the amended report', async () => (await fhir!.search<any>('DiagnosticReport')).find((x) => x.status === 'amended'), 90_000)
     expect(amended.id).toBe(dr.id)
     expect(await fhir.search('DiagnosticReport')).toHaveLength(1)
     expect((await fhir.history('DiagnosticReport', dr.id)).length).toBe(2)
@@ -106,7 +106,8 @@ describe('a simulated resident through a home-BP week', () => {
     const first = addDays(localDate(Date.now(), TZ), -9)
     const start = zonedTime(first, 5 * 60, TZ)
     const clock = new ManualClock(start)
-    t = await startTestApp({ 'forwarder.windows': '1d', 'forwarder.tickMs': 100, 'outbox.pollMs': 50, 'outbox.maxBackoffMs': 300, 'forwarder.fhirMaxEntries': 8 }, clock)
+    // 30-day windows: at most one closes during the test, so the hospital's server sees little but the report
+    t = await startTestApp({ 'forwarder.windows': '30d', 'forwarder.tickMs': 100, 'outbox.pollMs': 50, 'outbox.maxBackoffMs': 300, 'forwarder.fhirMaxEntries': 8 }, clock)
     const reg = t.app.registry
     reg.addHospital({ id: 'h1', name: 'County Hospital', fhirUrl: fhir.url })
     reg.updateResident('demo-resident', { hospitalId: 'h1' })
@@ -131,7 +132,7 @@ describe('a simulated resident through a home-BP week', () => {
       }
     }
     clock.set(zonedTime(addDays(first, 7), 0, TZ) + 2 * 3600_000)
-    const dr = await waitFor('the home-BP DiagnosticReport', async () => (await fhir!.search<any>('DiagnosticReport'))[0], 30_000)
+    const dr = await waitFor('the home-BP DiagnosticReport', async () => (await fhir!.search<any>('DiagnosticReport'))[0], 90_000)
     const run = (await api(t.httpPort, 'GET', `/v1/residents/demo-resident/reports/${started.body.id}`, resident)).body
     expect(run.state).toBe('finished')
     expect(run.result.outcome).toMatchObject({ status: 'complete', classification: 'hypertension' })

@@ -8,7 +8,8 @@ import { Spool, EmbeddedStore, Drain, Ingest, InfluxStore, Rollups, AlertExport,
 import { AlertBook, RuleSetStore, type Override } from './alerting/index.ts'
 import { Outbox, Aggregator, parseWindow, hospitalSink, researchSink, parentSink, type SummarySink } from './forwarder/index.ts'
 import { createBroker, createClusterBackends, listenTls, listenWss, mqttUpgradeHandler, type Broker, type ClusterBackends, type TlsFiles } from './broker/index.ts'
-import { buildApi, alertingRoutes, forwarderRoutes, operatorRoutes, dataRoutes, consoleRoutes, LiveHub, registerDeviceRoutes, registerMetricsRoute } from './api/index.ts'
+import { buildApi, alertingRoutes, forwarderRoutes, operatorRoutes, dataRoutes, consoleRoutes, LiveHub, registerDeviceRoutes, registerMetricsRoute, reportRoutes } from './api/index.ts'
+import { ReportBook, DeviceModelCatalogue, DEMO_DEVICE_MODELS, reportSink } from './reports/index.ts'
 
 export interface AppDeps {
   config: Config
@@ -99,6 +100,10 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   })
   // the forwarder keeps its windows in memory and writes them with its cursor every few seconds
   spool.attach({ name: 'forwarder', checkpointsItself: true, consume: (rows) => aggregator.prepare(rows) })
+  // clinical reports (issue 15): readings feed protocol runs, their state committed with the reports cursor; finished reports go to hospitals through the outbox
+  const reports = new ReportBook({ db, clock, logger: logger.child({ component: 'reports' }), deviceModel: (id) => registry.device(id)?.model, catalogue: new DeviceModelCatalogue(DEMO_DEVICE_MODELS) })
+  spool.attach({ name: 'reports', consume: (rows) => reports.consume(rows) })
+  const sendReports = reportSink({ node: config.region.id, hospitals: () => registry.hospitals(), hospitalOf: (id) => registry.resident(id)?.hospitalId, enqueue: (e) => { outbox.enqueue(e) }, audit: exported })
   const alertExport = influx ? new AlertExport(db, (after, limit) => alerts.eventsAfter(after, limit), influx, (id) => registry.resident(id)?.region, logger.child({ component: 'alert-export' })) : undefined
   const drain = new Drain(spool, store, logger.child({ component: 'drain' }), { batch: config.ingest.drainBatch, intervalMs: config.ingest.drainIntervalMs, concurrency: config.ingest.drainConcurrency })
   if (rollups) drain.onDrained((rows) => rollups.touch(rows))
@@ -240,6 +245,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       dataRoutes({ registry, aggregator, audit, windows: windows.map((w) => w.name), k: config.forwarder.k }),
       operatorRoutes({ registry, audit, residentChanged: (id) => alerts.rulesChanged(id) }),
       forwarderRoutes({ registry, aggregator, outbox, audit, region: config.region, windows, rollupK: config.forwarder.rollupK ?? config.forwarder.k, residentChanged: (id) => alerts.rulesChanged(id) }),
+      reportRoutes({ registry, reports, audit }),
       (app) => registerDeviceRoutes(app, {
         fleet,
         isOnline: (id) => mqtt.presence.isOnline(id),
@@ -258,7 +264,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   let listening: Listening | undefined
 
   return {
-    config, registry, fleet, audit, live, spool, store, alerts, ruleSets, outbox, aggregator, drain, ingest, broker: mqtt, api, rulesChanged, rollups, alertExport,
+    config, registry, fleet, audit, live, spool, store, alerts, ruleSets, outbox, aggregator, drain, ingest, broker: mqtt, api, rulesChanged, rollups, alertExport, reports,
     get demo () { return demo },
     /** the bound ports once started */
     get listening () { return listening },
@@ -278,6 +284,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       alerts.start()
       outbox.start()
       aggregator.start(config.forwarder.tickMs)
+      reports.every(config.forwarder.tickMs, (tick) => { db.transaction(() => sendReports(tick()))() })
       loopDelay.enable()
       statsTimer = setInterval(sampleStats, 1000)
       publishStandards()
@@ -314,6 +321,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       alertExport?.stop()
       alerts.stop()
       aggregator.stop()
+      reports.stop()
       outbox.stop()
       await checkpointer.stop()
       await store.close()

@@ -7,6 +7,7 @@ import { RollupSchema, ApiKeyBody } from './forwarder.ts'
 import { HospitalBody, InstitutionBody, ResidentPatch, NewResidentBody } from './operators.ts'
 import { Range, ResearchQuery } from './data.ts'
 import { NewDeviceBody, DeviceListQuery } from './devices.ts'
+import { REPORT_ROUTE_DOCS } from './reports.ts'
 
 /**
  * What a route is for and the schemas of its inputs. Who may call it is not here: it is the
@@ -55,6 +56,7 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
   'POST /v1/devices/:id/rotate': { summary: "Rotate a device's secret; its sessions end at once", tags: ['devices'] },
   'POST /v1/devices/:id/revoke': { summary: 'Revoke a device; its sessions end at once', tags: ['devices'] },
   'GET /v1/stats': { summary: 'Node statistics', tags: ['operators'] },
+  ...REPORT_ROUTE_DOCS,
 }
 
 const json = (s: z.ZodType): Record<string, unknown> => z.toJSONSchema(s, { target: 'openapi-3.0', io: 'input', unrepresentable: 'any' }) as Record<string, unknown>

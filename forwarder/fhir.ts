@@ -12,7 +12,7 @@ type Statistic = typeof STATISTICS[number]
 const STAT_TEXT: Record<Statistic, string> = { mean: 'mean', min: 'minimum', max: 'maximum', p50: 'median (50th percentile)', p95: '95th percentile' }
 
 /** A UUID derived from a name, so a re-sent Bundle carries the same fullUrls. */
-function nameUuid (name: string): string {
+export function nameUuid (name: string): string {
   const h = createHash('sha256').update(name).digest('hex')
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-${((parseInt(h.slice(16, 18), 16) & 0x3f) | 0x80).toString(16)}${h.slice(18, 20)}-${h.slice(20, 32)}`
 }

@@ -9,7 +9,7 @@ type Enqueue = (e: OutboxEntry) => void
 /** records an export in the audit trail (inside the transaction that enqueues it) */
 type Audit = (action: string, subject: string, detail: unknown) => void
 
-function signedHeaders (auth: 'bearer' | 'hmac', secret: string | null, body: string): Record<string, string> {
+export function signedHeaders (auth: 'bearer' | 'hmac', secret: string | null, body: string): Record<string, string> {
   if (!secret) return {}
   if (auth === 'hmac') return { 'x-vitalmesh-signature': `sha256=${createHmac('sha256', secret).update(body).digest('hex')}` }
   return { authorization: `Bearer ${secret}` }

@@ -82,6 +82,11 @@ describe('role and scope on every route', () => {
     'GET /v1/stats': { path: () => '/v1/stats', allowed: ['operator'] },
     'GET /v1/whoami': { path: () => '/v1/whoami', allowed: ['operator', 'resident', 'hospital', 'research', 'region'] },
     'GET /v1/research/aggregates': { path: () => '/v1/research/aggregates', allowed: ['research'], wrongScope: { research: 'researchOther' } },
+    'GET /v1/report-protocols': { path: () => '/v1/report-protocols', allowed: ['operator', 'resident', 'hospital'] },
+    'POST /v1/residents/:id/reports': { path: () => `${R}/reports`, allowed: ['resident', 'hospital'], wrongScope: { resident: 'residentOther', hospital: 'hospitalOther' }, body: () => ({ protocol: 'home-bp-7d', timeZone: 'Asia/Shanghai', guideline: 'china-2018' }) },
+    'GET /v1/residents/:id/reports': { path: () => `${R}/reports`, allowed: ['operator', 'resident', 'hospital'], wrongScope: { resident: 'residentOther', hospital: 'hospitalOther' } },
+    'GET /v1/residents/:id/reports/:runId': { path: () => `${R}/reports/rpt-0000000000000000`, allowed: ['operator', 'resident', 'hospital'], wrongScope: { resident: 'residentOther', hospital: 'hospitalOther' } },
+    'DELETE /v1/residents/:id/reports/:runId': { path: () => `${R}/reports/rpt-0000000000000000`, allowed: ['resident', 'hospital'], wrongScope: { resident: 'residentOther', hospital: 'hospitalOther' } },
   }
   const roles: Role[] = ['operator', 'resident', 'hospital', 'research', 'region']
 

@@ -1,0 +1,252 @@
+import { randomBytes } from 'node:crypto'
+import { VitalmeshError, type Activity, type Clock, type DB, type Logger } from '../core/index.ts'
+import type { DeviceModelCatalogue, ValidationStatus } from './devices.ts'
+import type { FinishedReport } from './fhir.ts'
+import { computeHomeBp, homeBpEnd, type HomeBpResult } from './home-bp.ts'
+import { isTimeZone } from './localtime.ts'
+import { computeProfile, profileEnd, type ProfileResult } from './profile.ts'
+import { BUILTIN_PROTOCOLS, GuidelineSchema, ReportProtocolSchema, type Guideline, type ReportProtocol } from './protocol.ts'
+import type { ReportReading } from './reading.ts'
+
+/** What the feed needs of a reading (a spool row has these and more). */
+export interface FeedRow { residentId: string, deviceId: string, ts: number, sys?: number, dia?: number, hr?: number, activity?: Activity }
+
+export interface ReportBookDeps {
+  db: DB
+  clock: Clock
+  logger: Logger
+  /** the model a device is registered as */
+  deviceModel(deviceId: string): string | null | undefined
+  catalogue: DeviceModelCatalogue
+  protocols?: readonly ReportProtocol[]
+  options?: {
+    /** a run is finished this long after its end, so buffered readings of devices that were offline still count */
+    finishGraceMs?: number
+    /** a reading arriving this long after a run's end still amends the report */
+    amendWindowMs?: number
+  }
+}
+
+export type RunState = 'active' | 'finished' | 'cancelled'
+
+export interface RunView {
+  id: string
+  residentId: string
+  protocol: { id: string, version: string, kind: ReportProtocol['kind'] }
+  timeZone: string
+  guideline: Guideline
+  start: number
+  end: number
+  state: RunState
+  startedBy: string
+  createdAt: number
+  /** report versions sent so far (0 while running) */
+  version: number
+  finishedAt: number | null
+}
+
+export interface StartRun { residentId: string, protocolId: string, timeZone: string, guideline: string, startTs?: number, startedBy: string }
+
+interface RunRow {
+  id: string, resident_id: string, protocol: string, time_zone: string, guideline: string, start_ts: number, end_ts: number,
+  state: RunState, started_by: string, created_at: number, version: number, dirty: number, finished_at: number | null
+}
+interface LiveRun { id: string, start: number, end: number, state: RunState }
+
+/**
+ * Clinical reports: protocol runs (a home-BP week, a 24-hour profile) that readings feed,
+ * finished and amended on the wall clock. Owns its tables in the node's database; `consume`
+ * only writes (the caller's transaction holds it with the readings), `tick` returns the
+ * reports to send, to be enqueued in the same transaction as its writes.
+ */
+export class ReportBook {
+  private readonly s
+  private readonly protocols = new Map<string, ReportProtocol>()
+  /** runs that readings may still change, per resident: a reading of anyone else costs one lookup */
+  private readonly live = new Map<string, LiveRun[]>()
+  private readonly dirty = new Set<string>()
+  private readonly graceMs: number
+  private readonly amendMs: number
+  private timer: NodeJS.Timeout | undefined
+  readonly stats = { consumed: 0, finished: 0, amended: 0 }
+
+  constructor (private readonly d: ReportBookDeps) {
+    d.db.exec(`
+      CREATE TABLE IF NOT EXISTS report_runs (
+        id TEXT PRIMARY KEY, resident_id TEXT NOT NULL, protocol TEXT NOT NULL, time_zone TEXT NOT NULL, guideline TEXT NOT NULL,
+        start_ts INTEGER NOT NULL, end_ts INTEGER NOT NULL, state TEXT NOT NULL, started_by TEXT NOT NULL, created_at INTEGER NOT NULL,
+        version INTEGER NOT NULL DEFAULT 0, dirty INTEGER NOT NULL DEFAULT 0, finished_at INTEGER);
+      CREATE INDEX IF NOT EXISTS report_runs_resident ON report_runs(resident_id, start_ts);
+      CREATE TABLE IF NOT EXISTS report_readings (
+        run_id TEXT NOT NULL, device_id TEXT NOT NULL, ts INTEGER NOT NULL, sys REAL, dia REAL, hr REAL, activity TEXT,
+        device_model TEXT, validation TEXT NOT NULL, PRIMARY KEY (run_id, device_id, ts)) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS report_results (
+        run_id TEXT NOT NULL, version INTEGER NOT NULL, result TEXT NOT NULL, issued_at INTEGER NOT NULL, PRIMARY KEY (run_id, version));
+    `)
+    for (const p of d.protocols ?? BUILTIN_PROTOCOLS) this.protocols.set(p.id, ReportProtocolSchema.parse(p))
+    this.graceMs = d.options?.finishGraceMs ?? 3600_000
+    this.amendMs = d.options?.amendWindowMs ?? 7 * 86400_000
+    const db = d.db
+    this.s = {
+      insertRun: db.prepare('INSERT INTO report_runs (id, resident_id, protocol, time_zone, guideline, start_ts, end_ts, state, started_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)'),
+      run: db.prepare<[string], RunRow>('SELECT * FROM report_runs WHERE id = ?'),
+      runs: db.prepare<[string], RunRow>('SELECT * FROM report_runs WHERE resident_id = ? ORDER BY start_ts DESC, id'),
+      live: db.prepare<[number], RunRow>("SELECT * FROM report_runs WHERE state = 'active' OR (state = 'finished' AND end_ts > ?)"),
+      insertReading: db.prepare('INSERT OR IGNORE INTO report_readings (run_id, device_id, ts, sys, dia, hr, activity, device_model, validation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)'),
+      readings: db.prepare<[string], { device_id: string, ts: number, sys: number | null, dia: number | null, hr: number | null, activity: string | null, device_model: string | null, validation: ValidationStatus }>('SELECT device_id, ts, sys, dia, hr, activity, device_model, validation FROM report_readings WHERE run_id = ? ORDER BY ts, device_id'),
+      markDirty: db.prepare('UPDATE report_runs SET dirty = 1 WHERE id = ?'),
+      finish: db.prepare("UPDATE report_runs SET state = 'finished', version = ?, dirty = 0, finished_at = coalesce(finished_at, ?) WHERE id = ?"),
+      clean: db.prepare('UPDATE report_runs SET dirty = 0 WHERE id = ?'),
+      cancel: db.prepare("UPDATE report_runs SET state = 'cancelled' WHERE id = ? AND state = 'active'"),
+      insertResult: db.prepare('INSERT INTO report_results (run_id, version, result, issued_at) VALUES (?, ?, ?, ?)'),
+      latestResult: db.prepare<[string], { version: number, result: string, issued_at: number }>('SELECT version, result, issued_at FROM report_results WHERE run_id = ? ORDER BY version DESC LIMIT 1'),
+    }
+    for (const r of this.s.live.all(d.clock.now() - this.amendMs)) {
+      this.index(r.resident_id, { id: r.id, start: r.start_ts, end: r.end_ts, state: r.state })
+      if (r.dirty) this.dirty.add(r.id)
+    }
+  }
+
+  protocolList (): ReportProtocol[] { return [...this.protocols.values()] }
+
+  /** Starts a protocol for a resident (now, or at `startTs`), in the resident's time zone. */
+  start (s: StartRun): RunView {
+    const p = this.protocols.get(s.protocolId)
+    if (!p) throw new VitalmeshError('VM_BAD_REQUEST', `no protocol "${s.protocolId}": use one of ${[...this.protocols.keys()].join(', ')}`)
+    if (!isTimeZone(s.timeZone)) throw new VitalmeshError('VM_BAD_REQUEST', `"${s.timeZone}" is not an IANA time zone (like Asia/Shanghai or Europe/Berlin)`)
+    const g = GuidelineSchema.safeParse(s.guideline)
+    if (!g.success) throw new VitalmeshError('VM_BAD_REQUEST', `guideline must be one of ${GuidelineSchema.options.join(', ')}`)
+    const now = this.d.clock.now()
+    const start = s.startTs ?? now
+    const end = p.kind === 'home-bp' ? homeBpEnd(p, start, s.timeZone) : profileEnd(p, start)
+    if (end + this.graceMs <= now) throw new VitalmeshError('VM_BAD_REQUEST', 'that protocol would have ended already: start it now or later')
+    const id = `rpt-${randomBytes(8).toString('hex')}`
+    this.s.insertRun.run(id, s.residentId, JSON.stringify(p), s.timeZone, g.data, start, end, 'active', s.startedBy, now)
+    this.index(s.residentId, { id, start, end, state: 'active' })
+    return this.view(this.s.run.get(id)!)
+  }
+
+  cancel (runId: string): boolean {
+    const r = this.s.run.get(runId)
+    if (!r || !this.s.cancel.run(runId).changes) return false
+    this.unindex(r.resident_id, runId)
+    return true
+  }
+
+  /**
+   * Readings of the residents' runs (in the caller's transaction). Rows outside every run
+   * cost a map lookup; a reading for a finished run marks it for amendment.
+   */
+  consume (rows: readonly FeedRow[]): void {
+    if (this.live.size === 0) return
+    for (const row of rows) {
+      const runs = this.live.get(row.residentId)
+      if (!runs || (row.sys === undefined && row.dia === undefined)) continue
+      for (const run of runs) {
+        if (row.ts < run.start || row.ts >= run.end) continue
+        const model = this.d.deviceModel(row.deviceId) ?? null
+        const added = this.s.insertReading.run(run.id, row.deviceId, row.ts, row.sys ?? null, row.dia ?? null, row.hr ?? null, row.activity ?? null, model, this.d.catalogue.status(model)).changes
+        this.stats.consumed += added
+        if (added && run.state === 'finished') { this.s.markDirty.run(run.id); this.dirty.add(run.id) }
+      }
+    }
+  }
+
+  /** Finishes the runs that are due and amends those late readings changed: the reports to send. */
+  tick (now: number = this.d.clock.now()): FinishedReport[] {
+    const out: FinishedReport[] = []
+    for (const [residentId, runs] of this.live) {
+      for (const run of [...runs]) {
+        if (run.state === 'active' && run.end + this.graceMs <= now) {
+          out.push(this.report(run.id, now))
+          run.state = 'finished'
+          this.stats.finished++
+        } else if (run.state === 'finished' && this.dirty.has(run.id)) {
+          const r = this.report(run.id, now)
+          if (r.version > 1 && r.issuedAt === now) { out.push(r); this.stats.amended++ }
+        }
+        this.dirty.delete(run.id)
+        if (run.state === 'finished' && run.end + this.amendMs <= now) this.unindex(residentId, run.id)
+      }
+    }
+    return out
+  }
+
+  /** A resident's runs, newest first, each with its progress (running) or its latest report. */
+  list (residentId: string): (RunView & { result: HomeBpResult | ProfileResult })[] {
+    return this.s.runs.all(residentId).map((r) => ({ ...this.view(r), result: this.current(r) }))
+  }
+
+  get (runId: string): (RunView & { result: HomeBpResult | ProfileResult }) | undefined {
+    const r = this.s.run.get(runId)
+    return r && { ...this.view(r), result: this.current(r) }
+  }
+
+  /** Ticks on a timer; `deliver` gets the reports (the caller enqueues them in one transaction with the tick). */
+  every (ms: number, deliver: (tick: () => FinishedReport[]) => void): void {
+    this.timer ??= setInterval(() => {
+      try { deliver(() => this.tick()) } catch (err) { this.d.logger.error({ err }, 'could not finish or amend clinical reports; trying again next tick') }
+    }, ms)
+    this.timer.unref()
+  }
+
+  stop (): void { if (this.timer) clearInterval(this.timer); this.timer = undefined }
+
+  private current (r: RunRow): HomeBpResult | ProfileResult {
+    const latest = r.state === 'finished' ? this.s.latestResult.get(r.id) : undefined
+    return latest ? JSON.parse(latest.result) as HomeBpResult | ProfileResult : this.compute(r, this.d.clock.now())
+  }
+
+  private compute (r: RunRow, now: number): HomeBpResult | ProfileResult {
+    const p = JSON.parse(r.protocol) as ReportProtocol
+    const readings: ReportReading[] = this.s.readings.all(r.id).map((x) => {
+      const o: ReportReading = { ts: x.ts, deviceId: x.device_id, deviceModel: x.device_model, validation: x.validation }
+      if (x.sys !== null) o.sys = x.sys
+      if (x.dia !== null) o.dia = x.dia
+      if (x.hr !== null) o.hr = x.hr
+      if (x.activity !== null) o.activity = x.activity as Activity
+      return o
+    })
+    const run = { startTs: r.start_ts, timeZone: r.time_zone, guideline: r.guideline as Guideline, now }
+    return p.kind === 'home-bp' ? computeHomeBp(p, run, readings) : computeProfile(p, run, readings)
+  }
+
+  /** The run's report as of now: a new version only when the result changed. */
+  private report (runId: string, now: number): FinishedReport {
+    const r = this.s.run.get(runId)!
+    const result = this.compute(r, now)
+    const json = JSON.stringify(result)
+    const latest = this.s.latestResult.get(runId)
+    const protocol = JSON.parse(r.protocol) as ReportProtocol
+    if (latest && latest.result === json) {
+      this.s.clean.run(runId)
+      return { runId, residentId: r.resident_id, version: latest.version, issuedAt: latest.issued_at, protocol, result }
+    }
+    const version = (latest?.version ?? 0) + 1
+    this.s.insertResult.run(runId, version, json, now)
+    this.s.finish.run(version, now, runId)
+    this.d.logger.info({ runId, version, protocol: protocol.id, outcome: result.outcome.status }, version > 1 ? 'clinical report amended' : 'clinical report finished')
+    return { runId, residentId: r.resident_id, version, issuedAt: now, protocol, result, ...(latest ? { previous: JSON.parse(latest.result) as HomeBpResult | ProfileResult } : {}) }
+  }
+
+  private view (r: RunRow): RunView {
+    const p = JSON.parse(r.protocol) as ReportProtocol
+    return {
+      id: r.id, residentId: r.resident_id, protocol: { id: p.id, version: p.version, kind: p.kind }, timeZone: r.time_zone,
+      guideline: r.guideline as Guideline, start: r.start_ts, end: r.end_ts, state: r.state, startedBy: r.started_by,
+      createdAt: r.created_at, version: r.version, finishedAt: r.finished_at,
+    }
+  }
+
+  private index (residentId: string, run: LiveRun): void {
+    const l = this.live.get(residentId) ?? []
+    l.push(run)
+    this.live.set(residentId, l)
+  }
+
+  private unindex (residentId: string, runId: string): void {
+    const l = (this.live.get(residentId) ?? []).filter((x) => x.id !== runId)
+    if (l.length) this.live.set(residentId, l); else this.live.delete(residentId)
+    this.dirty.delete(runId)
+  }
+}

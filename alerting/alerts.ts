@@ -507,7 +507,7 @@ export class AlertBook {
     const a = this.openOf(p.id)?.get(key)
     if (a && Lo.openTs < C.openTs && E.opener) {
       // the late reading opened this episode earlier than the reading the alert was opened by: that is its first reading now
-      a.reading = { deviceId: E.opener.r.deviceId, seq: E.opener.r.seq, ts: E.opener.r.ts }
+      a.firstReading = { deviceId: E.opener.r.deviceId, seq: E.opener.r.seq, ts: E.opener.r.ts }
       this.store.save(a, this.escalateFrom.get(a.id) ?? null)
       this.store.event(a.id, this.d.clock.now(), `episode-from:${new Date(E.opener.r.ts).toISOString()}`, 'engine')
     }
@@ -565,7 +565,7 @@ export class AlertBook {
         const wasHistoric = cur.historic
         if (e.kind === 'worse') cur.severity = e.severity
         cur.historic = out.life.open?.historic ?? false
-        Object.assign(cur, { state: 'open', acknowledgedAt: null, acknowledgedBy: null, detail: at.v.detail }) // `reading` stays the one that opened it; detail is the worse one
+        Object.assign(cur, { state: 'open', acknowledgedAt: null, acknowledgedBy: null, detail: at.v.detail, reading: e.kind === 'worse' ? at.ref : cur.reading })
         cur.messages = this.messagesFor(rule, at.v, cur.severity, at.r, cur.historic, p.id)
         if (wasHistoric && !cur.historic) this.escalateFrom.set(cur.id, now)
         this.store.save(cur, this.escalateFrom.get(cur.id) ?? null)
@@ -616,7 +616,7 @@ export class AlertBook {
     return {
       id: randomUUID(), residentId: p.id, ruleSetId: rule.ruleSetId, ruleSetVersion: rule.ruleSetVersion, ruleId: rule.rule.id, ruleKey: rule.key, concern: rule.concern,
       severity: v.severity, state: 'open', openedAt: now, acknowledgedAt: null, acknowledgedBy: null, resolvedAt: null,
-      message: messages[lang], messages, language: lang, reading: ref, detail: v.detail, escalatedAt: null,
+      message: messages[lang], messages, language: lang, reading: ref, firstReading: ref, detail: v.detail, escalatedAt: null,
       historic, flapCount: 0, endedReason: null, closedAt: null, closedBy: null, clearedFrom: null,
     }
   }

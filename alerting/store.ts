@@ -30,7 +30,10 @@ export interface Alert {
   message: string
   messages: Record<Language, string>
   language: Language
+  /** the reading it is about: the one that opened it, or the one that made it worse */
   reading: { deviceId: string, seq: number, ts: number } | null
+  /** the first reading of its episode in reading time (a late reading may move it earlier) */
+  firstReading: { deviceId: string, seq: number, ts: number } | null
   detail: Detail
   escalatedAt: number | null
   /** opened by a reading that arrived later than the live horizon, not yet confirmed by a newer one */
@@ -59,7 +62,7 @@ interface AlertRow {
   id: string, resident_id: string, rule_set_id: string, rule_set_version: string, rule_id: string, rule_key: string, severity: Severity, state: AlertState,
   opened_at: number, resolved_at: number | null, ack_at: number | null, ack_by: string | null, message: string, messages: string, language: string,
   reading: string | null, detail: string, escalated_at: number | null, concern: string, historic: number, flap_count: number,
-  ended_reason: string | null, closed_at: number | null, closed_by: string | null, clear_since: number | null
+  ended_reason: string | null, closed_at: number | null, closed_by: string | null, clear_since: number | null, first_reading: string | null
 }
 
 const ACTIVE = "('open', 'acknowledged')"
@@ -87,7 +90,7 @@ export class AlertStore {
       clear_since: 'INTEGER', last_notified_at: 'INTEGER', escalated_at: 'INTEGER', messages: "TEXT NOT NULL DEFAULT '{}'",
       language: "TEXT NOT NULL DEFAULT 'en'", detail: "TEXT NOT NULL DEFAULT '{}'", concern: "TEXT NOT NULL DEFAULT 'other'",
       historic: 'INTEGER NOT NULL DEFAULT 0', flap_count: 'INTEGER NOT NULL DEFAULT 0', ended_reason: 'TEXT', closed_at: 'INTEGER', closed_by: 'TEXT',
-      escalate_from: 'INTEGER', announce_at: 'INTEGER',
+      escalate_from: 'INTEGER', announce_at: 'INTEGER', first_reading: 'TEXT',
     })
     db.exec(`
       CREATE INDEX IF NOT EXISTS alerts_resident ON alerts(resident_id, opened_at);
@@ -97,10 +100,10 @@ export class AlertStore {
       CREATE INDEX IF NOT EXISTS alerts_undelivered ON alerts(delivered_at) WHERE delivered_at IS NULL;
     `)
     this.s = {
-      insert: db.prepare(`INSERT INTO alerts (id, resident_id, rule_set_id, rule_set_version, rule_id, rule_key, concern, severity, state, opened_at, message, messages, language, reading, detail, historic, flap_count, last_notified_at, escalate_from, delivered_at)
-        VALUES (@id, @residentId, @ruleSetId, @ruleSetVersion, @ruleId, @ruleKey, @concern, @severity, @state, @openedAt, @message, @messages, @language, @reading, @detail, @historic, @flapCount, @openedAt, @escalateFrom, @openedAt)`),
+      insert: db.prepare(`INSERT INTO alerts (id, resident_id, rule_set_id, rule_set_version, rule_id, rule_key, concern, severity, state, opened_at, message, messages, language, reading, first_reading, detail, historic, flap_count, last_notified_at, escalate_from, delivered_at)
+        VALUES (@id, @residentId, @ruleSetId, @ruleSetVersion, @ruleId, @ruleKey, @concern, @severity, @state, @openedAt, @message, @messages, @language, @reading, @firstReading, @detail, @historic, @flapCount, @openedAt, @escalateFrom, @openedAt)`),
       update: db.prepare(`UPDATE alerts SET rule_set_id = @ruleSetId, rule_set_version = @ruleSetVersion, rule_id = @ruleId, rule_key = @ruleKey, severity = @severity, state = @state, resolved_at = @resolvedAt,
-        ack_at = @acknowledgedAt, ack_by = @acknowledgedBy, message = @message, messages = @messages, language = @language, detail = @detail, reading = @reading, escalated_at = @escalatedAt,
+        ack_at = @acknowledgedAt, ack_by = @acknowledgedBy, message = @message, messages = @messages, language = @language, detail = @detail, reading = @reading, first_reading = @firstReading, escalated_at = @escalatedAt,
         historic = @historic, flap_count = @flapCount, ended_reason = @endedReason, clear_since = @clearedFrom, closed_at = @closedAt, closed_by = @closedBy, escalate_from = @escalateFrom WHERE id = @id`),
       pending: db.prepare('UPDATE alerts SET delivered_at = NULL, last_notified_at = ? WHERE id = ?'),
       announceAt: db.prepare('UPDATE alerts SET announce_at = ? WHERE id = ?'),
@@ -134,7 +137,7 @@ export class AlertStore {
 
   insert (a: Alert, escalateFrom: number | null): void {
     this.s.insert.run({
-      ...a, messages: JSON.stringify(a.messages), reading: JSON.stringify(a.reading), detail: JSON.stringify(a.detail), historic: a.historic ? 1 : 0, escalateFrom,
+      ...a, messages: JSON.stringify(a.messages), reading: JSON.stringify(a.reading), firstReading: JSON.stringify(a.firstReading), detail: JSON.stringify(a.detail), historic: a.historic ? 1 : 0, escalateFrom,
     })
   }
 
@@ -142,7 +145,7 @@ export class AlertStore {
     this.s.update.run({
       id: a.id, ruleSetId: a.ruleSetId, ruleSetVersion: a.ruleSetVersion, ruleId: a.ruleId, ruleKey: a.ruleKey, severity: a.severity, state: a.state, resolvedAt: a.resolvedAt,
       acknowledgedAt: a.acknowledgedAt, acknowledgedBy: a.acknowledgedBy, message: a.message, messages: JSON.stringify(a.messages), language: a.language,
-      detail: JSON.stringify(a.detail), reading: JSON.stringify(a.reading), escalatedAt: a.escalatedAt, historic: a.historic ? 1 : 0, flapCount: a.flapCount,
+      detail: JSON.stringify(a.detail), reading: JSON.stringify(a.reading), firstReading: JSON.stringify(a.firstReading), escalatedAt: a.escalatedAt, historic: a.historic ? 1 : 0, flapCount: a.flapCount,
       endedReason: a.endedReason, closedAt: a.closedAt, closedBy: a.closedBy, escalateFrom, clearedFrom: a.clearedFrom,
     })
   }
@@ -213,7 +216,8 @@ function fromRow (r: AlertRow): Alert {
     id: r.id, residentId: r.resident_id, ruleSetId: r.rule_set_id, ruleSetVersion: r.rule_set_version, ruleId: r.rule_id, ruleKey: r.rule_key || `${r.rule_set_id}/${r.rule_id}`,
     concern: (r.concern ?? 'other') as Concern, severity: r.severity, state: r.state, openedAt: r.opened_at, acknowledgedAt: r.ack_at, acknowledgedBy: r.ack_by, resolvedAt: r.resolved_at,
     message: r.message, messages: JSON.parse(r.messages) as Record<Language, string>, language: languageOf(r.language),
-    reading: r.reading ? JSON.parse(r.reading) as Alert['reading'] : null, detail: JSON.parse(r.detail) as Detail, escalatedAt: r.escalated_at,
+    reading: r.reading ? JSON.parse(r.reading) as Alert['reading'] : null,
+    firstReading: r.first_reading ? JSON.parse(r.first_reading) as Alert['reading'] : r.reading ? JSON.parse(r.reading) as Alert['reading'] : null, detail: JSON.parse(r.detail) as Detail, escalatedAt: r.escalated_at,
     historic: r.historic === 1, flapCount: r.flap_count ?? 0, endedReason: r.ended_reason ?? null, clearedFrom: r.clear_since ?? null, closedAt: r.closed_at ?? null, closedBy: r.closed_by ?? null,
   }
 }

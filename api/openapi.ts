@@ -8,6 +8,7 @@ import { HospitalBody, InstitutionBody, ResidentPatch, NewResidentBody } from '.
 import { Range, ResearchQuery } from './data.ts'
 import { NewDeviceBody, DeviceListQuery } from './devices.ts'
 import { REPORT_ROUTE_DOCS } from './reports.ts'
+import { AlertPreferencesBody, SnoozeBody, CloseAlertBody } from './alert-care.ts'
 
 /**
  * What a route is for and the schemas of its inputs. Who may call it is not here: it is the
@@ -56,6 +57,12 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
   'POST /v1/devices/:id/rotate': { summary: "Rotate a device's secret; its sessions end at once", tags: ['devices'] },
   'POST /v1/devices/:id/revoke': { summary: 'Revoke a device; its sessions end at once', tags: ['devices'] },
   'GET /v1/stats': { summary: 'Node statistics', tags: ['operators'] },
+  'GET /v1/residents/:id/alert-preferences': { summary: "A resident's time zone, quiet hours and snoozes", tags: ['alerts'], scope: 'resident (own)' },
+  'PUT /v1/residents/:id/alert-preferences': { summary: 'Set time zone and quiet hours (warnings wait for a morning digest; criticals never)', tags: ['alerts'], scope: 'resident (own)', body: AlertPreferencesBody },
+  'POST /v1/residents/:id/snoozes': { summary: 'Snooze a concern (never a critical), bounded in time', tags: ['alerts'], scope: 'resident (own)', body: SnoozeBody },
+  'DELETE /v1/residents/:id/snoozes/:concern': { summary: 'End a snooze', tags: ['alerts'], scope: 'resident (own)' },
+  'GET /v1/alerts/attention': { summary: 'Open alerts, and criticals whose standard was withdrawn until someone closes them', tags: ['alerts'], scope: 'hospital (its residents)' },
+  'POST /v1/alerts/:id/close': { summary: 'Close an alert whose rule set was withdrawn or replaced, with a reason', tags: ['alerts'], scope: 'hospital (its residents)', body: CloseAlertBody },
   ...REPORT_ROUTE_DOCS,
 }
 

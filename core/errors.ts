@@ -25,6 +25,7 @@ export const ErrorCodes = {
   VM_INVALID_ROLLUP: { status: 400, text: 'The federation roll-up does not match vitalmesh.region-rollup/1 (histogram keys, counts, window alignment or region).' },
   VM_UNSUPPORTED_MEDIA_TYPE: { status: 415, text: 'The request body\'s Content-Type is not one this route accepts (JSON, or the type its documentation names).' },
   VM_URI_TOO_LONG: { status: 414, text: 'A path parameter is longer than the server accepts.' },
+  VM_CONSUMER_FAILED: { status: 503, text: 'A consumer of the reading log (alerting, reports, the forwarder) failed and is retried from its cursor; ingest goes on. See the server log.' },
 } as const
 
 export type ErrorCode = keyof typeof ErrorCodes

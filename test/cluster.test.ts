@@ -96,9 +96,10 @@ describe('cluster over Redis', () => {
     const got = collect(r)
     await r.subscribeAsync(`alerts/${resident.id}`, { qos: 1 })
     const d = await connect(a.mqttPort, device.deviceId, device.secret)
-    // a new alert on A (a heart rate above 120 at rest for 11 minutes, sent as a catch-up batch) reaches B through Redis
+    // a new alert on A (a heart rate above 120 at rest for 11 minutes, a reading a minute, sent as a catch-up batch) reaches B through Redis
     const now = Date.now()
-    await d.publishAsync(`vitals/${device.deviceId}`, JSON.stringify({ v: 1, readings: [{ seq: 3, ts: now - 660_000, hr: 130, activity: 'rest' }, { seq: 4, ts: now, hr: 131, activity: 'rest' }] }), { qos: 1 })
+    const readings = Array.from({ length: 12 }, (_, i) => ({ seq: 3 + i, ts: now - (11 - i) * 60_000, hr: 130, activity: 'rest' }))
+    await d.publishAsync(`vitals/${device.deviceId}`, JSON.stringify({ v: 1, readings }), { qos: 1 })
     const alert = await got.next(`alerts/${resident.id}`, (x) => x.ruleKey === 'wearable-hr/hr-high-rest', 10_000)
     expect(alert).toMatchObject({ residentId: resident.id, state: 'open' })
     await d.endAsync(); await r.endAsync()

@@ -298,7 +298,7 @@ describe('arrival order does not decide the outcome (property)', () => {
         const size = Math.ceil(arrival.length / chunks)
         for (let c = 0; c < arrival.length; c += size) w.arrive(51, arrival.slice(c, c + size).map((i) => ({ at: rs[i]!.at, device: rs[i]!.device, ...rs[i]!.v })))
         for (const a of w.book.forResident('r1', 1000)) {
-          if (a.state === 'resolved' && a.clearedFrom !== null && a.reading) expect(a.clearedFrom).toBeGreaterThan(a.reading.ts)
+          if (a.state === 'resolved' && a.clearedFrom !== null && a.firstReading) expect(a.clearedFrom).toBeGreaterThan(a.firstReading.ts)
         }
         return w.book.activeAlerts().map((a) => `${a.ruleKey} ${a.severity}`).sort()
       }

@@ -33,7 +33,7 @@ export interface FleetOptions {
 
 export interface FleetStats {
   connected: number, sent: number, acked: number, errors: number, alerts: number, elapsedS: number
-  duplicatesSent: number, buffered: number, offlineBuffered: number, dropped: number, reconnects: number, localWarnings: number
+  duplicatesSent: number, /** readings whose PUBACK never came (the connection dropped): sent again, so the server may count them as duplicates */ unconfirmed: number, buffered: number, offlineBuffered: number, dropped: number, reconnects: number, localWarnings: number
   errorsByCode: Record<string, number>, generatorCpuMs: number
 }
 
@@ -159,7 +159,7 @@ class Device {
       this.stats.sent += chunk.length
       this.client.publish(`vitals/${this.creds.deviceId}`, payload, 1, (err) => {
         this.inflight = Math.max(0, this.inflight - 1)
-        if (err) return
+        if (err) { this.stats.unconfirmed += chunk.length; return }
         this.stats.acked += chunk.length
         // acknowledged: exactly these readings leave the buffer
         const done = new Set(chunk.map((c) => c.seq))
@@ -183,7 +183,7 @@ class Device {
 
 /** Runs a simulated fleet for a while and returns what happened. */
 export async function runFleet (o: FleetOptions): Promise<FleetStats> {
-  const stats: FleetStats = { connected: 0, sent: 0, acked: 0, errors: 0, alerts: 0, elapsedS: 0, duplicatesSent: 0, buffered: 0, offlineBuffered: 0, dropped: 0, reconnects: 0, localWarnings: 0, errorsByCode: {}, generatorCpuMs: 0 }
+  const stats: FleetStats = { connected: 0, sent: 0, acked: 0, errors: 0, alerts: 0, elapsedS: 0, duplicatesSent: 0, unconfirmed: 0, buffered: 0, offlineBuffered: 0, dropped: 0, reconnects: 0, localWarnings: 0, errorsByCode: {}, generatorCpuMs: 0 }
   const cpu0 = process.cpuUsage()
   const start = Date.now()
   const url = new URL(o.url)

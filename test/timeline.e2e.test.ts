@@ -73,3 +73,47 @@ describe('alerts on the resident\'s timeline, end to end', () => {
     await dev.endAsync()
   })
 })
+
+describe('withdrawing a rule set (issue 19), end to end', () => {
+  let t: TestApp
+  beforeAll(async () => { t = await startTestApp({ 'alerting.tickMs': 100 }) })
+  afterAll(async () => { await t?.stop() })
+
+  it('tells nobody "back in range"; the critical stays in the hospital\'s and the operator\'s view until someone closes it', async () => {
+    const { apiKeys } = t.app.demo!
+    const base = `http://127.0.0.1:${t.httpPort}`
+    const api = async (method: string, path: string, key: string, body?: unknown) => {
+      const res = await fetch(base + path, { method, headers: { authorization: `Bearer ${key}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) }, body: body === undefined ? undefined : JSON.stringify(body) })
+      return { status: res.status, body: await res.json() as any }
+    }
+    t.app.registry.addHospital({ id: 'h1', name: 'County Hospital' })
+    const d = t.app.demo!.fleet[7]!
+    t.app.registry.updateResident(d.residentId, { hospitalId: 'h1' })
+    t.app.rulesChanged(d.residentId)
+    const hospitalKey = t.app.registry.addApiKey('hospital', 'h1')
+    expect((await api('POST', '/v1/rulesets/esh-2023/1.0.0/activate', apiKeys.operator)).status).toBe(200)
+    const told: any[] = []
+    t.app.alerts.setNotifier({ ...(t.app.alerts as any).notifier, alert: (a: any, delivered: () => void) => { told.push({ ...a }); delivered() } })
+    const dev = await connect(t.mqttPort, d.deviceId, d.secret)
+    await dev.publishAsync(`vitals/${d.deviceId}`, reading(1, { sys: 190, dia: 112 }), { qos: 1 })
+    await dev.endAsync()
+    const esh = await waitFor('the ESH critical', () => t.app.alerts.activeAlerts(d.residentId).find((a) => a.ruleKey === 'esh-2023/bp-grade'))
+    expect((await api('DELETE', '/v1/rulesets/esh-2023/active', apiKeys.operator)).status).toBe(200)
+    const ended = await waitFor('the alert withdrawn', () => { const a = t.app.alerts.get(esh.id)!; return a.state === 'withdrawn' ? a : undefined })
+    expect(ended.endedReason).toBe('rule set esh-2023 withdrawn')
+    expect(t.app.alerts.history(esh.id).at(-1)!.actor).toMatch(/^operator:/)
+    // a positive control: a later crisis of the same resident reaches the notifier, so anything about the withdrawal would have too
+    const dev2 = await connect(t.mqttPort, d.deviceId, d.secret)
+    await dev2.publishAsync(`vitals/${d.deviceId}`, reading(2, { sys: 70, dia: 40 }), { qos: 1 })
+    await dev2.endAsync()
+    await waitFor('the low-pressure alert sent', () => told.find((a) => a.ruleKey.startsWith('vitalmesh-safety/')))
+    expect(told.filter((a) => a.id === esh.id && a.state !== 'open')).toEqual([])
+    expect(told.some((a) => /Back in range|已恢复/.test(a.message))).toBe(false)
+    for (const key of [apiKeys.operator, hospitalKey]) {
+      const view = await api('GET', '/v1/alerts/attention', key)
+      expect(view.body.alerts.map((a: any) => [a.id, a.state])).toContainEqual([esh.id, 'withdrawn'])
+    }
+    expect((await api('POST', `/v1/alerts/${esh.id}/close`, hospitalKey, { reason: 'reviewed with the patient' })).body).toMatchObject({ closedBy: 'hospital:h1' })
+    expect((await api('GET', '/v1/alerts/attention', apiKeys.operator)).body.alerts.map((a: any) => a.id)).not.toContain(esh.id)
+  })
+})

@@ -11,6 +11,9 @@ import { inQuietHours, planNotifications, type Candidate } from './notify.ts'
 export type { Alert, AlertEvent, AlertState, Preferences } from './store.ts'
 export type { EvaluatedReading } from './timeline.ts'
 
+/** The alert as it is at this moment: what an announcement made now says, whatever happens to it later in the same readings. */
+function snapshot (a: Alert): Alert { return { ...a, messages: { ...a.messages } } }
+
 export interface ResidentInfo extends ResidentProfile { language: string, hospitalId: string | null }
 
 export interface HospitalEndpoint { url: string, token: string | null }
@@ -45,7 +48,7 @@ export interface AlertingDeps {
     timeZone?: string
     /** region (or '*') -> rule set id whose wording the resident reads when rule sets agree */
     primaryRuleSets?: Record<string, string>
-    /** how often timelines are checkpointed (default 5000 ms) */
+    /** how often timelines are checkpointed (default 5000 ms; 0: with every transaction) */
     checkpointMs?: number
   }
 }
@@ -61,7 +64,7 @@ export interface AlertNotifier {
 }
 
 const TIMELINE_CURSOR = 'alerting-timeline'
-const MAX_TIMELINE = 4096
+const MAX_TIMELINE = 1024
 const LOW_CONFIDENCE = 0.5 // project heuristic: below it the reading's message says the signal was poor
 
 /** A rule's lifecycle right after a reading that changed it structurally (opened, worsened, resolved...): where a late reading's replay starts. */
@@ -556,7 +559,7 @@ export class AlertBook {
         this.stats.opened++
         if (e.historic) this.stats.historic++
         tx.saved.set(a.id, a)
-        tx.candidates.push({ alert: a, kind: 'open', readingKey: `${at.ref.deviceId}\u0000${at.ref.seq}`, ruleSetId: rule.ruleSetId, cooled: e.cooled, ...(e.cooledUntil !== undefined ? { cooledUntil: e.cooledUntil } : {}) })
+        tx.candidates.push({ alert: a, snapshot: snapshot(a), kind: 'open', readingKey: `${at.ref.deviceId}\u0000${at.ref.seq}`, ruleSetId: rule.ruleSetId, cooled: e.cooled, ...(e.cooledUntil !== undefined ? { cooledUntil: e.cooledUntil } : {}) })
         tx.residents.add(p.id)
         return
       }
@@ -571,7 +574,7 @@ export class AlertBook {
         this.store.save(cur, this.escalateFrom.get(cur.id) ?? null)
         this.store.event(cur.id, now, e.kind === 'worse' ? `severity:${e.severity}` : 'confirmed', 'engine')
         tx.saved.set(cur.id, cur)
-        tx.candidates.push({ alert: cur, kind: e.kind, readingKey: `${at.ref.deviceId}\u0000${at.ref.seq}`, ruleSetId: rule.ruleSetId })
+        tx.candidates.push({ alert: cur, snapshot: snapshot(cur), kind: e.kind, readingKey: `${at.ref.deviceId}\u0000${at.ref.seq}`, ruleSetId: rule.ruleSetId })
         tx.residents.add(p.id)
         return
       }
@@ -640,8 +643,9 @@ export class AlertBook {
 
   /** Writes what the transaction changed and decides whom to tell. */
   private finish (tx: Tx): void {
-    if (!this.spool) {
-      // no spool to rebuild them from: timelines are written with everything else
+    if (!this.spool && this.d.clock.now() - this.checkpointedAt >= this.o.checkpointMs) {
+      // no spool to rebuild them from (tests, tools): timelines are written with everything else, when due
+      this.checkpointedAt = this.d.clock.now()
       for (const id of this.dirtyTimelines) { const rs = this.residents.get(id); if (rs) this.store.saveTimeline(id, rs.tl.toJSON(), { st: Object.fromEntries(rs.st), snaps: Object.fromEntries(rs.snaps) }) }
       this.dirtyTimelines.clear()
     }

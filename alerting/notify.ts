@@ -8,6 +8,8 @@ export interface Candidate {
   /** the reading it was decided on (device and seq), null for the clock's decisions */
   readingKey: string | null
   ruleSetId: string
+  /** the alert as it was when this happened (it may resolve within the same readings) */
+  snapshot?: Alert
   /** opened inside the cool-down after the same or a worse alert: not announced */
   cooled?: boolean
   /** when the cool-down ends (reading time): announced then if still open */
@@ -39,14 +41,14 @@ export interface Plan {
  */
 export function planNotifications (cands: readonly Candidate[], ctx: PlanContext): Plan {
   const plan: Plan = { send: [], held: [] }
-  // opened and resolved by the same readings (a late batch whose newer readings are back in range): nothing to tell
-  const opened = new Set(cands.filter((c) => c.kind === 'open').map((c) => c.alert.id))
+  // a historic alert opened and resolved by the same readings (a late batch whose newer readings are back in range): nothing to tell
+  const opened = new Set(cands.filter((c) => c.kind === 'open' && c.alert.historic).map((c) => c.alert.id))
   const over = new Set(cands.filter((c) => c.kind === 'resolved' && opened.has(c.alert.id)).map((c) => c.alert.id))
   const groups = new Map<string, Candidate[]>()
   for (const c of cands) {
     if (over.has(c.alert.id)) { if (c.kind === 'open') plan.held.push({ alert: c.alert, reason: 'already-over' }); continue }
     // an announcement of an alert that has ended since (within the same readings)
-    if (c.kind !== 'resolved' && c.alert.state !== 'open' && c.alert.state !== 'acknowledged') { plan.held.push({ alert: c.alert, reason: 'already-over' }); continue }
+    if (c.kind !== 'resolved' && c.alert.historic && c.alert.state !== 'open' && c.alert.state !== 'acknowledged') { plan.held.push({ alert: c.alert, reason: 'already-over' }); continue }
     // back in range: once per concern
     const key = c.kind === 'resolved' ? `r\u0000${c.alert.residentId}\u0000${c.alert.concern}` : `${c.alert.residentId}\u0000${c.readingKey ?? c.alert.id}\u0000${c.alert.concern}`
     let g = groups.get(key)
@@ -82,7 +84,7 @@ export function planNotifications (cands: readonly Candidate[], ctx: PlanContext
       if (until !== undefined && until > ctx.now) { plan.held.push({ alert: a, reason: 'snoozed' }); continue }
       if (inQuietHours(p.quietHours, ctx.timeZone(res), ctx.now)) { plan.held.push({ alert: a, reason: 'quiet-hours' }); continue }
     }
-    plan.send.push(a)
+    plan.send.push(best.snapshot ?? a)
   }
   return plan
 }

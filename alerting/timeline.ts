@@ -33,8 +33,9 @@ export class Timeline {
     const from = a[a.length - 1]!.ts - keepMs
     let cut = 0
     while (cut < a.length - minCount && a[cut]!.ts < from) cut++
-    cut = Math.max(cut, a.length - maxCount)
-    if (cut > 0) a.splice(0, cut)
+    if (a.length - cut > maxCount + 64) cut = a.length - maxCount
+    // a long timeline is cut in steps of 64: one shift of the array per 64 readings, not one per reading
+    if (cut >= 64 || (cut > 0 && a.length <= 256)) a.splice(0, cut)
   }
 
   /** Compact JSON: [ts, deviceId, seq, hr, sys, dia, activity, motion, confidence], nulls for absent fields. */

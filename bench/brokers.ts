@@ -129,9 +129,14 @@ export async function alertLatency (s: Server, o: { backgroundRate: number, aler
     const r = await fetch(`http://127.0.0.1:${s.httpPort}${path}`, { method, headers: { authorization: `Bearer ${key}`, ...(body ? { 'content-type': 'application/json' } : {}) }, body: body ? JSON.stringify(body) : undefined })
     return r.json() as Promise<{ key?: string }>
   }
+  // a research key belongs to a registered institution
+  await http('POST', '/v1/institutions', s.operatorKey, { id: 'bench', name: 'Benchmark institute' })
   const research = (await http('POST', '/v1/api-keys', s.operatorKey, { role: 'research', scope: 'bench' })).key!
   await http('POST', '/v1/rulesets', research, { id: 'bench-crisis', version: '1.0.0', publisher: 'bench', citation: 'bench', effectiveDate: '2026-01-01', audience: { kind: 'resident', residentId: s.resident.id }, rules: [{ id: 'crisis', title: 'Crisis', kind: 'threshold', severity: 'critical', when: [{ metric: 'sys', op: '>', value: 180 }] }] })
   await http('POST', '/v1/rulesets/bench-crisis/1.0.0/activate', s.operatorKey)
+  // only this rule: another rule set's crisis alert (with a hold-down) would stay open and, being the
+  // same concern, cover these (one message per reading and concern)
+  for (const id of ['acc-aha-2017', 'vitalmesh-safety', 'wearable-hr']) await http('DELETE', `/v1/rulesets/${id}/active`, s.operatorKey)
   const watcher = new LiteClient({ host: '127.0.0.1', port: s.port, clientId: `${s.resident.id}:bench`, username: s.resident.id, password: s.resident.password })
   await watcher.connect()
   watcher.subscribe(`alerts/${s.resident.id}`, 1)

@@ -77,6 +77,8 @@ const RECORD_MAX = 1000
 const ACTIVITIES = ActivitySchema.options
 const ACTIVITY_CODE = new Map<string, number>(ACTIVITIES.map((a, i) => [a, i]))
 const DEDUP = 'dedup'
+/** the shortest time between two consumer transactions */
+const PUMP_INTERVAL_MS = 4
 
 /**
  * The durable spool: a PUBACK is sent only after `append` calls back, and it calls back
@@ -100,11 +102,13 @@ export class Spool {
   private recent: { prevId: number, lastId: number, rows: SpoolRow[] }[] = []
   private recentRows = 0
   private pumpScheduled = false
+  private lastPumpAt = 0
   private stopped = false
   private readonly listeners: ((rows: readonly SpoolRow[]) => void)[] = []
   private readonly s
   private readonly commitBatch: (batch: Pending[]) => { results: AppendResult[], rows: SpoolRow[] }
   private readonly consumeTx: (a: Attached, rows: readonly SpoolRow[], last: number) => { n: number, bytes: number }
+  private readonly pumpTx: (fn: () => void) => void
   private readonly ackTx: (name: string, id: number, rejected: readonly RejectedReading[]) => { n: number, bytes: number }
   private deadLettersSincePrune = 0
   /** counters for metrics and tests */
@@ -204,6 +208,7 @@ export class Spool {
       }
       return { results, rows }
     })
+    this.pumpTx = db.transaction((fn: () => void) => fn())
     this.consumeTx = db.transaction((a: Attached, rows: readonly SpoolRow[], last: number) => {
       a.c.consume(rows)
       return this.ackTx(a.c.name, last, [])
@@ -282,54 +287,77 @@ export class Spool {
   private schedulePump (): void {
     if (this.pumpScheduled || this.stopped) return
     this.pumpScheduled = true
-    setImmediate(this.pump)
+    // at most one consumer transaction (and fsync) per few milliseconds: under load each one
+    // takes many group commits' records; when idle the next one runs at once
+    const wait = this.lastPumpAt + PUMP_INTERVAL_MS - Date.now()
+    if (wait > 0) setTimeout(this.pump, wait)
+    else setImmediate(this.pump)
   }
 
   private readonly pump = (): void => {
     this.pumpScheduled = false
     if (this.stopped) return
+    this.lastPumpAt = Date.now()
     let more = false
-    for (const a of this.attached) {
-      if (a.failing || a.timer) continue
-      // at most a few batches per consumer and turn of the event loop, so PUBACKs keep flowing
-      for (let i = 0; i < 4; i++) {
+    // at most a few rounds per turn of the event loop, so PUBACKs keep flowing
+    for (let round = 0; round < 4; round++) {
+      const work: { a: Attached, rows: SpoolRow[], last: number }[] = []
+      for (const a of this.attached) {
+        if (a.failing || a.timer) continue
         const rows = this.rowsAfter(a.position, 5000)
-        if (rows.length === 0) break
-        if (!this.deliver(a, rows)) break
-        if (i === 3) more = true
+        if (rows.length) work.push({ a, rows, last: rows[rows.length - 1]!.id })
       }
+      if (work.length === 0) break
+      // every consumer's state and cursor in one fully synced transaction (one fsync for all of
+      // them: what `committed` sends, an alert, must not be sent again after a power loss);
+      // each consumer in a savepoint of its own, so one that throws rolls back only itself
+      let done: typeof work = []
+      const failed: { a: Attached, err: unknown }[] = []
+      let gone = { n: 0, bytes: 0 }
+      try {
+        this.pumpTx(() => {
+          for (const w of work) {
+            try {
+              if (w.a.c.checkpointsItself) w.a.c.consume(w.rows)
+              else { const g = this.consumeTx(w.a, w.rows, w.last); gone = { n: gone.n + g.n, bytes: gone.bytes + g.bytes } }
+              done.push(w)
+            } catch (err) { failed.push({ a: w.a, err }) }
+          }
+        })
+      } catch (err) {
+        // the transaction itself failed (disk full...): every consumer in it lost its work
+        for (const w of done) if (!w.a.c.checkpointsItself) failed.push({ a: w.a, err })
+        done = done.filter((w) => w.a.c.checkpointsItself)
+        gone = { n: 0, bytes: 0 }
+      }
+      this.afterAck(gone)
+      if (failed.length) this.loadDedup() // the de-duplication checkpoint may have been rolled back
+      for (const f of failed) this.fail(f.a, f.err)
+      for (const w of done) this.succeed(w.a, w.last)
+      if (round === 3) more = true
     }
     this.trimRecent()
     if (more) this.schedulePump()
   }
 
-  private deliver (a: Attached, rows: readonly SpoolRow[]): boolean {
-    const last = rows[rows.length - 1]!.id
-    try {
-      if (a.c.checkpointsItself) a.c.consume(rows)
-      else {
-        // fully synced, unlike the drain's ack: what `committed` sends (an alert) must not be sent again after a power loss
-        this.afterAck(this.consumeTx(a, rows, last))
-      }
-    } catch (e) {
-      const err = e instanceof Error ? e : new Error(String(e))
-      a.failures++
-      a.streak++
-      a.failing = { code: 'VM_CONSUMER_FAILED', message: err.message, since: Date.now() }
-      const backoffMs = Math.min(30_000, 500 * 2 ** Math.min(6, a.streak - 1))
-      this.logger.error({ err, code: 'VM_CONSUMER_FAILED', consumer: a.c.name, position: a.position, retryInMs: backoffMs },
-        `spool consumer ${a.c.name} failed; it stops until a retry succeeds (ingest goes on up to the spool's bound)`)
-      try { a.c.failed?.(err) } catch (e2) { this.logger.error({ err: e2, consumer: a.c.name }, 'spool consumer failed to reset after a failure') }
-      this.loadDedup() // the de-duplication checkpoint may have been rolled back with it
-      a.timer = setTimeout(() => { a.timer = undefined; a.failing = null; this.schedulePump() }, backoffMs)
-      a.timer.unref()
-      return false
-    }
+  private fail (a: Attached, e: unknown): void {
+    const err = e instanceof Error ? e : new Error(String(e))
+    a.failures++
+    a.streak++
+    a.failing = { code: 'VM_CONSUMER_FAILED', message: err.message, since: Date.now() }
+    const backoffMs = Math.min(30_000, 500 * 2 ** Math.min(6, a.streak - 1))
+    this.logger.error({ err, code: 'VM_CONSUMER_FAILED', consumer: a.c.name, position: a.position, retryInMs: backoffMs },
+      `spool consumer ${a.c.name} failed; it stops until a retry succeeds (ingest goes on up to the spool's bound)`)
+    try { a.c.failed?.(err) } catch (e2) { this.logger.error({ err: e2, consumer: a.c.name }, 'spool consumer failed to reset after a failure') }
+    a.timer = setTimeout(() => { a.timer = undefined; a.failing = null; this.schedulePump() }, backoffMs)
+    a.timer.unref()
+  }
+
+  private succeed (a: Attached, last: number): void {
     a.position = last
     if (a.streak > 0) this.logger.info({ consumer: a.c.name, failures: a.streak }, `spool consumer ${a.c.name} recovered`)
     a.streak = 0
     try { a.c.committed?.() } catch (err) { this.logger.error({ err, consumer: a.c.name }, 'spool consumer effects after commit failed') }
-    return true
   }
 
   /** Rows after `after`, from the commits kept in memory when they reach back that far, else from the database. */

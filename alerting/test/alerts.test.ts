@@ -22,7 +22,7 @@ function setup (rules: unknown[], o: { db?: DB, clock?: ManualClock, language?: 
     overrides: () => o.overrides ?? new Map(),
     hospitalEndpoint: () => ({ url: 'http://hospital.example/hook', token: 't' }),
     enqueueWebhook: (e) => { webhooks.push(e) },
-    options: { tickMs: 1000, escalateAfterS: 900, renotifyS: { critical: 300, warning: 3600, info: 0 } },
+    options: { tickMs: 1000, escalateAfterS: 900, renotifyS: { critical: 300, warning: 3600, info: 0 }, checkpointMs: 0 },
   })
   book.setNotifier({ alert: (a, delivered) => { sent.push(structuredClone(a)); delivered() }, status: (_r, b) => status.push(b) })
   let seq = 0

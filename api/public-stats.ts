@@ -54,9 +54,11 @@ export function publicRegionWindows (d: PublicStatsDeps, kind: string, from: num
   })
 }
 
-/** GET /public/regions/:id/stats: explicitly public, outside /v1 (no key, the per-address rate limit). */
+/** GET /public/regions (the region this node publishes) and /public/regions/:id/stats: explicitly public, outside /v1 (no key, the per-address rate limit). */
 export function publicStatsRoutes (d: PublicStatsDeps) {
   return (app: FastifyInstance): void => {
+    app.get('/public/regions', { config: { roles: 'public' } }, async () => ({ regions: [d.region] }))
+
     app.get<{ Params: { id: string } }>('/public/regions/:id/stats', { config: { roles: 'public' } }, async (req, reply) => {
       if (req.params.id !== d.region.id) throw new VitalmeshError('VM_NOT_FOUND', `this node publishes the statistics of region ${d.region.id}`)
       const q = PublicStatsQuery.safeParse(req.query)

@@ -237,5 +237,22 @@ describe('console: every audience, in zh-CN and en', () => {
     })
   }
 
+  it('operator (en): a critical whose rule set was withdrawn stays in the worklist until closed with a reason', async () => {
+    const crit = t.app.alerts.forResident(ZH).find((a) => a.severity === 'critical' && a.ruleSetId === 'acc-aha-2017')!
+    const off = await fetch(url('/v1/rulesets/acc-aha-2017/active'), { method: 'DELETE', headers: { authorization: `Bearer ${keys.operator}` } })
+    expect(off.status).toBe(200)
+    await waitFor('the critical withdrawn', () => t.app.alerts.get(crit.id)?.state === 'withdrawn' ? true : undefined)
+    const page = await open('en', keys.operator!, 'operator')
+    const row = page.locator(`#worklist tbody tr[data-alert-id="${crit.id}"][data-state="withdrawn"]`)
+    await row.waitFor()
+    await row.locator('button').click() // no reason yet: nothing is sent
+    expect(t.app.alerts.get(crit.id)!.state).toBe('withdrawn')
+    await row.locator('input.reason').fill('standard withdrawn; reviewed by phone')
+    await row.locator('button').click()
+    await page.locator(`#worklist tbody tr[data-alert-id="${crit.id}"]`).waitFor({ state: 'detached' })
+    expect(t.app.alerts.needingAttention().some((a) => a.id === crit.id)).toBe(false)
+    await accessible(page, 'operator en after closing')
+  })
+
   it('no page error in any view', () => { expect(errors).toEqual([]) })
 })

@@ -41,14 +41,13 @@ const charts = []
 /** A uPlot chart as wide as its container (phones too), times in the person's time zone and locale. */
 function chart (el, title, series, data, height = 220) {
   const width = Math.max(260, el.clientWidth || 900)
-  const days = data[0].length > 1 && (data[0][data[0].length - 1] - data[0][0]) > 86400
   const u = new uPlot({
     title,
     width,
     height,
     tzDate: (ts) => uPlot.tzDate(new Date(ts * 1e3), I18N.timeZone),
     scales: { x: { time: true } },
-    axes: [{ values: (_u, splits) => splits.map((v) => I18N.axis(v * 1000, days)) }, { values: (_u, splits) => splits.map((v) => I18N.num(v)) }],
+    axes: [{ values: (_u, splits, _ax, _space, incr) => splits.map((v) => I18N.axis(v * 1000, incr)) }, { values: (_u, splits) => splits.map((v) => I18N.num(v)) }],
     series: [{ label: t('chart.time'), value: (_u, v) => (v == null ? '–' : I18N.dateTime(v * 1000)) }, ...series],
   }, data, el)
   charts.push([u, el])

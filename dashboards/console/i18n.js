@@ -495,8 +495,13 @@ const I18N = {
   dateTime (ms) { return new Intl.DateTimeFormat(this.lang, { timeZone: this.timeZone, dateStyle: 'medium', timeStyle: 'short' }).format(ms) },
   date (ms) { return new Intl.DateTimeFormat(this.lang, { timeZone: this.timeZone, dateStyle: 'medium' }).format(ms) },
   time (ms, seconds = false) { return new Intl.DateTimeFormat(this.lang, { timeZone: this.timeZone, hour: '2-digit', minute: '2-digit', ...(seconds ? { second: '2-digit' } : {}), hourCycle: 'h23' }).format(ms) },
-  /** a short axis label: the time of day, with the date where the day changes */
-  axis (ms, withDate) { return new Intl.DateTimeFormat(this.lang, { timeZone: this.timeZone, ...(withDate ? { month: 'numeric', day: 'numeric' } : {}), hour: '2-digit', minute: '2-digit', hourCycle: 'h23' }).format(ms) },
+  /** an axis label for ticks `stepS` seconds apart: seconds for short spans, the date for long ones */
+  axis (ms, stepS) {
+    const o = stepS >= 86400 ? { month: 'numeric', day: 'numeric' }
+      : stepS >= 3600 * 6 ? { month: 'numeric', day: 'numeric', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' }
+        : { hour: '2-digit', minute: '2-digit', ...(stepS < 60 ? { second: '2-digit' } : {}), hourCycle: 'h23' }
+    return new Intl.DateTimeFormat(this.lang, { timeZone: this.timeZone, ...o }).format(ms)
+  },
   duration (ms) {
     const m = Math.max(0, Math.round(ms / 60_000))
     if (m < 120) return this.t('dur.m', { n: this.num(m) })

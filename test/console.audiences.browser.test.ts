@@ -54,6 +54,9 @@ describe('console: every audience, in zh-CN and en', () => {
     await waitFor('two open alerts', () => t.app.alerts.needingAttention().length >= 2 ? true : undefined)
     // the hospital reads the demo resident's readings: the resident sees it in "who read my data"
     expect((await fetch(url('/v1/residents/demo-resident/readings'), { headers: { authorization: `Bearer ${keys.hospital}` } })).status).toBe(200)
+    // a home-BP week running for the demo resident (started by the resident), shown in the resident's and the clinician's views
+    const started = await fetch(url('/v1/residents/demo-resident/reports'), { method: 'POST', headers: { authorization: `Bearer ${keys.resident}`, 'content-type': 'application/json' }, body: JSON.stringify({ protocol: 'home-bp-7d', timeZone: 'Asia/Shanghai', guideline: 'china-2018' }) })
+    expect(started.status).toBe(201)
     browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_FLAGS })
     for (const lang of ['en', 'zh-CN'] as Lang[]) {
       // the browser's language decides for everyone but residents (whose own language wins)
@@ -106,6 +109,8 @@ describe('console: every audience, in zh-CN and en', () => {
     expect(await page.locator('#thresholds li[data-rule-set="wearable-hr"][data-value="120"]').count()).toBe(1)
     // who read my data: the hospital's read, named
     expect(await page.locator('#access-log tr[data-role="hospital"]').first().textContent()).toMatch(/hospital h1.*read your readings/)
+    expect(await page.textContent('#reports li[data-state="active"] strong')).toMatch(/^home blood pressure, 7 days · running · /)
+    expect(await page.textContent('#reports li[data-state="active"]')).toMatch(/sessions done 0 of \d+/)
     // snooze a concern: listed at once, and the node has it
     await page.selectOption('#snooze-concern', 'hr-high')
     await page.fill('#snooze-minutes', '30')

@@ -8,7 +8,7 @@ import { Spool, EmbeddedStore, Drain, Ingest, InfluxStore, Rollups, AlertExport,
 import { AlertBook, RuleSetStore, type Override } from './alerting/index.ts'
 import { Outbox, Aggregator, parseWindow, hospitalSink, researchSink, parentSink, type SummarySink } from './forwarder/index.ts'
 import { createBroker, createClusterBackends, listenTls, listenWss, mqttUpgradeHandler, type Broker, type ClusterBackends, type TlsFiles } from './broker/index.ts'
-import { buildApi, alertCareRoutes, alertingRoutes, forwarderRoutes, operatorRoutes, dataRoutes, consoleRoutes, LiveHub, registerDeviceRoutes, registerMetricsRoute, reportRoutes } from './api/index.ts'
+import { buildApi, alertCareRoutes, alertingRoutes, forwarderRoutes, operatorRoutes, dataRoutes, consoleRoutes, LiveHub, registerDeviceRoutes, registerMetricsRoute, reportRoutes, auditViewRoutes, publicStatsRoutes } from './api/index.ts'
 import { ReportBook, DeviceModelCatalogue, DEMO_DEVICE_MODELS, reportSink } from './reports/index.ts'
 
 export interface AppDeps {
@@ -247,6 +247,8 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       operatorRoutes({ registry, audit, residentChanged: (id) => alerts.rulesChanged(id) }),
       forwarderRoutes({ registry, aggregator, outbox, audit, region: config.region, windows, rollupK: config.forwarder.rollupK ?? config.forwarder.k, residentChanged: (id) => alerts.rulesChanged(id) }),
       reportRoutes({ registry, reports, audit }),
+      auditViewRoutes({ registry, audit }),
+      publicStatsRoutes({ aggregator, region: config.region, windows, k: config.forwarder.k }),
       (app) => registerDeviceRoutes(app, {
         fleet,
         isOnline: (id) => mqtt.presence.isOnline(id),

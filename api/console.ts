@@ -14,6 +14,10 @@ const FILES = new Map<string, { file: string, type: string }>(Object.entries({
   'index.html': { file: join(CONSOLE_DIR, 'index.html'), type: 'text/html; charset=utf-8' },
   'console.js': { file: join(CONSOLE_DIR, 'console.js'), type: 'text/javascript; charset=utf-8' },
   'console.css': { file: join(CONSOLE_DIR, 'console.css'), type: 'text/css; charset=utf-8' },
+  'i18n.js': { file: join(CONSOLE_DIR, 'i18n.js'), type: 'text/javascript; charset=utf-8' },
+  'views.js': { file: join(CONSOLE_DIR, 'views.js'), type: 'text/javascript; charset=utf-8' },
+  'public.html': { file: join(CONSOLE_DIR, 'public.html'), type: 'text/html; charset=utf-8' },
+  'public.js': { file: join(CONSOLE_DIR, 'public.js'), type: 'text/javascript; charset=utf-8' },
   'vendor/uPlot.iife.min.js': { file: require.resolve('uplot/dist/uPlot.iife.min.js'), type: 'text/javascript; charset=utf-8' },
   'vendor/uPlot.min.css': { file: require.resolve('uplot/dist/uPlot.min.css'), type: 'text/css; charset=utf-8' },
 }))
@@ -25,7 +29,7 @@ export interface ConsoleDeps {
   stats(): Record<string, unknown>
 }
 
-/** The web console (operator and resident views) and the small routes it needs. */
+/** The web console (resident, operator, clinician and research views, and the public regional statistics) and the small routes it needs. */
 export function consoleRoutes (d: ConsoleDeps) {
   const cache = new Map<string, Buffer>()
   return (app: FastifyInstance): void => {

@@ -8,6 +8,7 @@ import { HospitalBody, InstitutionBody, ResidentPatch, NewResidentBody } from '.
 import { Range, ResearchQuery } from './data.ts'
 import { NewDeviceBody, DeviceListQuery } from './devices.ts'
 import { REPORT_ROUTE_DOCS } from './reports.ts'
+import { AccessLogQuery } from './audit-views.ts'
 import { AlertPreferencesBody, SnoozeBody, CloseAlertBody } from './alert-care.ts'
 
 /**
@@ -63,6 +64,7 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
   'DELETE /v1/residents/:id/snoozes/:concern': { summary: 'End a snooze', tags: ['alerts'], scope: 'resident (own)' },
   'GET /v1/alerts/attention': { summary: 'Open alerts, and criticals whose standard was withdrawn until someone closes them', tags: ['alerts'], scope: 'hospital (its residents)' },
   'POST /v1/alerts/:id/close': { summary: 'Close an alert whose rule set was withdrawn or replaced, with a reason', tags: ['alerts'], scope: 'hospital (its residents)', body: CloseAlertBody },
+  'GET /v1/residents/:id/access-log': { summary: "Who read or changed a resident's data, and when (the audit trail, without the resident's own actions)", tags: ['audit', 'residents'], scope: 'resident (own)', query: AccessLogQuery },
   ...REPORT_ROUTE_DOCS,
 }
 

@@ -439,6 +439,16 @@ export class Aggregator {
     })
   }
 
+  /** This node's own residents with readings in one window, and the alerts opened for them in it (for public statistics). */
+  ownAlerts (kind: string, start: number): { residents: number, alerts: number } {
+    const w = this.d.windows.find((x) => x.name === kind)
+    if (!w) return { residents: 0, alerts: 0 }
+    const rows = this.residentRows(kind, start)
+    let alerts = 0
+    for (const r of rows) alerts += this.d.alertsIn(r.w.residentId, start, start + w.ms)
+    return { residents: rows.length, alerts }
+  }
+
   start (tickMs: number): void {
     const loop = (): void => { this.tick(); this.timer = setTimeout(loop, tickMs) }
     this.timer = setTimeout(loop, tickMs)

@@ -36,11 +36,15 @@ export class AuditLog {
         seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, subject TEXT NOT NULL,
         detail TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
       CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+      CREATE INDEX IF NOT EXISTS audit_subject ON audit (subject, seq);
       CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
     `)
     this.s = {
       insert: db.prepare('INSERT INTO audit (seq, at, actor, action, subject, detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
       last: db.prepare<[], { seq: number, hash: string }>('SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1'),
+      // newest first; the actor test is on a prefix without LIKE, whose _ and % ids may contain
+      bySubject: db.prepare<[string, number, string, number, string, number], { seq: number, at: number, actor: string, action: string, subject: string, detail: string, prev_hash: string, hash: string }>(
+        'SELECT * FROM audit WHERE subject = ? AND seq < ? AND actor <> ? AND substr(actor, 1, ?) <> ? ORDER BY seq DESC LIMIT ?'),
       page: db.prepare<[number, number], { seq: number, at: number, actor: string, action: string, subject: string, detail: string, prev_hash: string, hash: string }>('SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?'),
     }
     this.last = this.s.last.get() ?? { seq: 0, hash: GENESIS }
@@ -58,6 +62,16 @@ export class AuditLog {
 
   list (afterSeq: number, limit: number): AuditEntry[] {
     return this.s.page.all(afterSeq, limit).map((r) => ({ seq: r.seq, at: r.at, actor: r.actor, action: r.action, subject: r.subject, detail: JSON.parse(r.detail) as unknown, prevHash: r.prev_hash, hash: r.hash }))
+  }
+
+  /**
+   * Entries about one subject, newest first, before `beforeSeq`, leaving out those whose actor
+   * is `exceptActor` itself (`resident:<id>`) or one of its keys (`resident:<id>:<key id>`).
+   */
+  aboutSubject (subject: string, opts: { exceptActor?: string, beforeSeq?: number, limit: number }): AuditEntry[] {
+    const except = opts.exceptActor ?? '\u0000'
+    return this.s.bySubject.all(subject, opts.beforeSeq ?? Number.MAX_SAFE_INTEGER, except, except.length + 1, except + ':', opts.limit)
+      .map((r) => ({ seq: r.seq, at: r.at, actor: r.actor, action: r.action, subject: r.subject, detail: JSON.parse(r.detail) as unknown, prevHash: r.prev_hash, hash: r.hash }))
   }
 
   /** Recomputes the chain; reports the first entry whose content or link does not match. */

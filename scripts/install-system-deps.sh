@@ -22,6 +22,10 @@ for cmd in "${!NEED[@]}"; do
     missing+=("${NEED[$cmd]}")
   fi
 done
+# a CJK font, so that the console's zh-CN screenshots show Chinese text rather than empty boxes
+if ! dpkg -s fonts-wqy-microhei >/dev/null 2>&1 && ! { command -v fc-list >/dev/null 2>&1 && fc-list :lang=zh | grep -q .; }; then
+  missing+=(fonts-wqy-microhei)
+fi
 if [ ${#missing[@]} -eq 0 ]; then
   echo "system packages: all present"
   exit 0

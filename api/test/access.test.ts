@@ -88,6 +88,7 @@ describe('role and scope on every route', () => {
     'DELETE /v1/residents/:id/snoozes/:concern': { path: () => `${R}/snoozes/bp-high`, allowed: ['resident'], wrongScope: { resident: 'residentOther' } },
     'GET /v1/alerts/attention': { path: () => '/v1/alerts/attention', allowed: ['operator', 'hospital'] },
     'POST /v1/alerts/:id/close': { path: () => `/v1/alerts/${alertId}/close`, allowed: ['operator', 'hospital'], wrongScope: { hospital: 'hospitalOther' }, body: () => ({ reason: 'x' }) },
+    'GET /v1/residents/:id/access-log': { path: () => `${R}/access-log`, allowed: ['operator', 'resident'], wrongScope: { resident: 'residentOther' } },
     'GET /v1/report-protocols': { path: () => '/v1/report-protocols', allowed: ['operator', 'resident', 'hospital'] },
     'POST /v1/residents/:id/reports': { path: () => `${R}/reports`, allowed: ['resident', 'hospital'], wrongScope: { resident: 'residentOther', hospital: 'hospitalOther' }, body: () => ({ protocol: 'home-bp-7d', timeZone: 'Asia/Shanghai', guideline: 'china-2018' }) },
     'GET /v1/residents/:id/reports': { path: () => `${R}/reports`, allowed: ['operator', 'resident', 'hospital'], wrongScope: { resident: 'residentOther', hospital: 'hospitalOther' } },

@@ -178,3 +178,59 @@ describe('de-duplication', () => {
     expect(spool.read(7, 10).map((r) => r.id)).not.toContain(7)
   })
 })
+
+describe('cursor consumers (one contract for everything downstream of the PUBACK)', () => {
+  const flushed = (spool: Spool) => spool.consumersIdle(5000)
+
+  it('hand each consumer the committed records in order; state and cursor commit together; one that throws stops only itself and resumes from its cursor', async () => {
+    const db = openDatabase(':memory:')
+    db.exec('CREATE TABLE seen_by_a (seq INTEGER); CREATE TABLE seen_by_b (seq INTEGER)')
+    const spool = new Spool(db, silentLogger(), { deadLetterMax: 10 })
+    let breakB = true
+    const committedA: number[] = []
+    spool.attach({ name: 'a', consume: (rows) => { for (const r of rows) db.prepare('INSERT INTO seen_by_a VALUES (?)').run(r.seq) }, committed: () => committedA.push(1) })
+    spool.attach({
+      name: 'b',
+      consume: (rows) => {
+        for (const r of rows) db.prepare('INSERT INTO seen_by_b VALUES (?)').run(r.seq)
+        if (breakB) throw new Error('bug in b') // after writing: the rows must not stay
+      },
+    })
+    // appends (PUBACKs) go on while b fails
+    for (let i = 1; i <= 5; i++) expect(await spool.appendAsync(req(1, [i]))).toEqual({ accepted: 1, duplicates: 0 })
+    await waitFor('a consumed all', () => (db.prepare('SELECT count(*) AS n FROM seen_by_a').get() as { n: number }).n === 5)
+    const b = await waitFor('b failing', () => spool.consumerStatus().find((c) => c.name === 'b' && c.failing))
+    expect(b.failing).toMatchObject({ code: 'VM_CONSUMER_FAILED', message: 'bug in b' })
+    expect((db.prepare('SELECT count(*) AS n FROM seen_by_b').get() as { n: number }).n).toBe(0) // rolled back with its cursor
+    expect(spool.cursor('b')).toBe(0)
+    expect(spool.size()).toBe(5) // kept for b
+    breakB = false
+    await waitFor('b caught up after its retry', () => spool.consumerStatus().find((c) => c.name === 'b' && !c.failing && c.lagRecords === 0), 5000)
+    expect(db.prepare('SELECT seq FROM seen_by_b ORDER BY rowid').all().map((r) => (r as { seq: number }).seq)).toEqual([1, 2, 3, 4, 5])
+    expect(committedA.length).toBeGreaterThan(0)
+    await flushed(spool)
+    spool.ack('store', spool.consumerStatus().find((c) => c.name === 'b')!.position) // the store's drain, which keeps its own loop
+    expect(spool.size()).toBe(0) // every consumer is past them: they leave the spool
+  })
+
+  it('after a restart a consumer is fed from its cursor: nothing it committed is repeated, nothing after it is skipped', async () => {
+    const dir = tempDir()
+    const file = join(dir, 'spool.db')
+    let db = openDatabase(file)
+    db.exec('CREATE TABLE got (seq INTEGER)')
+    let spool = new Spool(db, silentLogger(), { deadLetterMax: 10 })
+    spool.attach({ name: 'c', consume: (rows) => { for (const r of rows) db.prepare('INSERT INTO got VALUES (?)').run(r.seq) } })
+    for (let i = 1; i <= 3; i++) await spool.appendAsync(req(1, [i]))
+    await flushed(spool)
+    spool.stopConsumers()
+    // committed while nobody consumes (the process is going down)
+    await spool.appendAsync(req(1, [4]))
+    db.close()
+    db = openDatabase(file)
+    spool = new Spool(db, silentLogger(), { deadLetterMax: 10 })
+    spool.attach({ name: 'c', consume: (rows) => { for (const r of rows) db.prepare('INSERT INTO got VALUES (?)').run(r.seq) } })
+    await flushed(spool)
+    expect(db.prepare('SELECT seq FROM got ORDER BY rowid').all().map((r) => (r as { seq: number }).seq)).toEqual([1, 2, 3, 4])
+    db.close()
+  })
+})

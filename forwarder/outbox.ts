@@ -27,6 +27,10 @@ export interface DeadLetterRow { id: number, sink: string, url: string, idempote
 export class Outbox {
   private readonly s
   private timer: NodeJS.Timeout | undefined
+  // deliveries under way, so that stop() can abort them and the app can wait for them before the database closes
+  private readonly inflight = new Set<Promise<void>>()
+  private abort = new AbortController()
+  private stopped = false
   private readonly busy = new Set<string>()
   /** per endpoint: consecutive failures and, when its circuit is open, until when */
   private readonly breakers = new Map<string, { failures: number, openUntil: number }>()
@@ -63,6 +67,8 @@ export class Outbox {
   pending (): number { return this.s.pending.get()!.n }
 
   start (): void {
+    this.stopped = false
+    this.abort = new AbortController()
     const loop = (): void => {
       this.poll()
       this.timer = setTimeout(loop, this.opts.pollMs)
@@ -70,7 +76,22 @@ export class Outbox {
     loop()
   }
 
-  stop (): void { if (this.timer) clearTimeout(this.timer); this.timer = undefined }
+  /**
+   * No new deliveries; those under way are aborted and leave their message due (it is sent again,
+   * with the same idempotency key, after the next start). Await settled() before closing the database.
+   */
+  stop (): void {
+    if (this.timer) clearTimeout(this.timer)
+    this.timer = undefined
+    this.stopped = true
+    this.abort.abort()
+    this.waiters.splice(0).forEach((f) => f())
+  }
+
+  /** Resolves when no delivery is under way (after stop(): when the aborted ones have returned). */
+  async settled (): Promise<void> {
+    while (this.inflight.size) await Promise.allSettled([...this.inflight])
+  }
 
   /** Messages set aside after `deadLetterAfterMs`, for operators. */
   deadLetters (): DeadLetterRow[] {
@@ -103,10 +124,13 @@ export class Outbox {
       if (seen.has(endpoint) || this.busy.has(endpoint)) continue
       seen.add(endpoint)
       this.busy.add(endpoint)
-      void this.deliver(row).finally(() => {
+      const d: Promise<void> = this.deliver(row).finally(() => {
+        this.inflight.delete(d)
         this.busy.delete(endpoint)
-        if (this.busy.size === 0 && this.pending() === 0) { const w = this.waiters.splice(0); w.forEach((f) => f()) }
+        if (!this.stopped && this.busy.size === 0 && this.pending() === 0) { const w = this.waiters.splice(0); w.forEach((f) => f()) }
       })
+      this.inflight.add(d)
+      d.catch((e: unknown) => this.logger.error({ err: (e as Error).message, sink: row.sink }, 'outbox delivery bookkeeping failed'))
     }
   }
 
@@ -120,6 +144,7 @@ export class Outbox {
         body: row.body,
         headersTimeout: this.opts.timeoutMs,
         bodyTimeout: this.opts.timeoutMs,
+        signal: this.abort.signal,
       })
       await res.body.dump()
       if (res.statusCode >= 200 && res.statusCode < 300) {
@@ -132,6 +157,7 @@ export class Outbox {
       const ra = Number(res.headers['retry-after'])
       if (Number.isFinite(ra) && ra >= 0) retryAfterMs = ra * 1000
     } catch (e) {
+      if (this.stopped) return // aborted by stop(): not a failure of the endpoint; the message stays due
       error = (e as Error).message
     }
     this.stats.failures++

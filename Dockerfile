@@ -1,5 +1,7 @@
-# vitalmesh for docker-compose.yml. node:20-bookworm has the compiler better-sqlite3 needs.
-FROM node:20-bookworm
+# vitalmesh for docker-compose.yml, on the Node LTS that CI tests (scripts/install-node-lts.sh pins the
+# same version; Node 20 is end of life). The bookworm image has the compiler better-sqlite3 needs.
+ARG NODE_VERSION=24.22.3
+FROM node:${NODE_VERSION}-bookworm
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev && npm cache clean --force

@@ -326,6 +326,8 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       aggregator.stop()
       reports.stop()
       outbox.stop()
+      // a delivery under way would record its outcome after db.close()
+      await outbox.settled()
       await checkpointer.stop()
       await store.close()
       db.close()

@@ -1,5 +1,6 @@
-import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { LiteClient } from '../firmware-sim/lite-client.ts'
@@ -8,9 +9,18 @@ import { startAppProcess, tempDir, ROOT } from '../test/helpers/proc.ts'
 export interface Server {
   name: string, pid: number, port: number, devices: { deviceId: string, residentId: string, secret: string }[]
   resident?: { id: string, password: string }, operatorKey?: string, httpPort?: number, dataDir?: string
+  /** how it was started: command line, config file, where its output went (printed in the report) */
+  config: string
   stop(): Promise<void>
 }
 
+/**
+ * The node that runs a Node server (plain Aedes, vitalmesh): by default this process's own; with
+ * `BENCH_NODE` another binary, run from `root`, a checkout whose node_modules were built for it
+ * (better-sqlite3 is compiled per Node ABI; scripts/test-on-node-lts.sh makes one).
+ */
+export interface NodeRuntime { bin: string, root: string, version: string }
+export const OWN_NODE: NodeRuntime = { bin: process.execPath, root: ROOT, version: process.version }
 export function cpuMs (pid: number): number {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')
   return (Number(f[11]) + Number(f[12])) * 10
@@ -31,28 +41,74 @@ async function waitLine (p: ChildProcess, re: RegExp, what: string): Promise<Reg
 
 const anonymous = (n: number) => Array.from({ length: n }, (_, i) => ({ deviceId: `bench-${i}`, residentId: `r-${i}`, secret: 'x' }))
 
-export async function startMosquitto (): Promise<Server> {
+async function waitPort (port: number, p: ChildProcess, what: string, why: () => string): Promise<void> {
+  const end = Date.now() + 20_000
+  for (;;) {
+    if (p.exitCode !== null || p.signalCode !== null) throw new Error(`${what} exited before listening: ${why()}`)
+    const up = await new Promise<boolean>((resolve) => {
+      const c = connect(port, '127.0.0.1', () => { c.destroy(); resolve(true) })
+      c.once('error', () => resolve(false))
+    })
+    if (up) return
+    if (Date.now() > end) throw new Error(`${what} did not listen on ${port} in 20 s: ${why()}`)
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}
+
+const MOSQUITTO = ['/usr/sbin/mosquitto', '/usr/bin/mosquitto'].find((b) => existsSync(b)) ?? 'mosquitto'
+export const mosquittoVersion = (): string => /mosquitto version (\S+)/.exec(spawnSync(MOSQUITTO, ['-h'], { encoding: 'utf8' }).stdout ?? '')?.[1] ?? '?'
+
+/**
+ * Debian's mosquitto as its users run it: the default log types (no `-v`, which logs every
+ * packet) to a file, stdout and stderr discarded. Earlier runs used `-v` with stdout piped into
+ * this process, which made it look about 3× slower than it is. `nodelay` adds `set_tcp_nodelay true`.
+ */
+export async function startMosquitto (o: { nodelay?: boolean } = {}): Promise<Server> {
   const dir = mkdtempSync(join(tmpdir(), 'vm-mosq-'))
   const port = 20000 + Math.floor(Math.random() * 20000)
-  writeFileSync(join(dir, 'm.conf'), `listener ${port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 0\nmax_queued_messages 100000\n`)
-  const bin = ['/usr/sbin/mosquitto', '/usr/bin/mosquitto'].find((b) => { try { readFileSync(b); return true } catch { return false } }) ?? 'mosquitto'
-  const p = spawn(bin, ['-c', join(dir, 'm.conf'), '-v'], { stdio: ['ignore', 'pipe', 'pipe'] })
-  await waitLine(p, /Opening ipv4 listen socket|mosquitto version .* running/, 'mosquitto')
-  return { name: 'mosquitto', pid: p.pid!, port, devices: anonymous(1000), stop: async () => { p.kill('SIGTERM') } }
-}
-
-export async function startPlainAedes (): Promise<Server> {
-  const p = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'bench/plain-aedes.ts'), '0'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
-  const m = await waitLine(p, /"port":(\d+)/, 'plain aedes')
-  return { name: 'plain Aedes', pid: p.pid!, port: Number(m[1]), devices: anonymous(1000), stop: async () => { p.kill('SIGTERM') } }
-}
-
-export async function startVitalmesh (env: Record<string, string> = {}, name = 'vitalmesh (embedded)'): Promise<Server> {
-  const dataDir = tempDir('vm-bench-')
-  const app = await startAppProcess(dataDir, { VITALMESH_LOG_LEVEL: 'info', ...env })
+  const conf = [
+    `listener ${port} 127.0.0.1`,
+    'allow_anonymous true',
+    'persistence false',
+    'max_inflight_messages 0',
+    'max_queued_messages 100000',
+    ...(o.nodelay ? ['set_tcp_nodelay true'] : []),
+    `log_dest file ${join(dir, 'mosquitto.log')}`,
+  ].join('\n') + '\n'
+  writeFileSync(join(dir, 'm.conf'), conf)
+  const p = spawn(MOSQUITTO, ['-c', join(dir, 'm.conf')], { stdio: 'ignore' })
+  const log = () => { try { return readFileSync(join(dir, 'mosquitto.log'), 'utf8') } catch { return '' } }
+  await waitPort(port, p, 'mosquitto', log)
+  const config = `\`${MOSQUITTO} -c m.conf\` (mosquitto ${mosquittoVersion()}), stdin/stdout/stderr to /dev/null, m.conf:\n\n\`\`\`\n${conf.replace(String(port), '<port>').replace(dir, '<tmp>')}\`\`\``
   return {
-    name, pid: app.proc.pid!, port: app.mqttPort, httpPort: app.httpPort, dataDir,
+    name: o.nodelay ? 'mosquitto, set_tcp_nodelay' : 'mosquitto', pid: p.pid!, port, devices: anonymous(1000), config,
+    stop: async () => { p.kill('SIGTERM'); await new Promise((r) => p.exitCode !== null ? r(null) : p.once('exit', r)) },
+  }
+}
+
+const nodeLabel = (node: NodeRuntime) => node === OWN_NODE ? '' : `, Node ${node.version}`
+const nodeOptions = () => process.env.NODE_OPTIONS ? ` with NODE_OPTIONS=${process.env.NODE_OPTIONS}` : ''
+
+export async function startPlainAedes (node: NodeRuntime = OWN_NODE): Promise<Server> {
+  const p = spawn(node.bin, ['--import', 'tsx', join(node.root, 'bench/plain-aedes.ts'), '0'], { cwd: node.root, stdio: ['ignore', 'pipe', 'inherit'] })
+  const m = await waitLine(p, /"port":(\d+)/, 'plain aedes')
+  p.stdout!.removeAllListeners('data'); p.stdout!.resume() // one line at start, nothing after
+  return {
+    name: `plain Aedes${nodeLabel(node)}`, pid: p.pid!, port: Number(m[1]), devices: anonymous(1000),
+    config: `\`node --import tsx bench/plain-aedes.ts\` (Node ${node.version}${nodeOptions()}): Aedes 1.2 with default options, no authentication, no logging`,
+    stop: async () => { p.kill('SIGTERM') },
+  }
+}
+
+export async function startVitalmesh (env: Record<string, string> = {}, name = 'vitalmesh (embedded)', node: NodeRuntime = OWN_NODE): Promise<Server> {
+  const dataDir = tempDir('vm-bench-')
+  const runEnv = { VITALMESH_LOG_LEVEL: 'info', ...env, ...(node === OWN_NODE ? {} : { BENCH_NODE: node.bin, BENCH_NODE_ROOT: node.root }) }
+  const app = await startAppProcess(dataDir, runEnv)
+  const shown = Object.entries(runEnv).filter(([k]) => !k.startsWith('BENCH_NODE')).map(([k, v]) => `${k}=${v}`).join(' ')
+  return {
+    name: `${name}${nodeLabel(node)}`, pid: app.proc.pid!, port: app.mqttPort, httpPort: app.httpPort, dataDir,
     devices: [app.creds.device, ...app.creds.fleet], resident: app.creds.resident, operatorKey: app.creds.apiKeys.operator,
+    config: `\`node --import tsx main.ts\` (Node ${node.version}${nodeOptions()}), ${shown}, JSON log lines (pino, info: none per message) on a pipe to the benchmark`,
     stop: async () => { await app.kill('SIGTERM') },
   }
 }
@@ -120,6 +176,8 @@ export async function load (s: Server, o: { devices: number, inflight: number, s
   return { readings, messages, seconds, serverCpuUs: (cpu * 1000) / Math.max(1, readings), generatorCpuUs: (gen.user + gen.system) / Math.max(1, readings), p50: q(50), p99: q(99) }
 }
 
+const crisisRule = new WeakSet<Server>()
+
 /** Publish → alert delivered: crisis readings among a background load, timed to their arrival at the resident. */
 export async function alertLatency (s: Server, o: { backgroundRate: number, alertsPerS: number, seconds: number }): Promise<{ p50: number, p99: number, n: number }> {
   if (!s.resident || !s.operatorKey || !s.httpPort) return { p50: NaN, p99: NaN, n: 0 }
@@ -129,14 +187,17 @@ export async function alertLatency (s: Server, o: { backgroundRate: number, aler
     const r = await fetch(`http://127.0.0.1:${s.httpPort}${path}`, { method, headers: { authorization: `Bearer ${key}`, ...(body ? { 'content-type': 'application/json' } : {}) }, body: body ? JSON.stringify(body) : undefined })
     return r.json() as Promise<{ key?: string }>
   }
-  // a research key belongs to a registered institution
-  await http('POST', '/v1/institutions', s.operatorKey, { id: 'bench', name: 'Benchmark institute' })
-  const research = (await http('POST', '/v1/api-keys', s.operatorKey, { role: 'research', scope: 'bench' })).key!
-  await http('POST', '/v1/rulesets', research, { id: 'bench-crisis', version: '1.0.0', publisher: 'bench', citation: 'bench', effectiveDate: '2026-01-01', audience: { kind: 'resident', residentId: s.resident.id }, rules: [{ id: 'crisis', title: 'Crisis', kind: 'threshold', severity: 'critical', when: [{ metric: 'sys', op: '>', value: 180 }] }] })
-  await http('POST', '/v1/rulesets/bench-crisis/1.0.0/activate', s.operatorKey)
-  // only this rule: another rule set's crisis alert (with a hold-down) would stay open and, being the
-  // same concern, cover these (one message per reading and concern)
-  for (const id of ['acc-aha-2017', 'vitalmesh-safety', 'wearable-hr']) await http('DELETE', `/v1/rulesets/${id}/active`, s.operatorKey)
+  if (!crisisRule.has(s)) { // once per server: later rounds reuse the active rule set
+    // a research key belongs to a registered institution
+    await http('POST', '/v1/institutions', s.operatorKey, { id: 'bench', name: 'Benchmark institute' })
+    const research = (await http('POST', '/v1/api-keys', s.operatorKey, { role: 'research', scope: 'bench' })).key!
+    await http('POST', '/v1/rulesets', research, { id: 'bench-crisis', version: '1.0.0', publisher: 'bench', citation: 'bench', effectiveDate: '2026-01-01', audience: { kind: 'resident', residentId: s.resident.id }, rules: [{ id: 'crisis', title: 'Crisis', kind: 'threshold', severity: 'critical', when: [{ metric: 'sys', op: '>', value: 180 }] }] })
+    await http('POST', '/v1/rulesets/bench-crisis/1.0.0/activate', s.operatorKey)
+    // only this rule: another rule set's crisis alert (with a hold-down) would stay open and, being the
+    // same concern, cover these (one message per reading and concern)
+    for (const id of ['acc-aha-2017', 'vitalmesh-safety', 'wearable-hr']) await http('DELETE', `/v1/rulesets/${id}/active`, s.operatorKey)
+    crisisRule.add(s)
+  }
   const watcher = new LiteClient({ host: '127.0.0.1', port: s.port, clientId: `${s.resident.id}:bench`, username: s.resident.id, password: s.resident.password })
   await watcher.connect()
   watcher.subscribe(`alerts/${s.resident.id}`, 1)

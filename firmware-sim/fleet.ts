@@ -167,7 +167,8 @@ class Device {
         if (this.scenario === 'duplicate-resends' && this.rand() < 0.1) {
           // as after a lost PUBACK: the same readings again; the server must store them once
           this.stats.duplicatesSent += chunk.length
-          this.client.publish(`vitals/${this.creds.deviceId}`, payload, 1)
+          // tracked until its PUBACK, like any publish, so the fleet does not stop with it unanswered
+          this.client.publish(`vitals/${this.creds.deviceId}`, payload, 1, () => {})
         }
         if (this.inflight === 0) this.flush()
       })
@@ -238,9 +239,11 @@ export async function runFleet (o: FleetOptions): Promise<FleetStats> {
   })
   timers.forEach((stop) => stop())
   clearInterval(progress)
-  // let the devices deliver what they still hold (catch-up after offline periods included)
+  // let the devices deliver what they still hold (catch-up after offline periods included) and
+  // hear the PUBACK of every publish in flight (a duplicate resend too: on a loaded machine its
+  // PUBACK could come after the fleet had stopped, and the server had not yet counted it)
   const deadline = Date.now() + 15_000
-  while (devices.some((d) => d.buffer.length > 0 && d.client.connected) && Date.now() < deadline) {
+  while (devices.some((d) => (d.buffer.length > 0 || d.client.pending > 0) && d.client.connected) && Date.now() < deadline) {
     for (const d of devices) (d as unknown as { flush(): void }).flush()
     await new Promise((r) => setTimeout(r, 50))
   }

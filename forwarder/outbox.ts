@@ -27,14 +27,17 @@ export interface DeadLetterRow { id: number, sink: string, url: string, idempote
 export class Outbox {
   private readonly s
   private timer: NodeJS.Timeout | undefined
+  // deliveries under way, so that stop() can abort them and the app can wait for them before the database closes
+  private readonly inflight = new Set<Promise<void>>()
+  private abort = new AbortController()
+  private stopped = false
   private readonly busy = new Set<string>()
   /** per endpoint: consecutive failures and, when its circuit is open, until when */
   private readonly breakers = new Map<string, { failures: number, openUntil: number }>()
   private readonly waiters: (() => void)[] = []
-  private stopped = false
   readonly stats = { delivered: 0, failures: 0, deadLettered: 0, circuitOpened: 0 }
 
-  constructor (private readonly db: DB, private readonly clock: Clock, private readonly logger: Logger, private readonly opts: OutboxOptions) {
+  constructor (db: DB, private readonly clock: Clock, private readonly logger: Logger, private readonly opts: OutboxOptions) {
     db.exec(`
       CREATE TABLE IF NOT EXISTS outbox (
         id INTEGER PRIMARY KEY AUTOINCREMENT, sink TEXT NOT NULL, url TEXT NOT NULL, headers TEXT NOT NULL, body TEXT NOT NULL,
@@ -65,6 +68,7 @@ export class Outbox {
 
   start (): void {
     this.stopped = false
+    this.abort = new AbortController()
     const loop = (): void => {
       this.poll()
       this.timer = setTimeout(loop, this.opts.pollMs)
@@ -73,13 +77,21 @@ export class Outbox {
   }
 
   /**
-   * Stops polling. A delivery still in flight when the database is closed leaves its row
-   * pending: it is sent again after the next start, under the same Idempotency-Key.
+   * No new deliveries; those under way are aborted and leave their message due (it is sent again,
+   * with the same idempotency key, after the next start). Await settled() before closing the database.
    */
-  stop (): void { this.stopped = true; if (this.timer) clearTimeout(this.timer); this.timer = undefined }
+  stop (): void {
+    if (this.timer) clearTimeout(this.timer)
+    this.timer = undefined
+    this.stopped = true
+    this.abort.abort()
+    this.waiters.splice(0).forEach((f) => f())
+  }
 
-  /** stopped and its database closed (the node shut down while a delivery was in flight) */
-  private closed (): boolean { return this.stopped && !this.db.open }
+  /** Resolves when no delivery is under way (after stop(): when the aborted ones have returned). */
+  async settled (): Promise<void> {
+    while (this.inflight.size) await Promise.allSettled([...this.inflight])
+  }
 
   /** Messages set aside after `deadLetterAfterMs`, for operators. */
   deadLetters (): DeadLetterRow[] {
@@ -112,11 +124,13 @@ export class Outbox {
       if (seen.has(endpoint) || this.busy.has(endpoint)) continue
       seen.add(endpoint)
       this.busy.add(endpoint)
-      void this.deliver(row).finally(() => {
+      const d: Promise<void> = this.deliver(row).finally(() => {
+        this.inflight.delete(d)
         this.busy.delete(endpoint)
-        if (this.closed()) return
-        if (this.busy.size === 0 && this.pending() === 0) { const w = this.waiters.splice(0); w.forEach((f) => f()) }
+        if (!this.stopped && this.busy.size === 0 && this.pending() === 0) { const w = this.waiters.splice(0); w.forEach((f) => f()) }
       })
+      this.inflight.add(d)
+      d.catch((e: unknown) => this.logger.error({ err: (e as Error).message, sink: row.sink }, 'outbox delivery bookkeeping failed'))
     }
   }
 
@@ -130,9 +144,9 @@ export class Outbox {
         body: row.body,
         headersTimeout: this.opts.timeoutMs,
         bodyTimeout: this.opts.timeoutMs,
+        signal: this.abort.signal,
       })
       await res.body.dump()
-      if (this.closed()) return
       if (res.statusCode >= 200 && res.statusCode < 300) {
         this.s.delivered.run(this.clock.now(), row.id)
         this.stats.delivered++
@@ -143,9 +157,9 @@ export class Outbox {
       const ra = Number(res.headers['retry-after'])
       if (Number.isFinite(ra) && ra >= 0) retryAfterMs = ra * 1000
     } catch (e) {
+      if (this.stopped) return // aborted by stop(): not a failure of the endpoint; the message stays due
       error = (e as Error).message
     }
-    if (this.closed()) return
     this.stats.failures++
     const endpoint = new URL(row.url).origin
     const b = this.breakers.get(endpoint) ?? { failures: 0, openUntil: 0 }

@@ -6,7 +6,7 @@ import { ENV_SETTINGS, loadConfig } from '../core/index.ts'
 import { ROOT } from './helpers/proc.ts'
 
 /** Docker does not run here, so the compose file is checked for structure, not started. */
-interface Service { image?: string, build?: string, environment: Record<string, string>, volumes?: string[], depends_on?: Record<string, { condition: string }>, ports?: string[], healthcheck?: unknown }
+interface Service { image?: string, build?: { context: string, args?: Record<string, string> }, environment: Record<string, string>, volumes?: string[], depends_on?: Record<string, { condition: string }>, ports?: string[], healthcheck?: unknown }
 const compose = parse(readFileSync(join(ROOT, 'docker-compose.yml'), 'utf8'), { merge: true }) as { services: Record<string, Service>, volumes: Record<string, unknown> }
 const s = compose.services
 
@@ -50,8 +50,15 @@ describe('docker-compose.yml', () => {
 
   it('configures vitalmesh for InfluxDB with settings it accepts', () => {
     const v = s.vitalmesh!
-    expect(v.build).toBe('.')
+    expect(v.build?.context).toBe('.')
     expect(existsSync(join(ROOT, 'Dockerfile'))).toBe(true)
+    // the image is built on the Node LTS that CI installs and tests, the same version in all three places
+    const lts = /^VERSION=(\S+)$/m.exec(readFileSync(join(ROOT, 'scripts/install-node-lts.sh'), 'utf8'))![1]
+    expect(lts).toMatch(/^24\.\d+\.\d+$/)
+    const dockerfile = readFileSync(join(ROOT, 'Dockerfile'), 'utf8')
+    expect(/^ARG NODE_VERSION=(\S+)$/m.exec(dockerfile)?.[1]).toBe(lts)
+    expect(dockerfile).toMatch(/^FROM node:\$\{NODE_VERSION\}-bookworm$/m)
+    expect(v.build?.args?.NODE_VERSION).toBe(lts)
     const e = expanded(v)
     for (const k of Object.keys(e)) expect(Object.keys(ENV_SETTINGS), k).toContain(k)
     const config = loadConfig(e)

@@ -35,6 +35,23 @@ describe('outbox', () => {
     o.stop()
   })
 
+  it('stop() aborts a delivery under way; settled() resolves before the database may close, and the message stays due', async () => {
+    const hanging = await server(async () => 'hang')
+    const db = openDatabase(':memory:')
+    const o = new Outbox(db, systemClock, silentLogger(), { pollMs: 20, timeoutMs: 5000, maxBackoffMs: 100 })
+    o.enqueue({ sink: 'a', url: hanging.url, headers: {}, body: '{"n":1}', idempotencyKey: 'a1' })
+    o.start()
+    await waitFor('the delivery to be under way', () => hanging.hits.length === 1, 3000)
+    const t0 = Date.now()
+    o.stop()
+    await o.settled()
+    expect(Date.now() - t0).toBeLessThan(1000) // not the 5 s request timeout
+    expect(o.pending()).toBe(1)
+    expect(o.stats.failures).toBe(0) // an abort at shutdown is not the endpoint's failure
+    db.close() // nothing of the outbox touches it after settled()
+    await new Promise((r) => setTimeout(r, 100))
+  })
+
   it('ignores a repeated idempotency key, opens the circuit after repeated failures, dead-letters and re-drives', async () => {
     let failing = true
     const flaky = await server(async () => failing ? 500 : 200)

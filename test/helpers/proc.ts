@@ -27,8 +27,10 @@ export interface AppProcess {
 export function startAppProcess (dataDir: string, env: Record<string, string> = {}): Promise<AppProcess> {
   // BENCH_NODE_ARGS (benchmarks only), e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`: NODE_OPTIONS may not carry --cpu-prof
   const nodeArgs = (env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean)
-  const proc = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', join(ROOT, 'main.ts')], {
-    cwd: ROOT,
+  // BENCH_NODE and BENCH_NODE_ROOT (benchmarks only): another node binary, run from a checkout whose node_modules were built for it
+  const root = env.BENCH_NODE_ROOT ?? ROOT
+  const proc = spawn(env.BENCH_NODE ?? process.execPath, [...nodeArgs, '--import', 'tsx', join(root, 'main.ts')], {
+    cwd: root,
     env: {
       ...process.env,
       VITALMESH_DATA_DIR: dataDir,

@@ -1,5 +1,5 @@
 import { RuleIndex, type CompiledRule, type Override, type ResidentProfile, type RuleState, type Verdict } from './engine.ts'
-import { expire, onVerdict, type Effect, type Policy, type RuleLife } from './lifecycle.ts'
+import { RANK, expire, onVerdict, type Effect, type Policy, type RuleLife } from './lifecycle.ts'
 import { Timeline, type EvaluatedReading } from './timeline.ts'
 import type { RuleSetDoc, Severity } from './ruleset.ts'
 
@@ -147,7 +147,11 @@ export class ResidentReplay {
 
   private step (rule: CompiledRule, v: Verdict, ts: number): void {
     const life = this.life.get(rule.key)
-    if (!v.trigger && !life?.open) return
+    const open = life?.open
+    if (!open) { if (!v.trigger) return } else if (v.trigger || v.holds) {
+      // still holding, no worse, no hold-down running: onVerdict would only move lastHoldTs (these lives are this replay's own)
+      if (open.clearSince === null && !open.historic && !(v.trigger && RANK[v.severity] > RANK[open.severity])) { if (ts > open.lastHoldTs) open.lastHoldTs = ts; return }
+    } else if (open.clearSince !== null && ts >= open.clearSince && ts - open.clearSince < this.holdMs(rule, open)) return // clearing, hold-down not over: no change
     const out = onVerdict(life ?? {}, { ts, trigger: v.trigger, holds: v.holds, severity: v.severity, age: 'live', firstClearAfter: none }, this.rs.policy(rule))
     this.apply(rule, out, ts)
   }
@@ -205,7 +209,8 @@ export class ResidentReplay {
         a = T
       }
     }
-    for (const key of [...this.open.keys()]) {
+    if (this.open.size === 0) { this.lastTick = last; return }
+    for (const key of this.open.keys()) { // (an alert resolved here leaves the map: Map iteration allows that)
       const rule = this.byKey.get(key)!
       if (rule.rule.kind === 'noData') continue // done above, with its expiry
       for (let a = a0; ;) {

@@ -14,6 +14,12 @@ import { startInfluxd } from '../test/helpers/influxd.ts'
 const quick = process.argv.includes('--quick')
 const only = process.argv.slice(2).find((a) => !a.startsWith('--')) // `npm run bench -- influx` runs only the InfluxDB drain benchmark
 const SECONDS = quick ? 3 : 8
+if (only === 'backtest') {
+  // `npm run bench -- backtest [--influx]`: replaying 30 days of 10,000 residents through a draft rule set (bench/backtest.ts)
+  const { backtestBenchmark } = await import('./backtest.ts')
+  await backtestBenchmark()
+  process.exit(0)
+}
 interface Row { server: string, single: LoadResult, batched: LoadResult, alert?: { p50: number, p99: number, n: number }, rss?: { n: number, kbPerConnection: number } }
 const rows: Row[] = []
 // the per-device publish rate limit protects a real fleet; the benchmark floods on purpose

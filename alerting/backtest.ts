@@ -493,3 +493,27 @@ export async function * residentsFromStore (store: ReadingSource, residents: rea
     yield { profile: p, pages: pages(p.id, firstPage) }
   }
 }
+
+/** What the API and the CLI run: the last `days` (to `now`) of the given residents, from a store, with a node's settings. */
+export async function backtestFromStore (a: {
+  draft: RuleSetDoc
+  /** the active version of the same rule set id, if any */
+  active: RuleSetDoc | undefined
+  store: ReadingSource
+  residents: readonly ResidentProfile[]
+  days: number
+  now: number
+  k: number
+  /** alerting settings of the node (tickMs, flapCount, flapWindowS, liveHorizonS) */
+  alerting?: Pick<BacktestOptions, 'tickMs' | 'flapCount' | 'flapWindowS' | 'liveHorizonS'>
+  overrides?: BacktestOptions['overrides']
+  progress?: BacktestOptions['progress']
+  lookahead?: number
+}): Promise<BacktestReport> {
+  const to = a.now
+  const from = to - a.days * DAY_MS
+  const o: BacktestOptions = { from, to, k: a.k, ...a.alerting }
+  if (a.overrides) o.overrides = a.overrides
+  if (a.progress) o.progress = a.progress
+  return backtest(a.draft, a.active, residentsFromStore(a.store, a.residents, from, to, { lookahead: a.lookahead ?? 2 }), o)
+}

@@ -10,6 +10,7 @@ import { NewDeviceBody, DeviceListQuery } from './devices.ts'
 import { REPORT_ROUTE_DOCS } from './reports.ts'
 import { AccessLogQuery } from './audit-views.ts'
 import { AlertPreferencesBody, SnoozeBody, CloseAlertBody } from './alert-care.ts'
+import { BacktestBody } from './backtest.ts'
 
 /**
  * What a route is for and the schemas of its inputs. Who may call it is not here: it is the
@@ -39,6 +40,7 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
   'GET /v1/rulesets': { summary: 'Every published rule-set version', tags: ['rule sets'] },
   'GET /v1/rulesets/:id/:version': { summary: 'One rule-set version', tags: ['rule sets'] },
   'POST /v1/rulesets': { summary: 'Publish a rule set (JSON or YAML)', tags: ['rule sets'], body: RuleSetDocSchema, bodyTypes: ['application/json', 'application/yaml'] },
+  'POST /v1/rulesets/backtest': { summary: "Backtest a draft rule set on the last days of consenting residents' readings, against the active version of the same id; k-suppressed alerts per 1,000 resident-days by severity and rule, flapping, difference (no effect on live alerts; one at a time per node)", tags: ['rule sets'], scope: 'research (registered institution)', body: BacktestBody },
   'POST /v1/rulesets/:id/:version/activate': { summary: 'Activate a rule-set version', tags: ['rule sets'] },
   'DELETE /v1/rulesets/:id/active': { summary: 'Deactivate a rule set', tags: ['rule sets'] },
   'GET /v1/research/aggregates': { summary: 'De-identified aggregates (JSON or CSV), a page of windows', tags: ['research'], scope: 'research (registered institution)', query: ResearchQuery },

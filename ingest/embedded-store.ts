@@ -1,10 +1,8 @@
 import { openDatabase, type DB, type StoredReading } from '../core/index.ts'
 import type { TelemetryStore, WindowAggregate } from './store.ts'
 
-interface Row {
-  device_id: string, resident_id: string, seq: number, ts: number,
-  hr: number | null, sys: number | null, dia: number | null, activity: string | null, motion: number | null, confidence: number | null
-}
+/** device_id, seq, ts, hr, sys, dia, activity, motion, confidence */
+type RawRow = [string, number, number, number | null, number | null, number | null, string | null, number | null, number | null]
 
 /** The default telemetry store: a SQLite file, indexed for (resident, time) queries. */
 export class EmbeddedStore implements TelemetryStore {
@@ -39,7 +37,8 @@ export class EmbeddedStore implements TelemetryStore {
           r.activity ?? null, r.motion === undefined ? null : r.motion ? 1 : 0, r.confidence ?? null)
       }
     })
-    this.range = this.db.prepare<[string, number, number, number], Row>('SELECT * FROM readings WHERE resident_id = ? AND ts >= ? AND ts < ? ORDER BY ts, device_id, seq LIMIT ?')
+    // rows as arrays: building each reading straight from one halves the cost of a month of readings (the rule-set backtest reads them all)
+    this.range = this.db.prepare<[string, number, number, number], RawRow>('SELECT device_id, seq, ts, hr, sys, dia, activity, motion, confidence FROM readings WHERE resident_id = ? AND ts >= ? AND ts < ? ORDER BY ts, device_id, seq LIMIT ?').raw(true)
   }
 
   /** the SQLite connection, for the WAL checkpointer (core/checkpointer.ts) */
@@ -50,16 +49,20 @@ export class EmbeddedStore implements TelemetryStore {
   }
 
   async queryRange (residentId: string, from: number, to: number, limit: number): Promise<StoredReading[]> {
-    return this.range.all(residentId, from, to, limit).map((r) => {
-      const o: StoredReading = { deviceId: r.device_id, residentId: r.resident_id, seq: r.seq, ts: r.ts }
-      if (r.hr !== null) o.hr = r.hr
-      if (r.sys !== null) o.sys = r.sys
-      if (r.dia !== null) o.dia = r.dia
-      if (r.activity !== null) o.activity = r.activity as StoredReading['activity']
-      if (r.motion !== null) o.motion = r.motion === 1
-      if (r.confidence !== null) o.confidence = r.confidence
-      return o
-    })
+    const rows = this.range.all(residentId, from, to, limit) as unknown as RawRow[]
+    const out: StoredReading[] = new Array(rows.length)
+    for (let i = 0; i < rows.length; i++) {
+      const r = rows[i]!
+      const o: StoredReading = { deviceId: r[0], residentId, seq: r[1], ts: r[2] }
+      if (r[3] !== null) o.hr = r[3]
+      if (r[4] !== null) o.sys = r[4]
+      if (r[5] !== null) o.dia = r[5]
+      if (r[6] !== null) o.activity = r[6] as StoredReading['activity']
+      if (r[7] !== null) o.motion = r[7] === 1
+      if (r[8] !== null) o.confidence = r[8]
+      out[i] = o
+    }
+    return out
   }
 
   async aggregate (residentId: string, from: number, to: number, windowMs: number): Promise<WindowAggregate[]> {

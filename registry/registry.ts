@@ -152,6 +152,11 @@ export class Registry {
     }
   }
 
+  /** The residents who consented to research use, by id (a rule-set backtest replays only theirs). */
+  researchConsenting (): ResidentRecord[] {
+    return (this.db.prepare('SELECT id FROM residents WHERE research_consent = 1 ORDER BY id').all() as { id: string }[]).map((r) => this.resident(r.id)!)
+  }
+
   /** Sets a resident's profile fields (those given); the rule engine picks rule sets by them. */
   updateResident (id: string, p: { birthYear?: number, conditions?: string[], hospitalId?: string, language?: string, researchConsent?: boolean }): void {
     if (p.hospitalId !== undefined && !this.q.hospital.get(p.hospitalId)) throw new VitalmeshError('VM_NOT_FOUND', `hospital "${p.hospitalId}" is not registered`)

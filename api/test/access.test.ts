@@ -49,6 +49,7 @@ describe('role and scope on every route', () => {
     'GET /v1/rulesets': { path: () => '/v1/rulesets', allowed: ['operator', 'research'] },
     'GET /v1/rulesets/:id/:version': { path: () => '/v1/rulesets/acc-aha-2017/1.0.0', allowed: ['operator', 'research'] },
     'POST /v1/rulesets': { path: () => '/v1/rulesets', allowed: ['research'], wrongScope: { research: 'researchOther' }, body: () => ({}) },
+    'POST /v1/rulesets/backtest': { path: () => '/v1/rulesets/backtest', allowed: ['operator', 'research'], wrongScope: { research: 'researchOther' }, body: () => ({ ruleSet: {}, days: 1 }) },
     'POST /v1/rulesets/:id/:version/activate': { path: () => '/v1/rulesets/esh-2023/1.0.0/activate', allowed: ['operator'] },
     'DELETE /v1/rulesets/:id/active': { path: () => '/v1/rulesets/esh-2023/active', allowed: ['operator'] },
     'GET /v1/residents/:id/alerts': { path: () => `${R}/alerts`, allowed: ['operator', 'resident', 'hospital'], wrongScope: { resident: 'residentOther', hospital: 'hospitalOther' } },

@@ -303,7 +303,7 @@ export class Spool {
     for (let round = 0; round < 4; round++) {
       const work: { a: Attached, rows: SpoolRow[], last: number }[] = []
       for (const a of this.attached) {
-        if (a.failing || a.timer) continue
+        if (a.timer) continue // waiting to retry after a failure
         const rows = this.rowsAfter(a.position, 5000)
         if (rows.length) work.push({ a, rows, last: rows[rows.length - 1]!.id })
       }
@@ -344,17 +344,19 @@ export class Spool {
     const err = e instanceof Error ? e : new Error(String(e))
     a.failures++
     a.streak++
-    a.failing = { code: 'VM_CONSUMER_FAILED', message: err.message, since: Date.now() }
+    a.failing = { code: 'VM_CONSUMER_FAILED', message: err.message, since: a.failing?.since ?? Date.now() }
     const backoffMs = Math.min(30_000, 500 * 2 ** Math.min(6, a.streak - 1))
     this.logger.error({ err, code: 'VM_CONSUMER_FAILED', consumer: a.c.name, position: a.position, retryInMs: backoffMs },
       `spool consumer ${a.c.name} failed; it stops until a retry succeeds (ingest goes on up to the spool's bound)`)
     try { a.c.failed?.(err) } catch (e2) { this.logger.error({ err: e2, consumer: a.c.name }, 'spool consumer failed to reset after a failure') }
-    a.timer = setTimeout(() => { a.timer = undefined; a.failing = null; this.schedulePump() }, backoffMs)
+    // it stays `failing` until a retry succeeds, so operators never see it healthy in between
+    a.timer = setTimeout(() => { a.timer = undefined; this.schedulePump() }, backoffMs)
     a.timer.unref()
   }
 
   private succeed (a: Attached, last: number): void {
     a.position = last
+    a.failing = null
     if (a.streak > 0) this.logger.info({ consumer: a.c.name, failures: a.streak }, `spool consumer ${a.c.name} recovered`)
     a.streak = 0
     try { a.c.committed?.() } catch (err) { this.logger.error({ err, consumer: a.c.name }, 'spool consumer effects after commit failed') }

@@ -10,9 +10,9 @@ interface Row {
 // (device, seq), so a batch the drain sends again (same readings, same key) is ignored.
 // The spool has de-duplicated by (device, seq) already; a reading's resident and ts never change.
 const READINGS = `CREATE TABLE IF NOT EXISTS readings (
-    resident_id TEXT NOT NULL, ts INTEGER NOT NULL, device_id TEXT NOT NULL, seq INTEGER NOT NULL,
-    hr REAL, sys REAL, dia REAL, activity TEXT, motion INTEGER, confidence REAL,
-    PRIMARY KEY (resident_id, ts, device_id, seq)) WITHOUT ROWID`
+        resident_id TEXT NOT NULL, ts INTEGER NOT NULL, device_id TEXT NOT NULL, seq INTEGER NOT NULL,
+        hr REAL, sys REAL, dia REAL, activity TEXT, motion INTEGER, confidence REAL,
+        PRIMARY KEY (resident_id, ts, device_id, seq)) WITHOUT ROWID`
 
 /** The telemetry store's table (component 'telemetry', in its own file). Never edit a shipped step: add one. */
 export const TELEMETRY_MIGRATIONS: Migration[] = [

@@ -48,15 +48,20 @@ export function migrate (db: DB, component: string, steps: readonly Migration[])
     if (s.version < from && !done.has(s.version)) throw invalid(`migration ${s.version} of ${component} is older than the database's version ${from} but was never run there: add new steps after the last one`)
   }
   const record = db.prepare('INSERT INTO schema_migrations (component, version, why, applied_at) VALUES (?, ?, ?, ?)')
+  const ran = db.prepare<[string, number], { n: number }>('SELECT count(*) AS n FROM schema_migrations WHERE component = ? AND version = ?')
   const applied: number[] = []
   for (const s of steps) {
     if (done.has(s.version)) continue
-    db.transaction(() => {
+    // IMMEDIATE: another process on the same file (the CLI next to the server) waits, then
+    // finds the step done instead of running it twice
+    const ok = db.transaction(() => {
+      if (ran.get(component, s.version)!.n > 0) return false
       if (typeof s.up === 'string') db.exec(s.up)
       else s.up(db)
       record.run(component, s.version, s.why, Date.now())
-    })()
-    applied.push(s.version)
+      return true
+    }).immediate()
+    if (ok) applied.push(s.version)
   }
   return { component, from, to: Math.max(from, known), applied }
 }

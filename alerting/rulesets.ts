@@ -1,9 +1,25 @@
 import type { DB } from '../core/index.ts'
-import { VitalmeshError } from '../core/index.ts'
+import { migrate, VitalmeshError, type Migration } from '../core/index.ts'
 import { RuleSetDocSchema, type RuleSetDoc } from './ruleset.ts'
 import { BUILTIN_RULE_SETS, DEFAULT_ACTIVE } from './builtin.ts'
 
 export interface RuleSetVersion { id: string, version: string, publishedBy: string, publishedAt: number, active: boolean }
+
+/** The rule-set tables (component 'rule-sets'). Never edit a shipped step: add one. */
+export const RULE_SET_MIGRATIONS: Migration[] = [
+  {
+    version: 1,
+    why: 'published rule-set versions (kept forever), the active version of each, and who published or (de)activated what',
+    up: `
+      CREATE TABLE IF NOT EXISTS rule_sets (
+        id TEXT NOT NULL, version TEXT NOT NULL, doc TEXT NOT NULL, published_by TEXT NOT NULL, published_at INTEGER NOT NULL,
+        PRIMARY KEY (id, version));
+      CREATE TABLE IF NOT EXISTS rule_set_active (
+        id TEXT PRIMARY KEY, version TEXT NOT NULL, activated_by TEXT NOT NULL, activated_at INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS rule_set_events (
+        id TEXT NOT NULL, version TEXT NOT NULL, event TEXT NOT NULL, actor TEXT NOT NULL, at INTEGER NOT NULL);`,
+  },
+]
 
 /** Every published version is kept; at most one version of each rule set is active. */
 export class RuleSetStore {
@@ -11,15 +27,7 @@ export class RuleSetStore {
   private listeners: (() => void)[] = []
 
   constructor (private readonly db: DB) {
-    db.exec(`
-      CREATE TABLE IF NOT EXISTS rule_sets (
-        id TEXT NOT NULL, version TEXT NOT NULL, doc TEXT NOT NULL, published_by TEXT NOT NULL, published_at INTEGER NOT NULL,
-        PRIMARY KEY (id, version));
-      CREATE TABLE IF NOT EXISTS rule_set_active (
-        id TEXT PRIMARY KEY, version TEXT NOT NULL, activated_by TEXT NOT NULL, activated_at INTEGER NOT NULL);
-      CREATE TABLE IF NOT EXISTS rule_set_events (
-        id TEXT NOT NULL, version TEXT NOT NULL, event TEXT NOT NULL, actor TEXT NOT NULL, at INTEGER NOT NULL);
-    `)
+    migrate(db, 'rule-sets', RULE_SET_MIGRATIONS)
     this.s = {
       insert: db.prepare('INSERT OR IGNORE INTO rule_sets (id, version, doc, published_by, published_at) VALUES (?, ?, ?, ?, ?)'),
       get: db.prepare<[string, string], { doc: string }>('SELECT doc FROM rule_sets WHERE id = ? AND version = ?'),

@@ -1,4 +1,4 @@
-import { ensureColumns, type DB } from '../core/index.ts'
+import { addColumns, migrate, type DB, type Migration } from '../core/index.ts'
 import type { Detail } from './engine.ts'
 import type { RuleLife } from './lifecycle.ts'
 import type { Concern, Severity } from './ruleset.ts'
@@ -67,11 +67,12 @@ interface AlertRow {
 
 const ACTIVE = "('open', 'acknowledged')"
 
-/** Alerting's tables, and nothing but SQL. */
-export class AlertStore {
-  private readonly s
-  constructor (private readonly db: DB) {
-    db.exec(`
+/** Alerting's tables (component 'alerts'). Never edit a shipped step: add one. */
+export const ALERT_MIGRATIONS: Migration[] = [
+  {
+    version: 1,
+    why: 'alerts and their events, rule lifecycles, timelines, when each resident was last seen, care preferences and digests (rule_state is gone: timelines replaced it)',
+    up: `
       CREATE TABLE IF NOT EXISTS alerts (
         id TEXT PRIMARY KEY, resident_id TEXT NOT NULL, rule_set_id TEXT NOT NULL, rule_id TEXT NOT NULL,
         severity TEXT NOT NULL, state TEXT NOT NULL, opened_at INTEGER NOT NULL, resolved_at INTEGER,
@@ -83,22 +84,36 @@ export class AlertStore {
       CREATE TABLE IF NOT EXISTS resident_seen (resident_id TEXT PRIMARY KEY, last_ts INTEGER NOT NULL) WITHOUT ROWID;
       CREATE TABLE IF NOT EXISTS alert_preferences (resident_id TEXT PRIMARY KEY, time_zone TEXT, quiet_start TEXT, quiet_end TEXT, snoozes TEXT NOT NULL DEFAULT '{}') WITHOUT ROWID;
       CREATE TABLE IF NOT EXISTS alert_digest (resident_id TEXT NOT NULL, alert_id TEXT NOT NULL, at INTEGER NOT NULL, messages TEXT NOT NULL, PRIMARY KEY (resident_id, alert_id)) WITHOUT ROWID;
-      DROP TABLE IF EXISTS rule_state;
-    `)
-    ensureColumns(db, 'alerts', {
+      DROP TABLE IF EXISTS rule_state;`,
+  },
+  {
+    version: 2,
+    why: 'the alert columns added since the first alerts table (rule-set versions, acknowledgement, escalation, messages per language, concern, flapping, withdrawal and closing); already there on databases whose older code added them',
+    up: addColumns('alerts', {
       rule_set_version: "TEXT NOT NULL DEFAULT ''", rule_key: "TEXT NOT NULL DEFAULT ''", ack_at: 'INTEGER', ack_by: 'TEXT',
       clear_since: 'INTEGER', last_notified_at: 'INTEGER', escalated_at: 'INTEGER', messages: "TEXT NOT NULL DEFAULT '{}'",
       language: "TEXT NOT NULL DEFAULT 'en'", detail: "TEXT NOT NULL DEFAULT '{}'", concern: "TEXT NOT NULL DEFAULT 'other'",
       historic: 'INTEGER NOT NULL DEFAULT 0', flap_count: 'INTEGER NOT NULL DEFAULT 0', ended_reason: 'TEXT', closed_at: 'INTEGER', closed_by: 'TEXT',
       escalate_from: 'INTEGER', announce_at: 'INTEGER', first_reading: 'TEXT',
-    })
-    db.exec(`
+    }),
+  },
+  {
+    version: 3,
+    why: 'indexes for a resident\'s alerts, the active ones (alerts_active2 replaces alerts_active), the attention list and undelivered alerts',
+    up: `
       CREATE INDEX IF NOT EXISTS alerts_resident ON alerts(resident_id, opened_at);
       DROP INDEX IF EXISTS alerts_active;
       CREATE INDEX IF NOT EXISTS alerts_active2 ON alerts(state) WHERE state IN ${ACTIVE};
       CREATE INDEX IF NOT EXISTS alerts_attention ON alerts(closed_at) WHERE state IN ('withdrawn', 'superseded') AND severity = 'critical' AND closed_at IS NULL;
-      CREATE INDEX IF NOT EXISTS alerts_undelivered ON alerts(delivered_at) WHERE delivered_at IS NULL;
-    `)
+      CREATE INDEX IF NOT EXISTS alerts_undelivered ON alerts(delivered_at) WHERE delivered_at IS NULL;`,
+  },
+]
+
+/** Alerting's tables, and nothing but SQL. */
+export class AlertStore {
+  private readonly s
+  constructor (private readonly db: DB) {
+    migrate(db, 'alerts', ALERT_MIGRATIONS)
     this.s = {
       insert: db.prepare(`INSERT INTO alerts (id, resident_id, rule_set_id, rule_set_version, rule_id, rule_key, concern, severity, state, opened_at, message, messages, language, reading, first_reading, detail, historic, flap_count, last_notified_at, escalate_from, delivered_at)
         VALUES (@id, @residentId, @ruleSetId, @ruleSetVersion, @ruleId, @ruleKey, @concern, @severity, @state, @openedAt, @message, @messages, @language, @reading, @firstReading, @detail, @historic, @flapCount, @openedAt, @escalateFrom, @openedAt)`),

@@ -9,7 +9,7 @@ const now = Date.now()
 const clock: Clock = { now: () => now, setTimeout: (fn, ms) => setTimeout(fn, ms), clearTimeout: (t) => clearTimeout(t as NodeJS.Timeout) }
 const db = openDatabase(':memory:')
 // as in the app: windows stay in memory between checkpoints (a spool stand-in that never replays)
-const spool = { addConsumer () {}, cursor: () => 0, read: () => [], ack () {} }
+const spool = { addConsumer () {}, cursor: () => 0, read: () => [], commitCursor () {}, ack () {} }
 const agg = new Aggregator({ db, spool, clock, logger: silentLogger(), windows: ['1h', '1d'].map((w) => parseWindow(w)), latenessMs: 300_000, retainMs: 7 * 86_400_000, region: { id: 'r', level: 'county' }, resident: () => undefined, alertsIn: () => 0, sinks: [] })
 gc()
 const m0 = process.memoryUsage()

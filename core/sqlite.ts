@@ -18,11 +18,3 @@ export function openDatabase (file: string): DB {
   db.pragma('foreign_keys = ON')
   return db
 }
-
-/** Adds the columns a newer version needs to a table an older version created. */
-export function ensureColumns (db: DB, table: string, columns: Record<string, string>): void {
-  const have = new Set((db.prepare(`PRAGMA table_info(${table})`).all() as { name: string }[]).map((c) => c.name))
-  for (const [name, type] of Object.entries(columns)) {
-    if (!have.has(name)) db.exec(`ALTER TABLE ${table} ADD COLUMN ${name} ${type}`)
-  }
-}

@@ -1,4 +1,4 @@
-import type { Clock, DB, Logger, Reading } from '../core/index.ts'
+import { migrate, type Clock, type DB, type Logger, type Migration, type Reading } from '../core/index.ts'
 import { BUILTIN_RULE_SETS, compileRule } from '../alerting/index.ts'
 import { addValue, emptyStats, mergeStats, statsFromJSON, statsToJSON, summarize, type MetricStats, type StatsSummary } from './stats.ts'
 import { windowStart, type WindowKind } from './windows.ts'
@@ -67,14 +67,42 @@ export interface ClosedWindow {
 
 export interface SummarySink { name: string, emit(w: ClosedWindow): void }
 
-/** What the aggregator needs of the spool: its own cursor, to replay after a crash what it had not checkpointed. */
+/**
+ * What the aggregator needs of the spool: its own cursor, to replay after a crash what it had
+ * not checkpointed. The cursor table is the spool's: the aggregator moves its cursor only
+ * through these methods (the spool is on the aggregator's database).
+ */
 export interface SpoolCursor {
   cursor(name: string): number
   read(afterId: number, limit: number): (Reading & { id: number, residentId: string })[]
+  /** moves the cursor inside the caller's transaction, so that it commits with the window state */
+  commitCursor(name: string, id: number): void
   /** moves the cursor and lets the spool drop what every consumer has */
   ack(name: string, id: number): void
   addConsumer(name: string): void
 }
+
+/**
+ * The forwarder's window tables (component 'forwarder'); its spool cursor is in the spool's
+ * `cursors` table, not here. Never edit a shipped step: add one.
+ */
+export const FORWARDER_MIGRATIONS: Migration[] = [
+  {
+    version: 1,
+    why: 'window state per resident, per window group its emitted version, and the roll-ups received from child regions',
+    up: `
+      CREATE TABLE IF NOT EXISTS summary_windows (
+        kind TEXT NOT NULL, start INTEGER NOT NULL, resident_id TEXT NOT NULL, state TEXT NOT NULL, dirty INTEGER NOT NULL DEFAULT 1,
+        PRIMARY KEY (kind, start, resident_id)) WITHOUT ROWID;
+      CREATE INDEX IF NOT EXISTS summary_windows_resident ON summary_windows(resident_id, kind, start);
+      CREATE TABLE IF NOT EXISTS summary_groups (
+        kind TEXT NOT NULL, start INTEGER NOT NULL, version INTEGER NOT NULL DEFAULT 0, dirty INTEGER NOT NULL DEFAULT 1,
+        PRIMARY KEY (kind, start)) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS child_rollups (
+        child TEXT NOT NULL, kind TEXT NOT NULL, start INTEGER NOT NULL, version INTEGER NOT NULL, body TEXT NOT NULL, received_at INTEGER NOT NULL,
+        PRIMARY KEY (child, kind, start)) WITHOUT ROWID;`,
+  },
+]
 
 export interface AggregatorDeps {
   db: DB
@@ -154,19 +182,7 @@ export class Aggregator {
 
   constructor (private readonly d: AggregatorDeps) {
     const db = d.db
-    db.exec(`
-      CREATE TABLE IF NOT EXISTS summary_windows (
-        kind TEXT NOT NULL, start INTEGER NOT NULL, resident_id TEXT NOT NULL, state TEXT NOT NULL, dirty INTEGER NOT NULL DEFAULT 1,
-        PRIMARY KEY (kind, start, resident_id)) WITHOUT ROWID;
-      CREATE INDEX IF NOT EXISTS summary_windows_resident ON summary_windows(resident_id, kind, start);
-      CREATE TABLE IF NOT EXISTS summary_groups (
-        kind TEXT NOT NULL, start INTEGER NOT NULL, version INTEGER NOT NULL DEFAULT 0, dirty INTEGER NOT NULL DEFAULT 1,
-        PRIMARY KEY (kind, start)) WITHOUT ROWID;
-      CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, id INTEGER NOT NULL);
-      CREATE TABLE IF NOT EXISTS child_rollups (
-        child TEXT NOT NULL, kind TEXT NOT NULL, start INTEGER NOT NULL, version INTEGER NOT NULL, body TEXT NOT NULL, received_at INTEGER NOT NULL,
-        PRIMARY KEY (child, kind, start)) WITHOUT ROWID;
-    `)
+    migrate(db, 'forwarder', FORWARDER_MIGRATIONS)
     this.s = {
       save: db.prepare('INSERT INTO summary_windows (kind, start, resident_id, state, dirty) VALUES (?, ?, ?, ?, 1) ON CONFLICT(kind, start, resident_id) DO UPDATE SET state = excluded.state, dirty = 1'),
       load: db.prepare<[string, number, string], { state: string }>('SELECT state FROM summary_windows WHERE kind = ? AND start = ? AND resident_id = ?'),
@@ -179,7 +195,6 @@ export class Aggregator {
       children: db.prepare<[string, number], { body: string }>('SELECT body FROM child_rollups WHERE kind = ? AND start = ? ORDER BY child'),
       saveChild: db.prepare('INSERT INTO child_rollups (child, kind, start, version, body, received_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(child, kind, start) DO UPDATE SET version = excluded.version, body = excluded.body, received_at = excluded.received_at WHERE excluded.version > child_rollups.version'),
       openWindows: db.prepare<[string, number], { resident_id: string, start: number, state: string }>('SELECT resident_id, start, state FROM summary_windows WHERE kind = ? AND start >= ?'),
-      setCursor: db.prepare('INSERT INTO cursors (name, id) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET id = excluded.id'),
       regionStarts: db.prepare<[string, number, number, string, number, number], { start: number }>('SELECT start FROM summary_windows WHERE kind = ? AND start >= ? AND start < ? UNION SELECT start FROM child_rollups WHERE kind = ? AND start >= ? AND start < ? ORDER BY start'),
       residentWindows: db.prepare<[string, string, number, number, number], { start: number, state: string }>('SELECT start, state FROM summary_windows WHERE resident_id = ? AND kind = ? AND start >= ? AND start < ? ORDER BY start LIMIT ?'),
       groupStarts: db.prepare<[string, number, number, number], { start: number, version: number }>('SELECT start, version FROM summary_groups WHERE kind = ? AND start >= ? AND start < ? AND version > 0 ORDER BY start LIMIT ?'),
@@ -290,7 +305,7 @@ export class Aggregator {
     this.d.db.transaction(() => {
       this.save(windows)
       // the cursor moves in the same transaction as the state: a crash loses both or neither
-      if (this.d.spool && this.lastSpoolId > 0) this.s.setCursor.run(CURSOR, this.lastSpoolId)
+      if (this.d.spool && this.lastSpoolId > 0) this.d.spool.commitCursor(CURSOR, this.lastSpoolId)
     })()
     this.clearDirty()
     // then the spool may drop what the store has too (a separate, idempotent step)

@@ -1,5 +1,5 @@
 import { request } from 'undici'
-import { ensureColumns, type Clock, type DB, type Logger } from '../core/index.ts'
+import { addColumns, migrate, type Clock, type DB, type Logger, type Migration } from '../core/index.ts'
 
 export interface OutboxEntry { sink: string, url: string, headers: Record<string, string>, body: string, idempotencyKey: string }
 
@@ -15,6 +15,21 @@ export interface OutboxOptions {
   /** a message not delivered this long after it was queued is set aside for an operator */
   deadLetterAfterMs?: number
 }
+
+/** The outbox's tables (component 'outbox'). Never edit a shipped step: add one. */
+export const OUTBOX_MIGRATIONS: Migration[] = [
+  {
+    version: 1,
+    why: 'the durable outbox: messages queued in the transaction of the change that caused them, due by next_at',
+    up: `
+      CREATE TABLE IF NOT EXISTS outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, sink TEXT NOT NULL, url TEXT NOT NULL, headers TEXT NOT NULL, body TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL UNIQUE, attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL,
+        created_at INTEGER NOT NULL, delivered_at INTEGER, last_error TEXT);
+      CREATE INDEX IF NOT EXISTS outbox_due ON outbox(next_at) WHERE delivered_at IS NULL;`,
+  },
+  { version: 2, why: 'dead letters: a message not delivered in time is set aside for an operator (dead_at)', up: addColumns('outbox', { dead_at: 'INTEGER' }) },
+]
 
 export interface DeadLetterRow { id: number, sink: string, url: string, idempotencyKey: string, attempts: number, createdAt: number, deadAt: number, lastError: string | null }
 
@@ -37,15 +52,8 @@ export class Outbox {
   private readonly waiters: (() => void)[] = []
   readonly stats = { delivered: 0, failures: 0, deadLettered: 0, circuitOpened: 0 }
 
-  constructor (db: DB, private readonly clock: Clock, private readonly logger: Logger, private readonly opts: OutboxOptions) {
-    db.exec(`
-      CREATE TABLE IF NOT EXISTS outbox (
-        id INTEGER PRIMARY KEY AUTOINCREMENT, sink TEXT NOT NULL, url TEXT NOT NULL, headers TEXT NOT NULL, body TEXT NOT NULL,
-        idempotency_key TEXT NOT NULL UNIQUE, attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL,
-        created_at INTEGER NOT NULL, delivered_at INTEGER, last_error TEXT);
-      CREATE INDEX IF NOT EXISTS outbox_due ON outbox(next_at) WHERE delivered_at IS NULL;
-    `)
-    ensureColumns(db, 'outbox', { dead_at: 'INTEGER' })
+  constructor (private readonly db: DB, private readonly clock: Clock, private readonly logger: Logger, private readonly opts: OutboxOptions) {
+    migrate(db, 'outbox', OUTBOX_MIGRATIONS)
     this.s = {
       insert: db.prepare('INSERT OR IGNORE INTO outbox (sink, url, headers, body, idempotency_key, next_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)'),
       due: db.prepare<[number], Row & { created_at: number }>('SELECT id, sink, url, headers, body, idempotency_key, attempts, created_at FROM outbox WHERE delivered_at IS NULL AND dead_at IS NULL AND next_at <= ? ORDER BY id LIMIT 500'),

@@ -1,8 +1,32 @@
-import { openDatabase, type DB, type StoredReading } from '../core/index.ts'
+import { migrate, openDatabase, type DB, type Migration, type StoredReading } from '../core/index.ts'
 import type { TelemetryStore, WindowAggregate } from './store.ts'
 
 /** device_id, seq, ts, hr, sys, dia, activity, motion, confidence */
 type RawRow = [string, number, number, number | null, number | null, number | null, string | null, number | null, number | null]
+
+// One b-tree per reading: the key is what queries ask for (resident, time) and ends in
+// (device, seq), so a batch the drain sends again (same readings, same key) is ignored.
+// The spool has de-duplicated by (device, seq) already; a reading's resident and ts never change.
+const READINGS = `CREATE TABLE IF NOT EXISTS readings (
+        resident_id TEXT NOT NULL, ts INTEGER NOT NULL, device_id TEXT NOT NULL, seq INTEGER NOT NULL,
+        hr REAL, sys REAL, dia REAL, activity TEXT, motion INTEGER, confidence REAL,
+        PRIMARY KEY (resident_id, ts, device_id, seq)) WITHOUT ROWID`
+
+/** The telemetry store's table (component 'telemetry', in its own file). Never edit a shipped step: add one. */
+export const TELEMETRY_MIGRATIONS: Migration[] = [
+  { version: 1, why: 'readings keyed by (resident, time, device, seq), without rowid', up: READINGS },
+  {
+    version: 2,
+    why: 'a store written by an earlier version (a rowid table with two indexes) is copied once into the layout of version 1',
+    up: (db) => {
+      const existing = db.prepare<[], { sql: string }>("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'readings'").get()
+      if (!existing || /WITHOUT ROWID/i.test(existing.sql)) return
+      db.exec('ALTER TABLE readings RENAME TO readings_rowid; DROP INDEX IF EXISTS readings_resident_ts')
+      db.exec(READINGS)
+      db.exec('INSERT OR IGNORE INTO readings (resident_id, ts, device_id, seq, hr, sys, dia, activity, motion, confidence) SELECT resident_id, ts, device_id, seq, hr, sys, dia, activity, motion, confidence FROM readings_rowid; DROP TABLE readings_rowid')
+    },
+  },
+]
 
 /** The default telemetry store: a SQLite file, indexed for (resident, time) queries. */
 export class EmbeddedStore implements TelemetryStore {
@@ -13,23 +37,7 @@ export class EmbeddedStore implements TelemetryStore {
 
   constructor (file: string) {
     this.db = openDatabase(file)
-    // One b-tree per reading: the key is what queries ask for (resident, time) and ends in
-    // (device, seq), so a batch the drain sends again (same readings, same key) is ignored.
-    // The spool has de-duplicated by (device, seq) already; a reading's resident and ts never change.
-    const schema = `CREATE TABLE IF NOT EXISTS readings (
-        resident_id TEXT NOT NULL, ts INTEGER NOT NULL, device_id TEXT NOT NULL, seq INTEGER NOT NULL,
-        hr REAL, sys REAL, dia REAL, activity TEXT, motion INTEGER, confidence REAL,
-        PRIMARY KEY (resident_id, ts, device_id, seq)) WITHOUT ROWID`
-    const existing = this.db.prepare<[], { sql: string }>("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'readings'").get()
-    if (existing && !/WITHOUT ROWID/i.test(existing.sql)) {
-      // a store written by an earlier version (a rowid table with two indexes): copied once into the new layout
-      this.db.transaction(() => {
-        this.db.exec('ALTER TABLE readings RENAME TO readings_rowid; DROP INDEX IF EXISTS readings_resident_ts')
-        this.db.exec(schema)
-        this.db.exec('INSERT OR IGNORE INTO readings (resident_id, ts, device_id, seq, hr, sys, dia, activity, motion, confidence) SELECT resident_id, ts, device_id, seq, hr, sys, dia, activity, motion, confidence FROM readings_rowid; DROP TABLE readings_rowid')
-      })()
-    }
-    this.db.exec(schema)
+    migrate(this.db, 'telemetry', TELEMETRY_MIGRATIONS)
     const insert = this.db.prepare('INSERT OR IGNORE INTO readings (resident_id, ts, device_id, seq, hr, sys, dia, activity, motion, confidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)')
     this.insertMany = this.db.transaction((rows: readonly StoredReading[]) => {
       for (const r of rows) {

@@ -1,4 +1,4 @@
-import { ActivitySchema, type DB, type Reading, type StoredReading, type Logger } from '../core/index.ts'
+import { ActivitySchema, migrate, type DB, type Migration, type Reading, type StoredReading, type Logger } from '../core/index.ts'
 import { SeqSet } from './seqset.ts'
 import type { RejectedReading } from './store.ts'
 
@@ -81,6 +81,36 @@ const DEDUP = 'dedup'
 const PUMP_INTERVAL_MS = 4
 
 /**
+ * The spool's tables (component 'spool'), the consumers' `cursors` among them: only the spool
+ * writes those (consumers move theirs through `ack`, `commitCursor` or `attach`). Never edit a
+ * shipped step: add one.
+ */
+export const SPOOL_MIGRATIONS: Migration[] = [
+  {
+    version: 1,
+    why: 'the spool as one record per commit, de-duplication ranges, consumer cursors, quarantined readings and dead letters',
+    up: `
+      CREATE TABLE IF NOT EXISTS spool_records (
+        -- AUTOINCREMENT: ids must never be reused after the drain deleted rows, or the cursor would skip them
+        -- devices: JSON [[deviceKey, deviceId, residentId], ...]; data: FIELDS float64 per reading
+        id INTEGER PRIMARY KEY AUTOINCREMENT, n INTEGER NOT NULL, devices TEXT NOT NULL, data BLOB NOT NULL);
+      CREATE TABLE IF NOT EXISTS seq_ranges (device_key INTEGER PRIMARY KEY, ranges BLOB NOT NULL);
+      CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, id INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS quarantine (
+        id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, resident_id TEXT NOT NULL, seq INTEGER NOT NULL, ts INTEGER NOT NULL,
+        reading TEXT NOT NULL, reason TEXT NOT NULL, quarantined_at INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS dead_letters (
+        id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, received_at INTEGER NOT NULL,
+        code TEXT NOT NULL, message TEXT NOT NULL, payload BLOB NOT NULL);`,
+  },
+  {
+    version: 2,
+    why: 'a spool written with one row per reading (tables spool and seen) becomes records of one reading (same ids, so cursors stay valid) and seq ranges',
+    up: (db) => { migrateRowPerReading(db) },
+  },
+]
+
+/**
  * The durable spool: a PUBACK is sent only after `append` calls back, and it calls back
  * only after the SQLite transaction holding the readings has been committed (fsync).
  * Requests that arrive while the event loop is busy are committed together in one
@@ -125,20 +155,7 @@ export class Spool {
   private dedupAt = 0
 
   constructor (private readonly db: DB, private readonly logger: Logger, private readonly opts: SpoolOptions) {
-    db.exec(`
-      CREATE TABLE IF NOT EXISTS spool_records (
-        -- AUTOINCREMENT: ids must never be reused after the drain deleted rows, or the cursor would skip them
-        -- devices: JSON [[deviceKey, deviceId, residentId], ...]; data: FIELDS float64 per reading
-        id INTEGER PRIMARY KEY AUTOINCREMENT, n INTEGER NOT NULL, devices TEXT NOT NULL, data BLOB NOT NULL);
-      CREATE TABLE IF NOT EXISTS seq_ranges (device_key INTEGER PRIMARY KEY, ranges BLOB NOT NULL);
-      CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, id INTEGER NOT NULL);
-      CREATE TABLE IF NOT EXISTS quarantine (
-        id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, resident_id TEXT NOT NULL, seq INTEGER NOT NULL, ts INTEGER NOT NULL,
-        reading TEXT NOT NULL, reason TEXT NOT NULL, quarantined_at INTEGER NOT NULL);
-      CREATE TABLE IF NOT EXISTS dead_letters (
-        id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, received_at INTEGER NOT NULL,
-        code TEXT NOT NULL, message TEXT NOT NULL, payload BLOB NOT NULL);
-    `)
+    migrate(db, 'spool', SPOOL_MIGRATIONS)
     this.s = {
       insert: db.prepare('INSERT INTO spool_records (n, devices, data) VALUES (?, ?, ?)'),
       deadLetter: db.prepare('INSERT INTO dead_letters (device_id, received_at, code, message, payload) VALUES (?, ?, ?, ?, ?)'),
@@ -153,7 +170,6 @@ export class Spool {
       saveSeqs: db.prepare('INSERT INTO seq_ranges (device_key, ranges) VALUES (?, ?) ON CONFLICT(device_key) DO UPDATE SET ranges = excluded.ranges'),
       quarantine: db.prepare('INSERT INTO quarantine (device_id, resident_id, seq, ts, reading, reason, quarantined_at) VALUES (?, ?, ?, ?, ?, ?, ?)'),
     }
-    migrateRowPerReading(db, this.s.saveSeqs)
     this.loadDedup()
     const initial = this.s.sizeUpTo.get(Number.MAX_SAFE_INTEGER)!
     this.rows = initial.n
@@ -481,6 +497,16 @@ export class Spool {
   }
 
   /**
+   * Moves a consumer's cursor to `id` inside the caller's transaction (a savepoint of it), so
+   * that a consumer which checkpoints itself commits its state and its cursor together; the
+   * rows stay until `ack` (a separate, idempotent step) drops what every consumer has.
+   */
+  commitCursor (name: string, id: number): void {
+    if (!this.db.inTransaction) throw new Error(`commitCursor(${name}) runs inside the transaction that writes the consumer's state`)
+    this.s.setCursor.run(name, id)
+  }
+
+  /**
    * Marks rows up to `id` as delivered to the store and removes them from the spool.
    * `rejected` rows (refused by the store for good) go to the quarantine table instead.
    */
@@ -601,9 +627,10 @@ function unpack (out: SpoolRow[], id: number, devices: readonly [number, string,
  * `seen` row per (device, seq): those become messages of one reading (same ids, so the
  * consumers' cursors stay valid) and seq ranges.
  */
-function migrateRowPerReading (db: DB, saveSeqs: { run(key: number, ranges: Buffer): unknown }): void {
+function migrateRowPerReading (db: DB): void {
   const old = db.prepare<[], { name: string }>("SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('spool', 'seen')").all().map((r) => r.name)
   if (old.length === 0) return
+  const saveSeqs = db.prepare('INSERT INTO seq_ranges (device_key, ranges) VALUES (?, ?) ON CONFLICT(device_key) DO UPDATE SET ranges = excluded.ranges')
   db.transaction(() => {
     if (old.includes('spool')) {
       const insert = db.prepare('INSERT INTO spool_records (id, n, devices, data) VALUES (?, 1, ?, ?)')

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import type { Clock, DB } from '../core/index.ts'
+import { migrate, type Clock, type DB, type Migration } from '../core/index.ts'
 
 export interface AuditEntry { seq: number, at: number, actor: string, action: string, subject: string, detail: unknown, prevHash: string, hash: string }
 
@@ -21,6 +21,25 @@ function entryHash (prevHash: string, e: { seq: number, at: number, actor: strin
   return createHash('sha256').update(prevHash).update('\n').update(JSON.stringify([e.seq, e.at, e.actor, e.action, e.subject, e.detail])).digest('hex')
 }
 
+/** The audit trail's table (component 'audit'). Never edit a shipped step: add one. */
+export const AUDIT_MIGRATIONS: Migration[] = [
+  {
+    version: 1,
+    why: 'the hash-chained audit trail, append-only by triggers that refuse UPDATE and DELETE',
+    up: `
+      CREATE TABLE IF NOT EXISTS audit (
+        seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, subject TEXT NOT NULL,
+        detail TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
+      CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+      CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;`,
+  },
+  {
+    version: 2,
+    why: '"who read my data": a resident\'s access log reads the entries about one subject, newest first',
+    up: 'CREATE INDEX IF NOT EXISTS audit_subject ON audit (subject, seq)',
+  },
+]
+
 /**
  * The audit trail: append-only (triggers refuse UPDATE and DELETE) and hash-chained, each
  * entry storing the hash of the one before, so changing or removing an entry breaks every
@@ -31,14 +50,7 @@ export class AuditLog {
   private last: { seq: number, hash: string }
 
   constructor (private readonly db: DB, private readonly clock: Clock) {
-    db.exec(`
-      CREATE TABLE IF NOT EXISTS audit (
-        seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, subject TEXT NOT NULL,
-        detail TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
-      CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-      CREATE INDEX IF NOT EXISTS audit_subject ON audit (subject, seq);
-      CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-    `)
+    migrate(db, 'audit', AUDIT_MIGRATIONS)
     this.s = {
       insert: db.prepare('INSERT INTO audit (seq, at, actor, action, subject, detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
       last: db.prepare<[], { seq: number, hash: string }>('SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1'),

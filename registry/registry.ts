@@ -1,5 +1,5 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto'
-import { type DB, ensureColumns, hashSecret, verifySecret, newSecret, digestToken, SCRYPT_COST, isValidId, VitalmeshError } from '../core/index.ts'
+import { type DB, type Migration, migrate, addColumns, hashSecret, verifySecret, newSecret, digestToken, SCRYPT_COST, isValidId, VitalmeshError } from '../core/index.ts'
 
 export type Role = 'operator' | 'resident' | 'hospital' | 'research' | 'region'
 
@@ -46,28 +46,7 @@ export class Registry {
   private readonly dataVersion
 
   constructor (private readonly db: DB) {
-    db.exec(`
-      CREATE TABLE IF NOT EXISTS residents (
-        id TEXT PRIMARY KEY, name TEXT, language TEXT NOT NULL DEFAULT 'en', region TEXT,
-        secret_hash TEXT, created_at INTEGER NOT NULL);
-      CREATE TABLE IF NOT EXISTS devices (
-        key INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, resident_id TEXT NOT NULL REFERENCES residents(id),
-        secret_hash TEXT NOT NULL, model TEXT, region TEXT, created_at INTEGER NOT NULL, revoked_at INTEGER);
-      CREATE INDEX IF NOT EXISTS devices_resident ON devices(resident_id);
-      CREATE TABLE IF NOT EXISTS hospitals (
-        id TEXT PRIMARY KEY, name TEXT NOT NULL, webhook_url TEXT, webhook_token TEXT, created_at INTEGER NOT NULL);
-      CREATE TABLE IF NOT EXISTS overrides (
-        resident_id TEXT NOT NULL, rule_key TEXT NOT NULL, params TEXT NOT NULL, set_by TEXT NOT NULL, set_at INTEGER NOT NULL,
-        PRIMARY KEY (resident_id, rule_key));
-      CREATE TABLE IF NOT EXISTS api_keys (
-        id TEXT PRIMARY KEY, digest TEXT NOT NULL, role TEXT NOT NULL, scope TEXT,
-        label TEXT, created_at INTEGER NOT NULL, revoked_at INTEGER);
-    `)
-    migrateDevices(db)
-    ensureColumns(db, 'residents', { birth_year: 'INTEGER', conditions: "TEXT NOT NULL DEFAULT '[]'", hospital_id: 'TEXT', research_consent: 'INTEGER NOT NULL DEFAULT 0' })
-    ensureColumns(db, 'hospitals', { fhir_url: 'TEXT', fhir_auth: "TEXT NOT NULL DEFAULT 'bearer'", fhir_secret: 'TEXT' })
-    db.exec(`CREATE TABLE IF NOT EXISTS research_institutions (
-      id TEXT PRIMARY KEY, name TEXT NOT NULL, push_url TEXT, token TEXT, pseudonym_key TEXT NOT NULL, created_at INTEGER NOT NULL)`)
+    migrate(db, 'registry', REGISTRY_MIGRATIONS)
     this.dataVersion = db.prepare<[], { data_version: number }>('PRAGMA data_version')
     this.q = {
       resident: db.prepare<[string], { id: string, name: string | null, language: string, region: string | null, secret_hash: string | null, birth_year: number | null, conditions: string, hospital_id: string | null, research_consent: number }>('SELECT id, name, language, region, secret_hash, birth_year, conditions, hospital_id, research_consent FROM residents WHERE id = ?'),
@@ -306,15 +285,44 @@ export function deviceRecord (d: DeviceRow): DeviceRecord {
   }
 }
 
-/** Adds the fleet columns to a devices table created by an earlier version. */
-function migrateDevices (db: DB): void {
-  const have = new Set((db.prepare('PRAGMA table_info(devices)').all() as { name: string }[]).map((c) => c.name))
-  if (!have.has('firmware')) db.exec('ALTER TABLE devices ADD COLUMN firmware TEXT')
-  if (!have.has('last_seen_at')) db.exec('ALTER TABLE devices ADD COLUMN last_seen_at INTEGER')
-  // as of the node's last batched write (fleet.lastSeenFlushMs); the API answers from memory
-  if (!have.has('online')) db.exec('ALTER TABLE devices ADD COLUMN online INTEGER NOT NULL DEFAULT 0')
-  // rotation and revocation stamp this; every node polls it to end the sessions of changed devices
-  if (!have.has('credentials_changed_at')) db.exec('ALTER TABLE devices ADD COLUMN credentials_changed_at INTEGER')
-  db.exec('CREATE INDEX IF NOT EXISTS devices_credentials_changed ON devices(credentials_changed_at) WHERE credentials_changed_at IS NOT NULL')
-  db.exec('CREATE INDEX IF NOT EXISTS devices_region ON devices(region)')
-}
+/** The registry's tables (component 'registry'). Never edit a shipped step: add one. */
+export const REGISTRY_MIGRATIONS: Migration[] = [
+  {
+    version: 1,
+    why: 'residents, their devices, hospitals, per-resident rule overrides and API keys',
+    up: `
+      CREATE TABLE IF NOT EXISTS residents (
+        id TEXT PRIMARY KEY, name TEXT, language TEXT NOT NULL DEFAULT 'en', region TEXT,
+        secret_hash TEXT, created_at INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS devices (
+        key INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, resident_id TEXT NOT NULL REFERENCES residents(id),
+        secret_hash TEXT NOT NULL, model TEXT, region TEXT, created_at INTEGER NOT NULL, revoked_at INTEGER);
+      CREATE INDEX IF NOT EXISTS devices_resident ON devices(resident_id);
+      CREATE TABLE IF NOT EXISTS hospitals (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL, webhook_url TEXT, webhook_token TEXT, created_at INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS overrides (
+        resident_id TEXT NOT NULL, rule_key TEXT NOT NULL, params TEXT NOT NULL, set_by TEXT NOT NULL, set_at INTEGER NOT NULL,
+        PRIMARY KEY (resident_id, rule_key));
+      CREATE TABLE IF NOT EXISTS api_keys (
+        id TEXT PRIMARY KEY, digest TEXT NOT NULL, role TEXT NOT NULL, scope TEXT,
+        label TEXT, created_at INTEGER NOT NULL, revoked_at INTEGER);`,
+  },
+  {
+    version: 2,
+    why: 'fleet management: firmware, last seen and online (as of the last batched write, fleet.lastSeenFlushMs), credentials_changed_at (rotation and revocation stamp it; every node polls it to end the sessions of changed devices), and the indexes for those polls and regions',
+    up: (db) => {
+      addColumns('devices', { firmware: 'TEXT', last_seen_at: 'INTEGER', online: 'INTEGER NOT NULL DEFAULT 0', credentials_changed_at: 'INTEGER' })(db)
+      db.exec(`
+        CREATE INDEX IF NOT EXISTS devices_credentials_changed ON devices(credentials_changed_at) WHERE credentials_changed_at IS NOT NULL;
+        CREATE INDEX IF NOT EXISTS devices_region ON devices(region);`)
+    },
+  },
+  { version: 3, why: 'resident profiles: birth year, conditions, hospital and research consent', up: addColumns('residents', { birth_year: 'INTEGER', conditions: "TEXT NOT NULL DEFAULT '[]'", hospital_id: 'TEXT', research_consent: 'INTEGER NOT NULL DEFAULT 0' }) },
+  { version: 4, why: 'hospitals receive FHIR: endpoint, authentication (bearer or hmac) and secret', up: addColumns('hospitals', { fhir_url: 'TEXT', fhir_auth: "TEXT NOT NULL DEFAULT 'bearer'", fhir_secret: 'TEXT' }) },
+  {
+    version: 5,
+    why: 'research institutions: where pseudonymised cells are pushed, with the key of their pseudonyms',
+    up: `CREATE TABLE IF NOT EXISTS research_institutions (
+      id TEXT PRIMARY KEY, name TEXT NOT NULL, push_url TEXT, token TEXT, pseudonym_key TEXT NOT NULL, created_at INTEGER NOT NULL)`,
+  },
+]

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { VitalmeshError, type Activity, type Clock, type DB, type Logger } from '../core/index.ts'
+import { migrate, VitalmeshError, type Activity, type Clock, type DB, type Logger, type Migration } from '../core/index.ts'
 import type { DeviceModelCatalogue, ValidationStatus } from './devices.ts'
 import type { FinishedReport } from './fhir.ts'
 import { computeHomeBp, homeBpEnd, type HomeBpResult } from './home-bp.ts'
@@ -7,6 +7,25 @@ import { isTimeZone } from './localtime.ts'
 import { computeProfile, profileEnd, type ProfileResult } from './profile.ts'
 import { BUILTIN_PROTOCOLS, GuidelineSchema, ReportProtocolSchema, type Guideline, type ReportProtocol } from './protocol.ts'
 import type { ReportReading } from './reading.ts'
+
+/** The reports' tables (component 'reports'). Never edit a shipped step: add one. */
+export const REPORT_MIGRATIONS: Migration[] = [
+  {
+    version: 1,
+    why: 'report runs, the readings each run collected, and every issued version of a report',
+    up: `
+      CREATE TABLE IF NOT EXISTS report_runs (
+        id TEXT PRIMARY KEY, resident_id TEXT NOT NULL, protocol TEXT NOT NULL, time_zone TEXT NOT NULL, guideline TEXT NOT NULL,
+        start_ts INTEGER NOT NULL, end_ts INTEGER NOT NULL, state TEXT NOT NULL, started_by TEXT NOT NULL, created_at INTEGER NOT NULL,
+        version INTEGER NOT NULL DEFAULT 0, dirty INTEGER NOT NULL DEFAULT 0, finished_at INTEGER);
+      CREATE INDEX IF NOT EXISTS report_runs_resident ON report_runs(resident_id, start_ts);
+      CREATE TABLE IF NOT EXISTS report_readings (
+        run_id TEXT NOT NULL, device_id TEXT NOT NULL, ts INTEGER NOT NULL, sys REAL, dia REAL, hr REAL, activity TEXT,
+        device_model TEXT, validation TEXT NOT NULL, PRIMARY KEY (run_id, device_id, ts)) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS report_results (
+        run_id TEXT NOT NULL, version INTEGER NOT NULL, result TEXT NOT NULL, issued_at INTEGER NOT NULL, PRIMARY KEY (run_id, version));`,
+  },
+]
 
 /** What the feed needs of a reading (a spool row has these and more). */
 export interface FeedRow { residentId: string, deviceId: string, ts: number, sys?: number, dia?: number, hr?: number, activity?: Activity }
@@ -71,18 +90,7 @@ export class ReportBook {
   readonly stats = { consumed: 0, finished: 0, amended: 0 }
 
   constructor (private readonly d: ReportBookDeps) {
-    d.db.exec(`
-      CREATE TABLE IF NOT EXISTS report_runs (
-        id TEXT PRIMARY KEY, resident_id TEXT NOT NULL, protocol TEXT NOT NULL, time_zone TEXT NOT NULL, guideline TEXT NOT NULL,
-        start_ts INTEGER NOT NULL, end_ts INTEGER NOT NULL, state TEXT NOT NULL, started_by TEXT NOT NULL, created_at INTEGER NOT NULL,
-        version INTEGER NOT NULL DEFAULT 0, dirty INTEGER NOT NULL DEFAULT 0, finished_at INTEGER);
-      CREATE INDEX IF NOT EXISTS report_runs_resident ON report_runs(resident_id, start_ts);
-      CREATE TABLE IF NOT EXISTS report_readings (
-        run_id TEXT NOT NULL, device_id TEXT NOT NULL, ts INTEGER NOT NULL, sys REAL, dia REAL, hr REAL, activity TEXT,
-        device_model TEXT, validation TEXT NOT NULL, PRIMARY KEY (run_id, device_id, ts)) WITHOUT ROWID;
-      CREATE TABLE IF NOT EXISTS report_results (
-        run_id TEXT NOT NULL, version INTEGER NOT NULL, result TEXT NOT NULL, issued_at INTEGER NOT NULL, PRIMARY KEY (run_id, version));
-    `)
+    migrate(d.db, 'reports', REPORT_MIGRATIONS)
     for (const p of d.protocols ?? BUILTIN_PROTOCOLS) this.protocols.set(p.id, ReportProtocolSchema.parse(p))
     this.graceMs = d.options?.finishGraceMs ?? 3600_000
     this.amendMs = d.options?.amendWindowMs ?? 7 * 86400_000

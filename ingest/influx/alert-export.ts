@@ -1,8 +1,13 @@
-import type { DB, Logger } from '../../core/index.ts'
+import { migrate, type DB, type Logger, type Migration } from '../../core/index.ts'
 import { lineFor } from './schema.ts'
 import type { RollupTarget } from './rollups.ts'
 
 export const ALERTS_MEASUREMENT = 'alerts'
+
+/** The export's cursor table (component 'alert-export'). Never edit a shipped step: add one. */
+export const ALERT_EXPORT_MIGRATIONS: Migration[] = [
+  { version: 1, why: 'how far alert events have been exported to InfluxDB', up: 'CREATE TABLE IF NOT EXISTS export_cursors (name TEXT PRIMARY KEY, id INTEGER NOT NULL)' },
+]
 
 /** One entry of alerting's append-only event log (`AlertBook.eventsAfter`). */
 export interface ExportedAlertEvent { position: number, at: number, state: string, severity: string, ruleId: string, residentId: string }
@@ -22,7 +27,7 @@ export class AlertExport {
   readonly stats = { exported: 0, failures: 0 }
 
   constructor (db: DB, private readonly events: (after: number, limit: number) => ExportedAlertEvent[], private readonly target: Pick<RollupTarget, 'writeLines'>, private readonly regionOf: (residentId: string) => string | null | undefined, private readonly logger: Logger) {
-    db.exec('CREATE TABLE IF NOT EXISTS export_cursors (name TEXT PRIMARY KEY, id INTEGER NOT NULL)')
+    migrate(db, 'alert-export', ALERT_EXPORT_MIGRATIONS)
     this.s = {
       cursor: db.prepare<[], { id: number }>("SELECT id FROM export_cursors WHERE name = 'alerts'"),
       setCursor: db.prepare("INSERT INTO export_cursors (name, id) VALUES ('alerts', ?) ON CONFLICT(name) DO UPDATE SET id = excluded.id"),

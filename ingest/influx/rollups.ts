@@ -1,4 +1,4 @@
-import type { Clock, DB, Logger, StoredReading } from '../../core/index.ts'
+import { migrate, type Clock, type DB, type Logger, type Migration, type StoredReading } from '../../core/index.ts'
 import { lineFor, MEASUREMENT, ROLLUPS, qid } from './schema.ts'
 import type { Series } from './http.ts'
 
@@ -8,6 +8,11 @@ export interface RollupTarget {
 }
 
 type Kind = keyof typeof ROLLUPS
+
+/** The roll-ups' table (component 'rollups'). Never edit a shipped step: add one. */
+export const ROLLUP_MIGRATIONS: Migration[] = [
+  { version: 1, why: 'windows whose InfluxDB roll-ups must be computed again', up: 'CREATE TABLE IF NOT EXISTS rollup_stale (kind TEXT NOT NULL, start INTEGER NOT NULL, PRIMARY KEY (kind, start)) WITHOUT ROWID' },
+]
 
 /**
  * vitalmesh's own hourly and daily roll-ups (`vitals_1h`, `vitals_1d`), written as
@@ -26,7 +31,7 @@ export class Rollups {
   readonly stats = { windows: 0, points: 0, failures: 0 }
 
   constructor (db: DB, private readonly target: RollupTarget, private readonly clock: Clock, private readonly logger: Logger, private readonly opts: { everyMs?: number } = {}) {
-    db.exec('CREATE TABLE IF NOT EXISTS rollup_stale (kind TEXT NOT NULL, start INTEGER NOT NULL, PRIMARY KEY (kind, start)) WITHOUT ROWID')
+    migrate(db, 'rollups', ROLLUP_MIGRATIONS)
     this.s = {
       mark: db.prepare('INSERT OR IGNORE INTO rollup_stale (kind, start) VALUES (?, ?)'),
       list: db.prepare<[], { kind: Kind, start: number }>('SELECT kind, start FROM rollup_stale ORDER BY start LIMIT 500'),

@@ -10,6 +10,8 @@ export interface FleetOptions {
   /** seconds between two readings of one device */
   intervalS: number
   durationS: number
+  /** run until every device has taken this many readings, however long that takes (a loaded machine fires timers late), instead of for durationS */
+  ticks?: number
   seed: number
   /** most readings in one message (store-and-forward replays use up to this many; live readings go one by one unless > 1) */
   batch: number
@@ -234,8 +236,10 @@ export async function runFleet (o: FleetOptions): Promise<FleetStats> {
   }, 5000)
 
   await new Promise<void>((resolve) => {
-    const end = setTimeout(resolve, o.durationS * 1000)
-    process.once('SIGINT', () => { clearTimeout(end); resolve() })
+    const done = (): void => { clearTimeout(end); clearInterval(counted); resolve() }
+    const end = o.ticks === undefined ? setTimeout(done, o.durationS * 1000) : undefined
+    const counted = o.ticks === undefined ? undefined : setInterval(() => { if (devices.every((d) => d.n >= o.ticks!)) done() }, 20)
+    process.once('SIGINT', done)
   })
   timers.forEach((stop) => stop())
   clearInterval(progress)

@@ -31,7 +31,7 @@ describe('firmware simulator', () => {
     const { runFleet } = await import('../fleet.ts')
     const before = t.app.spool.stats.duplicates
     const stats = await runFleet({
-      url: `mqtt://127.0.0.1:${t.mqttPort}`, devices: creds, intervalS: 0.01, durationS: 4, seed: 7, batch: 50, simStepS: 120,
+      url: `mqtt://127.0.0.1:${t.mqttPort}`, devices: creds, intervalS: 0.01, durationS: 4, ticks: 400, seed: 7, batch: 50, simStepS: 120,
       firstScenario: 'offline-6h', mix: { 'duplicate-resends': 1, 'clock-drift': 1, 'crisis-episodes': 1 },
     })
     expect(stats.buffered).toBe(0)

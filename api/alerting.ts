@@ -1,10 +1,12 @@
 import type { FastifyInstance } from 'fastify'
 import { parse as parseYaml } from 'yaml'
 import { z } from 'zod'
-import { VitalmeshError, IdSchema } from '../core/index.ts'
+import { VitalmeshError } from '../core/index.ts'
 import type { Registry, AuditLog } from '../registry/index.ts'
-import type { AlertBook, RuleSetStore } from '../alerting/index.ts'
+import { RuleSetDocSchema, type AlertBook, type RuleSetStore } from '../alerting/index.ts'
 import { mayAccessResident, auditRead } from './access.ts'
+import { ResidentParams } from './schemas.ts'
+import type { ZodTypeProvider } from './zod.ts'
 
 export interface AlertingRoutesDeps {
   registry: Registry
@@ -21,21 +23,14 @@ export const OverrideBody = z.strictObject({
     .refine((p) => Object.keys(p).length > 0, 'give at least one of value, min, max, forS'),
 })
 
-function parseBody<T> (schema: z.ZodType<T>, body: unknown): T {
-  const r = schema.safeParse(body)
-  if (!r.success) throw new VitalmeshError('VM_BAD_REQUEST', r.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; '))
-  return r.data
-}
-
-function residentParam (id: string): string {
-  const r = IdSchema.safeParse(id)
-  if (!r.success) throw new VitalmeshError('VM_BAD_REQUEST', `resident id: ${r.error.issues[0]!.message}`)
-  return r.data
-}
+const RULE_SETS = ['rule sets']
+const ALERTS = ['alerts']
+const OWN_OR_HOSPITAL = 'resident (own), hospital (its residents)'
 
 /** Rule sets (research institutions publish, operators activate), standards, alerts and overrides. */
 export function alertingRoutes (d: AlertingRoutesDeps) {
-  return (app: FastifyInstance): void => {
+  return (plain: FastifyInstance): void => {
+    const app = plain.withTypeProvider<ZodTypeProvider>()
     // research institutions may publish YAML as well as JSON
     app.addContentTypeParser(['application/yaml', 'application/x-yaml', 'text/yaml'], { parseAs: 'string' }, (_req, body, done) => {
       try { done(null, parseYaml(body as string)) } catch (e) { done(new VitalmeshError('VM_INVALID_RULE_SET', `not valid YAML: ${(e as Error).message}`)) }
@@ -46,21 +41,26 @@ export function alertingRoutes (d: AlertingRoutesDeps) {
       if (!d.registry.resident(id)) throw new VitalmeshError('VM_NOT_FOUND', `resident ${id} is not registered`)
     }
 
-    app.get('/v1/standards', { config: { roles: ['operator', 'resident', 'hospital', 'research'] } }, async (req) => {
+    app.get('/v1/standards', { schema: { summary: 'The rule sets in force', tags: RULE_SETS }, config: { roles: ['operator', 'resident', 'hospital', 'research'] } }, async (req) => {
       return { ruleSets: d.alerts.activeRuleSets }
     })
 
-    app.get('/v1/rulesets', { config: { roles: ['operator', 'research'] } }, async (req) => {
+    app.get('/v1/rulesets', { schema: { summary: 'Every published rule-set version', tags: RULE_SETS }, config: { roles: ['operator', 'research'] } }, async (req) => {
       return { versions: d.ruleSets.list() }
     })
 
-    app.get<{ Params: { id: string, version: string } }>('/v1/rulesets/:id/:version', { config: { roles: ['operator', 'research'] } }, async (req) => {
+    app.get<{ Params: { id: string, version: string } }>('/v1/rulesets/:id/:version', { schema: { summary: 'One rule-set version', tags: RULE_SETS }, config: { roles: ['operator', 'research'] } }, async (req) => {
       const doc = d.ruleSets.get(req.params.id, req.params.version)
       if (!doc) throw new VitalmeshError('VM_NOT_FOUND', `rule set ${req.params.id} version ${req.params.version} is not published`)
       return doc
     })
 
-    app.post('/v1/rulesets', { config: { roles: ['research'] } }, async (req, reply) => {
+    app.post('/v1/rulesets', {
+      schema: { summary: 'Publish a rule set (JSON or YAML)', tags: RULE_SETS, body: RuleSetDocSchema, consumes: ['application/json', 'application/yaml'] },
+      // the body is checked after the key (403 before 400), and by the store, whose refusal is VM_INVALID_RULE_SET
+      attachValidation: true,
+      config: { roles: ['research'] },
+    }, async (req, reply) => {
       const p = req.principal!
       if (!p.scope || !d.registry.institution(p.scope)) throw new VitalmeshError('VM_FORBIDDEN', 'this research key is not bound to a registered institution')
       const doc = d.ruleSets.publish(req.body, `research:${p.scope}`)
@@ -69,7 +69,7 @@ export function alertingRoutes (d: AlertingRoutesDeps) {
       return reply.status(201).send({ id: doc.id, version: doc.version, active: false })
     })
 
-    app.post<{ Params: { id: string, version: string } }>('/v1/rulesets/:id/:version/activate', { config: { roles: ['operator'] } }, async (req) => {
+    app.post<{ Params: { id: string, version: string } }>('/v1/rulesets/:id/:version/activate', { schema: { summary: 'Activate a rule-set version', tags: RULE_SETS }, config: { roles: ['operator'] } }, async (req) => {
       const p = req.principal!
       d.ruleSets.activate(req.params.id, req.params.version, `operator:${p.keyId}`)
       d.audit.append(`operator:${p.keyId}`, 'rule-set.activated', `${req.params.id}@${req.params.version}`)
@@ -78,7 +78,7 @@ export function alertingRoutes (d: AlertingRoutesDeps) {
       return { id: req.params.id, version: req.params.version, active: true }
     })
 
-    app.delete<{ Params: { id: string } }>('/v1/rulesets/:id/active', { config: { roles: ['operator'] } }, async (req) => {
+    app.delete<{ Params: { id: string } }>('/v1/rulesets/:id/active', { schema: { summary: 'Deactivate a rule set', tags: RULE_SETS }, config: { roles: ['operator'] } }, async (req) => {
       const p = req.principal!
       d.ruleSets.deactivate(req.params.id, `operator:${p.keyId}`)
       d.audit.append(`operator:${p.keyId}`, 'rule-set.deactivated', req.params.id)
@@ -86,9 +86,12 @@ export function alertingRoutes (d: AlertingRoutesDeps) {
       return { id: req.params.id, active: false }
     })
 
-    app.get<{ Params: { id: string }, Querystring: { limit?: string } }>('/v1/residents/:id/alerts', { config: { roles: ['operator', 'resident', 'hospital'] } }, async (req) => {
+    app.get<{ Params: { id: string }, Querystring: { limit?: string } }>('/v1/residents/:id/alerts', {
+      schema: { summary: "A resident's alerts, newest first", tags: ALERTS, params: ResidentParams },
+      config: { roles: ['operator', 'resident', 'hospital'], scope: OWN_OR_HOSPITAL },
+    }, async (req) => {
       const p = req.principal!
-      const id = residentParam(req.params.id)
+      const id = req.params.id
       guardResident(p, id)
       const limit = Math.min(1000, Math.max(1, Number(req.query.limit ?? 100) || 100))
       const alerts = d.alerts.forResident(id, limit)
@@ -96,7 +99,10 @@ export function alertingRoutes (d: AlertingRoutesDeps) {
       return { residentId: id, alerts }
     })
 
-    app.get<{ Params: { id: string } }>('/v1/alerts/:id/history', { config: { roles: ['operator', 'resident', 'hospital'] } }, async (req) => {
+    app.get<{ Params: { id: string } }>('/v1/alerts/:id/history', {
+      schema: { summary: "An alert's transitions with who and when", tags: ALERTS },
+      config: { roles: ['operator', 'resident', 'hospital'], scope: OWN_OR_HOSPITAL },
+    }, async (req) => {
       const p = req.principal!
       const a = d.alerts.get(req.params.id)
       if (!a) throw new VitalmeshError('VM_NOT_FOUND', `no alert ${req.params.id}`)
@@ -105,7 +111,7 @@ export function alertingRoutes (d: AlertingRoutesDeps) {
       return { alert: a, transitions: d.alerts.history(a.id) }
     })
 
-    app.post<{ Params: { id: string } }>('/v1/alerts/:id/ack', { config: { roles: ['operator', 'resident'] } }, async (req) => {
+    app.post<{ Params: { id: string } }>('/v1/alerts/:id/ack', { schema: { summary: 'Acknowledge an alert', tags: ALERTS }, config: { roles: ['operator', 'resident'], scope: 'resident (own)' } }, async (req) => {
       const p = req.principal!
       const existing = d.alerts.get(req.params.id)
       if (!existing) throw new VitalmeshError('VM_NOT_FOUND', `no alert ${req.params.id}`)
@@ -113,19 +119,25 @@ export function alertingRoutes (d: AlertingRoutesDeps) {
       return d.alerts.acknowledge(req.params.id, `${p.role}:${p.scope ?? p.keyId}`, p.role === 'resident' ? p.scope ?? '' : undefined)
     })
 
-    app.get<{ Params: { id: string } }>('/v1/residents/:id/overrides', { config: { roles: ['operator', 'hospital'] } }, async (req) => {
+    app.get('/v1/residents/:id/overrides', {
+      schema: { summary: 'Personal thresholds', tags: ['hospitals'], params: ResidentParams },
+      config: { roles: ['operator', 'hospital'], scope: 'hospital (its residents)' },
+    }, async (req) => {
       const p = req.principal!
-      const id = residentParam(req.params.id)
+      const id = req.params.id
       guardResident(p, id)
       auditRead(d.audit, p, 'pull.overrides', id)
       return { residentId: id, overrides: d.registry.overrides(id) }
     })
 
-    app.put<{ Params: { id: string } }>('/v1/residents/:id/overrides', { config: { roles: ['hospital'] } }, async (req) => {
+    app.put('/v1/residents/:id/overrides', {
+      schema: { summary: 'Set a personal threshold for a patient', tags: ['hospitals'], params: ResidentParams, body: OverrideBody },
+      config: { roles: ['hospital'], scope: 'hospital (its residents)' },
+    }, async (req) => {
       const p = req.principal!
-      const id = residentParam(req.params.id)
+      const id = req.params.id
       guardResident(p, id)
-      const body = parseBody(OverrideBody, req.body)
+      const body = req.body
       d.registry.atomically(() => {
         d.registry.setOverride(id, body.ruleKey, body.params, `hospital:${p.scope}`)
         d.audit.append(`hospital:${p.scope}:${p.keyId}`, 'override.set', id, body)

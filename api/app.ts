@@ -1,12 +1,13 @@
-import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyBaseLogger } from 'fastify'
+import Fastify, { LogController, type FastifyInstance, type FastifySchema, type FastifyReply, type FastifyRequest, type FastifyBaseLogger } from 'fastify'
 import { WebSocketServer } from 'ws'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import { openApiDocument } from './openapi.ts'
-import { ReadingsQuery } from './schemas.ts'
+import { ReadingsQuery, ResidentParams } from './schemas.ts'
 import type { Duplex } from 'node:stream'
 import type { IncomingMessage } from 'node:http'
-import { VitalmeshError, IdSchema, type ErrorCode, type Logger, type StoredReading } from '../core/index.ts'
+import { zodValidatorCompiler, type ZodTypeProvider } from './zod.ts'
+import { VitalmeshError, type ErrorCode, type Logger, type StoredReading } from '../core/index.ts'
 import type { ApiKeyPrincipal, Role } from '../registry/index.ts'
 import { mayAccessResident } from './access.ts'
 import { LIVE_MAX_FRAME_BYTES, type LiveHub } from './live.ts'
@@ -39,9 +40,23 @@ export interface ApiDeps {
 }
 
 
+/**
+ * A route as the app registered it, from its own options: who may call it (config.roles),
+ * which resident, hospital... each role reaches (config.scope), and its schema (summary,
+ * tags, the zod schemas of params, querystring and body, the body's content types). The
+ * OpenAPI document is generated from these.
+ */
+export interface RegisteredRoute {
+  method: string
+  url: string
+  roles: readonly Role[] | 'public'
+  scope?: string
+  schema?: FastifySchema
+}
+
 declare module 'fastify' {
   interface FastifyRequest { principal?: ApiKeyPrincipal }
-  interface FastifyInstance { vitalmeshRoutes: { method: string, url: string, roles: readonly Role[] | 'public' }[] }
+  interface FastifyInstance { vitalmeshRoutes: RegisteredRoute[] }
   interface FastifyContextConfig {
     /**
      * Who may call the route: the roles whose API key it serves, checked by one hook on the
@@ -49,6 +64,8 @@ declare module 'fastify' {
      * /v1 route must declare it; the scope (which resident, hospital...) is checked by the handler.
      */
     roles?: readonly Role[] | 'public'
+    /** which resident, hospital... a key of each role may reach, for the documentation (the handler checks it) */
+    scope?: string
   }
 }
 
@@ -135,13 +152,20 @@ export function buildApi (deps: ApiDeps): FastifyInstance {
   })
   app.setNotFoundHandler((req, reply) => reply.status(404).send({ code: 'VM_NOT_FOUND', message: `no route ${req.method} ${req.url}` }))
 
-  // every route with the roles it serves, so a test can check that each one enforces role and scope
-  const routes: { method: string, url: string, roles: readonly Role[] | 'public' }[] = []
+  // params, querystring and body checked against the route's zod schemas (400 VM_BAD_REQUEST)
+  app.setValidatorCompiler(zodValidatorCompiler)
+
+  // every route with its own options (roles, scope, schema), so a test can check that each one
+  // enforces role and scope, and the OpenAPI document is generated from them
+  const routes: RegisteredRoute[] = []
   app.addHook('onRoute', (r) => {
-    const roles = (r.config as { roles?: readonly Role[] | 'public' } | undefined)?.roles
+    const config = r.config as { roles?: readonly Role[] | 'public', scope?: string } | undefined
+    const roles = config?.roles
     // refused at start: a /v1 route that does not say who may call it
     if (roles === undefined && r.url.startsWith('/v1/')) throw new Error(`route ${String(r.method)} ${r.url} declares no config.roles`)
-    for (const m of [r.method].flat()) if (m !== 'HEAD') routes.push({ method: m, url: r.url, roles: roles ?? 'public' })
+    for (const m of [r.method].flat()) {
+      if (m !== 'HEAD') routes.push({ method: m, url: r.url, roles: roles ?? 'public', ...(config?.scope ? { scope: config.scope } : {}), ...(r.schema ? { schema: r.schema } : {}) })
+    }
   })
   app.decorate('vitalmeshRoutes', routes)
 
@@ -183,28 +207,34 @@ export function buildApi (deps: ApiDeps): FastifyInstance {
     return reply.status(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready', checks })
   })
 
-  app.get<{ Params: { id: string } }>('/v1/residents/:id/readings', { config: { roles: ['operator', 'resident', 'hospital'] } }, async (req) => {
-    const id = IdSchema.safeParse(req.params.id)
-    if (!id.success) throw new VitalmeshError('VM_BAD_REQUEST', 'resident id: ' + id.error.issues[0]!.message)
+  app.withTypeProvider<ZodTypeProvider>().get('/v1/residents/:id/readings', {
+    schema: {
+      summary: "A resident's readings in [from, to); windows (mean, min, max) for long ranges with maxPoints",
+      tags: ['residents'],
+      params: ResidentParams,
+      querystring: ReadingsQuery,
+    },
+    config: { roles: ['operator', 'resident', 'hospital'], scope: 'resident (own), hospital (its residents)' },
+  }, async (req) => {
+    const id = req.params.id
     const p = req.principal!
-    if (!mayAccessResident(p, id.data, deps.hospitalOf)) throw new VitalmeshError('VM_FORBIDDEN', `this key may not read the readings of resident ${id.data}`)
-    const q = ReadingsQuery.safeParse(req.query)
-    if (!q.success) throw new VitalmeshError('VM_BAD_REQUEST', q.error.issues.map((i) => `${i.path.join('.') || 'query'}: ${i.message}`).join('; '))
-    if (!deps.residentExists(id.data)) throw new VitalmeshError('VM_NOT_FOUND', `resident ${id.data} is not registered`)
-    const to = q.data.to ?? Date.now()
-    const from = q.data.from ?? to - 24 * 3600_000
+    if (!mayAccessResident(p, id, deps.hospitalOf)) throw new VitalmeshError('VM_FORBIDDEN', `this key may not read the readings of resident ${id}`)
+    if (!deps.residentExists(id)) throw new VitalmeshError('VM_NOT_FOUND', `resident ${id} is not registered`)
+    const q = req.query
+    const to = q.to ?? Date.now()
+    const from = q.from ?? to - 24 * 3600_000
     if (from > to) throw new VitalmeshError('VM_BAD_REQUEST', 'from must not be after to')
-    const maxPoints = q.data.maxPoints
+    const maxPoints = q.maxPoints
     if (maxPoints !== undefined && to - from > maxPoints * 60_000) {
       // a long range: windows, not raw readings (a month of 1-minute readings is 43,200 points)
       const windowMs = Math.ceil((to - from) / maxPoints / 60_000) * 60_000
-      const windows = await deps.aggregateReadings(id.data, from, to, windowMs)
-      if (p.role !== 'resident') deps.audited?.(`${p.role}:${p.scope ?? ''}:${p.keyId}`, 'pull.readings', id.data, { from, to, windowMs, windows: windows.length })
-      return { residentId: id.data, from, to, downsampled: true, windowMs, count: windows.length, windows }
+      const windows = await deps.aggregateReadings(id, from, to, windowMs)
+      if (p.role !== 'resident') deps.audited?.(`${p.role}:${p.scope ?? ''}:${p.keyId}`, 'pull.readings', id, { from, to, windowMs, windows: windows.length })
+      return { residentId: id, from, to, downsampled: true, windowMs, count: windows.length, windows }
     }
-    const readings = await deps.queryReadings(id.data, from, to, q.data.limit)
-    if (p.role !== 'resident') deps.audited?.(`${p.role}:${p.scope ?? ''}:${p.keyId}`, 'pull.readings', id.data, { from, to, count: readings.length })
-    return { residentId: id.data, from, to, downsampled: false, count: readings.length, readings }
+    const readings = await deps.queryReadings(id, from, to, q.limit)
+    if (p.role !== 'resident') deps.audited?.(`${p.role}:${p.scope ?? ''}:${p.keyId}`, 'pull.readings', id, { from, to, count: readings.length })
+    return { residentId: id, from, to, downsampled: false, count: readings.length, readings }
   })
 
   for (const register of deps.routes ?? []) register(app)

@@ -1,8 +1,10 @@
 import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
-import { VitalmeshError, IdSchema } from '../core/index.ts'
+import { VitalmeshError } from '../core/index.ts'
 import type { AuditLog, Registry } from '../registry/index.ts'
 import { mayAccessResident, auditRead } from './access.ts'
+import { ResidentParams } from './schemas.ts'
+import type { ZodTypeProvider } from './zod.ts'
 
 export interface AuditViewsDeps { registry: Registry, audit: AuditLog }
 
@@ -23,22 +25,27 @@ export function describeActor (actor: string): { role: string, scope: string | n
  * own actions are left out; the key ids are not shown to the resident.
  */
 export function auditViewRoutes (d: AuditViewsDeps) {
-  return (app: FastifyInstance): void => {
-    app.get<{ Params: { id: string } }>('/v1/residents/:id/access-log', { config: { roles: ['operator', 'resident'] } }, async (req) => {
+  return (plain: FastifyInstance): void => {
+    const app = plain.withTypeProvider<ZodTypeProvider>()
+    app.get('/v1/residents/:id/access-log', {
+      schema: {
+        summary: "Who read or changed a resident's data, and when (the audit trail, without the resident's own actions)",
+        tags: ['audit', 'residents'], params: ResidentParams, querystring: AccessLogQuery,
+      },
+      config: { roles: ['operator', 'resident'], scope: 'resident (own)' },
+    }, async (req) => {
       const p = req.principal!
-      const id = IdSchema.safeParse(req.params.id)
-      if (!id.success) throw new VitalmeshError('VM_BAD_REQUEST', `resident id: ${id.error.issues[0]!.message}`)
-      if (!mayAccessResident(p, id.data, (r) => d.registry.resident(r)?.hospitalId)) throw new VitalmeshError('VM_FORBIDDEN', `this key may not read the access log of resident ${id.data}`)
-      if (!d.registry.resident(id.data)) throw new VitalmeshError('VM_NOT_FOUND', `resident ${id.data} is not registered`)
-      const q = AccessLogQuery.safeParse(req.query)
-      if (!q.success) throw new VitalmeshError('VM_BAD_REQUEST', q.error.issues.map((i) => `${i.path.join('.') || 'query'}: ${i.message}`).join('; '))
-      const entries = d.audit.aboutSubject(id.data, { exceptActor: `resident:${id.data}`, beforeSeq: q.data.before, limit: q.data.limit })
+      const id = req.params.id
+      if (!mayAccessResident(p, id, (r) => d.registry.resident(r)?.hospitalId)) throw new VitalmeshError('VM_FORBIDDEN', `this key may not read the access log of resident ${id}`)
+      if (!d.registry.resident(id)) throw new VitalmeshError('VM_NOT_FOUND', `resident ${id} is not registered`)
+      const q = req.query
+      const entries = d.audit.aboutSubject(id, { exceptActor: `resident:${id}`, beforeSeq: q.before, limit: q.limit })
       // an operator reading it is itself a read of the resident's data
-      auditRead(d.audit, p, 'pull.access-log', id.data, { count: entries.length })
+      auditRead(d.audit, p, 'pull.access-log', id, { count: entries.length })
       return {
-        residentId: id.data,
+        residentId: id,
         entries: entries.map((e) => ({ seq: e.seq, at: e.at, ...describeActor(e.actor), action: e.action, detail: e.detail })),
-        next: entries.length === q.data.limit ? entries[entries.length - 1]!.seq : null,
+        next: entries.length === q.limit ? entries[entries.length - 1]!.seq : null,
       }
     })
   }

@@ -41,7 +41,12 @@ function invalid (reply: { status(n: number): { send(b: unknown): unknown } }, i
 export function backtestRoutes (d: BacktestRoutesDeps) {
   let running = false
   return (app: FastifyInstance): void => {
-    app.post('/v1/rulesets/backtest', { config: { roles: ['operator', 'research'] } }, async (req, reply) => {
+    app.post('/v1/rulesets/backtest', {
+      // the body is checked in the handler: a rule set's schema errors answer VM_INVALID_RULE_SET with each issue's path
+      schema: { summary: "Backtest a draft rule set on the last N days of consenting residents' readings: alerts per 1,000 resident-days, and the difference from the active version (every cell k-suppressed)", tags: ['rule sets'], body: BacktestBody },
+      attachValidation: true,
+      config: { roles: ['operator', 'research'], scope: 'research (registered institution)' },
+    }, async (req, reply) => {
       const p = req.principal!
       if (p.role === 'research' && (!p.scope || !d.registry.institution(p.scope))) throw new VitalmeshError('VM_FORBIDDEN', 'this research key is not bound to a registered institution')
       const body = BacktestBody.safeParse(req.body)

@@ -43,12 +43,18 @@ export function consoleRoutes (d: ConsoleDeps) {
       return reply.type(f.type).header('cache-control', 'no-cache').header('x-content-type-options', 'nosniff').send(body)
     })
 
-    app.get('/v1/whoami', { config: { roles: ['operator', 'resident', 'hospital', 'research', 'region'] } }, async (req) => {
+    app.get('/v1/whoami', {
+      schema: { summary: 'The role and scope of the calling key', tags: ['auth'] },
+      config: { roles: ['operator', 'resident', 'hospital', 'research', 'region'] },
+    }, async (req) => {
       const p = req.principal!
       return { role: p.role, scope: p.scope, keyId: p.keyId }
     })
 
-    app.get<{ Params: { id: string } }>('/v1/residents/:id', { config: { roles: ['operator', 'resident', 'hospital'] } }, async (req) => {
+    app.get<{ Params: { id: string } }>('/v1/residents/:id', {
+      schema: { summary: "A resident's profile", tags: ['residents'] },
+      config: { roles: ['operator', 'resident', 'hospital'], scope: 'resident (own), hospital (its residents)' },
+    }, async (req) => {
       const p = req.principal!
       if (!mayAccessResident(p, req.params.id, (id) => d.registry.resident(id)?.hospitalId)) throw new VitalmeshError('VM_FORBIDDEN', `this key may not access resident ${req.params.id}`)
       const r = d.registry.resident(req.params.id)
@@ -57,7 +63,7 @@ export function consoleRoutes (d: ConsoleDeps) {
       return { id: r.id, name: r.name, language: r.language, region: r.region, birthYear: r.birthYear, conditions: r.conditions, hospitalId: r.hospitalId, researchConsent: r.researchConsent }
     })
 
-    app.get('/v1/stats', { config: { roles: ['operator'] } }, async (req) => {
+    app.get('/v1/stats', { schema: { summary: 'Node statistics', tags: ['operators'] }, config: { roles: ['operator'] } }, async (req) => {
       return d.stats()
     })
   }

@@ -1,9 +1,11 @@
 import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
-import { VitalmeshError, IdSchema } from '../core/index.ts'
+import { VitalmeshError } from '../core/index.ts'
 import type { Registry, AuditLog } from '../registry/index.ts'
 import { researchPayload, type Aggregator, type ResearchCell } from '../forwarder/index.ts'
 import { mayAccessResident } from './access.ts'
+import { ResidentParams } from './schemas.ts'
+import type { ZodTypeProvider } from './zod.ts'
 
 export interface DataRoutesDeps { registry: Registry, aggregator: Aggregator, audit: AuditLog, windows: string[], k: number }
 
@@ -20,12 +22,6 @@ export const ResearchQuery = Range.extend({
   format: z.enum(['json', 'csv']).default('json'),
 })
 
-function parse<T> (schema: z.ZodType<T>, q: unknown): T {
-  const r = schema.safeParse(q)
-  if (!r.success) throw new VitalmeshError('VM_BAD_REQUEST', r.error.issues.slice(0, 5).map((i) => `${i.path.join('.') || 'query'}: ${i.message}`).join('; '))
-  return r.data
-}
-
 const CSV_COLUMNS = ['window_kind', 'window_start', 'window_end', 'version', 'region', 'age_band', 'residents',
   ...['hr', 'sys', 'dia'].flatMap((m) => ['count', 'min', 'max', 'mean', 'p50', 'p95'].map((s) => `${m}_${s}`))]
 
@@ -39,7 +35,8 @@ function csvRow (w: { kind: string, start: string, end: string }, version: numbe
 
 /** Hospitals' summaries of their residents, and research institutions' pull of de-identified aggregates. */
 export function dataRoutes (d: DataRoutesDeps) {
-  return (app: FastifyInstance): void => {
+  return (plain: FastifyInstance): void => {
+    const app = plain.withTypeProvider<ZodTypeProvider>()
     const hospitalOf = (id: string): string | null | undefined => d.registry.resident(id)?.hospitalId
     const windowOf = (w: string | undefined): string => {
       const kind = w ?? d.windows[0]!
@@ -47,7 +44,10 @@ export function dataRoutes (d: DataRoutesDeps) {
       return kind
     }
 
-    app.get<{ Params: { id: string } }>('/v1/hospitals/:id/residents', { config: { roles: ['operator', 'hospital'] } }, async (req) => {
+    app.get<{ Params: { id: string } }>('/v1/hospitals/:id/residents', {
+      schema: { summary: 'The residents a hospital cares for', tags: ['hospitals'] },
+      config: { roles: ['operator', 'hospital'], scope: 'hospital (own)' },
+    }, async (req) => {
       const p = req.principal!
       if (p.role === 'hospital' && p.scope !== req.params.id) throw new VitalmeshError('VM_FORBIDDEN', 'a hospital sees only its own residents')
       if (!d.registry.hospital(req.params.id)) throw new VitalmeshError('VM_NOT_FOUND', `hospital ${req.params.id} is not registered`)
@@ -56,26 +56,31 @@ export function dataRoutes (d: DataRoutesDeps) {
       return { hospitalId: req.params.id, residents }
     })
 
-    app.get<{ Params: { id: string } }>('/v1/residents/:id/summaries', { config: { roles: ['operator', 'resident', 'hospital'] } }, async (req) => {
+    app.get('/v1/residents/:id/summaries', {
+      schema: { summary: "A resident's window summaries", tags: ['hospitals', 'residents'], params: ResidentParams, querystring: Range },
+      config: { roles: ['operator', 'resident', 'hospital'], scope: 'resident (own), hospital (its residents)' },
+    }, async (req) => {
       const p = req.principal!
-      const id = IdSchema.safeParse(req.params.id)
-      if (!id.success) throw new VitalmeshError('VM_BAD_REQUEST', 'resident id: ' + id.error.issues[0]!.message)
-      if (!mayAccessResident(p, id.data, hospitalOf)) throw new VitalmeshError('VM_FORBIDDEN', `this key may not access resident ${id.data}`)
-      if (!d.registry.resident(id.data)) throw new VitalmeshError('VM_NOT_FOUND', `resident ${id.data} is not registered`)
-      const q = parse(Range, req.query)
+      const id = req.params.id
+      if (!mayAccessResident(p, id, hospitalOf)) throw new VitalmeshError('VM_FORBIDDEN', `this key may not access resident ${id}`)
+      if (!d.registry.resident(id)) throw new VitalmeshError('VM_NOT_FOUND', `resident ${id} is not registered`)
+      const q = req.query
       const kind = windowOf(q.window)
       const to = q.to ?? Date.now()
       const from = q.from ?? to - 7 * 86400_000
-      const summaries = d.aggregator.residentSummaries(id.data, kind, from, to)
-      if (p.role !== 'resident') d.audit.append(`${p.role}:${p.scope ?? ''}:${p.keyId}`, 'pull.summaries', id.data, { window: kind, from, to, count: summaries.length })
-      return { residentId: id.data, window: kind, summaries }
+      const summaries = d.aggregator.residentSummaries(id, kind, from, to)
+      if (p.role !== 'resident') d.audit.append(`${p.role}:${p.scope ?? ''}:${p.keyId}`, 'pull.summaries', id, { window: kind, from, to, count: summaries.length })
+      return { residentId: id, window: kind, summaries }
     })
 
-    app.get('/v1/research/aggregates', { config: { roles: ['research'] } }, async (req, reply) => {
+    app.get('/v1/research/aggregates', {
+      schema: { summary: 'De-identified aggregates (JSON or CSV), a page of windows', tags: ['research'], querystring: ResearchQuery },
+      config: { roles: ['research'], scope: 'research (registered institution)' },
+    }, async (req, reply) => {
       const p = req.principal!
       const inst = p.scope ? d.registry.institution(p.scope) : undefined
       if (!inst) throw new VitalmeshError('VM_FORBIDDEN', 'this research key is not bound to a registered institution')
-      const q = parse(ResearchQuery, req.query)
+      const q = req.query
       const kind = windowOf(q.window)
       const to = q.to ?? Date.now()
       const from = Math.max(q.from ?? to - 7 * 86400_000, q.cursor !== undefined ? q.cursor + 1 : 0)

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
 import { IdSchema, VitalmeshError } from '../core/index.ts'
+import type { ZodTypeProvider } from './zod.ts'
 import { parseDeviceFile, type DeviceRecord, type Fleet, type ImportResult } from '../registry/index.ts'
 
 /** What the device routes need from the node: the registry's fleet and the broker's view of sessions. */
@@ -31,28 +32,31 @@ export const DeviceListQuery = z.strictObject({
   includeRevoked: z.enum(['true', 'false']).transform((s) => s === 'true').optional(),
 })
 
-function parse<T> (schema: z.ZodType<T>, value: unknown, what: string): T {
-  const r = schema.safeParse(value)
-  if (!r.success) throw new VitalmeshError('VM_BAD_REQUEST', r.error.issues.map((i) => `${what}${i.path.length ? '.' + i.path.join('.') : ''}: ${i.message}`).join('; '))
-  return r.data
-}
-
-const OPERATOR = { config: { roles: ['operator'] as const } }
+const OPERATOR = { roles: ['operator'] as const }
+const TAGS = ['devices']
 
 /** `/v1/devices`: register, bulk-import, rotate, revoke and list devices (operator keys). */
 export function registerDeviceRoutes (app: FastifyInstance, deps: DeviceRoutesDeps): void {
   const view = (d: DeviceRecord) => ({ ...d, online: deps.isOnline(d.id), lastSeenAt: deps.pendingLastSeen(d.id) ?? d.lastSeenAt })
 
-  app.register(async (scope) => {
+  app.register(async (plain) => {
+    const scope = plain.withTypeProvider<ZodTypeProvider>()
     scope.addContentTypeParser(['text/csv', 'text/plain'], { parseAs: 'string', bodyLimit: 64 * 1024 * 1024 }, (_req, body, done) => done(null, body))
 
-    scope.post('/v1/devices', OPERATOR, async (req, reply) => {
-      const body = parse(NewDeviceBody, req.body, 'body')
+    scope.post('/v1/devices', {
+      schema: { summary: 'Register a device bound to a resident; returns its secret once', tags: TAGS, body: NewDeviceBody },
+      config: OPERATOR,
+    }, async (req, reply) => {
+      const body = req.body
       const secret = await deps.fleet.add(body, () => deps.audited?.(`operator:${req.principal!.keyId}`, 'device.registered', body.id, { residentId: body.residentId }))
       return reply.status(201).send({ device: view(deps.fleet.get(body.id)!), secret })
     })
 
-    scope.post<{ Querystring: { createResidents?: string } }>('/v1/devices/import', { bodyLimit: 64 * 1024 * 1024, config: { roles: ['operator'] } }, async (req) => {
+    scope.post<{ Querystring: { createResidents?: string } }>('/v1/devices/import', {
+      bodyLimit: 64 * 1024 * 1024,
+      schema: { summary: 'Bulk-import devices from CSV or JSON (prefer the CLI for 100k)', tags: TAGS, consumes: ['text/csv', 'application/json'] },
+      config: OPERATOR,
+    }, async (req) => {
       const rows = typeof req.body === 'string' ? parseDeviceFile(req.body) : parseDeviceFile(JSON.stringify(req.body ?? []), 'json')
       const result: ImportResult = await deps.fleet.import(rows, {
         createResidents: req.query.createResidents === 'true',
@@ -62,26 +66,29 @@ export function registerDeviceRoutes (app: FastifyInstance, deps: DeviceRoutesDe
       return result
     })
 
-    scope.get('/v1/devices', OPERATOR, async (req) => {
-      const q = parse(DeviceListQuery, req.query, 'query')
+    scope.get('/v1/devices', {
+      schema: { summary: 'Devices with online status and last seen, paginated', tags: TAGS, querystring: DeviceListQuery },
+      config: OPERATOR,
+    }, async (req) => {
+      const q = req.query
       const devices = deps.fleet.list({ limit: q.limit, residentId: q.residentId, region: q.region, afterId: q.after, includeRevoked: q.includeRevoked })
       return { count: devices.length, next: devices.length === q.limit ? devices[devices.length - 1]!.id : null, devices: devices.map(view) }
     })
 
-    scope.get<{ Params: { id: string } }>('/v1/devices/:id', OPERATOR, async (req) => {
+    scope.get<{ Params: { id: string } }>('/v1/devices/:id', { schema: { summary: 'One device', tags: TAGS }, config: OPERATOR }, async (req) => {
       const d = deps.fleet.get(req.params.id)
       if (!d) throw new VitalmeshError('VM_NOT_FOUND', `device "${req.params.id}" is not registered`)
       return view(d)
     })
 
-    scope.post<{ Params: { id: string } }>('/v1/devices/:id/rotate', OPERATOR, async (req) => {
+    scope.post<{ Params: { id: string } }>('/v1/devices/:id/rotate', { schema: { summary: "Rotate a device's secret; its sessions end at once", tags: TAGS }, config: OPERATOR }, async (req) => {
       const secret = await deps.fleet.rotate(req.params.id)
       const disconnected = deps.disconnect(req.params.id)
       deps.audited?.(`operator:${req.principal!.keyId}`, 'device.rotated', req.params.id, { disconnected })
       return { device: view(deps.fleet.get(req.params.id)!), secret, disconnected }
     })
 
-    scope.post<{ Params: { id: string } }>('/v1/devices/:id/revoke', OPERATOR, async (req) => {
+    scope.post<{ Params: { id: string } }>('/v1/devices/:id/revoke', { schema: { summary: 'Revoke a device; its sessions end at once', tags: TAGS }, config: OPERATOR }, async (req) => {
       const d = deps.fleet.revoke(req.params.id)
       const disconnected = deps.disconnect(req.params.id)
       deps.audited?.(`operator:${req.principal!.keyId}`, 'device.revoked', req.params.id, { disconnected })

@@ -3,7 +3,9 @@ import { z } from 'zod'
 import { VitalmeshError } from '../core/index.ts'
 import type { Registry, Role, AuditLog } from '../registry/index.ts'
 import { checkRollup, type Aggregator, type Outbox, type RegionRollup, type WindowKind } from '../forwarder/index.ts'
-export { RollupSchema } from '../forwarder/index.ts'
+import { RollupSchema } from '../forwarder/index.ts'
+import type { ZodTypeProvider } from './zod.ts'
+export { RollupSchema }
 
 export interface ForwarderRoutesDeps {
   registry: Registry
@@ -23,14 +25,20 @@ export const ApiKeyBody = z.strictObject({
   label: z.string().max(200).optional(),
 })
 
-function bad (issues: z.core.$ZodIssue[]): VitalmeshError {
-  return new VitalmeshError('VM_BAD_REQUEST', issues.slice(0, 5).map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; '))
-}
+export const ConsentBody = z.strictObject({ research: z.boolean() })
+
+const OPERATOR = { roles: ['operator'] as const }
 
 /** Federation (parent region), region aggregates, the outbox's dead letters, API keys, consent. */
 export function forwarderRoutes (d: ForwarderRoutesDeps) {
-  return (app: FastifyInstance): void => {
-    app.post('/v1/federation/rollups', { config: { roles: ['region'] } }, async (req, reply) => {
+  return (plain: FastifyInstance): void => {
+    const app = plain.withTypeProvider<ZodTypeProvider>()
+    // the roll-up is checked in the handler (checkRollup: VM_INVALID_ROLLUP, after the key's region); the schema documents it
+    app.post('/v1/federation/rollups', {
+      schema: { summary: "A child region's roll-up", tags: ['federation'], body: RollupSchema },
+      attachValidation: true,
+      config: { roles: ['region'], scope: 'region (the child region)' },
+    }, async (req, reply) => {
       const p = req.principal!
       const region = (req.body as { region?: unknown } | null)?.region
       if (typeof region === 'string' && region !== p.scope) throw new VitalmeshError('VM_FORBIDDEN', `this key speaks for region ${p.scope}, not ${region}`)
@@ -41,7 +49,10 @@ export function forwarderRoutes (d: ForwarderRoutesDeps) {
       return reply.status(202).send({ accepted: true, region: r.rollup.region, window: r.rollup.window, version: r.rollup.version })
     })
 
-    app.get<{ Params: { id: string }, Querystring: { window?: string, from?: string, to?: string } }>('/v1/regions/:id/aggregates', { config: { roles: ['operator', 'region'] } }, async (req) => {
+    app.get<{ Params: { id: string }, Querystring: { window?: string, from?: string, to?: string } }>('/v1/regions/:id/aggregates', {
+      schema: { summary: "This node's region aggregates per window", tags: ['federation'] },
+      config: { roles: ['operator', 'region'], scope: 'region (own)' },
+    }, async (req) => {
       const p = req.principal!
       if (req.params.id !== d.region.id) throw new VitalmeshError('VM_NOT_FOUND', `this node serves region ${d.region.id}`)
       if (p.role === 'region' && p.scope !== d.region.id) throw new VitalmeshError('VM_FORBIDDEN', 'this key is for another region')
@@ -55,38 +66,37 @@ export function forwarderRoutes (d: ForwarderRoutesDeps) {
       return { region: d.region, window: kind, aggregates: d.aggregator.regionAggregates(kind, from, to, p.role === 'region' ? d.rollupK ?? 1 : 1) }
     })
 
-    app.get('/v1/outbox/dead', { config: { roles: ['operator'] } }, async (req) => {
+    app.get('/v1/outbox/dead', { schema: { summary: 'Deliveries set aside after failing too long', tags: ['operators'] }, config: OPERATOR }, async (req) => {
       return { deadLetters: d.outbox.deadLetters() }
     })
 
-    app.post<{ Querystring: { sink?: string } }>('/v1/outbox/redrive', { config: { roles: ['operator'] } }, async (req) => {
+    app.post<{ Querystring: { sink?: string } }>('/v1/outbox/redrive', { schema: { summary: 'Send the dead letters again', tags: ['operators'] }, config: OPERATOR }, async (req) => {
       const n = d.outbox.redrive(req.query.sink)
       d.audit.append(`operator:${req.principal!.keyId}`, 'outbox.redrive', req.query.sink ?? 'all', { count: n })
       req.log.info({ sink: req.query.sink ?? 'all', count: n }, 'dead letters re-driven')
       return { redriven: n }
     })
 
-    app.post('/v1/api-keys', { config: { roles: ['operator'] } }, async (req, reply) => {
+    app.post('/v1/api-keys', { schema: { summary: 'Create an API key (shown once)', tags: ['auth'], body: ApiKeyBody }, config: OPERATOR }, async (req, reply) => {
       const p = req.principal!
-      const r = ApiKeyBody.safeParse(req.body)
-      if (!r.success) throw bad(r.error.issues)
+      const body = req.body
       // the scope names something registered, checked before anything is written; the key and its audit entry in one transaction
-      const problem = d.registry.scopeProblem(r.data.role as Role, r.data.scope)
+      const problem = d.registry.scopeProblem(body.role as Role, body.scope)
       if (problem) throw problem
       const { key, id } = d.registry.atomically(() => {
-        const key = d.registry.addApiKey(r.data.role as Role, r.data.scope, r.data.label ?? `by ${p.keyId}`)
+        const key = d.registry.addApiKey(body.role as Role, body.scope, body.label ?? `by ${p.keyId}`)
         const id = key.split('_')[1]!
-        d.audit.append(`operator:${p.keyId}`, 'api-key.created', id, { role: r.data.role, scope: r.data.scope })
+        d.audit.append(`operator:${p.keyId}`, 'api-key.created', id, { role: body.role, scope: body.scope })
         return { key, id }
       })
-      return reply.status(201).send({ id, key, role: r.data.role, scope: r.data.scope })
+      return reply.status(201).send({ id, key, role: body.role, scope: body.scope })
     })
 
-    app.get('/v1/api-keys', { config: { roles: ['operator'] } }, async (req) => {
+    app.get('/v1/api-keys', { schema: { summary: 'API keys (without secrets)', tags: ['auth'] }, config: OPERATOR }, async (req) => {
       return { keys: d.registry.apiKeys() }
     })
 
-    app.delete<{ Params: { id: string } }>('/v1/api-keys/:id', { config: { roles: ['operator'] } }, async (req) => {
+    app.delete<{ Params: { id: string } }>('/v1/api-keys/:id', { schema: { summary: 'Revoke an API key', tags: ['auth'] }, config: OPERATOR }, async (req) => {
       const p = req.principal!
       d.registry.atomically(() => {
         if (!d.registry.revokeApiKey(req.params.id)) throw new VitalmeshError('VM_NOT_FOUND', `no active API key ${req.params.id}`)
@@ -95,27 +105,29 @@ export function forwarderRoutes (d: ForwarderRoutesDeps) {
       return { id: req.params.id, revoked: true }
     })
 
-    app.get<{ Querystring: { after?: string, limit?: string } }>('/v1/audit', { config: { roles: ['operator'] } }, async (req) => {
+    app.get<{ Querystring: { after?: string, limit?: string } }>('/v1/audit', { schema: { summary: 'The audit trail', tags: ['audit'] }, config: OPERATOR }, async (req) => {
       const after = Math.max(0, Number(req.query.after ?? 0) || 0)
       const limit = Math.min(1000, Math.max(1, Number(req.query.limit ?? 100) || 100))
       return { entries: d.audit.list(after, limit) }
     })
 
-    app.get('/v1/audit/verify', { config: { roles: ['operator'] } }, async (req) => {
+    app.get('/v1/audit/verify', { schema: { summary: "Verify the audit trail's hash chain", tags: ['audit'] }, config: OPERATOR }, async (req) => {
       return d.audit.verify()
     })
 
-    app.put<{ Params: { id: string } }>('/v1/residents/:id/consent', { config: { roles: ['resident'] } }, async (req) => {
+    app.put<{ Params: { id: string }, Body: z.output<typeof ConsentBody> }>('/v1/residents/:id/consent', {
+      schema: { summary: 'Consent (or not) to research use', tags: ['residents'], body: ConsentBody },
+      config: { roles: ['resident'], scope: 'resident (own)' },
+    }, async (req) => {
       const p = req.principal!
       if (p.scope !== req.params.id) throw new VitalmeshError('VM_FORBIDDEN', 'residents set only their own consent')
-      const r = z.strictObject({ research: z.boolean() }).safeParse(req.body)
-      if (!r.success) throw bad(r.error.issues)
+      const body = req.body
       d.registry.atomically(() => {
-        d.registry.updateResident(req.params.id, { researchConsent: r.data.research })
-        d.audit.append(`resident:${p.scope}`, 'resident.consent', req.params.id, { research: r.data.research })
+        d.registry.updateResident(req.params.id, { researchConsent: body.research })
+        d.audit.append(`resident:${p.scope}`, 'resident.consent', req.params.id, { research: body.research })
       })
       d.residentChanged(req.params.id)
-      return { residentId: req.params.id, research: r.data.research }
+      return { residentId: req.params.id, research: body.research }
     })
   }
 }

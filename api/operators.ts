@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
-import { VitalmeshError, IdSchema } from '../core/index.ts'
+import { IdSchema } from '../core/index.ts'
+import type { ZodTypeProvider } from './zod.ts'
 import type { Registry, AuditLog } from '../registry/index.ts'
 
 export const HospitalBody = z.strictObject({
@@ -23,33 +24,40 @@ export const ResidentPatch = z.strictObject({
   language: z.enum(['en', 'zh-CN']).optional(),
 })
 
-function parse<T> (schema: z.ZodType<T>, body: unknown): T {
-  const r = schema.safeParse(body)
-  if (!r.success) throw new VitalmeshError('VM_BAD_REQUEST', r.error.issues.slice(0, 5).map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; '))
-  return r.data
-}
+const OPERATOR = { roles: ['operator'] as const }
+const TAGS = ['operators']
 
 /** Operator routes for the registry: hospitals, research institutions, residents' profiles. */
 export function operatorRoutes (d: { registry: Registry, audit: AuditLog, residentChanged(id: string): void }) {
-  return (app: FastifyInstance): void => {
-    app.post('/v1/hospitals', { config: { roles: ['operator'] } }, async (req, reply) => {
-      const h = parse(HospitalBody, req.body)
+  return (plain: FastifyInstance): void => {
+    const app = plain.withTypeProvider<ZodTypeProvider>()
+    app.post('/v1/hospitals', {
+      schema: { summary: 'Register a hospital (FHIR endpoint, escalation webhook)', tags: TAGS, body: HospitalBody },
+      config: OPERATOR,
+    }, async (req, reply) => {
+      const h = req.body
       d.registry.atomically(() => {
         d.registry.addHospital(h)
         d.audit.append(`operator:${req.principal!.keyId}`, 'hospital.registered', h.id, { name: h.name, fhirUrl: h.fhirUrl ?? null, webhookUrl: h.webhookUrl ?? null })
       })
       return reply.status(201).send({ id: h.id, name: h.name })
     })
-    app.post('/v1/institutions', { config: { roles: ['operator'] } }, async (req, reply) => {
-      const i = parse(InstitutionBody, req.body)
+    app.post('/v1/institutions', {
+      schema: { summary: 'Register a research institution', tags: TAGS, body: InstitutionBody },
+      config: OPERATOR,
+    }, async (req, reply) => {
+      const i = req.body
       d.registry.atomically(() => {
         d.registry.addInstitution(i)
         d.audit.append(`operator:${req.principal!.keyId}`, 'institution.registered', i.id, { name: i.name, pushUrl: i.pushUrl ?? null })
       })
       return reply.status(201).send({ id: i.id, name: i.name })
     })
-    app.post('/v1/residents', { config: { roles: ['operator'] } }, async (req, reply) => {
-      const r = parse(NewResidentBody, req.body)
+    app.post('/v1/residents', {
+      schema: { summary: 'Register a resident (and an MQTT password, shown once)', tags: TAGS, body: NewResidentBody },
+      config: OPERATOR,
+    }, async (req, reply) => {
+      const r = req.body
       // all or nothing: an unknown hospital leaves no resident behind (nor a password nobody received)
       const password = await d.registry.addResident({
         id: r.id, ...(r.name ? { name: r.name } : {}), ...(r.language ? { language: r.language } : {}), ...(r.region ? { region: r.region } : {}),
@@ -58,8 +66,11 @@ export function operatorRoutes (d: { registry: Registry, audit: AuditLog, reside
       return reply.status(201).send({ id: r.id, ...(password ? { mqttPassword: password } : {}) })
     })
 
-    app.patch<{ Params: { id: string } }>('/v1/residents/:id', { config: { roles: ['operator'] } }, async (req) => {
-      const patch = parse(ResidentPatch, req.body)
+    app.patch<{ Params: { id: string }, Body: z.output<typeof ResidentPatch> }>('/v1/residents/:id', {
+      schema: { summary: "Set a resident's birth year, conditions, hospital or language", tags: TAGS, body: ResidentPatch },
+      config: OPERATOR,
+    }, async (req) => {
+      const patch = req.body
       d.registry.atomically(() => {
         d.registry.updateResident(req.params.id, patch)
         d.audit.append(`operator:${req.principal!.keyId}`, 'resident.updated', req.params.id, patch)

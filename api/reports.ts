@@ -3,35 +3,24 @@ import { z } from 'zod'
 import { VitalmeshError, IdSchema } from '../core/index.ts'
 import type { Registry, AuditLog } from '../registry/index.ts'
 import { GuidelineSchema, type ReportBook } from '../reports/index.ts'
+import { orEmpty, type ZodTypeProvider } from './zod.ts'
 import { requireRole, mayAccessResident } from './access.ts'
 
 export interface ReportRoutesDeps { registry: Registry, reports: ReportBook, audit: AuditLog }
 
-export const StartReportBody = z.strictObject({
+export const StartReportBody = orEmpty(z.strictObject({
   protocol: z.string().min(1).max(64).default('home-bp-7d').describe('a protocol id from GET /v1/report-protocols'),
   timeZone: z.string().min(1).max(64).describe("the resident's IANA time zone, e.g. Asia/Shanghai: days, mornings and nights are local"),
   guideline: GuidelineSchema.describe('whose out-of-office thresholds classify the result'),
   start: z.union([z.number().int().positive(), z.iso.datetime({ offset: true })]).optional().describe('when the protocol starts (default now): epoch ms or ISO 8601'),
-})
+}))
 
-/** Route docs for api/openapi.ts (merged into ROUTE_DOCS there). */
-export const REPORT_ROUTE_DOCS = {
-  'GET /v1/report-protocols': { summary: 'Clinical report protocols (home BP, 24-hour profile), with the provenance of each number', tags: ['reports'] },
-  'POST /v1/residents/:id/reports': { summary: 'Start a protocol for a resident (home BP week or 24-hour profile)', tags: ['reports'], scope: 'resident (own), hospital (its residents)', body: StartReportBody },
-  'GET /v1/residents/:id/reports': { summary: "A resident's protocol runs: progress while running, the report once finished", tags: ['reports'], scope: 'resident (own), hospital (its residents)' },
-  'GET /v1/residents/:id/reports/:runId': { summary: 'One protocol run with its adherence and result', tags: ['reports'], scope: 'resident (own), hospital (its residents)' },
-  'DELETE /v1/residents/:id/reports/:runId': { summary: 'Cancel a running protocol', tags: ['reports'], scope: 'resident (own), hospital (its residents)' },
-}
-
-function parseBody<T> (schema: z.ZodType<T>, body: unknown): T {
-  const r = schema.safeParse(body ?? {})
-  if (!r.success) throw new VitalmeshError('VM_BAD_REQUEST', r.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; '))
-  return r.data
-}
+const TAGS = ['reports']
 
 /** Clinical reports: a hospital or the resident starts a protocol; the resident, its hospital and operators read them. */
 export function reportRoutes (d: ReportRoutesDeps) {
-  return (app: FastifyInstance): void => {
+  return (plain: FastifyInstance): void => {
+    const app = plain.withTypeProvider<ZodTypeProvider>()
     const hospitalOf = (id: string): string | null | undefined => d.registry.resident(id)?.hospitalId
     const guard = (p: Parameters<typeof mayAccessResident>[0], id: string): void => {
       if (!mayAccessResident(p, id, hospitalOf)) throw new VitalmeshError('VM_FORBIDDEN', `this key may not access resident ${id}`)
@@ -44,15 +33,21 @@ export function reportRoutes (d: ReportRoutesDeps) {
     }
     const actor = (p: { role: string, scope: string | null, keyId: string }): string => `${p.role}:${p.scope ?? p.keyId}`
 
-    app.get('/v1/report-protocols', { config: { roles: ['operator', 'resident', 'hospital'] } }, async (req) => {
+    app.get('/v1/report-protocols', {
+      schema: { summary: 'Clinical report protocols (home BP, 24-hour profile), with the provenance of each number', tags: TAGS },
+      config: { roles: ['operator', 'resident', 'hospital'] },
+    }, async (req) => {
       requireRole(req.principal, 'operator', 'resident', 'hospital')
       return { protocols: d.reports.protocolList() }
     })
 
-    app.post<{ Params: { id: string } }>('/v1/residents/:id/reports', { config: { roles: ['resident', 'hospital'] } }, async (req, reply) => {
+    app.post<{ Params: { id: string }, Body: z.output<typeof StartReportBody> }>('/v1/residents/:id/reports', {
+      schema: { summary: 'Start a protocol for a resident (home BP week or 24-hour profile)', tags: TAGS, body: StartReportBody },
+      config: { roles: ['resident', 'hospital'], scope: 'resident (own), hospital (its residents)' },
+    }, async (req, reply) => {
       const p = requireRole(req.principal, 'resident', 'hospital')
       guard(p, req.params.id)
-      const body = parseBody(StartReportBody, req.body)
+      const body = req.body
       const run = d.reports.start({
         residentId: req.params.id, protocolId: body.protocol, timeZone: body.timeZone, guideline: body.guideline,
         ...(body.start !== undefined ? { startTs: typeof body.start === 'number' ? body.start : Date.parse(body.start) } : {}),
@@ -62,19 +57,28 @@ export function reportRoutes (d: ReportRoutesDeps) {
       return reply.status(201).send(run)
     })
 
-    app.get<{ Params: { id: string } }>('/v1/residents/:id/reports', { config: { roles: ['operator', 'resident', 'hospital'] } }, async (req) => {
+    app.get<{ Params: { id: string } }>('/v1/residents/:id/reports', {
+      schema: { summary: "A resident's protocol runs: progress while running, the report once finished", tags: TAGS },
+      config: { roles: ['operator', 'resident', 'hospital'], scope: 'resident (own), hospital (its residents)' },
+    }, async (req) => {
       const p = requireRole(req.principal, 'operator', 'resident', 'hospital')
       guard(p, req.params.id)
       return { residentId: req.params.id, reports: d.reports.list(req.params.id) }
     })
 
-    app.get<{ Params: { id: string, runId: string } }>('/v1/residents/:id/reports/:runId', { config: { roles: ['operator', 'resident', 'hospital'] } }, async (req) => {
+    app.get<{ Params: { id: string, runId: string } }>('/v1/residents/:id/reports/:runId', {
+      schema: { summary: 'One protocol run with its adherence and result', tags: TAGS },
+      config: { roles: ['operator', 'resident', 'hospital'], scope: 'resident (own), hospital (its residents)' },
+    }, async (req) => {
       const p = requireRole(req.principal, 'operator', 'resident', 'hospital')
       guard(p, req.params.id)
       return runOf(req.params.id, req.params.runId)
     })
 
-    app.delete<{ Params: { id: string, runId: string } }>('/v1/residents/:id/reports/:runId', { config: { roles: ['resident', 'hospital'] } }, async (req) => {
+    app.delete<{ Params: { id: string, runId: string } }>('/v1/residents/:id/reports/:runId', {
+      schema: { summary: 'Cancel a running protocol', tags: TAGS },
+      config: { roles: ['resident', 'hospital'], scope: 'resident (own), hospital (its residents)' },
+    }, async (req) => {
       const p = requireRole(req.principal, 'resident', 'hospital')
       guard(p, req.params.id)
       runOf(req.params.id, req.params.runId)

@@ -1,4 +1,8 @@
 import { z } from 'zod'
+import { IdSchema } from '../core/index.ts'
+
+/** The path of a resident's routes, `/v1/residents/:id/...`. */
+export const ResidentParams = z.strictObject({ id: IdSchema.describe('resident id') })
 
 /** Query of GET /v1/residents/:id/readings. */
 export const ReadingsQuery = z.strictObject({

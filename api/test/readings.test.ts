@@ -58,7 +58,11 @@ describe('HTTP API', () => {
     const other = await get('/v1/residents/demo-res-001/readings', apiKeys.resident)
     expect(other).toMatchObject({ status: 403, body: { code: 'VM_FORBIDDEN' } })
     expect(other.body.readings).toBeUndefined()
-    expect(await get('/v1/residents/demo-resident/readings?from=abc', apiKeys.resident)).toMatchObject({ status: 400, body: { code: 'VM_BAD_REQUEST' } })
+    // the route's schema (validatorCompiler in api/zod.ts): exactly {code, message}, the message naming the field
+    const bad = await get('/v1/residents/demo-resident/readings?from=abc&limit=0', apiKeys.resident)
+    expect([bad.status, Object.keys(bad.body).sort(), bad.body.code]).toEqual([400, ['code', 'message'], 'VM_BAD_REQUEST'])
+    expect(bad.body.message).toMatch(/^from: .*; limit: /)
+    expect((await get('/v1/residents/bad%20id/readings', apiKeys.operator)).body).toMatchObject({ code: 'VM_BAD_REQUEST', message: expect.stringMatching(/^id: ids are/) })
     expect(await get('/v1/residents/nobody/readings', apiKeys.operator)).toMatchObject({ status: 404, body: { code: 'VM_NOT_FOUND' } })
     expect(await get('/nope')).toMatchObject({ status: 404, body: { code: 'VM_NOT_FOUND' } })
   })

@@ -806,7 +806,9 @@ export class AlertBook {
         const title = successor ? successor.rule.title : a.ruleKey
         for (const lang of LANGUAGES) a.messages[lang] = endedMessage(typeof title === 'string' ? title : textIn(title, lang), reason, successor?.ruleSetVersion, lang)
         a.message = a.messages[a.language]
-        a.endedReason = successor ? `superseded by ${a.ruleSetId} version ${successor.ruleSetVersion}` : `rule set ${a.ruleSetId} withdrawn`
+        // still active, but no longer for this resident (their profile or the audience changed): not "withdrawn" as such
+        const stillActive = !successor && this.index.ruleSets.some((d) => d.id === a.ruleSetId)
+        a.endedReason = successor ? `superseded by ${a.ruleSetId} version ${successor.ruleSetVersion}` : stillActive ? `rule set ${a.ruleSetId} no longer applies to this resident` : `rule set ${a.ruleSetId} withdrawn`
         rs.life.set(a.ruleKey, end(life)); tx.lives.add(`${res}\u0000${a.ruleKey}`)
         this.finishAlert(a, reason, now, actor, `${reason}:${a.endedReason}`)
         this.stats.ended++

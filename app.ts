@@ -68,6 +68,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     options: {
       tickMs: config.alerting.tickMs,
       escalateAfterS: config.alerting.escalateAfterS,
+      deskAfterS: config.alerting.deskAfterS,
       renotifyS: { critical: config.alerting.renotifyCriticalS, warning: config.alerting.renotifyWarningS, info: config.alerting.renotifyInfoS },
       liveHorizonS: config.alerting.liveHorizonS,
       recordHorizonS: config.alerting.recordHorizonS,

@@ -38,6 +38,8 @@ export interface AlertingDeps {
   enqueueWebhook(e: { sink: string, url: string, headers: Record<string, string>, body: string, idempotencyKey: string }): void
   options: {
     escalateAfterS: number
+    /** an unacknowledged critical (or lost-contact) alert reaches the duty desk after this long (default 300 s), before the hospital */
+    deskAfterS?: number
     renotifyS: Record<Severity, number>
     tickMs: number
     liveHorizonS?: number
@@ -102,7 +104,7 @@ export class AlertBook {
   private checkpointedAt = 0
   private spool: AlertSpool | undefined
   private retainMs = 0
-  readonly stats = { opened: 0, resolved: 0, acknowledged: 0, suppressed: 0, escalated: 0, renotified: 0, historic: 0, recorded: 0, covered: 0, snoozed: 0, digested: 0, flapping: 0, ended: 0 }
+  readonly stats = { desk: 0, opened: 0, resolved: 0, acknowledged: 0, suppressed: 0, escalated: 0, renotified: 0, historic: 0, recorded: 0, covered: 0, snoozed: 0, digested: 0, flapping: 0, ended: 0 }
   private readonly log: Logger
   private readonly o: Required<Omit<AlertingDeps['options'], 'primaryRuleSets'>> & { primaryRuleSets: Record<string, string> }
 
@@ -110,7 +112,7 @@ export class AlertBook {
     this.log = d.logger
     this.store = new AlertStore(d.db)
     this.o = {
-      liveHorizonS: 3600, recordHorizonS: 86400, flapCount: 3, flapWindowS: 3600, maxSnoozeS: 86400, timeZone: 'Asia/Shanghai', checkpointMs: 5000, primaryRuleSets: {},
+      deskAfterS: 300, liveHorizonS: 3600, recordHorizonS: 86400, flapCount: 3, flapWindowS: 3600, maxSnoozeS: 86400, timeZone: 'Asia/Shanghai', checkpointMs: 5000, primaryRuleSets: {},
       ...d.options,
     } as typeof this.o
     this.index = this.buildIndex()
@@ -620,7 +622,7 @@ export class AlertBook {
       id: randomUUID(), residentId: p.id, ruleSetId: rule.ruleSetId, ruleSetVersion: rule.ruleSetVersion, ruleId: rule.rule.id, ruleKey: rule.key, concern: rule.concern,
       severity: v.severity, state: 'open', openedAt: now, acknowledgedAt: null, acknowledgedBy: null, resolvedAt: null,
       message: messages[lang], messages, language: lang, reading: ref, firstReading: ref, detail: v.detail, escalatedAt: null,
-      historic, flapCount: 0, endedReason: null, closedAt: null, closedBy: null, clearedFrom: null,
+      historic, flapCount: 0, endedReason: null, closedAt: null, closedBy: null, clearedFrom: null, deskAt: null,
     }
   }
 
@@ -759,6 +761,15 @@ export class AlertBook {
           tx.notify.push(a)
         }
         const from = this.escalateFrom.get(a.id)
+        // the escalation chain: the resident, then the coordination centre's duty desk, then the hospital;
+        // an acknowledgement at any step stops it (only open alerts get here)
+        if ((a.severity === 'critical' || a.concern === 'no-data') && a.deskAt === null && from !== null && from !== undefined && now - from >= this.o.deskAfterS * 1000) {
+          a.deskAt = now
+          this.store.save(a, from)
+          this.store.event(a.id, now, 'escalated:duty-desk', 'engine')
+          this.stats.desk++
+          tx.saved.set(a.id, a)
+        }
         if (a.severity === 'critical' && a.escalatedAt === null && from !== null && from !== undefined && now - from >= this.d.options.escalateAfterS * 1000) this.escalate(a, now)
       }
     }
@@ -946,7 +957,9 @@ export class AlertBook {
 
   /** What someone must still look at: active alerts, and criticals whose standard was withdrawn until a person closes them. */
   needingAttention (residentIds?: (id: string) => boolean): Alert[] {
+    // what reached the duty desk first, then by severity, then the oldest
     const all = [...this.activeAlerts(), ...this.store.attention()]
+      .sort((x, y) => (y.deskAt !== null ? 1 : 0) - (x.deskAt !== null ? 1 : 0) || RANK[y.severity] - RANK[x.severity] || x.openedAt - y.openedAt)
     return residentIds ? all.filter((a) => residentIds(a.residentId)) : all
   }
 

@@ -194,7 +194,23 @@ const safetyNet: RuleSetDocInput = {
   }],
 }
 
-export const BUILTIN_RULE_SETS: RuleSetDoc[] = [accAha2017, esh2023, china2018, homeAverages, wearableHr, news2, safetyNet].map((d) => RuleSetDocSchema.parse(d))
+/** Residents the coordination centre marks high-risk (condition `high-risk`) whose devices fall silent. */
+const lostContact: RuleSetDocInput = {
+  id: 'vitalmesh-lost-contact',
+  version: '1.0.0',
+  publisher: 'vitalmesh project (heuristic, not a guideline)',
+  citation: 'Lost-contact alerts as users of remote-monitoring systems ask for them (issue 16); no clinical source gives the duration.',
+  effectiveDate: '2026-12-01',
+  provenance: 'PROJECT HEURISTIC: 6 hours without a reading from any device of a resident marked high-risk. The duration is a vitalmesh choice; a hospital may set a personal one (override forS).',
+  audience: { kind: 'cohort', conditions: ['high-risk'] },
+  rules: [{
+    id: 'lost-contact', kind: 'noData', severity: 'warning', forS: 6 * 3600,
+    title: { en: 'Lost contact', 'zh-CN': '失去联系' },
+    clear: { hysteresis: 0, holdDownS: 0 }, cooldownS: 0,
+  }],
+}
+
+export const BUILTIN_RULE_SETS: RuleSetDoc[] = [accAha2017, esh2023, china2018, homeAverages, wearableHr, news2, safetyNet, lostContact].map((d) => RuleSetDocSchema.parse(d))
 
 /** Active on a fresh node until an operator activates something else. */
-export const DEFAULT_ACTIVE = ['acc-aha-2017', 'wearable-hr', 'vitalmesh-safety']
+export const DEFAULT_ACTIVE = ['acc-aha-2017', 'wearable-hr', 'vitalmesh-safety', 'vitalmesh-lost-contact']

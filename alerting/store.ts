@@ -44,6 +44,8 @@ export interface Alert {
   endedReason: string | null
   /** reading time of the first reading back in range, from which the hold-down ran (a resolved alert) */
   clearedFrom: number | null
+  /** when, unacknowledged, it reached the coordination centre's duty desk (the step before the hospital) */
+  deskAt: number | null
   /** a person closed it (withdrawn criticals stay in view until then) */
   closedAt: number | null
   closedBy: string | null
@@ -62,7 +64,7 @@ interface AlertRow {
   id: string, resident_id: string, rule_set_id: string, rule_set_version: string, rule_id: string, rule_key: string, severity: Severity, state: AlertState,
   opened_at: number, resolved_at: number | null, ack_at: number | null, ack_by: string | null, message: string, messages: string, language: string,
   reading: string | null, detail: string, escalated_at: number | null, concern: string, historic: number, flap_count: number,
-  ended_reason: string | null, closed_at: number | null, closed_by: string | null, clear_since: number | null, first_reading: string | null
+  ended_reason: string | null, closed_at: number | null, closed_by: string | null, clear_since: number | null, first_reading: string | null, desk_at: number | null
 }
 
 const ACTIVE = "('open', 'acknowledged')"
@@ -107,6 +109,11 @@ export const ALERT_MIGRATIONS: Migration[] = [
       CREATE INDEX IF NOT EXISTS alerts_attention ON alerts(closed_at) WHERE state IN ('withdrawn', 'superseded') AND severity = 'critical' AND closed_at IS NULL;
       CREATE INDEX IF NOT EXISTS alerts_undelivered ON alerts(delivered_at) WHERE delivered_at IS NULL;`,
   },
+  {
+    version: 4,
+    why: 'the escalation chain: when an unacknowledged alert reached the coordination centre\'s duty desk',
+    up: addColumns('alerts', { desk_at: 'INTEGER' }),
+  },
 ]
 
 /** Alerting's tables, and nothing but SQL. */
@@ -119,7 +126,7 @@ export class AlertStore {
         VALUES (@id, @residentId, @ruleSetId, @ruleSetVersion, @ruleId, @ruleKey, @concern, @severity, @state, @openedAt, @message, @messages, @language, @reading, @firstReading, @detail, @historic, @flapCount, @openedAt, @escalateFrom, @openedAt)`),
       update: db.prepare(`UPDATE alerts SET rule_set_id = @ruleSetId, rule_set_version = @ruleSetVersion, rule_id = @ruleId, rule_key = @ruleKey, severity = @severity, state = @state, resolved_at = @resolvedAt,
         ack_at = @acknowledgedAt, ack_by = @acknowledgedBy, message = @message, messages = @messages, language = @language, detail = @detail, reading = @reading, first_reading = @firstReading, escalated_at = @escalatedAt,
-        historic = @historic, flap_count = @flapCount, ended_reason = @endedReason, clear_since = @clearedFrom, closed_at = @closedAt, closed_by = @closedBy, escalate_from = @escalateFrom WHERE id = @id`),
+        historic = @historic, flap_count = @flapCount, ended_reason = @endedReason, clear_since = @clearedFrom, desk_at = @deskAt, closed_at = @closedAt, closed_by = @closedBy, escalate_from = @escalateFrom WHERE id = @id`),
       pending: db.prepare('UPDATE alerts SET delivered_at = NULL, last_notified_at = ? WHERE id = ?'),
       announceAt: db.prepare('UPDATE alerts SET announce_at = ? WHERE id = ?'),
       event: db.prepare('INSERT INTO alert_events (alert_id, at, state, actor) VALUES (?, ?, ?, ?)'),
@@ -161,7 +168,7 @@ export class AlertStore {
       id: a.id, ruleSetId: a.ruleSetId, ruleSetVersion: a.ruleSetVersion, ruleId: a.ruleId, ruleKey: a.ruleKey, severity: a.severity, state: a.state, resolvedAt: a.resolvedAt,
       acknowledgedAt: a.acknowledgedAt, acknowledgedBy: a.acknowledgedBy, message: a.message, messages: JSON.stringify(a.messages), language: a.language,
       detail: JSON.stringify(a.detail), reading: JSON.stringify(a.reading), firstReading: JSON.stringify(a.firstReading), escalatedAt: a.escalatedAt, historic: a.historic ? 1 : 0, flapCount: a.flapCount,
-      endedReason: a.endedReason, closedAt: a.closedAt, closedBy: a.closedBy, escalateFrom, clearedFrom: a.clearedFrom,
+      endedReason: a.endedReason, closedAt: a.closedAt, closedBy: a.closedBy, escalateFrom, clearedFrom: a.clearedFrom, deskAt: a.deskAt,
     })
   }
 
@@ -233,6 +240,6 @@ function fromRow (r: AlertRow): Alert {
     message: r.message, messages: JSON.parse(r.messages) as Record<Language, string>, language: languageOf(r.language),
     reading: r.reading ? JSON.parse(r.reading) as Alert['reading'] : null,
     firstReading: r.first_reading ? JSON.parse(r.first_reading) as Alert['reading'] : r.reading ? JSON.parse(r.reading) as Alert['reading'] : null, detail: JSON.parse(r.detail) as Detail, escalatedAt: r.escalated_at,
-    historic: r.historic === 1, flapCount: r.flap_count ?? 0, endedReason: r.ended_reason ?? null, clearedFrom: r.clear_since ?? null, closedAt: r.closed_at ?? null, closedBy: r.closed_by ?? null,
+    historic: r.historic === 1, flapCount: r.flap_count ?? 0, endedReason: r.ended_reason ?? null, clearedFrom: r.clear_since ?? null, deskAt: r.desk_at ?? null, closedAt: r.closed_at ?? null, closedBy: r.closed_by ?? null,
   }
 }

@@ -98,6 +98,7 @@ export const ConfigSchema = z.strictObject({
   alerting: z.strictObject({
     tickMs: z.coerce.number().int().min(10).max(60_000).default(1000).describe('period of the engine timer (no-data, hold-down, re-notify, escalation)'),
     escalateAfterS: z.coerce.number().min(0).default(900).describe('a critical alert not acknowledged this long goes to the resident\'s hospital'),
+    deskAfterS: z.coerce.number().min(0).default(300).describe('a critical (or lost-contact) alert not acknowledged this long reaches the coordination centre\'s duty desk (the worklist), before the hospital'),
     renotifyCriticalS: z.coerce.number().min(0).default(300),
     renotifyWarningS: z.coerce.number().min(0).default(3600),
     renotifyInfoS: z.coerce.number().min(0).default(0),
@@ -158,6 +159,7 @@ export const ENV_SETTINGS: Record<string, string> = {
   VITALMESH_DEMO: 'demo.enabled',
   VITALMESH_ALERT_TICK_MS: 'alerting.tickMs',
   VITALMESH_ESCALATE_AFTER_S: 'alerting.escalateAfterS',
+  VITALMESH_DESK_AFTER_S: 'alerting.deskAfterS',
   VITALMESH_RENOTIFY_CRITICAL_S: 'alerting.renotifyCriticalS',
   VITALMESH_RENOTIFY_WARNING_S: 'alerting.renotifyWarningS',
   VITALMESH_RENOTIFY_INFO_S: 'alerting.renotifyInfoS',

@@ -105,7 +105,7 @@ describe('home-monitoring average (135/85)', () => {
 })
 
 it('every built-in rule set carries a citation, an effective date and a provenance', () => {
-  expect(BUILTIN_RULE_SETS.map((d) => d.id).sort()).toEqual(['acc-aha-2017', 'china-2018', 'esh-2023', 'home-bp-average', 'news2-subscores', 'vitalmesh-safety', 'wearable-hr'])
+  expect(BUILTIN_RULE_SETS.map((d) => d.id).sort()).toEqual(['acc-aha-2017', 'china-2018', 'esh-2023', 'home-bp-average', 'news2-subscores', 'vitalmesh-lost-contact', 'vitalmesh-safety', 'wearable-hr'])
   for (const d of BUILTIN_RULE_SETS) {
     expect(d.citation.length).toBeGreaterThan(20)
     expect(d.provenance).toBeTruthy()

@@ -14,7 +14,7 @@ const MIN = 60_000
 type R = Partial<Reading> & { at: number, device?: string }
 interface Told { state: string, ruleKey: string, severity: string, message: string, historic: boolean, type?: string }
 
-function world (ruleSetIds: string[], o: { language?: string, hospital?: boolean, region?: string, primary?: Record<string, string>, extra?: RuleSetDoc[] } = {}) {
+function world (ruleSetIds: string[], o: { language?: string, hospital?: boolean, region?: string, primary?: Record<string, string>, extra?: RuleSetDoc[], conditions?: string[] } = {}) {
   const db = openDatabase(':memory:')
   const clock = new ManualClock(T0)
   const told: Told[] = []
@@ -25,7 +25,7 @@ function world (ruleSetIds: string[], o: { language?: string, hospital?: boolean
   const book = new AlertBook({
     db, clock, logger: silentLogger(),
     activeRuleSets: () => active,
-    resident: (id) => ({ id, birthYear: 1960, conditions: [], region: o.region ?? 'c1', language, hospitalId: o.hospital ? 'h1' : null }),
+    resident: (id) => ({ id, birthYear: 1960, conditions: o.conditions ?? [], region: o.region ?? 'c1', language, hospitalId: o.hospital ? 'h1' : null }),
     overrides: () => new Map(),
     hospitalEndpoint: () => ({ url: 'http://hospital.example/hook', token: null }),
     enqueueWebhook: (e) => { webhooks.push(e) },
@@ -280,6 +280,48 @@ describe('golden timelines (issue 14)', () => {
     expect(ended.state).toBe('superseded')
     expect(ended.endedReason).toBe('superseded by acc-aha-2017 version 2.0.0')
     expect(v.told.length).toBe(1)
+  })
+})
+
+describe('the escalation chain (issue 16)', () => {
+  it('an unacknowledged critical reaches the duty desk after 5 minutes and the hospital after 15; an acknowledgement stops the chain', () => {
+    const w = world(['acc-aha-2017'], { hospital: true })
+    w.arrive(0, [{ at: 0, sys: 190, dia: 100 }])
+    const a = w.book.activeAlerts()[0]!
+    w.wait(4)
+    expect(w.book.get(a.id)!.deskAt).toBeNull()
+    w.wait(5)
+    expect(w.book.history(a.id).map((e) => e.state)).toEqual(['open', 'escalated:duty-desk'])
+    expect(w.book.needingAttention()[0]!.id).toBe(a.id)
+    expect(w.webhooks).toEqual([])
+    w.wait(15)
+    expect(w.book.history(a.id).map((e) => e.state)).toEqual(['open', 'escalated:duty-desk', 'escalated'])
+    expect(w.webhooks.length).toBe(1)
+    const v = world(['acc-aha-2017'], { hospital: true })
+    v.arrive(0, [{ at: 0, sys: 190, dia: 100 }])
+    const b = v.book.activeAlerts()[0]!
+    v.wait(3)
+    v.book.acknowledge(b.id, 'resident:r1', 'r1')
+    v.wait(30)
+    expect(v.book.history(b.id).map((e) => e.state)).toEqual(['open', 'acknowledged'])
+    expect(v.webhooks).toEqual([])
+  })
+
+  it('lost contact: a high-risk resident silent for 6 hours is told, and the duty desk sees it; other residents are not', () => {
+    const w = world(['acc-aha-2017', 'vitalmesh-lost-contact'], { conditions: ['high-risk'] })
+    w.arrive(0, [{ at: 0, sys: 125, dia: 78 }])
+    w.wait(359)
+    expect(w.told).toEqual([])
+    w.wait(361)
+    expect(states(w.told)).toEqual(['open vitalmesh-lost-contact/lost-contact warning'])
+    expect(w.told[0]!.message).toMatch(/^Lost contact: no reading from your devices for 6 h\. Check that your device is charged, worn and connected\.$/)
+    w.wait(366)
+    const a = w.book.activeAlerts()[0]!
+    expect(w.book.history(a.id).map((e) => e.state)).toContain('escalated:duty-desk')
+    const other = world(['acc-aha-2017', 'vitalmesh-lost-contact'])
+    other.arrive(0, [{ at: 0, sys: 125, dia: 78 }])
+    other.wait(400)
+    expect(other.told).toEqual([])
   })
 })
 

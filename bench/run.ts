@@ -134,10 +134,13 @@ if (only === undefined || only === 'influx') {
 
 const aedes = rows.find((r) => r.server === 'plain Aedes')!
 const vm = rows.find((r) => r.server === 'vitalmesh (embedded)')!
+const mosq = rows.find((r) => r.server.startsWith('mosquitto'))
+// the targets of issue 18 (this round), each marked met or not with its figure
 const goals = [
-  ['full pipeline CPU per single-reading message ≤ 2× plain Aedes', `${(vm.single.cpu.med / aedes.single.cpu.med).toFixed(2)}× (medians)`, vm.single.cpu.med <= 2 * aedes.single.cpu.med],
-  ['≥ 150,000 readings/s batched on the embedded store', f(vm.batched.rate, 0), vm.batched.rate.med >= 150_000],
-  ['p99 publish → alert ≤ 25 ms at 5,000 readings/s', `${f(vm.alert!.p99)} ms`, vm.alert!.p99.med <= 25],
+  ['server CPU per single-reading message ≤ 1.5× plain Aedes', `${(vm.single.cpu.med / aedes.single.cpu.med).toFixed(2)}× (medians)`, vm.single.cpu.med <= 1.5 * aedes.single.cpu.med],
+  ...(mosq ? [['the same ≤ 2.5× mosquitto as its users run it', `${(vm.single.cpu.med / mosq.single.cpu.med).toFixed(2)}× (medians)`, vm.single.cpu.med <= 2.5 * mosq.single.cpu.med] as const] : []),
+  ['≥ 250,000 readings/s batched on the embedded store', f(vm.batched.rate, 0), vm.batched.rate.med >= 250_000],
+  ['p99 publish → alert ≤ 10 ms at 5,000 readings/s', `${f(vm.alert!.p99)} ms`, vm.alert!.p99.med <= 10],
   ['rule evaluation < 2 µs per reading per rule', `${(rules.nsPerReadingPerRule / 1000).toFixed(3)} µs`, rules.nsPerReadingPerRule < 2000],
   ...(drainVsDirect === undefined ? [] : [['InfluxDB 1.6: drain (defaults) ≥ 70% of a direct write (influx.md)', `${Math.round(100 * drainVsDirect)}%`, drainVsDirect >= 0.7] as const]),
 ] as const

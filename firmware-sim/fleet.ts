@@ -168,9 +168,12 @@ class Device {
         this.buffer = this.buffer.filter((b) => !done.has(b.seq))
         if (this.scenario === 'duplicate-resends' && this.rand() < 0.1) {
           // as after a lost PUBACK: the same readings again; the server must store them once
-          this.stats.duplicatesSent += chunk.length
-          // tracked until its PUBACK, like any publish, so the fleet does not stop with it unanswered
-          this.client.publish(`vitals/${this.creds.deviceId}`, payload, 1, () => {})
+          // tracked until its PUBACK, like any publish, so the fleet does not stop with it unanswered;
+          // counted as sent once acknowledged (a resend lost with its connection may or may not have arrived)
+          this.client.publish(`vitals/${this.creds.deviceId}`, payload, 1, (e) => {
+            if (e) this.stats.unconfirmed += chunk.length
+            else this.stats.duplicatesSent += chunk.length
+          })
         }
         if (this.inflight === 0) this.flush()
       })

@@ -21,12 +21,20 @@ function qty (value: number, unit: 'mm[Hg]' | '/min'): { value: number, unit: st
   return { value, unit: unit === '/min' ? 'beats/minute' : 'mmHg', system: UCUM, code: unit }
 }
 
+/** The extension on `Observation.code` that names the statistic a summary Observation carries (mean, min, max, p50, p95). */
+export const STATISTIC_EXTENSION = 'urn:vitalmesh:fhir:StructureDefinition:summary-statistic'
+function statisticOf (stat: Statistic): { extension: { url: string, valueCode: string }[] } {
+  return { extension: [{ url: STATISTIC_EXTENSION, valueCode: stat }] }
+}
+
 export interface FhirEntry { fullUrl: string, resource: Record<string, unknown>, request: { method: 'POST' | 'PUT', url: string, ifNoneExist?: string } }
 
 /**
- * FHIR R4 Observations (vital-signs profile) for one resident's window summary: one per
- * statistic, for the BP panel 85354-9 (components 8480-6 and 8462-4) and heart rate 8867-4,
- * with an effectivePeriod and the statistic stated in `method`. Each has a deterministic
+ * FHIR R4 Observations (vital-signs profile) for one resident's window summary: per statistic
+ * heart rate 8867-4, and systolic 8480-6 and diastolic 8462-4 each on its own, except the mean,
+ * a BP panel 85354-9 (components 8480-6 and 8462-4: both means are over the same readings);
+ * with an effectivePeriod, the statistic in `method` and in the extension STATISTIC_EXTENSION
+ * on `code`. Each has a deterministic
  * identifier: the first send creates it conditionally (If-None-Exist), so a re-send never
  * duplicates; a corrected summary (a late reading) updates it conditionally (PUT).
  */
@@ -34,7 +42,7 @@ export function summaryEntries (s: ResidentSummary, node: string): FhirEntry[] {
   const out: FhirEntry[] = []
   const period = { start: new Date(s.window.start).toISOString(), end: new Date(s.window.end).toISOString() }
   const subject = { reference: `Patient?identifier=${RESIDENT_SYSTEM}|${s.residentId}`, identifier: { system: RESIDENT_SYSTEM, value: s.residentId } }
-  const add = (metric: 'bp' | 'hr', stat: Statistic, body: Record<string, unknown>, count: number): void => {
+  const add = (metric: 'bp' | 'sys' | 'dia' | 'hr', stat: Statistic, body: Record<string, unknown>, count: number): void => {
     const value = `${node}/${s.residentId}/${s.window.kind}/${period.start}/${metric}/${stat}`
     const resource = {
       resourceType: 'Observation',
@@ -57,19 +65,36 @@ export function summaryEntries (s: ResidentSummary, node: string): FhirEntry[] {
   const v = (x: StatsSummary, stat: Statistic): number | null => x[stat]
   for (const stat of STATISTICS) {
     const sys = v(s.sys, stat); const dia = v(s.dia, stat)
-    if (sys !== null && dia !== null) {
+    // the mean SBP and the mean DBP are averages over the same readings (a reading never has sys
+    // without dia, core/reading.ts), so "mean x/y" is a blood pressure, as in home BP reports; a
+    // minimum, maximum or percentile of SBP and of DBP come from different readings, so they are
+    // sent apart (8480-6 and 8462-4), never as a panel that would read as one measurement
+    if (stat === 'mean' && sys !== null && dia !== null && s.sys.count === s.dia.count) {
       add('bp', stat, {
-        code: { coding: [{ system: LOINC, code: '85354-9', display: 'Blood pressure panel with all children optional' }], text: `Blood pressure, ${STAT_TEXT[stat]}` },
+        code: { ...statisticOf(stat), coding: [{ system: LOINC, code: '85354-9', display: 'Blood pressure panel with all children optional' }], text: `Blood pressure, ${STAT_TEXT[stat]}` },
         component: [
           { code: { coding: [{ system: LOINC, code: '8480-6', display: 'Systolic blood pressure' }] }, valueQuantity: qty(sys, 'mm[Hg]') },
           { code: { coding: [{ system: LOINC, code: '8462-4', display: 'Diastolic blood pressure' }] }, valueQuantity: qty(dia, 'mm[Hg]') },
         ],
       }, s.sys.count)
+    } else {
+      if (sys !== null) {
+        add('sys', stat, {
+          code: { ...statisticOf(stat), coding: [{ system: LOINC, code: '8480-6', display: 'Systolic blood pressure' }], text: `Systolic blood pressure, ${STAT_TEXT[stat]}` },
+          valueQuantity: qty(sys, 'mm[Hg]'),
+        }, s.sys.count)
+      }
+      if (dia !== null) {
+        add('dia', stat, {
+          code: { ...statisticOf(stat), coding: [{ system: LOINC, code: '8462-4', display: 'Diastolic blood pressure' }], text: `Diastolic blood pressure, ${STAT_TEXT[stat]}` },
+          valueQuantity: qty(dia, 'mm[Hg]'),
+        }, s.dia.count)
+      }
     }
     const hr = v(s.hr, stat)
     if (hr !== null) {
       add('hr', stat, {
-        code: { coding: [{ system: LOINC, code: '8867-4', display: 'Heart rate' }], text: `Heart rate, ${STAT_TEXT[stat]}` },
+        code: { ...statisticOf(stat), coding: [{ system: LOINC, code: '8867-4', display: 'Heart rate' }], text: `Heart rate, ${STAT_TEXT[stat]}` },
         valueQuantity: qty(hr, '/min'),
       }, s.hr.count)
     }

@@ -34,7 +34,10 @@ function expectedIdentifiers (node: string, windows: Map<string, Set<number>>): 
   const ids = new Set<string>()
   for (const [res, starts] of windows) {
     for (const start of starts) {
-      for (const m of ['bp', 'hr']) for (const st of ['mean', 'min', 'max', 'p50', 'p95']) ids.add(`${node}/${res}/2s/${new Date(start).toISOString()}/${m}/${st}`)
+      // the mean BP as a panel (both means over the same readings); other BP statistics per metric, never combined
+      ids.add(`${node}/${res}/2s/${new Date(start).toISOString()}/bp/mean`)
+      for (const m of ['sys', 'dia']) for (const st of ['min', 'max', 'p50', 'p95']) ids.add(`${node}/${res}/2s/${new Date(start).toISOString()}/${m}/${st}`)
+      for (const st of ['mean', 'min', 'max', 'p50', 'p95']) ids.add(`${node}/${res}/2s/${new Date(start).toISOString()}/hr/${st}`)
     }
   }
   return ids

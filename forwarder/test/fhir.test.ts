@@ -1,6 +1,6 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { summaryEntries, transactionBundle, researchPayload, pseudonym, ageBand, addValue, emptyStats, mergeStats, percentile, statsToJSON, statsFromJSON, type ResidentSummary, type ClosedWindow, type ResidentWindow } from '../index.ts'
+import { STATISTIC_EXTENSION, summaryEntries, transactionBundle, researchPayload, pseudonym, ageBand, addValue, emptyStats, mergeStats, percentile, statsToJSON, statsFromJSON, type ResidentSummary, type ClosedWindow, type ResidentWindow } from '../index.ts'
 import { fhirValidator } from '../../test/helpers/fhir.ts'
 
 const summary = (version = 1): ResidentSummary => ({
@@ -25,18 +25,30 @@ describe('FHIR R4 summaries', () => {
 
   it('uses the vital-signs codes, UCUM units, an effective period and a deterministic identifier', () => {
     const entries = summaryEntries(summary(), 'county-a')
-    expect(entries.length).toBe(10) // mean, min, max, p50, p95 for the BP panel and heart rate
-    const bp = entries.find((e) => (e.resource.identifier as { value: string }[])[0]!.value.endsWith('/bp/p95'))!
-    expect(bp.resource).toMatchObject({
+    // heart rate: 5 statistics; BP: the mean as a panel, min, max, p50, p95 of SBP and of DBP apart
+    expect(entries.length).toBe(5 + 1 + 8)
+    const ids = entries.map((e) => (e.resource.identifier as { value: string }[])[0]!.value.replace(/^.*\/1h\/[^/]+\//, ''))
+    expect(ids.sort()).toEqual(['bp/mean', ...['dia', 'hr', 'sys'].flatMap((m) => ['max', ...(m === 'hr' ? ['mean'] : []), 'min', 'p50', 'p95'].map((st) => `${m}/${st}`))].sort())
+    const byId = (suffix: string) => entries.find((e) => (e.resource.identifier as { value: string }[])[0]!.value.endsWith(suffix))!
+    const sys = byId('/sys/p95')
+    expect(sys.resource).toMatchObject({
       status: 'final',
       category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'vital-signs' }] }],
-      code: { coding: [{ system: 'http://loinc.org', code: '85354-9' }] },
-      component: [
-        { code: { coding: [{ code: '8480-6' }] }, valueQuantity: { value: 150, system: 'http://unitsofmeasure.org', code: 'mm[Hg]' } },
-        { code: { coding: [{ code: '8462-4' }] }, valueQuantity: { value: 95, code: 'mm[Hg]' } },
-      ],
+      code: { coding: [{ system: 'http://loinc.org', code: '8480-6' }], extension: [{ url: STATISTIC_EXTENSION, valueCode: 'p95' }] },
+      valueQuantity: { value: 150, system: 'http://unitsofmeasure.org', code: 'mm[Hg]' },
       effectivePeriod: { start: '2026-11-01T08:00:00.000Z', end: '2026-11-01T09:00:00.000Z' },
       method: { text: '95th percentile of 4 readings over 1h' },
+    })
+    expect(sys.resource.component).toBeUndefined() // never a panel of statistics from different readings
+    expect(byId('/dia/p95').resource).toMatchObject({ code: { coding: [{ code: '8462-4' }] }, valueQuantity: { value: 95, code: 'mm[Hg]' } })
+    expect(byId('/dia/min').resource).toMatchObject({ valueQuantity: { value: 76 } })
+    const bp = byId('/bp/mean')
+    expect(bp.resource).toMatchObject({
+      code: { coding: [{ code: '85354-9' }], extension: [{ valueCode: 'mean' }] },
+      component: [
+        { code: { coding: [{ code: '8480-6' }] }, valueQuantity: { value: 131.5, code: 'mm[Hg]' } },
+        { code: { coding: [{ code: '8462-4' }] }, valueQuantity: { value: 83, code: 'mm[Hg]' } },
+      ],
     })
     expect(bp.resource.valueQuantity).toBeUndefined() // obs-7: no top-level value beside components
     expect(bp.request).toEqual({ method: 'POST', url: 'Observation', ifNoneExist: expect.stringMatching(/^identifier=urn%3Avitalmesh%3Asummary\|county-a%2Fr1%2F1h%2F/) })

@@ -106,3 +106,103 @@ export function summaryEntries (s: ResidentSummary, node: string): FhirEntry[] {
 export function transactionBundle (entries: FhirEntry[], id: string, timestamp: number): Record<string, unknown> {
   return { resourceType: 'Bundle', id, type: 'transaction', timestamp: new Date(timestamp).toISOString(), entry: entries }
 }
+
+export const ALERT_SYSTEM = 'urn:vitalmesh:alert'
+export const READING_SYSTEM = 'urn:vitalmesh:reading'
+export const DEVICE_SYSTEM = 'urn:vitalmesh:device'
+
+/** What the alerts feed needs of a critical alert (alerting/store.ts Alert). */
+export interface CriticalAlert {
+  id: string, residentId: string, ruleKey: string, ruleSetVersion: string, severity: string, state: string
+  openedAt: number, resolvedAt: number | null, escalatedAt: number | null, messages: { en: string }
+  reading: { deviceId: string, seq: number, ts: number } | null
+}
+
+/**
+ * A critical alert as a FHIR R4 Flag (category clinical) for the resident's hospital: active
+ * while it is open, inactive with `period.end` once it ended; escalation (not acknowledged in
+ * time) is a `meta.tag`. Identifier `urn:vitalmesh:alert|<node>/<alert id>`: created
+ * conditionally when it becomes critical, later changes are conditional updates.
+ */
+export function alertFlagEntry (a: CriticalAlert, change: 'critical' | 'escalated' | 'ended', node: string): FhirEntry {
+  const value = `${node}/${a.id}`
+  const ended = change === 'ended'
+  const tags = [
+    { system: 'urn:vitalmesh:alert-rule', code: a.ruleKey, display: `rule set version ${a.ruleSetVersion}` },
+    ...(a.escalatedAt !== null ? [{ system: 'urn:vitalmesh:alert-state', code: 'escalated', display: 'not acknowledged in time' }] : []),
+  ]
+  const resource = {
+    resourceType: 'Flag',
+    meta: { tag: tags },
+    identifier: [{ system: ALERT_SYSTEM, value }],
+    status: ended ? 'inactive' : 'active',
+    category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/flag-category', code: 'clinical', display: 'Clinical' }] }],
+    code: { text: `vitalmesh critical alert: ${a.messages.en}` },
+    subject: { reference: `Patient?identifier=${RESIDENT_SYSTEM}|${a.residentId}`, identifier: { system: RESIDENT_SYSTEM, value: a.residentId } },
+    period: { start: new Date(a.openedAt).toISOString(), ...(ended && a.resolvedAt !== null ? { end: new Date(a.resolvedAt).toISOString() } : {}) },
+  }
+  const condition = `identifier=${encodeURIComponent(ALERT_SYSTEM)}|${encodeURIComponent(value)}`
+  return {
+    fullUrl: `urn:uuid:${nameUuid(`${value}/${change}`)}`,
+    resource,
+    request: change === 'critical' ? { method: 'POST', url: 'Flag', ifNoneExist: condition } : { method: 'PUT', url: `Flag?${condition}` },
+  }
+}
+
+/** A reading as the measurements feed sees it (a spool row). */
+export interface MeasuredReading { deviceId: string, residentId: string, seq: number, ts: number, hr?: number, sys?: number, dia?: number }
+
+/**
+ * The measurements feed (HL7 Personal Health Device IG): one vital-signs Observation per
+ * reading, `effectiveDateTime` the device's timestamp, `device` the Device (identifier
+ * `urn:vitalmesh:device|<device id>`, created conditionally in the same Bundle), and the stable
+ * identifier `urn:vitalmesh:reading|<device id>/<seq>`, created conditionally, so a re-sent
+ * Bundle creates nothing new. A cuff reading is a BP panel 85354-9 (8480-6, 8462-4 of that one
+ * reading) with the pulse rate 8867-4 it measured as a third component; a reading of heart rate
+ * only is an 8867-4 Observation.
+ */
+export function measurementEntries (readings: readonly MeasuredReading[]): FhirEntry[] {
+  const out: FhirEntry[] = []
+  const devices = new Map<string, string>()
+  for (const r of readings) {
+    if (r.sys === undefined && r.hr === undefined) continue
+    let deviceUrl = devices.get(r.deviceId)
+    if (!deviceUrl) {
+      deviceUrl = `urn:uuid:${nameUuid(`device/${r.deviceId}`)}`
+      devices.set(r.deviceId, deviceUrl)
+      out.push({
+        fullUrl: deviceUrl,
+        resource: { resourceType: 'Device', identifier: [{ system: DEVICE_SYSTEM, value: r.deviceId }] },
+        request: { method: 'POST', url: 'Device', ifNoneExist: `identifier=${encodeURIComponent(DEVICE_SYSTEM)}|${encodeURIComponent(r.deviceId)}` },
+      })
+    }
+    const value = `${r.deviceId}/${r.seq}`
+    const hr = r.hr !== undefined ? { code: { coding: [{ system: LOINC, code: '8867-4', display: 'Heart rate' }] }, valueQuantity: qty(r.hr, '/min') } : undefined
+    const body = r.sys !== undefined && r.dia !== undefined
+      ? {
+          code: { coding: [{ system: LOINC, code: '85354-9', display: 'Blood pressure panel with all children optional' }], text: 'Blood pressure' },
+          component: [
+            { code: { coding: [{ system: LOINC, code: '8480-6', display: 'Systolic blood pressure' }] }, valueQuantity: qty(r.sys, 'mm[Hg]') },
+            { code: { coding: [{ system: LOINC, code: '8462-4', display: 'Diastolic blood pressure' }] }, valueQuantity: qty(r.dia, 'mm[Hg]') },
+            ...(hr ? [hr] : []),
+          ],
+        }
+      : { code: { coding: [{ system: LOINC, code: '8867-4', display: 'Heart rate' }], text: 'Heart rate' }, valueQuantity: hr!.valueQuantity }
+    const condition = `identifier=${encodeURIComponent(READING_SYSTEM)}|${encodeURIComponent(value)}`
+    out.push({
+      fullUrl: `urn:uuid:${nameUuid(`reading/${value}`)}`,
+      resource: {
+        resourceType: 'Observation',
+        identifier: [{ system: READING_SYSTEM, value }],
+        status: 'final',
+        category: [CATEGORY],
+        subject: { reference: `Patient?identifier=${RESIDENT_SYSTEM}|${r.residentId}`, identifier: { system: RESIDENT_SYSTEM, value: r.residentId } },
+        effectiveDateTime: new Date(r.ts).toISOString(),
+        device: { reference: deviceUrl },
+        ...body,
+      },
+      request: { method: 'POST', url: 'Observation', ifNoneExist: condition },
+    })
+  }
+  return out
+}

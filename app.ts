@@ -6,7 +6,7 @@ import { openDatabase, WalCheckpointer, topics, type Clock, type Config, type Lo
 import { Registry, AuditLog, Fleet, ensureDemo, type DemoCredentials } from './registry/index.ts'
 import { Spool, EmbeddedStore, Drain, Ingest, InfluxStore, Rollups, AlertExport, type TelemetryStore } from './ingest/index.ts'
 import { AlertBook, RuleSetStore, type Override } from './alerting/index.ts'
-import { Outbox, Aggregator, parseWindow, hospitalSink, researchSink, parentSink, type SummarySink } from './forwarder/index.ts'
+import { Outbox, Aggregator, parseWindow, hospitalSink, researchSink, parentSink, alertFlagSink, measurementSink, type SummarySink } from './forwarder/index.ts'
 import { createBroker, createClusterBackends, listenTls, listenWss, mqttUpgradeHandler, type Broker, type ClusterBackends, type TlsFiles } from './broker/index.ts'
 import { buildApi, alertCareRoutes, alertingRoutes, backtestRoutes, forwarderRoutes, operatorRoutes, dataRoutes, consoleRoutes, LiveHub, registerDeviceRoutes, registerMetricsRoute, reportRoutes, auditViewRoutes, publicStatsRoutes } from './api/index.ts'
 import { ReportBook, DeviceModelCatalogue, DEMO_DEVICE_MODELS, reportSink } from './reports/index.ts'
@@ -65,6 +65,8 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       return h?.webhookUrl ? { url: h.webhookUrl, token: h.webhookToken } : undefined
     },
     enqueueWebhook: (e) => { outbox.enqueue(e) },
+    // the hospital's `alerts` FHIR feed: a Flag per live critical alert (beside the JSON escalation webhook)
+    criticalAlert: alertFlagSink({ node: config.region.id, clock, hospital: (id) => registry.hospital(id), enqueue: (e) => { outbox.enqueue(e) }, audit: exported }),
     options: {
       tickMs: config.alerting.tickMs,
       escalateAfterS: config.alerting.escalateAfterS,
@@ -104,6 +106,9 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   // clinical reports (issue 15): readings feed protocol runs, their state committed with the reports cursor; finished reports go to hospitals through the outbox
   const reports = new ReportBook({ db, clock, logger: logger.child({ component: 'reports' }), deviceModel: (id) => registry.device(id)?.model, catalogue: new DeviceModelCatalogue(DEMO_DEVICE_MODELS) })
   spool.attach({ name: 'reports', consume: (rows) => reports.consume(rows) })
+  // the hospitals' `measurements` FHIR feed: every reading as an Observation, enqueued with this consumer's cursor
+  const sendMeasurements = measurementSink({ node: config.region.id, maxEntries: config.forwarder.fhirMaxEntries, clock, hospitals: () => registry.hospitals(), hospitalOf: (id) => registry.resident(id)?.hospitalId, enqueue: (e) => { outbox.enqueue(e) }, audit: exported })
+  spool.attach({ name: 'hospital-measurements', consume: (rows) => { sendMeasurements(rows) } })
   const sendReports = reportSink({ node: config.region.id, hospitals: () => registry.hospitals(), hospitalOf: (id) => registry.resident(id)?.hospitalId, enqueue: (e) => { outbox.enqueue(e) }, audit: exported })
   const alertExport = influx ? new AlertExport(db, (after, limit) => alerts.eventsAfter(after, limit), influx, (id) => registry.resident(id)?.region, logger.child({ component: 'alert-export' })) : undefined
   const drain = new Drain(spool, store, logger.child({ component: 'drain' }), { batch: config.ingest.drainBatch, intervalMs: config.ingest.drainIntervalMs, concurrency: config.ingest.drainConcurrency })

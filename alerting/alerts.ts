@@ -36,6 +36,12 @@ export interface AlertingDeps {
   hospitalEndpoint(hospitalId: string): HospitalEndpoint | undefined
   /** enqueue an outgoing webhook inside the current transaction */
   enqueueWebhook(e: { sink: string, url: string, headers: Record<string, string>, body: string, idempotencyKey: string }): void
+  /**
+   * A live critical alert of a resident with a hospital: it became critical (opened or worse),
+   * was escalated, or ended. Called inside the transaction that saved it (the hospital's
+   * `alerts` FHIR feed enqueues there).
+   */
+  criticalAlert?(a: Alert, change: 'critical' | 'escalated' | 'ended', hospitalId: string): void
   options: {
     escalateAfterS: number
     /** an unacknowledged critical (or lost-contact) alert reaches the duty desk after this long (default 300 s), before the hospital */
@@ -558,6 +564,7 @@ export class AlertBook {
         this.setOpen(a)
         this.lastNotified.set(a.id, now)
         this.escalateFrom.set(a.id, e.historic ? null : now)
+        if (a.severity === 'critical' && !a.historic) this.toHospital(a, 'critical')
         this.stats.opened++
         if (e.historic) this.stats.historic++
         tx.saved.set(a.id, a)
@@ -573,6 +580,7 @@ export class AlertBook {
         Object.assign(cur, { state: 'open', acknowledgedAt: null, acknowledgedBy: null, detail: at.v.detail, reading: e.kind === 'worse' ? at.ref : cur.reading })
         cur.messages = this.messagesFor(rule, at.v, cur.severity, at.r, cur.historic, p.id)
         if (wasHistoric && !cur.historic) this.escalateFrom.set(cur.id, now)
+        if (cur.severity === 'critical' && !cur.historic && (e.kind === 'worse' || wasHistoric)) this.toHospital(cur, 'critical')
         this.store.save(cur, this.escalateFrom.get(cur.id) ?? null)
         this.store.event(cur.id, now, e.kind === 'worse' ? `severity:${e.severity}` : 'confirmed', 'engine')
         tx.saved.set(cur.id, cur)
@@ -604,10 +612,18 @@ export class AlertBook {
     }
   }
 
+  /** a live critical alert to its resident's hospital's FHIR feed (d.criticalAlert) */
+  private toHospital (a: Alert, change: 'critical' | 'escalated' | 'ended'): void {
+    if (!this.d.criticalAlert) return
+    const h = this.profile(a.residentId)?.hospitalId
+    if (h) this.d.criticalAlert(a, change, h)
+  }
+
   private finishAlert (a: Alert, state: Alert['state'], now: number, actor: string, event: string = state): void {
     a.state = state
     a.resolvedAt = now
     this.store.save(a, this.escalateFrom.get(a.id) ?? null)
+    if (a.severity === 'critical' && !a.historic) this.toHospital(a, 'ended')
     this.store.event(a.id, now, event, actor)
     this.unsetOpen(a)
     this.lastNotified.delete(a.id)
@@ -832,6 +848,7 @@ export class AlertBook {
   private escalate (a: Alert, now: number): void {
     a.escalatedAt = now
     this.store.save(a, this.escalateFrom.get(a.id) ?? null)
+    this.toHospital(a, 'escalated')
     const p = this.profile(a.residentId)
     const endpoint = p?.hospitalId ? this.d.hospitalEndpoint(p.hospitalId) : undefined
     if (!endpoint) {

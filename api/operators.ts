@@ -2,14 +2,20 @@ import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
 import { IdSchema } from '../core/index.ts'
 import type { ZodTypeProvider } from './zod.ts'
-import type { Registry, AuditLog } from '../registry/index.ts'
+import { HOSPITAL_FEEDS, type Registry, type AuditLog } from '../registry/index.ts'
+
+export const HospitalFeeds = z.array(z.enum(HOSPITAL_FEEDS)).max(HOSPITAL_FEEDS.length)
+  .describe('what the FHIR endpoint receives: reports (finished protocol reports), alerts (a Flag per critical alert), summaries (window statistics), measurements (an Observation per reading); default ["reports","alerts"]')
 
 export const HospitalBody = z.strictObject({
   id: IdSchema, name: z.string().min(1).max(200),
   webhookUrl: z.url().optional().describe('receives escalated critical alerts'), webhookToken: z.string().optional(),
   fhirUrl: z.url().optional().describe('FHIR server endpoint receiving transaction Bundles of summaries'),
   fhirAuth: z.enum(['bearer', 'hmac']).optional(), fhirSecret: z.string().optional(),
+  feeds: HospitalFeeds.optional(),
 })
+export const HospitalParams = z.strictObject({ id: IdSchema.describe('hospital id') })
+export const HospitalPatch = z.strictObject({ feeds: HospitalFeeds })
 export const InstitutionBody = z.strictObject({ id: IdSchema, name: z.string().min(1).max(200), pushUrl: z.url().optional(), token: z.string().optional() })
 export const NewResidentBody = z.strictObject({
   id: IdSchema, name: z.string().max(200).optional(), language: z.enum(['en', 'zh-CN']).optional(),
@@ -38,9 +44,20 @@ export function operatorRoutes (d: { registry: Registry, audit: AuditLog, reside
       const h = req.body
       d.registry.atomically(() => {
         d.registry.addHospital(h)
-        d.audit.append(`operator:${req.principal!.keyId}`, 'hospital.registered', h.id, { name: h.name, fhirUrl: h.fhirUrl ?? null, webhookUrl: h.webhookUrl ?? null })
+        d.audit.append(`operator:${req.principal!.keyId}`, 'hospital.registered', h.id, { name: h.name, fhirUrl: h.fhirUrl ?? null, webhookUrl: h.webhookUrl ?? null, feeds: d.registry.hospital(h.id)!.feeds })
       })
-      return reply.status(201).send({ id: h.id, name: h.name })
+      return reply.status(201).send({ id: h.id, name: h.name, feeds: d.registry.hospital(h.id)!.feeds })
+    })
+    app.patch('/v1/hospitals/:id', {
+      schema: { summary: "Choose a hospital's FHIR feeds", tags: TAGS, params: HospitalParams, body: HospitalPatch },
+      config: OPERATOR,
+    }, async (req) => {
+      d.registry.atomically(() => {
+        d.registry.setHospitalFeeds(req.params.id, req.body.feeds)
+        d.audit.append(`operator:${req.principal!.keyId}`, 'hospital.feeds', req.params.id, { feeds: d.registry.hospital(req.params.id)!.feeds })
+      })
+      const h = d.registry.hospital(req.params.id)!
+      return { id: h.id, name: h.name, feeds: h.feeds }
     })
     app.post('/v1/institutions', {
       schema: { summary: 'Register a research institution', tags: TAGS, body: InstitutionBody },

@@ -1,12 +1,13 @@
 /**
  * Feed volume: FHIR resources (and Bundles, bytes) per patient per day that a hospital
  * receives, for each feed kind, for 1,000 simulated residents over one simulated day.
- * Built with the real builders (forwarder summaryEntries, reports reportBundles) over the
+ * Built with the real builders (forwarder summaryEntries and measurementSink, reports reportBundles) over the
  * firmware simulator's model of a person; nothing is sent.
  *
  *   npx tsx bench/feed-volume.ts [residents=1000] [wearableIntervalS=300]
  */
-import { addValue, emptyStats, summarize, summaryEntries, type ResidentSummary } from '../forwarder/index.ts'
+import { addValue, emptyStats, measurementSink, summarize, summaryEntries, type MeasuredReading, type ResidentSummary } from '../forwarder/index.ts'
+import type { Clock } from '../core/index.ts'
 import { makePerson, measure, prng } from '../firmware-sim/model.ts'
 import { ABPM_24H, HOME_BP_7D, computeHomeBp, computeProfile, reportBundles, zonedTime, addDays, type ReportReading } from '../reports/index.ts'
 
@@ -23,6 +24,12 @@ const add = (t: Tally, bundles: Record<string, unknown>[]): void => {
   for (const b of bundles) { t.bundles++; t.resources += (b.entry as unknown[]).length; t.bytes += JSON.stringify(b).length }
 }
 const feeds = { summaries1h1d: tally(), summaries1h1dMedplum: tally(), perMeasurement: tally(), homeBp: tally(), homeBpNoReadings: tally(), profile24h: tally(), profile24hNoReadings: tally() }
+// the measurements feed as the node sends it (forwarder measurementSink), in Bundles of 8 (Medplum)
+const sendMeasurements = measurementSink({
+  node: 'county-a', maxEntries: 8, clock: { now: () => dayStart } as Clock,
+  hospitals: () => [{ id: 'h', fhirUrl: 'http://h.invalid/fhir', fhirAuth: 'bearer', fhirSecret: null, feeds: ['measurements'] }], hospitalOf: () => 'h',
+  enqueue: (e) => { add(feeds.perMeasurement, [JSON.parse(e.body) as Record<string, unknown>]) }, audit: () => {},
+})
 
 /** summary entries per window (all residents in one hospital) */
 const perWindow = new Map<string, number>()
@@ -33,8 +40,10 @@ for (let i = 0; i < residents; i++) {
   // the wearable: a reading every wearableS seconds all day, summarised in 1 h and 1 d windows
   const windows = new Map<string, { start: number, end: number, hr: ReturnType<typeof emptyStats>, sys: ReturnType<typeof emptyStats>, dia: ReturnType<typeof emptyStats> }>()
   let n = 0
+  const measured: MeasuredReading[] = []
   for (let ts = dayStart; ts < dayStart + 86400_000; ts += wearableS * 1000, n++) {
     const r = measure(person, ts, rand, n)
+    measured.push({ deviceId: `${id}-watch`, residentId: id, seq: n + 1, ts, hr: r.hr, sys: r.sys, dia: r.dia })
     for (const [kind, ms] of [['1h', 3600_000], ['1d', 86400_000]] as const) {
       const start = ts - ((ts - dayStart) % ms)
       const key = `${kind}/${start}`
@@ -54,8 +63,8 @@ for (let i = 0; i < residents; i++) {
     const bytes = JSON.stringify(e).length
     for (const t of [feeds.summaries1h1d, feeds.summaries1h1dMedplum]) { t.resources++; t.bytes += bytes }
   }
-  // every reading as Observations (a BP panel and a heart rate, PHD IG style): counted, sized like a report's reading entry
-  feeds.perMeasurement.resources += n * 2
+  // every reading as an Observation (PHD IG style), with its Device in each Bundle
+  sendMeasurements(measured)
 
   // a home-BP week: 7 days x 2 sessions x 2 readings from a validated cuff; per day = a seventh of the run's Bundles
   const home: ReportReading[] = []
@@ -81,25 +90,17 @@ for (let i = 0; i < residents; i++) {
   const withReadings = reportBundles(profileReport, { node: 'county-a', readings: true })
   add(feeds.profile24h, withReadings)
   add(feeds.profile24hNoReadings, reportBundles(profileReport, { node: 'county-a', readings: false }))
-  if (i === 0) {
-    const reading = (withReadings[0]!.entry as unknown[])[0]
-    feeds.perMeasurement.bytes = 0
-    ;(feeds.perMeasurement as Tally & { readingBytes?: number }).readingBytes = JSON.stringify(reading).length
-  }
 }
 for (const [max, t] of [[100, feeds.summaries1h1d], [8, feeds.summaries1h1dMedplum]] as const) {
   for (const n of perWindow.values()) { t.bundles += Math.ceil(n / max); t.bytes += Math.ceil(n / max) * 120 }
 }
-const pm = feeds.perMeasurement as Tally & { readingBytes?: number }
-pm.bytes = pm.resources * (pm.readingBytes ?? 0)
-pm.bundles = Math.ceil(pm.resources / 8)
 const ms = performance.now() - t0
 
 const perDay = (t: Tally, days = 1): [string, string, string] => [(t.resources / residents / days).toFixed(1), (t.bundles / residents / days).toFixed(2), (t.bytes / residents / days / 1024).toFixed(1)]
 const rows: [string, Tally, number][] = [
   [`window summaries 1h+1d (wearable every ${wearableS} s), Bundles of 100 entries (default fhirMaxEntries), one hospital`, feeds.summaries1h1d, 1],
   ['window summaries 1h+1d, Bundles of 8 (Medplum)', feeds.summaries1h1dMedplum, 1],
-  [`every reading as Observations (BP + HR, every ${wearableS} s), Bundles of 8 — estimate`, feeds.perMeasurement, 1],
+  [`measurements: every reading as an Observation (BP panel + pulse, every ${wearableS} s) with its Device, Bundles of 8 (Medplum)`, feeds.perMeasurement, 1],
   ['home-BP week report, with its 24 readings (per day of the 7)', feeds.homeBp, 7],
   ['home-BP week report, without readings (per day of the 7)', feeds.homeBpNoReadings, 7],
   ['24-hour profile, with its readings', feeds.profile24h, 1],

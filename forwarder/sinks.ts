@@ -2,7 +2,7 @@ import { createHmac } from 'node:crypto'
 import type { Clock } from '../core/index.ts'
 import type { ClosedWindow, SummarySink } from './aggregator.ts'
 import type { OutboxEntry } from './outbox.ts'
-import { summaryEntries, transactionBundle } from './fhir.ts'
+import { alertFlagEntry, measurementEntries, summaryEntries, transactionBundle, type CriticalAlert, type MeasuredReading } from './fhir.ts'
 import { researchPayload } from './research.ts'
 
 type Enqueue = (e: OutboxEntry) => void
@@ -15,11 +15,15 @@ export function signedHeaders (auth: 'bearer' | 'hmac', secret: string | null, b
   return { authorization: `Bearer ${secret}` }
 }
 
-export interface HospitalTarget { id: string, fhirUrl: string | null, fhirAuth: 'bearer' | 'hmac', fhirSecret: string | null }
+export interface HospitalTarget {
+  id: string, fhirUrl: string | null, fhirAuth: 'bearer' | 'hmac', fhirSecret: string | null
+  /** what it chose to receive (registry HOSPITAL_FEEDS): each sink sends only its own kind */
+  feeds: readonly string[]
+}
 
 /**
- * Hospitals: every closed window's changed resident summaries, as FHIR R4 transaction
- * Bundles to each hospital's FHIR base URL, for the residents it cares for only.
+ * Hospitals that chose the `summaries` feed: every closed window's changed resident summaries,
+ * as FHIR R4 transaction Bundles to each hospital's FHIR base URL, for its patients only.
  */
 export function hospitalSink (d: { node: string, maxEntries: number, clock: Clock, hospitals(): HospitalTarget[], enqueue: Enqueue, audit: Audit }): SummarySink {
   return {
@@ -35,7 +39,7 @@ export function hospitalSink (d: { node: string, maxEntries: number, clock: Cloc
       }
       for (const h of d.hospitals()) {
         const entries = byHospital.get(h.id)
-        if (!h.fhirUrl || !entries?.length) continue
+        if (!h.fhirUrl || !h.feeds.includes('summaries') || !entries?.length) continue
         for (let i = 0, chunk = 0; i < entries.length; i += d.maxEntries, chunk++) {
           const id = `${d.node}-${h.id}-${w.kind}-${w.start}-v${w.version}-${chunk}`
           const body = JSON.stringify(transactionBundle(entries.slice(i, i + d.maxEntries), id, d.clock.now()))
@@ -74,5 +78,64 @@ export function parentSink (d: { parentUrl: string, token: string | null, enqueu
       d.audit('export.rollup', new URL(d.parentUrl).origin, { window: w.rollup.window, version: w.version, residents: w.rollup.residents })
       d.enqueue({ sink: 'parent-region', url: d.parentUrl, headers: d.token ? { authorization: `Bearer ${d.token}` } : {}, body, idempotencyKey: `rollup:${w.rollup.region}:${w.kind}:${w.start}:v${w.version}` })
     },
+  }
+}
+
+/**
+ * Hospitals that chose the `alerts` feed: each live critical alert of their patients as a FHIR
+ * Flag (forwarder/fhir.ts alertFlagEntry), when it becomes critical, is escalated and ends. The
+ * JSON escalation webhook (alerting) is unchanged beside it.
+ */
+export function alertFlagSink (d: { node: string, clock: Clock, hospital(id: string): HospitalTarget | undefined, enqueue: Enqueue, audit: Audit }): (a: CriticalAlert, change: 'critical' | 'escalated' | 'ended', hospitalId: string) => void {
+  return (a, change, hospitalId) => {
+    const h = d.hospital(hospitalId)
+    if (!h?.fhirUrl || !h.feeds.includes('alerts')) return
+    const id = `${d.node}-${h.id}-alert-${a.id}-${change}`
+    const body = JSON.stringify(transactionBundle([alertFlagEntry(a, change, d.node)], id, d.clock.now()))
+    d.enqueue({ sink: 'hospital-fhir', url: h.fhirUrl, headers: { ...signedHeaders(h.fhirAuth, h.fhirSecret, body), 'content-type': 'application/fhir+json' }, body, idempotencyKey: `fhir:${id}` })
+    d.audit('export.fhir-alert', h.id, { bundle: id, alert: a.id, change, resident: a.residentId })
+  }
+}
+
+/**
+ * Hospitals that chose the `measurements` feed: every reading of their patients as an
+ * Observation (forwarder/fhir.ts measurementEntries), in transaction Bundles of at most
+ * `maxEntries` entries (a Bundle carries the Devices its Observations refer to). A spool
+ * consumer: it enqueues in the transaction that moves its cursor, so each reading is
+ * enqueued once; a re-delivery of a Bundle creates nothing (conditional creates).
+ */
+export function measurementSink (d: { node: string, maxEntries: number, clock: Clock, hospitals(): HospitalTarget[], hospitalOf(residentId: string): string | null | undefined, enqueue: Enqueue, audit: Audit }): (rows: readonly (MeasuredReading & { id?: number })[]) => void {
+  return (rows) => {
+    const wanted = new Map(d.hospitals().filter((h) => h.fhirUrl && h.feeds.includes('measurements')).map((h) => [h.id, h]))
+    if (!wanted.size) return
+    const byHospital = new Map<string, MeasuredReading[]>()
+    for (const r of rows) {
+      const h = d.hospitalOf(r.residentId)
+      if (!h || !wanted.has(h)) continue
+      const list = byHospital.get(h) ?? []
+      list.push(r)
+      byHospital.set(h, list)
+    }
+    for (const [hid, readings] of byHospital) {
+      const h = wanted.get(hid)!
+      // greedy chunks: a reading costs one entry, plus one for its Device the first time in a Bundle
+      const chunks: MeasuredReading[][] = []
+      let cur: MeasuredReading[] = []; let devices = new Set<string>()
+      for (const r of readings) {
+        const cost = 1 + (devices.has(r.deviceId) ? 0 : 1)
+        if (cur.length && cur.length + devices.size + cost > Math.max(2, d.maxEntries)) { chunks.push(cur); cur = []; devices = new Set() }
+        cur.push(r); devices.add(r.deviceId)
+      }
+      if (cur.length) chunks.push(cur)
+      for (const c of chunks) {
+        const entries = measurementEntries(c)
+        if (!entries.length) continue
+        const first = c[0]!; const last = c.at(-1)!
+        const id = `${d.node}-${h.id}-readings-${first.deviceId}-${first.seq}-${last.deviceId}-${last.seq}-${c.length}`
+        const body = JSON.stringify(transactionBundle(entries, id, d.clock.now()))
+        d.enqueue({ sink: 'hospital-fhir', url: h.fhirUrl!, headers: { ...signedHeaders(h.fhirAuth, h.fhirSecret, body), 'content-type': 'application/fhir+json' }, body, idempotencyKey: `fhir:${id}` })
+        d.audit('export.fhir-measurements', h.id, { bundle: id, observations: c.length, residents: [...new Set(c.map((r) => r.residentId))] })
+      }
+    }
   }
 }

@@ -6,9 +6,9 @@ export interface AuditEntry { seq: number, at: number, actor: string, action: st
 export type AuditAction =
   | 'api-key.created' | 'api-key.revoked'
   | 'rule-set.published' | 'rule-set.activated' | 'rule-set.deactivated'
-  | 'hospital.registered' | 'institution.registered' | 'resident.updated' | 'resident.consent'
+  | 'hospital.registered' | 'hospital.feeds' | 'institution.registered' | 'resident.updated' | 'resident.consent'
   | 'override.set'
-  | 'export.fhir' | 'export.research' | 'export.rollup'
+  | 'export.fhir' | 'export.fhir-alert' | 'export.fhir-measurements' | 'export.research' | 'export.rollup'
   | 'pull.research' | 'pull.readings' | 'pull.summaries'
   | 'pull.alerts' | 'pull.alert-history' | 'pull.profile' | 'pull.overrides' | 'pull.patients' | 'live.open' | 'live.watch'
   | 'resident.registered' | 'device.registered'

@@ -26,7 +26,7 @@ export function reportSink (d: ReportSinkDeps): (reports: readonly FinishedRepor
     let n = 0
     for (const r of reports) {
       const h = hospitals.get(d.hospitalOf(r.residentId) ?? '')
-      if (!h?.fhirUrl) continue
+      if (!h?.fhirUrl || !h.feeds.includes('reports')) continue
       const bundles = reportBundles(r, o)
       for (const b of bundles) {
         const body = JSON.stringify(b)

@@ -34,7 +34,10 @@ function expectedIdentifiers (node: string, windows: Map<string, Set<number>>): 
   const ids = new Set<string>()
   for (const [res, starts] of windows) {
     for (const start of starts) {
-      for (const m of ['bp', 'hr']) for (const st of ['mean', 'min', 'max', 'p50', 'p95']) ids.add(`${node}/${res}/2s/${new Date(start).toISOString()}/${m}/${st}`)
+      // the mean BP as a panel (both means over the same readings); other BP statistics per metric, never combined
+      ids.add(`${node}/${res}/2s/${new Date(start).toISOString()}/bp/mean`)
+      for (const m of ['sys', 'dia']) for (const st of ['min', 'max', 'p50', 'p95']) ids.add(`${node}/${res}/2s/${new Date(start).toISOString()}/${m}/${st}`)
+      for (const st of ['mean', 'min', 'max', 'p50', 'p95']) ids.add(`${node}/${res}/2s/${new Date(start).toISOString()}/hr/${st}`)
     }
   }
   return ids
@@ -56,7 +59,7 @@ describe('forwarder: FHIR summaries to hospitals', () => {
     hospital = fhirServer(port)
     t = await startTestApp(FAST)
     const ops = t.app.demo!.apiKeys.operator
-    expect((await api(t.httpPort, 'POST', '/v1/hospitals', ops, { id: 'h1', name: 'County Hospital', fhirUrl: `http://127.0.0.1:${port}/fhir`, fhirSecret: 'fhir-token' })).status).toBe(201)
+    expect((await api(t.httpPort, 'POST', '/v1/hospitals', ops, { id: 'h1', name: 'County Hospital', fhirUrl: `http://127.0.0.1:${port}/fhir`, fhirSecret: 'fhir-token', feeds: ['reports', 'alerts', 'summaries'] })).status).toBe(201)
     const devices = t.app.demo!.fleet.slice(30, 33)
     for (const d of devices) expect((await api(t.httpPort, 'PATCH', `/v1/residents/${d.residentId}`, ops, { hospitalId: 'h1' })).status).toBe(200)
     const other = t.app.demo!.fleet[33]! // not a patient of h1: must not be sent
@@ -100,7 +103,7 @@ describe('forwarder: FHIR summaries to hospitals', () => {
     const dataDir = tempDir()
     proc = await startAppProcess(dataDir, FAST_ENV)
     const ops = proc.creds.apiKeys.operator
-    expect((await api(proc.httpPort, 'POST', '/v1/hospitals', ops, { id: 'h1', name: 'H', fhirUrl: `http://127.0.0.1:${port}/fhir`, fhirAuth: 'hmac', fhirSecret: 's3cret' })).status).toBe(201)
+    expect((await api(proc.httpPort, 'POST', '/v1/hospitals', ops, { id: 'h1', name: 'H', fhirUrl: `http://127.0.0.1:${port}/fhir`, fhirAuth: 'hmac', fhirSecret: 's3cret', feeds: ['summaries'] })).status).toBe(201)
     const devices = proc.creds.fleet.slice(0, 4)
     for (const d of devices) await api(proc.httpPort, 'PATCH', `/v1/residents/${d.residentId}`, ops, { hospitalId: 'h1' })
     const windows = await publishFor(proc.mqttPort, devices, 5000, 100)

@@ -68,6 +68,17 @@ describe('schema migrations of the node database', () => {
     fresh.close(); old.close()
   })
 
+  it('hospitals registered before they chose feeds get the default, reports and alerts (registry step 6)', () => {
+    const db = openDatabase(join(tempDir(), 'feeds.db'))
+    for (const step of REGISTRY_MIGRATIONS.slice(0, 5)) typeof step.up === 'string' ? db.exec(step.up) : step.up(db)
+    db.prepare("INSERT INTO hospitals (id, name, fhir_url, created_at) VALUES ('h-old', 'Old', 'http://h.example/fhir', 1)").run()
+    const reg = new Registry(db)
+    expect(reg.hospital('h-old')!.feeds).toEqual(['reports', 'alerts'])
+    reg.setHospitalFeeds('h-old', ['summaries', 'reports'])
+    expect(reg.hospital('h-old')!.feeds).toEqual(['reports', 'summaries'])
+    db.close()
+  })
+
   it('a database of an older version still (only the first tables, none of the columns added since) gets those columns', () => {
     const fresh = openDatabase(join(tempDir(), 'fresh.db'))
     openAll(fresh)

@@ -68,6 +68,7 @@ describe('role and scope on every route', () => {
     'GET /v1/audit/verify': { path: () => '/v1/audit/verify', allowed: ['operator'] },
     'PUT /v1/residents/:id/consent': { path: () => `${R}/consent`, allowed: ['resident'], wrongScope: { resident: 'residentOther' }, body: () => ({ research: true }) },
     'POST /v1/hospitals': { path: () => '/v1/hospitals', allowed: ['operator'], body: () => ({ id: 'h9', name: 'x' }) },
+    'PATCH /v1/hospitals/:id': { path: () => '/v1/hospitals/h1', allowed: ['operator'], body: () => ({ feeds: ['reports', 'alerts', 'summaries'] }) },
     'POST /v1/institutions': { path: () => '/v1/institutions', allowed: ['operator'], body: () => ({ id: 'i9', name: 'x' }) },
     'POST /v1/residents': { path: () => '/v1/residents', allowed: ['operator'], body: () => ({ id: 'res-new' }) },
     'PATCH /v1/residents/:id': { path: () => R, allowed: ['operator'], body: () => ({ birthYear: 1950 }) },

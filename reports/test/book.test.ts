@@ -114,13 +114,17 @@ describe('report book: protocol runs fed by readings, finished and amended on th
     clock.set(zonedTime('2025-06-09', 0, TZ))
     const queued: OutboxEntry[] = []
     const audit: unknown[] = []
-    const send = reportSink({
+    const sink = (h1Feeds: string[]) => reportSink({
       node: 'county-a',
-      hospitals: () => [{ id: 'h1', fhirUrl: 'http://h1.example/fhir', fhirAuth: 'hmac', fhirSecret: 's3cret' }, { id: 'h2', fhirUrl: null, fhirAuth: 'bearer', fhirSecret: null }],
+      hospitals: () => [{ id: 'h1', fhirUrl: 'http://h1.example/fhir', fhirAuth: 'hmac', fhirSecret: 's3cret', feeds: h1Feeds }, { id: 'h2', fhirUrl: null, fhirAuth: 'bearer', fhirSecret: null, feeds: ['reports', 'alerts'] }],
       hospitalOf: (id) => ({ r1: 'h1', r2: 'h2' } as Record<string, string>)[id],
       enqueue: (e) => queued.push(e), audit: (...a) => audit.push(a),
     })
-    expect(send(b.tick())).toBe(4)
+    const finished = b.tick()
+    // a hospital that did not choose the reports feed gets none
+    expect(sink(['alerts', 'summaries'])(finished)).toBe(0)
+    expect(queued).toEqual([])
+    expect(sink(['reports', 'alerts'])(finished)).toBe(4)
     expect(queued.map((q) => q.url)).toEqual(Array(4).fill('http://h1.example/fhir'))
     expect(queued.at(-1)!.idempotencyKey).toMatch(/^fhir:county-a-r1-rpt-[0-9a-f]{16}-v1$/)
     expect(queued[0]!.headers['x-vitalmesh-signature']).toMatch(/^sha256=[0-9a-f]{64}$/)

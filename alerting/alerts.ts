@@ -310,7 +310,13 @@ export class AlertBook {
       if (list.length > 1) list.sort((a, b) => a.ts - b.ts)
       const p = this.profile(residentId)
       if (!p) continue
-      for (const r of list) this.evaluate(r, p, now, tx)
+      // the readings older than the timeline's newest (a phone syncing its history) are placed
+      // first and judged in one replay per rule, not one per reading; the rest follow in order
+      const newest = this.stateOf(residentId).tl.newest?.ts ?? -Infinity
+      let n = 0
+      while (n < list.length && list[n]!.ts < newest) n++
+      if (n > 0) this.evaluateLate(list.slice(0, n), p, now, tx)
+      for (let i = n; i < list.length; i++) this.evaluate(list[i]!, p, now, tx)
     }
     const last = rows[rows.length - 1]?.id
     if (last !== undefined) this.lastRowId = last
@@ -393,10 +399,30 @@ export class AlertBook {
     for (const rule of rules) {
       const st = rule.rule.kind === 'average' ? this.ruleState(rs, rule.key) : undefined
       if (st) rule.observe(r, st)
-      if (late) { this.replay(rs, rule, r, i, p, now, tx); continue }
+      if (late) { this.replay(rs, rule, [r], p, now, tx); continue }
       const v = rule.evaluate(tl, i, st ?? {})
       if (v) this.step(rs, rule, v, r, age > this.o.liveHorizonS * 1000 ? 'historic' : 'live', p, tx)
     }
+    this.trim(rs)
+  }
+
+  /** Readings older than the newest on their resident's timeline, sorted by time. */
+  private evaluateLate (lates: EvaluatedReading[], p: ResidentInfo, now: number, tx: Tx): void {
+    const rules = this.index.rulesFor(p, now)
+    const placed: EvaluatedReading[] = []
+    for (const r of lates) {
+      if ((tx.seen.get(r.residentId) ?? 0) < r.ts) tx.seen.set(r.residentId, r.ts)
+      if (now - r.ts > this.o.recordHorizonS * 1000) { this.recordOld(r, p, rules, now, tx); continue }
+      placed.push(r)
+    }
+    if (placed.length === 0) return
+    const rs = this.stateOf(p.id)
+    for (const r of placed) {
+      rs.tl.insert(r)
+      for (const rule of rules) if (rule.rule.kind === 'average') rule.observe(r, this.ruleState(rs, rule.key))
+    }
+    this.dirtyTimelines.add(p.id)
+    for (const rule of rules) this.replay(rs, rule, placed, p, now, tx)
     this.trim(rs)
   }
 
@@ -443,17 +469,29 @@ export class AlertBook {
    * brought to that outcome. It may open, worsen or confirm an alert, and resolve one only
    * with readings newer than the one that opened it.
    */
-  private replay (rs: ResidentState, rule: CompiledRule, late: EvaluatedReading, i: number, p: ResidentInfo, now: number, tx: Tx): void {
+  private replay (rs: ResidentState, rule: CompiledRule, lates: readonly EvaluatedReading[], p: ResidentInfo, now: number, tx: Tx): void {
     const tl = rs.tl.readings
     const key = rule.key
     const cur = rs.life.get(key) ?? {}
     const snaps = rs.snaps.get(key) ?? []
-    const v = rule.evaluate(tl, i, rs.st.get(key) ?? {})
-    const newest = rule.windowed ? rule.evaluate(tl, tl.length - 1, rs.st.get(key) ?? {}) : undefined
-    // a late reading that does not meet the rule, with nothing open and nothing since: no change (the common case)
-    if (!v?.trigger && !v?.holds && !newest?.trigger && !cur.open && !snaps.some((x) => x.ts >= late.ts)) return
+    const earliest = lates[0]!.ts
+    const latest = lates[lates.length - 1]!.ts
+    // late readings that do not meet the rule, with nothing open and nothing since: no change (the common case)
+    if (!cur.open && !snaps.some((x) => x.ts >= earliest)) {
+      const newest = rule.windowed ? rule.evaluate(tl, tl.length - 1, rs.st.get(key) ?? {}) : undefined
+      let meets = newest?.trigger === true
+      if (!meets) {
+        const set = new Set<EvaluatedReading>(lates)
+        for (let k = 0; k < tl.length && !meets; k++) {
+          if (!set.has(tl[k]!)) continue
+          const v = rule.evaluate(tl, k, rs.st.get(key) ?? {})
+          meets = v?.trigger === true || v?.holds === true
+        }
+      }
+      if (!meets) return
+    }
     let b = snaps.length - 1
-    while (b >= 0 && snaps[b]!.ts >= late.ts) b--
+    while (b >= 0 && snaps[b]!.ts >= earliest) b--
     let life: RuleLife = b >= 0 ? snaps[b]!.life : {}
     const from = b >= 0 ? snaps[b]!.ts : -Infinity
     const kept = snaps.slice(0, b + 1)
@@ -499,7 +537,7 @@ export class AlertBook {
     if (!C) { if (L) openLast(); else this.apply(rs, rule, { life, effect: { kind: 'none' } }, p, tx); return }
     // the episode of the replay that the alert open now belongs to
     const E = [...episodes].reverse().find((ep) => ep.openTs <= C.openTs && (!ep.resolve || ep.resolve.at >= C.openTs))
-      ?? episodes.find((ep) => ep.openTs > C.openTs && ep.openTs <= late.ts) // the late reading opened it earlier than it was
+      ?? episodes.find((ep) => ep.openTs > C.openTs && ep.openTs <= latest) // a late reading opened it earlier than it was
     if (!E) { this.apply(rs, rule, { life: cur, effect: { kind: 'none' } }, p, tx); return } // cannot place it: leave it as it is
     if (E.resolve) {
       // in reading time that episode is over, by readings newer than the one that opened it; a later one may be open

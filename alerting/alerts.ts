@@ -73,6 +73,7 @@ export interface AlertNotifier {
 
 const TIMELINE_CURSOR = 'alerting-timeline'
 const MAX_TIMELINE = 1024
+const MAX_SNAPS = 128
 const LOW_CONFIDENCE = 0.5 // project heuristic: below it the reading's message says the signal was poor
 
 /** A rule's lifecycle right after a reading that changed it structurally (opened, worsened, resolved...): where a late reading's replay starts. */
@@ -433,6 +434,9 @@ export class AlertBook {
     for (const [key, snaps] of rs.snaps) {
       let cut = 0
       while (cut + 1 < snaps.length && snaps[cut + 1]!.ts < start) cut++
+      // and at most MAX_SNAPS: an alert that comes and goes many times a minute would otherwise grow
+      // them without bound; a late reading older than the oldest is replayed from that one
+      cut = Math.max(cut, snaps.length - MAX_SNAPS)
       if (cut > 0) snaps.splice(0, cut)
       if (snaps.length === 0) rs.snaps.delete(key)
     }
@@ -492,6 +496,8 @@ export class AlertBook {
     }
     let b = snaps.length - 1
     while (b >= 0 && snaps[b]!.ts >= earliest) b--
+    // older than every snapshot kept, but snapshots were dropped (MAX_SNAPS): start from the oldest kept
+    if (b < 0 && snaps.length >= MAX_SNAPS) b = 0
     let life: RuleLife = b >= 0 ? snaps[b]!.life : {}
     const from = b >= 0 ? snaps[b]!.ts : -Infinity
     const kept = snaps.slice(0, b + 1)

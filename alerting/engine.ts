@@ -154,7 +154,8 @@ export function compileRule (doc: Pick<RuleSetDoc, 'id' | 'version'>, original: 
     while (i > 0 && tl[i - 1]!.ts > r.ts) i--
     tl.splice(i, 0, r)
     const keep = lookbackMs + (rule.kind === 'sustained' ? (rule.maxGapS ?? 0) * 1000 : 0)
-    while (tl.length > 64 && tl[0]!.ts < tl[tl.length - 1]!.ts - keep) { tl.shift(); i-- }
+    // never the reading just placed (an old one may sit first)
+    while (tl.length > 64 && i > 0 && tl[0]!.ts < tl[tl.length - 1]!.ts - keep) { tl.shift(); i-- }
     return self.evaluate(tl, i, st)
   }
   const base = { key, ruleSetId: doc.id, ruleSetVersion: doc.version, rule, concern: concernOf(rule), windowed, lookbackMs, observe: (): void => {}, evaluateOne }

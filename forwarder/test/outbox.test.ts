@@ -49,7 +49,18 @@ describe('outbox', () => {
     expect(o.pending()).toBe(1)
     expect(o.stats.failures).toBe(0) // an abort at shutdown is not the endpoint's failure
     db.close() // nothing of the outbox touches it after settled()
-    await new Promise((r) => setTimeout(r, 100))
+    // a positive control instead of a pause: a second outbox, polling as often, delivers through
+    // several poll cycles; had the stopped one kept a timer or a write, it would have run by then
+    // (an error on the closed database fails the test as an unhandled rejection)
+    const fine = await server(async () => 200)
+    const db2 = openDatabase(':memory:')
+    const o2 = new Outbox(db2, systemClock, silentLogger(), { pollMs: 20, timeoutMs: 5000, maxBackoffMs: 100 })
+    for (let i = 0; i < 3; i++) o2.enqueue({ sink: 'b', url: fine.url, headers: {}, body: `{"n":${i}}`, idempotencyKey: `b${i}` })
+    o2.start()
+    await waitFor('the second outbox to deliver', () => fine.hits.length === 3, 3000)
+    o2.stop()
+    await o2.settled()
+    db2.close()
   })
 
   it('ignores a repeated idempotency key, opens the circuit after repeated failures, dead-letters and re-drives', async () => {

@@ -49,15 +49,16 @@ describe('hospital feeds, chosen per hospital', () => {
     const clients = await Promise.all([dA, dB, dC].map((d) => connect(t!.mqttPort, d.deviceId, d.secret)))
     const sent: MeasuredReading[] = []
     let lastTs = 0
+    // six rounds 400 ms apart in reading time, ending now: they span several 2 s windows without the test waiting
+    const base = Date.now() - 5 * 400
     for (let seq = 1; seq <= 6; seq++) {
       await Promise.all([dA, dB, dC].map((d, i) => {
-        const ts = lastTs = Date.now()
+        const ts = lastTs = base + (seq - 1) * 400
         // hA's patient: a hypertensive crisis (critical) in the first reading
         const r = { seq, ts, hr: 60 + seq + i, sys: d === dA && seq === 1 ? 200 : 118 + seq * 3, dia: d === dA && seq === 1 ? 125 : 70 + seq }
         if (d === dB) sent.push({ deviceId: d.deviceId, residentId: d.residentId, ...r })
         return clients[i]!.publishAsync(`vitals/${d.deviceId}`, JSON.stringify({ v: 1, ...r }), { qos: 1 })
       }))
-      await new Promise((r) => setTimeout(r, 400))
     }
     await Promise.all(clients.map((c) => c.endAsync()))
     const lastWindow = new Date(lastTs - (lastTs % WINDOW_MS)).toISOString()

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { cpSync } from 'node:fs'
+import Database from 'better-sqlite3'
 import { join } from 'node:path'
 import { connect, collect } from './helpers/mqtt.ts'
 import { ROOT, run, startAppProcess, tempDir, waitFor, type AppProcess } from './helpers/proc.ts'
@@ -18,9 +19,10 @@ describe('cluster over Redis', () => {
   let redis: RedisServer
   let a: AppProcess
   let b: AppProcess
+  let dirA = ''
   beforeAll(async () => {
     redis = await startRedis()
-    const dirA = tempDir('vm-node-a-')
+    dirA = tempDir('vm-node-a-')
     const made = await run(process.execPath, ['--import', 'tsx', join(ROOT, 'cli.ts'), 'demo'], 60_000, { VITALMESH_DATA_DIR: dirA })
     expect(made.code, made.stderr).toBe(0)
     const dirB = tempDir('vm-node-b-')
@@ -62,7 +64,13 @@ describe('cluster over Redis', () => {
       const body = await res.json() as { alerts: { ruleKey: string, severity: string, state: string }[] }
       return body.alerts.some((x) => x.ruleKey === 'acc-aha-2017/bp-category' && x.severity === 'critical' && x.state === 'open')
     })
-    await new Promise((res) => setTimeout(res, 300))
+    // and until the broker took it for the offline session: node A records delivery only once its publish completed
+    await waitFor('node A to have handed the critical alert to the broker', () => {
+      const db = new Database(join(dirA, 'vitalmesh.db'), { readonly: true })
+      try {
+        return (db.prepare("SELECT count(*) AS n FROM alerts WHERE resident_id = ? AND severity = 'critical' AND delivered_at IS NOT NULL").get(resident.id) as { n: number }).n > 0
+      } finally { db.close() }
+    })
     // the resident was last on B; it comes back on A
     let got!: ReturnType<typeof collect>
     const r = await connect(a.mqttPort, resident.id, resident.password, { clean: false }, (c) => { got = collect(c) })

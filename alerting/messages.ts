@@ -23,10 +23,12 @@ export function textIn (t: Text | undefined, lang: Language): string {
  * Heart-rate advice does not tell someone to rest: the resting-HR rules fire only after
  * ten minutes at rest.
  */
-const ADVICE: Record<Language, { bpCritical: string, bpWarning: string, bpLow: string, hr: string, average: string, noData: string, score: string, info: string, other: string }> = {
+const ADVICE: Record<Language, { remeasureCritical: string, remeasureWarning: string, bpCritical: string, bpWarning: string, bpLow: string, hr: string, average: string, noData: string, score: string, info: string, other: string }> = {
   en: {
-    bpCritical: 'Wait 5 minutes and measure again. If it is still this high, contact your clinician. If you have symptoms such as chest pain, shortness of breath, weakness or trouble speaking, seek emergency care.',
-    bpWarning: 'Sit quietly for 5 minutes and measure again. If it stays this high, contact your doctor.',
+    remeasureCritical: 'Wait 5 minutes and measure again.',
+    remeasureWarning: 'Sit quietly for 5 minutes and measure again.',
+    bpCritical: 'If it is still this high, contact your clinician. If you have symptoms such as chest pain, shortness of breath, weakness or trouble speaking, seek emergency care.',
+    bpWarning: 'If it stays this high, contact your doctor.',
     bpLow: 'Sit or lie down and measure again. If you feel dizzy or faint, or it stays this low, contact your doctor.',
     hr: 'If you feel unwell (dizziness, chest pain, shortness of breath or fainting), seek care now; otherwise contact your doctor.',
     average: 'Your home average is above the threshold for hypertension: contact your doctor to discuss it.',
@@ -36,8 +38,10 @@ const ADVICE: Record<Language, { bpCritical: string, bpWarning: string, bpLow: s
     other: 'Measure again. If it stays out of range, contact your doctor.',
   },
   'zh-CN': {
-    bpCritical: '请等待 5 分钟后再测一次。如果仍然这么高，请联系您的医生。如果出现胸痛、呼吸困难、无力或说话困难等症状，请立即就医急诊。',
-    bpWarning: '请安静坐 5 分钟后再测一次。如果仍然这么高，请联系您的医生。',
+    remeasureCritical: '请等待 5 分钟后再测一次。',
+    remeasureWarning: '请安静坐 5 分钟后再测一次。',
+    bpCritical: '如果仍然这么高，请联系您的医生。如果出现胸痛、呼吸困难、无力或说话困难等症状，请立即就医急诊。',
+    bpWarning: '如果仍然这么高，请联系您的医生。',
     bpLow: '请坐下或躺下后再测一次。如果感到头晕或快要晕倒，或血压仍然这么低，请联系您的医生。',
     hr: '如果感到不适（头晕、胸痛、呼吸困难或晕厥），请立即就医；否则请联系您的医生。',
     average: '您的家庭血压平均值高于高血压阈值：请联系医生讨论。',
@@ -48,11 +52,15 @@ const ADVICE: Record<Language, { bpCritical: string, bpWarning: string, bpLow: s
   },
 }
 
-function advice (concern: Concern, severity: Severity, lang: Language): string {
+/** `historic`: the reading is old, its message already says to measure again now */
+function advice (concern: Concern, severity: Severity, lang: Language, historic = false): string {
   const a = ADVICE[lang]
   if (severity === 'info') return a.info
   switch (concern) {
-    case 'bp-high': return severity === 'critical' ? a.bpCritical : a.bpWarning
+    case 'bp-high': {
+      const [again, then] = severity === 'critical' ? [a.remeasureCritical, a.bpCritical] : [a.remeasureWarning, a.bpWarning]
+      return historic ? then : `${again}${lang === 'zh-CN' ? '' : ' '}${then}`
+    }
     case 'bp-low': return a.bpLow
     case 'hr': case 'hr-high': case 'hr-low': return a.hr
     case 'bp-average': return a.average
@@ -123,8 +131,8 @@ export function alertMessage (c: MessageContext, lang: Language): string {
   const zh = lang === 'zh-CN'
   const parts: string[] = []
   if (c.historicAt) {
-    parts.push(`${c.title}${zh ? '：' : ': '}${HISTORIC[lang](c.historicAt, zh ? c.detail : c.detail)}`)
-    if (c.severity !== 'info') parts.push(advice(c.concern, c.severity, lang).replace(/^(Wait 5 minutes and measure again|Sit quietly for 5 minutes and measure again|请等待 5 分钟后再测一次|请安静坐 5 分钟后再测一次)[.。] ?/, ''))
+    parts.push(`${c.title}${zh ? '：' : ': '}${HISTORIC[lang](c.historicAt, c.detail)}`)
+    if (c.severity !== 'info') parts.push(advice(c.concern, c.severity, lang, true))
   } else {
     parts.push(`${c.title}${zh ? '：' : ': '}${c.detail}${zh ? '。' : '.'}`)
     parts.push(advice(c.concern, c.severity, lang))

@@ -2,13 +2,13 @@ import { join, resolve } from 'node:path'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import type { AddressInfo } from 'node:net'
 import { Gauge, Registry as MetricsRegistry } from 'prom-client'
-import { openDatabase, WalCheckpointer, topics, type Clock, type Config, type Logger } from './core/index.ts'
+import { openDatabase, WalCheckpointer, topics, VitalmeshError, type Clock, type Config, type Logger } from './core/index.ts'
 import { Registry, AuditLog, Fleet, ensureDemo, type DemoCredentials } from './registry/index.ts'
 import { Spool, EmbeddedStore, Drain, Ingest, InfluxStore, Rollups, AlertExport, type TelemetryStore } from './ingest/index.ts'
-import { AlertBook, RuleSetStore, type Override } from './alerting/index.ts'
+import { AlertBook, RuleSetStore, type EscalationChain, type Override } from './alerting/index.ts'
 import { Outbox, Aggregator, parseWindow, hospitalSink, researchSink, parentSink, alertFlagSink, measurementSink, type SummarySink } from './forwarder/index.ts'
 import { createBroker, createClusterBackends, listenTls, listenWss, mqttUpgradeHandler, type Broker, type ClusterBackends, type TlsFiles } from './broker/index.ts'
-import { buildApi, alertCareRoutes, alertingRoutes, backtestRoutes, forwarderRoutes, operatorRoutes, dataRoutes, consoleRoutes, LiveHub, registerDeviceRoutes, registerMetricsRoute, reportRoutes, auditViewRoutes, publicStatsRoutes } from './api/index.ts'
+import { buildApi, alertCareRoutes, alertingRoutes, backtestRoutes, forwarderRoutes, operatorRoutes, dataRoutes, consoleRoutes, LiveHub, registerDeviceRoutes, registerMetricsRoute, reportRoutes, auditViewRoutes, publicStatsRoutes, followerRoutes } from './api/index.ts'
 import { ReportBook, DeviceModelCatalogue, DEMO_DEVICE_MODELS, reportSink } from './reports/index.ts'
 
 export interface AppDeps {
@@ -27,6 +27,18 @@ function parsePrimaryRuleSets (s: string): Record<string, string> {
   for (const part of s.split(',').map((x) => x.trim()).filter(Boolean)) {
     const [region, id] = part.split('=').map((x) => x.trim())
     if (region && id) out[region] = id
+  }
+  return out
+}
+
+/** "c1=60/300/900" -> { c1: { followersAfterS: 60, deskAfterS: 300, hospitalAfterS: 900 } } (the config schema checked the form) */
+function parseChains (s: string): Record<string, EscalationChain> {
+  const out: Record<string, EscalationChain> = {}
+  for (const part of s.split(',').map((x) => x.trim()).filter(Boolean)) {
+    const [region, steps] = part.split('=') as [string, string]
+    const [f, d, h] = steps.split('/').map(Number) as [number, number, number]
+    if (!(f <= d && d <= h)) throw new VitalmeshError('VM_CONFIG_INVALID', `alerting.escalationByRegion: the steps of ${region} must not go backwards (followers ${f} s ≤ desk ${d} s ≤ hospital ${h} s)`)
+    out[region] = { followersAfterS: f, deskAfterS: d, hospitalAfterS: h }
   }
   return out
 }
@@ -66,11 +78,17 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     },
     enqueueWebhook: (e) => { outbox.enqueue(e) },
     // the hospital's `alerts` FHIR feed: a Flag per live critical alert (beside the JSON escalation webhook)
+    followers: (id) => ({
+      residentName: registry.resident(id)?.name ?? id,
+      followers: registry.followers.active(id).map((f) => ({ id: f.id, language: f.language, channels: f.channels, notify: f.notify })),
+    }),
     criticalAlert: alertFlagSink({ node: config.region.id, clock, hospital: (id) => registry.hospital(id), enqueue: (e) => { outbox.enqueue(e) }, audit: exported }),
     options: {
       tickMs: config.alerting.tickMs,
       escalateAfterS: config.alerting.escalateAfterS,
       deskAfterS: config.alerting.deskAfterS,
+      followersAfterS: config.alerting.followersAfterS,
+      chainByRegion: parseChains(config.alerting.escalationByRegion),
       renotifyS: { critical: config.alerting.renotifyCriticalS, warning: config.alerting.renotifyWarningS, info: config.alerting.renotifyInfoS },
       liveHorizonS: config.alerting.liveHorizonS,
       recordHorizonS: config.alerting.recordHorizonS,
@@ -137,14 +155,19 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       maxConnectionsPerAddress: m.maxConnectionsPerAddress,
     },
     ...(cluster ? { mq: cluster.mq, persistence: cluster.persistence } : {}),
-    acknowledge: (residentId, payload, done) => {
+    acknowledge: (who, payload, done) => {
+      const residentId = who.kind === 'resident' ? who.id : who.residentId
       let id: unknown
       try { id = (JSON.parse(payload.toString('utf8')) as { id?: unknown }).id } catch { /* reported below */ }
       if (typeof id !== 'string') {
-        log.info({ residentId }, 'alert acknowledgement without {"id": "<alert id>"} ignored')
+        log.info({ residentId, by: who.id }, 'alert acknowledgement without {"id": "<alert id>"} ignored')
         return done(null)
       }
-      try { alerts.acknowledge(id, `resident:${residentId}`, residentId) } catch (e) { log.info({ residentId, alertId: id, err: (e as Error).message }, 'alert acknowledgement refused') }
+      if (who.kind === 'follower' && !registry.followers.isActive(who.id)) return done(null)
+      try {
+        alerts.acknowledge(id, `${who.kind}:${who.id}`, residentId)
+        if (who.kind === 'follower') audit.append(`follower:${who.id}`, 'alert.acknowledged', residentId, { alertId: id, via: 'mqtt' })
+      } catch (e) { log.info({ residentId, by: who.id, alertId: id, err: (e as Error).message }, 'alert acknowledgement refused') }
       done(null)
     },
   })
@@ -169,7 +192,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   const mqttUpgrade = mqttUpgradeHandler((stream, req) => mqtt.handle(stream, req))
   const live = new LiveHub({
     verifyApiKey: (t) => registry.verifyApiKey(t), apiKey: (id) => registry.apiKeyById(id), revision: () => registry.revision(),
-    hospitalOf: (id) => registry.resident(id)?.hospitalId, framesPerS: config.http.liveFramesPerS, logger: logger.child({ component: 'live' }),
+    hospitalOf: (id) => registry.resident(id)?.hospitalId, followersOf: (id) => registry.followers.active(id), framesPerS: config.http.liveFramesPerS, logger: logger.child({ component: 'live' }),
     audited: (actor, action, subject, detail) => { audit.append(actor, action, subject, detail) },
   })
   spool.onCommit((rows) => live.readings(rows))
@@ -181,6 +204,11 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     alert: (alert, delivered) => {
       mqtt.publish(topics.alerts(alert.residentId), Buffer.from(JSON.stringify(alert)), 1).then(delivered, (err: Error) => {
         log.warn({ err, alertId: alert.id }, 'could not publish an alert; it will be re-sent after a restart')
+      })
+    },
+    follower: (n, delivered) => {
+      mqtt.publish(topics.followerAlerts(n.followerId), Buffer.from(JSON.stringify(n.body)), 1).then(delivered, (err: Error) => {
+        log.warn({ err, alertId: n.alertId, followerId: n.followerId }, 'could not publish a follower notice; it will be re-sent after a restart')
       })
     },
     status: (residentId, body) => {
@@ -255,6 +283,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       forwarderRoutes({ registry, aggregator, outbox, audit, region: config.region, windows, rollupK: config.forwarder.rollupK ?? config.forwarder.k, residentChanged: (id) => alerts.rulesChanged(id) }),
       reportRoutes({ registry, reports, audit }),
       auditViewRoutes({ registry, audit }),
+      followerRoutes({ registry, audit, disconnect: (id) => mqtt.disconnectIdentity(id) }),
       publicStatsRoutes({ aggregator, region: config.region, windows, k: config.forwarder.k }),
       (app) => registerDeviceRoutes(app, {
         fleet,

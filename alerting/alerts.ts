@@ -2,13 +2,13 @@ import { randomUUID } from 'node:crypto'
 import { VitalmeshError, type DB, type Logger, type Clock, type ClockTimer } from '../core/index.ts'
 import { RuleIndex, type CompiledRule, type Detail, type Override, type ResidentProfile, type RuleState, type Verdict } from './engine.ts'
 import type { Concern, RuleSetDoc, Severity } from './ruleset.ts'
-import { alertMessage, describe, endedMessage, languageOf, localTime, resolvedMessage, textIn, LANGUAGES, type Language } from './messages.ts'
+import { alertMessage, describe, endedMessage, followerMessage, languageOf, localTime, resolvedMessage, textIn, LANGUAGES, type Language } from './messages.ts'
 import { RANK, end, expire, onVerdict, type Effect, type Policy, type RuleLife } from './lifecycle.ts'
-import { AlertStore, type Alert, type AlertEvent, type Preferences } from './store.ts'
+import { AlertStore, type Alert, type AlertEvent, type FollowerNotice, type Preferences } from './store.ts'
 import { Timeline, type EvaluatedReading } from './timeline.ts'
 import { inQuietHours, planNotifications, type Candidate } from './notify.ts'
 
-export type { Alert, AlertEvent, AlertState, Preferences } from './store.ts'
+export type { Alert, AlertEvent, AlertState, FollowerNotice, Preferences } from './store.ts'
 export type { EvaluatedReading } from './timeline.ts'
 
 /** The alert as it is at this moment: what an announcement made now says, whatever happens to it later in the same readings. */
@@ -42,10 +42,16 @@ export interface AlertingDeps {
    * `alerts` FHIR feed enqueues there).
    */
   criticalAlert?(a: Alert, change: 'critical' | 'escalated' | 'ended', hospitalId: string): void
+  /** the resident's active followers (registry/followers.ts) and the name they know the resident by */
+  followers?(residentId: string): { residentName: string, followers: readonly FollowerTarget[] }
   options: {
     escalateAfterS: number
     /** an unacknowledged critical (or lost-contact) alert reaches the duty desk after this long (default 300 s), before the hospital */
     deskAfterS?: number
+    /** an unacknowledged critical (or lost-contact) alert reaches the resident's followers after this long (default 120 s), before the duty desk */
+    followersAfterS?: number
+    /** region -> its own escalation timeouts (the chain's default per region); unset steps take the node's */
+    chainByRegion?: Record<string, Partial<EscalationChain>>
     renotifyS: Record<Severity, number>
     tickMs: number
     liveHorizonS?: number
@@ -61,6 +67,17 @@ export interface AlertingDeps {
   }
 }
 
+/** A follower as alerting needs it: where and in which language it is told, and of what. */
+export interface FollowerTarget { id: string, language: string, channels: readonly string[], notify: 'all' | 'warning' | 'critical' | 'escalations' }
+
+/**
+ * The escalation chain of an unacknowledged critical (or lost-contact) alert: the resident at
+ * once, then its followers, the coordination centre's duty desk, the hospital, each step
+ * this long after the alert opened (or a historic alert was confirmed). An acknowledgement
+ * at any step stops it.
+ */
+export interface EscalationChain { followersAfterS: number, deskAfterS: number, hospitalAfterS: number }
+
 /** Delivers to residents; `delivered` is called once the broker took the message. */
 export interface AlertNotifier {
   alert(a: Alert, delivered: () => void): void
@@ -69,6 +86,8 @@ export interface AlertNotifier {
   changed?(a: Alert): void
   /** the warnings held during quiet hours, sent when they end */
   digest?(residentId: string, body: { residentId: string, alerts: Alert[], message: string, language: Language }): void
+  /** a notice to a follower (its MQTT topic); `delivered` once the broker took it */
+  follower?(n: FollowerNotice, delivered: () => void): void
 }
 
 const TIMELINE_CURSOR = 'alerting-timeline'
@@ -80,7 +99,7 @@ const LOW_CONFIDENCE = 0.5 // project heuristic: below it the reading's message 
 interface Snap { ts: number, life: RuleLife }
 interface ResidentState { tl: Timeline, st: Map<string, RuleState>, life: Map<string, RuleLife>, snaps: Map<string, Snap[]> }
 const STRUCTURAL = new Set(['open', 'worse', 'confirmed', 'resolve', 'flapping'])
-interface Tx { candidates: Candidate[], saved: Map<string, Alert>, lives: Set<string>, residents: Set<string>, seen: Map<string, number>, notify: Alert[], digests: Map<string, { alertId: string, at: number, messages: Record<Language, string> }[]> }
+interface Tx { notices: FollowerNotice[], candidates: Candidate[], saved: Map<string, Alert>, lives: Set<string>, residents: Set<string>, seen: Map<string, number>, notify: Alert[], digests: Map<string, { alertId: string, at: number, messages: Record<Language, string> }[]> }
 
 /**
  * The driver of alerting: it places each reading on its resident's timeline, asks the
@@ -111,15 +130,16 @@ export class AlertBook {
   private checkpointedAt = 0
   private spool: AlertSpool | undefined
   private retainMs = 0
-  readonly stats = { desk: 0, opened: 0, resolved: 0, acknowledged: 0, suppressed: 0, escalated: 0, renotified: 0, historic: 0, recorded: 0, covered: 0, snoozed: 0, digested: 0, flapping: 0, ended: 0 }
+  readonly stats = { followers: 0, desk: 0, opened: 0, resolved: 0, acknowledged: 0, suppressed: 0, escalated: 0, renotified: 0, historic: 0, recorded: 0, covered: 0, snoozed: 0, digested: 0, flapping: 0, ended: 0 }
   private readonly log: Logger
-  private readonly o: Required<Omit<AlertingDeps['options'], 'primaryRuleSets'>> & { primaryRuleSets: Record<string, string> }
+  private readonly o: Required<Omit<AlertingDeps['options'], 'primaryRuleSets' | 'chainByRegion'>> & { primaryRuleSets: Record<string, string>, chainByRegion: Record<string, Partial<EscalationChain>> }
+  private noticesPending: number[] = []
 
   constructor (private readonly d: AlertingDeps) {
     this.log = d.logger
     this.store = new AlertStore(d.db)
     this.o = {
-      deskAfterS: 300, liveHorizonS: 3600, recordHorizonS: 86400, flapCount: 3, flapWindowS: 3600, maxSnoozeS: 86400, timeZone: 'Asia/Shanghai', checkpointMs: 5000, primaryRuleSets: {},
+      deskAfterS: 300, followersAfterS: 120, chainByRegion: {}, liveHorizonS: 3600, recordHorizonS: 86400, flapCount: 3, flapWindowS: 3600, maxSnoozeS: 86400, timeZone: 'Asia/Shanghai', checkpointMs: 5000, primaryRuleSets: {},
       ...d.options,
     } as typeof this.o
     this.index = this.buildIndex()
@@ -281,7 +301,7 @@ export class AlertBook {
     return { holdDownMs: rule.rule.clear.holdDownS * 1000, cooldownMs: rule.rule.cooldownS * 1000, flapCount: this.o.flapCount, flapWindowMs: this.o.flapWindowS * 1000 }
   }
 
-  private newTx (): Tx { return { candidates: [], saved: new Map(), lives: new Set(), residents: new Set(), seen: new Map(), notify: [], digests: new Map() } }
+  private newTx (): Tx { return { notices: [], candidates: [], saved: new Map(), lives: new Set(), residents: new Set(), seen: new Map(), notify: [], digests: new Map() } }
 
   /** Runs `fn` in a transaction with a fresh effect list, then carries out the effects. */
   private run (fn: () => void): void {
@@ -342,6 +362,7 @@ export class AlertBook {
     if (!tx) return
     for (const a of tx.saved.values()) this.notifier.changed?.(a)
     for (const a of tx.notify) this.notify(a)
+    for (const n of tx.notices) this.sendNotice(n)
     for (const [res, alerts] of tx.digests) this.sendDigest(res, alerts)
     for (const res of tx.residents) this.publishStatus(res)
     if (this.spool && this.d.clock.now() - this.checkpointedAt >= this.o.checkpointMs) this.checkpoint()
@@ -682,7 +703,7 @@ export class AlertBook {
       id: randomUUID(), residentId: p.id, ruleSetId: rule.ruleSetId, ruleSetVersion: rule.ruleSetVersion, ruleId: rule.rule.id, ruleKey: rule.key, concern: rule.concern,
       severity: v.severity, state: 'open', openedAt: now, acknowledgedAt: null, acknowledgedBy: null, resolvedAt: null,
       message: messages[lang], messages, language: lang, reading: ref, firstReading: ref, detail: v.detail, escalatedAt: null,
-      historic, flapCount: 0, endedReason: null, closedAt: null, closedBy: null, clearedFrom: null, deskAt: null,
+      historic, flapCount: 0, endedReason: null, closedAt: null, closedBy: null, clearedFrom: null, deskAt: null, followersAt: null,
     }
   }
 
@@ -757,6 +778,7 @@ export class AlertBook {
       this.store.pending(a.id, now)
       this.lastNotified.set(a.id, now)
       tx.notify.push(a)
+      if (!a.historic) this.tellFollowers(a, 'alert', now, tx)
     }
   }
 
@@ -821,16 +843,26 @@ export class AlertBook {
           tx.notify.push(a)
         }
         const from = this.escalateFrom.get(a.id)
-        // the escalation chain: the resident, then the coordination centre's duty desk, then the hospital;
+        // the escalation chain: the resident, then its followers, the coordination centre's duty desk, the hospital;
         // an acknowledgement at any step stops it (only open alerts get here)
-        if ((a.severity === 'critical' || a.concern === 'no-data') && a.deskAt === null && from !== null && from !== undefined && now - from >= this.o.deskAfterS * 1000) {
+        const chain = this.chainOf(res)
+        const chained = (a.severity === 'critical' || a.concern === 'no-data') && from !== null && from !== undefined
+        if (chained && a.followersAt === null && now - from >= chain.followersAfterS * 1000) {
+          a.followersAt = now
+          this.store.save(a, from)
+          const told = this.tellFollowers(a, 'escalation', now, tx, Math.round((now - from) / 60_000))
+          this.store.event(a.id, now, told > 0 ? `escalated:followers:${told}` : 'escalation-skipped:no-followers', 'engine')
+          if (told > 0) this.stats.followers++
+          tx.saved.set(a.id, a)
+        }
+        if (chained && a.deskAt === null && now - from >= chain.deskAfterS * 1000) {
           a.deskAt = now
           this.store.save(a, from)
           this.store.event(a.id, now, 'escalated:duty-desk', 'engine')
           this.stats.desk++
           tx.saved.set(a.id, a)
         }
-        if (a.severity === 'critical' && a.escalatedAt === null && from !== null && from !== undefined && now - from >= this.d.options.escalateAfterS * 1000) this.escalate(a, now)
+        if (a.severity === 'critical' && a.escalatedAt === null && from !== null && from !== undefined && now - from >= chain.hospitalAfterS * 1000) this.escalate(a, now)
       }
     }
     // quiet hours that ended: one message with what was held
@@ -902,7 +934,7 @@ export class AlertBook {
     }
     const body = JSON.stringify({
       type: 'vitalmesh.alert.escalated',
-      reason: `critical alert not acknowledged within ${this.d.options.escalateAfterS} s`,
+      reason: `critical alert not acknowledged within ${this.chainOf(a.residentId).hospitalAfterS} s`,
       hospitalId: p!.hospitalId,
       resident: { id: a.residentId },
       alert: { id: a.id, ruleKey: a.ruleKey, ruleSetVersion: a.ruleSetVersion, concern: a.concern, severity: a.severity, state: a.state, openedAt: new Date(a.openedAt).toISOString(), message: a.messages.en, detail: a.detail, reading: a.reading, readingAt: a.reading ? new Date(a.reading.ts).toISOString() : null },
@@ -979,10 +1011,12 @@ export class AlertBook {
     this.d.clock.clearTimeout(this.deliveredTimer)
     this.deliveredTimer = undefined
     const ids = this.deliveredPending
-    if (ids.length === 0) return
+    const notices = this.noticesPending
+    if (ids.length === 0 && notices.length === 0) return
     this.deliveredPending = []
+    this.noticesPending = []
     try {
-      this.store.transaction(() => this.store.delivered(ids, this.d.clock.now()))
+      this.store.transaction(() => { this.store.delivered(ids, this.d.clock.now()); this.store.noticesDelivered(notices, this.d.clock.now()) })
     } catch (err) {
       this.log.error({ err }, 'could not record alert delivery; the alerts will be re-sent after a restart')
     }
@@ -992,9 +1026,50 @@ export class AlertBook {
   resendUndelivered (): number {
     const rows = this.store.undelivered()
     for (const a of rows) this.notify(a)
-    if (rows.length) this.log.info({ count: rows.length }, 're-sending alerts whose delivery was interrupted')
-    return rows.length
+    const notices = this.store.undeliveredNotices()
+    for (const n of notices) this.sendNotice(n)
+    if (rows.length || notices.length) this.log.info({ count: rows.length, followerNotices: notices.length }, 're-sending alerts whose delivery was interrupted')
+    return rows.length + notices.length
   }
+
+  /** The chain's timeouts for a resident: its region's, else the node's. */
+  chainOf (residentId: string): EscalationChain {
+    const region = this.profile(residentId)?.region
+    const r = (region ? this.o.chainByRegion[region] : undefined) ?? {}
+    return { followersAfterS: r.followersAfterS ?? this.o.followersAfterS, deskAfterS: r.deskAfterS ?? this.o.deskAfterS, hospitalAfterS: r.hospitalAfterS ?? this.d.options.escalateAfterS }
+  }
+
+  /**
+   * Notices to the resident's followers, recorded in this transaction and sent after it
+   * commits: a copy of an alert the resident is told of (to those who chose its severity), or
+   * the escalation step (to every follower). Returns how many followers it reached.
+   */
+  private tellFollowers (a: Alert, kind: 'alert' | 'escalation', now: number, tx: Tx, minutes?: number): number {
+    const f = this.d.followers?.(a.residentId)
+    if (!f || f.followers.length === 0) return 0
+    let told = 0
+    for (const t of f.followers) {
+      if (kind === 'alert' && !wants(t.notify, a.severity)) continue
+      if (!t.channels.includes('mqtt')) { if (t.channels.includes('live')) told++; continue } // the live stream shows every change of the alert; nothing to keep
+      const lang = languageOf(t.language)
+      const message = followerMessage(kind, { residentName: f.residentName, severity: a.severity, concern: a.concern, residentMessage: a.messages[lang], ...(minutes !== undefined ? { minutes } : {}) }, lang)
+      const body = { type: kind === 'alert' ? 'alert' : 'escalation', followerId: t.id, residentId: a.residentId, residentName: f.residentName, alert: { id: a.id, concern: a.concern, severity: a.severity, state: a.state, openedAt: a.openedAt, reading: a.reading, historic: a.historic }, message, language: lang, at: now, ackTopic: `followers/${t.id}/ack` }
+      tx.notices.push(this.store.addNotice({ followerId: t.id, alertId: a.id, kind, at: now, body }))
+      told++
+    }
+    return told
+  }
+
+  private sendNotice (n: FollowerNotice): void {
+    if (!this.notifier.follower) return
+    this.notifier.follower(n, () => {
+      this.noticesPending.push(n.id)
+      this.deliveredTimer ??= this.d.clock.setTimeout(() => this.flushDelivered(), 50)
+    })
+  }
+
+  /** What each follower was told of an alert (the alert's history names the steps; this, the people). */
+  followerNotices (alertId: string): ReturnType<AlertStore['noticesOf']> { return this.store.noticesOf(alertId) }
 
   start (): void {
     const loop = (): void => { this.tick(); this.tickTimer = this.d.clock.setTimeout(loop, this.d.options.tickMs) }
@@ -1035,4 +1110,12 @@ export class AlertBook {
 
   /** The append-only log of alert state changes after position `after`, oldest first (the InfluxDB export). */
   eventsAfter (after: number, limit: number): AlertEvent[] { return this.store.eventsAfter(after, limit) }
+}
+
+/** Does a follower who chose `notify` want a copy of an alert of this severity as it happens? */
+function wants (notify: FollowerTarget['notify'], severity: Severity): boolean {
+  if (notify === 'all') return true
+  if (notify === 'warning') return severity !== 'info'
+  if (notify === 'critical') return severity === 'critical'
+  return false
 }

@@ -168,3 +168,30 @@ export function localTime (ts: number, timeZone: string, now: number, lang: Lang
   if (day(ts) === day(now)) return time
   return `${fmt({ month: '2-digit', day: '2-digit' })} ${time}`
 }
+
+const SEVERITY_WORD: Record<Language, Record<Severity, string>> = {
+  en: { critical: 'critical', warning: 'warning', info: 'note' },
+  'zh-CN': { critical: '危急', warning: '警告', info: '提示' },
+}
+
+/**
+ * What a follower reads about the resident it follows. The resident's own message is quoted
+ * as it was sent (in the follower's language), so the follower knows exactly what the
+ * resident was told; the line before it says whose alert it is and what is asked of the
+ * follower. `minutes`: how long an escalated alert went unacknowledged.
+ */
+export function followerMessage (kind: 'alert' | 'escalation', c: { residentName: string, severity: Severity, concern: Concern, residentMessage: string, minutes?: number }, lang: Language): string {
+  const zh = lang === 'zh-CN'
+  const who = c.residentName
+  const sev = SEVERITY_WORD[lang][c.severity]
+  if (kind === 'alert') return zh ? `${who}的提醒（${sev}）。${who}收到的内容：“${c.residentMessage}”` : `Alert for ${who} (${sev}). ${who} was told: "${c.residentMessage}"`
+  const m = Math.max(1, Math.round(c.minutes ?? 0))
+  if (c.concern === 'no-data') {
+    return zh
+      ? `${who}的设备长时间没有数据（${who}被列为高风险）。请联系${who}，确认一切正常后在应用中确认此提醒。`
+      : `${who}'s devices have been silent for a long time (${who} is marked high-risk). Please contact ${who}, and acknowledge this alert once you know they are all right.`
+  }
+  return zh
+    ? `${who}已有 ${m} 分钟未确认一条${sev}提醒。请联系或探望${who}，处理后请确认该提醒。${who}收到的内容：“${c.residentMessage}”`
+    : `${who} has not acknowledged a ${sev} alert for ${m} min. Please contact or check on ${who}, and acknowledge the alert once you have. ${who} was told: "${c.residentMessage}"`
+}

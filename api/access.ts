@@ -15,6 +15,15 @@ export function mayAccessResident (p: ApiKeyPrincipal, residentId: string, hospi
   return false
 }
 
+/**
+ * Alerts are read by more people than readings: a follower (scope: its own id) sees the
+ * alerts of the resident it follows, and nothing else of that resident's data.
+ */
+export function mayReadAlerts (p: ApiKeyPrincipal, residentId: string, hospitalOf: (residentId: string) => string | null | undefined, followed: (followerId: string) => string | undefined): boolean {
+  if (p.role === 'follower') return p.scope !== null && followed(p.scope) === residentId
+  return mayAccessResident(p, residentId, hospitalOf)
+}
+
 /** Who did it, as audit entries name API keys. */
 export function actorOf (p: ApiKeyPrincipal): string { return `${p.role}:${p.scope ?? ''}:${p.keyId}` }
 

@@ -4,7 +4,7 @@ import { z } from 'zod'
 import { VitalmeshError } from '../core/index.ts'
 import type { Registry, AuditLog } from '../registry/index.ts'
 import { RuleSetDocSchema, type AlertBook, type RuleSetStore } from '../alerting/index.ts'
-import { mayAccessResident, auditRead } from './access.ts'
+import { mayAccessResident, mayReadAlerts, auditRead } from './access.ts'
 import { ResidentParams } from './schemas.ts'
 import type { ZodTypeProvider } from './zod.ts'
 
@@ -26,6 +26,7 @@ export const OverrideBody = z.strictObject({
 const RULE_SETS = ['rule sets']
 const ALERTS = ['alerts']
 const OWN_OR_HOSPITAL = 'resident (own), hospital (its residents)'
+const ALERT_READERS = 'resident (own), hospital (its residents), follower (the resident it follows)'
 
 /** Rule sets (research institutions publish, operators activate), standards, alerts and overrides. */
 export function alertingRoutes (d: AlertingRoutesDeps) {
@@ -36,6 +37,11 @@ export function alertingRoutes (d: AlertingRoutesDeps) {
       try { done(null, parseYaml(body as string)) } catch (e) { done(new VitalmeshError('VM_INVALID_RULE_SET', `not valid YAML: ${(e as Error).message}`)) }
     })
     const hospitalOf = (id: string): string | null | undefined => d.registry.resident(id)?.hospitalId
+    const followed = (fid: string): string | undefined => d.registry.followers.residentOf(fid)
+    const guardAlerts = (p: Parameters<typeof mayAccessResident>[0], id: string): void => {
+      if (!mayReadAlerts(p, id, hospitalOf, followed)) throw new VitalmeshError('VM_FORBIDDEN', `this key may not read the alerts of resident ${id}`)
+      if (!d.registry.resident(id)) throw new VitalmeshError('VM_NOT_FOUND', `resident ${id} is not registered`)
+    }
     const guardResident = (p: Parameters<typeof mayAccessResident>[0], id: string): void => {
       if (!mayAccessResident(p, id, hospitalOf)) throw new VitalmeshError('VM_FORBIDDEN', `this key may not access resident ${id}`)
       if (!d.registry.resident(id)) throw new VitalmeshError('VM_NOT_FOUND', `resident ${id} is not registered`)
@@ -88,11 +94,11 @@ export function alertingRoutes (d: AlertingRoutesDeps) {
 
     app.get<{ Params: { id: string }, Querystring: { limit?: string } }>('/v1/residents/:id/alerts', {
       schema: { summary: "A resident's alerts, newest first", tags: ALERTS, params: ResidentParams },
-      config: { roles: ['operator', 'resident', 'hospital'], scope: OWN_OR_HOSPITAL },
+      config: { roles: ['operator', 'resident', 'hospital', 'follower'], scope: ALERT_READERS },
     }, async (req) => {
       const p = req.principal!
       const id = req.params.id
-      guardResident(p, id)
+      guardAlerts(p, id)
       const limit = Math.min(1000, Math.max(1, Number(req.query.limit ?? 100) || 100))
       const alerts = d.alerts.forResident(id, limit)
       auditRead(d.audit, p, 'pull.alerts', id, { count: alerts.length })
@@ -101,22 +107,27 @@ export function alertingRoutes (d: AlertingRoutesDeps) {
 
     app.get<{ Params: { id: string } }>('/v1/alerts/:id/history', {
       schema: { summary: "An alert's transitions with who and when", tags: ALERTS },
-      config: { roles: ['operator', 'resident', 'hospital'], scope: OWN_OR_HOSPITAL },
+      config: { roles: ['operator', 'resident', 'hospital', 'follower'], scope: ALERT_READERS },
     }, async (req) => {
       const p = req.principal!
       const a = d.alerts.get(req.params.id)
       if (!a) throw new VitalmeshError('VM_NOT_FOUND', `no alert ${req.params.id}`)
-      if (!mayAccessResident(p, a.residentId, hospitalOf)) throw new VitalmeshError('VM_FORBIDDEN', `this key may not access alert ${req.params.id}`)
+      if (!mayReadAlerts(p, a.residentId, hospitalOf, followed)) throw new VitalmeshError('VM_FORBIDDEN', `this key may not access alert ${req.params.id}`)
       auditRead(d.audit, p, 'pull.alert-history', a.residentId, { alertId: a.id })
-      return { alert: a, transitions: d.alerts.history(a.id) }
+      // who was told at each step: the followers' notices, by follower id and kind (their words stay with them)
+      const followers = p.role === 'follower' ? undefined : d.alerts.followerNotices(a.id).map((n) => ({ followerId: n.followerId, kind: n.kind, at: n.at, deliveredAt: n.deliveredAt }))
+      return { alert: a, transitions: d.alerts.history(a.id), ...(followers ? { followers } : {}) }
     })
 
-    app.post<{ Params: { id: string } }>('/v1/alerts/:id/ack', { schema: { summary: 'Acknowledge an alert', tags: ALERTS }, config: { roles: ['operator', 'resident'], scope: 'resident (own)' } }, async (req) => {
+    app.post<{ Params: { id: string } }>('/v1/alerts/:id/ack', { schema: { summary: 'Acknowledge an alert (stops its escalation chain)', tags: ALERTS }, config: { roles: ['operator', 'resident', 'follower'], scope: 'resident (own), follower (the resident it follows)' } }, async (req) => {
       const p = req.principal!
       const existing = d.alerts.get(req.params.id)
       if (!existing) throw new VitalmeshError('VM_NOT_FOUND', `no alert ${req.params.id}`)
       if (p.role === 'resident' && existing.residentId !== p.scope) throw new VitalmeshError('VM_FORBIDDEN', 'residents acknowledge only their own alerts')
-      return d.alerts.acknowledge(req.params.id, `${p.role}:${p.scope ?? p.keyId}`, p.role === 'resident' ? p.scope ?? '' : undefined)
+      if (p.role === 'follower' && followed(p.scope ?? '') !== existing.residentId) throw new VitalmeshError('VM_FORBIDDEN', 'followers acknowledge only the alerts of the resident they follow')
+      const a = d.alerts.acknowledge(req.params.id, `${p.role}:${p.scope ?? p.keyId}`, p.role === 'operator' ? undefined : existing.residentId)
+      if (p.role === 'follower') d.audit.append(`follower:${p.scope}:${p.keyId}`, 'alert.acknowledged', existing.residentId, { alertId: existing.id, via: 'api' })
+      return a
     })
 
     app.get('/v1/residents/:id/overrides', {

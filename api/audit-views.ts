@@ -21,7 +21,7 @@ export function describeActor (actor: string): { role: string, scope: string | n
 
 /**
  * The audit trail as the person it is about sees it: which hospital, institution, operator
- * (or, later, follower) read or changed what of a resident's data, and when. The resident's
+ * or follower read or changed what of a resident's data, and when. The resident's
  * own actions are left out; the key ids are not shown to the resident.
  */
 export function auditViewRoutes (d: AuditViewsDeps) {
@@ -44,7 +44,12 @@ export function auditViewRoutes (d: AuditViewsDeps) {
       auditRead(d.audit, p, 'pull.access-log', id, { count: entries.length })
       return {
         residentId: id,
-        entries: entries.map((e) => ({ seq: e.seq, at: e.at, ...describeActor(e.actor), action: e.action, detail: e.detail })),
+        entries: entries.map((e) => {
+          const who = describeActor(e.actor)
+          // a follower is named as the resident named them ("my daughter"), not by an id
+          const f = who.role === 'follower' && who.scope ? d.registry.followers.get(who.scope) : undefined
+          return { seq: e.seq, at: e.at, ...who, ...(f ? { follower: { name: f.name, relation: f.relation } } : {}), action: e.action, detail: e.detail }
+        }),
         next: entries.length === q.limit ? entries[entries.length - 1]!.seq : null,
       }
     })

@@ -45,7 +45,7 @@ export function consoleRoutes (d: ConsoleDeps) {
 
     app.get('/v1/whoami', {
       schema: { summary: 'The role and scope of the calling key', tags: ['auth'] },
-      config: { roles: ['operator', 'resident', 'hospital', 'research', 'region'] },
+      config: { roles: ['operator', 'resident', 'hospital', 'research', 'region', 'follower'] },
     }, async (req) => {
       const p = req.principal!
       return { role: p.role, scope: p.scope, keyId: p.keyId }

@@ -40,6 +40,8 @@ export interface LiveHubDeps {
   /** a key's current role and scope by id; undefined once it is revoked */
   apiKey(keyId: string): ApiKeyPrincipal | undefined
   hospitalOf(residentId: string): string | null | undefined
+  /** a resident's active followers, and which of its alerts each chose to get on the live stream */
+  followersOf?(residentId: string): readonly { id: string, channels: readonly string[], notify: string }[]
   /** changes whenever a key or a resident's hospital may have changed: compared before each send, so checks are cached in between */
   revision(): string
   audited?(actor: string, action: string, subject: string, detail: unknown): void
@@ -247,6 +249,13 @@ export class LiveHub {
     for (const c of targets) {
       if (this.valid(c, rev) && mayAccessResident(c.p!, a.residentId, this.d.hospitalOf)) this.send(c, { type: 'alert', alert: a })
     }
+    // followers (key scope: the follower's id) who chose the live stream, for the alerts they chose
+    if (this.byScope.size === 0 || !this.d.followersOf) return
+    for (const f of this.d.followersOf(a.residentId)) {
+      const set = this.byScope.get(`follower:${f.id}`)
+      if (!set || !f.channels.includes('live') || !followerWants(f.notify, a)) continue
+      for (const c of set) if (this.valid(c, rev)) this.send(c, { type: 'alert', alert: a })
+    }
   }
 
   stats (s: unknown): void {
@@ -259,4 +268,13 @@ export class LiveHub {
     clearInterval(this.timer)
     for (const c of this.clients) c.ws.terminate()
   }
+}
+
+/** A follower gets an alert on the live stream when it chose its severity, or the chain reached the followers. */
+function followerWants (notify: string, a: LiveAlert & { severity?: string, followersAt?: number | null }): boolean {
+  if (a.followersAt) return true
+  if (notify === 'all') return true
+  if (notify === 'warning') return a.severity === 'warning' || a.severity === 'critical'
+  if (notify === 'critical') return a.severity === 'critical'
+  return false
 }

@@ -1,14 +1,16 @@
 import { topics, type ReadingError } from '../core/index.ts'
 
-export type Identity = { kind: 'device', id: string } | { kind: 'resident', id: string }
+export type Identity = { kind: 'device', id: string } | { kind: 'resident', id: string } | { kind: 'follower', id: string }
 
 /**
  * What an identity may publish: a device only its own vitals topic (and its status, for the
- * last will), a resident only acknowledgements of its own alerts; nobody `$SYS/`.
+ * last will), a resident only acknowledgements of its own alerts, a follower only its
+ * acknowledgements; nobody `$SYS/`.
  */
 export function mayPublish (who: Identity, topic: string): boolean {
   if (topic.startsWith('$')) return false
   if (who.kind === 'device') return topic === topics.vitals(who.id) || topic === topics.deviceStatus(who.id)
+  if (who.kind === 'follower') return topic === topics.followerAck(who.id)
   return topic === topics.alertAck(who.id)
 }
 
@@ -19,11 +21,14 @@ function withinSubtree (filter: string, root: string): boolean {
 
 /**
  * What an identity may subscribe to: a device its own `devices/{id}/#` and
- * `standards/#`; a resident its own `alerts/{id}` and below. Anything else is refused.
+ * `standards/#`; a resident its own `alerts/{id}` and below; a follower its own
+ * `followers/{id}` and below (never the resident's topics: it is told what it chose).
+ * Anything else is refused.
  */
 export function maySubscribe (who: Identity, filter: string): boolean {
   if (filter.startsWith('$')) return false
   if (who.kind === 'device') return withinSubtree(filter, `devices/${who.id}`) || withinSubtree(filter, 'standards')
+  if (who.kind === 'follower') return withinSubtree(filter, `followers/${who.id}`)
   return withinSubtree(filter, `alerts/${who.id}`)
 }
 

@@ -37,8 +37,8 @@ export interface BrokerDeps {
   /** ingest one vitals payload; calls back once durable (or with an error: no PUBACK) */
   ingest(device: { id: string, deviceKey: number, residentId: string }, payload: Buffer, done: (err: Error | null) => void): void
   limits: BrokerLimits
-  /** a resident acknowledges an alert over MQTT */
-  acknowledge?(residentId: string, payload: Buffer, done: (err: Error | null) => void): void
+  /** a resident (on `alerts/{id}/ack`) or one of its followers (on `followers/{id}/ack`) acknowledges an alert over MQTT */
+  acknowledge?(who: { kind: 'resident', id: string } | { kind: 'follower', id: string, residentId: string }, payload: Buffer, done: (err: Error | null) => void): void
   /** batched last-seen and online write (registry) */
   recordLastSeen?(seen: Iterable<[string, number, boolean]>): void
   /** cluster backends (broker/cluster.ts); in-memory when absent */
@@ -225,7 +225,10 @@ export async function createBroker (deps: BrokerDeps): Promise<Broker> {
         return deps.ingest(p, payload, (err) => done(err))
       }
       if (p.kind === 'resident' && packet.topic === topics.alertAck(p.id) && deps.acknowledge) {
-        return deps.acknowledge(p.id, Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload), done)
+        return deps.acknowledge(p, Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload), done)
+      }
+      if (p.kind === 'follower' && packet.topic === topics.followerAck(p.id) && deps.acknowledge) {
+        return deps.acknowledge(p, Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload), done)
       }
       done(null)
     },

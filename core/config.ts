@@ -98,6 +98,8 @@ export const ConfigSchema = z.strictObject({
   alerting: z.strictObject({
     tickMs: z.coerce.number().int().min(10).max(60_000).default(1000).describe('period of the engine timer (no-data, hold-down, re-notify, escalation)'),
     escalateAfterS: z.coerce.number().min(0).default(900).describe('a critical alert not acknowledged this long goes to the resident\'s hospital'),
+    followersAfterS: z.coerce.number().min(0).default(120).describe('a critical (or lost-contact) alert not acknowledged this long reaches the resident\'s followers, before the duty desk (project heuristic: the AHA advises measuring again after 5 minutes; a relative is asked well before that wait is over)'),
+    escalationByRegion: z.string().regex(/^(\s*[A-Za-z0-9._-]+=\d+\/\d+\/\d+\s*(,|$))*$/, 'region=followersS/deskS/hospitalS,... e.g. c1=60/300/900').default('').describe('per region, the escalation chain\'s timeouts in seconds (followers/desk/hospital); other regions use followersAfterS, deskAfterS and escalateAfterS'),
     deskAfterS: z.coerce.number().min(0).default(300).describe('a critical (or lost-contact) alert not acknowledged this long reaches the coordination centre\'s duty desk (the worklist), before the hospital'),
     renotifyCriticalS: z.coerce.number().min(0).default(300),
     renotifyWarningS: z.coerce.number().min(0).default(3600),
@@ -160,6 +162,8 @@ export const ENV_SETTINGS: Record<string, string> = {
   VITALMESH_ALERT_TICK_MS: 'alerting.tickMs',
   VITALMESH_ESCALATE_AFTER_S: 'alerting.escalateAfterS',
   VITALMESH_DESK_AFTER_S: 'alerting.deskAfterS',
+  VITALMESH_FOLLOWERS_AFTER_S: 'alerting.followersAfterS',
+  VITALMESH_ESCALATION_BY_REGION: 'alerting.escalationByRegion',
   VITALMESH_RENOTIFY_CRITICAL_S: 'alerting.renotifyCriticalS',
   VITALMESH_RENOTIFY_WARNING_S: 'alerting.renotifyWarningS',
   VITALMESH_RENOTIFY_INFO_S: 'alerting.renotifyInfoS',

@@ -27,6 +27,7 @@ export const ErrorCodes = {
   VM_URI_TOO_LONG: { status: 414, text: 'A path parameter is longer than the server accepts.' },
   VM_CONSUMER_FAILED: { status: 503, text: 'A consumer of the reading log (alerting, reports, the forwarder) failed and is retried from its cursor; ingest goes on. See the server log.' },
   VM_SCHEMA_INVALID: { status: 500, text: 'The database schema cannot be migrated: it was written by a newer vitalmesh (a downgrade), or the migration steps are not strictly increasing. See the server log.' },
+  VM_INVITATION_INVALID: { status: 404, text: 'The follower invitation code is unknown, already used, expired or withdrawn: ask the resident for a new one.' },
 } as const
 
 export type ErrorCode = keyof typeof ErrorCodes

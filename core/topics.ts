@@ -13,6 +13,10 @@ export const topics = {
   /** retained: the resident's active alerts */
   alertStatus: (residentId: string) => `alerts/${residentId}/status`,
   standards: 'standards/current',
+  /** a follower's notices: copies of the resident's alerts it chose, and escalations that reached it */
+  followerAlerts: (followerId: string) => `followers/${followerId}/alerts`,
+  /** a follower acknowledges the resident's alert by publishing `{"id": "<alert id>"}` here */
+  followerAck: (followerId: string) => `followers/${followerId}/ack`,
 } as const
 
 /** Returns the device id of a `vitals/{deviceId}` topic, or undefined. */

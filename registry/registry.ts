@@ -1,11 +1,12 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto'
 import { type DB, type Migration, migrate, addColumns, hashSecret, verifySecret, newSecret, digestToken, SCRYPT_COST, isValidId, VitalmeshError } from '../core/index.ts'
+import { Followers, type FollowerPrincipal } from './followers.ts'
 
-export type Role = 'operator' | 'resident' | 'hospital' | 'research' | 'region'
+export type Role = 'operator' | 'resident' | 'hospital' | 'research' | 'region' | 'follower'
 
 export interface DevicePrincipal { kind: 'device', id: string, deviceKey: number, residentId: string }
 export interface ResidentPrincipal { kind: 'resident', id: string }
-export type Principal = DevicePrincipal | ResidentPrincipal
+export type Principal = DevicePrincipal | ResidentPrincipal | FollowerPrincipal
 
 export interface ApiKeyPrincipal { keyId: string, role: Role, scope: string | null }
 
@@ -54,9 +55,16 @@ export class Registry {
   /** bumped by every change of a key or a resident's profile on this connection (other connections: SQLite's data_version) */
   private changes = 0
   private readonly dataVersion
+  /** a resident's followers: identities of their own, bound to the resident (followers.ts) */
+  readonly followers: Followers
 
   constructor (private readonly db: DB) {
     migrate(db, 'registry', REGISTRY_MIGRATIONS)
+    this.followers = new Followers(db, {
+      addApiKey: (role, scope, label) => this.addApiKey(role, scope, label),
+      revokeApiKey: (id) => this.revokeApiKey(id),
+      idTaken: (id) => this.q.resident.get(id) !== undefined || this.q.device.get(id) !== undefined,
+    })
     this.dataVersion = db.prepare<[], { data_version: number }>('PRAGMA data_version')
     this.q = {
       resident: db.prepare<[string], { id: string, name: string | null, language: string, region: string | null, secret_hash: string | null, birth_year: number | null, conditions: string, hospital_id: string | null, research_consent: number }>('SELECT id, name, language, region, secret_hash, birth_year, conditions, hospital_id, research_consent FROM residents WHERE id = ?'),
@@ -84,7 +92,7 @@ export class Registry {
 
   private assertFreeId (id: string): void {
     if (!isValidId(id)) throw new VitalmeshError('VM_BAD_REQUEST', `"${id}" is not a valid id: use 1-64 characters of A-Z a-z 0-9 . _ -`)
-    if (this.q.resident.get(id) || this.q.device.get(id)) throw new VitalmeshError('VM_BAD_REQUEST', `id "${id}" is already registered`)
+    if (this.q.resident.get(id) || this.q.device.get(id) || this.followers.get(id)) throw new VitalmeshError('VM_BAD_REQUEST', `id "${id}" is already registered`)
   }
 
   /**
@@ -215,6 +223,7 @@ export class Registry {
       const ok = await verifySecret(password, d.secret_hash)
       return ok && d.revoked_at === null ? { kind: 'device', id: d.id, deviceKey: d.key, residentId: d.resident_id } : undefined
     }
+    if (isValidId(username) && this.followers.get(username)) return this.followers.authenticate(username, password)
     const r = isValidId(username) ? this.q.resident.get(username) : undefined
     const ok = await verifySecret(password, r?.secret_hash ?? undefined)
     return ok && r ? { kind: 'resident', id: r.id } : undefined
@@ -237,6 +246,7 @@ export class Registry {
     if (role === 'operator') return scope === null ? undefined : new VitalmeshError('VM_BAD_REQUEST', 'an operator key has no scope (it sees every resident): send "scope": null')
     if (scope === null) return new VitalmeshError('VM_BAD_REQUEST', `a ${role} key needs a scope (which resident, hospital, institution or region)`)
     if (!isValidId(scope)) return new VitalmeshError('VM_BAD_REQUEST', `scope "${scope}" is not a valid id: use 1-64 characters of A-Z a-z 0-9 . _ -`)
+    if (role === 'follower') return new VitalmeshError('VM_BAD_REQUEST', 'follower keys are made when a follower accepts a resident\'s invitation (POST /v1/followers/accept), not by hand')
     const known = role === 'resident' ? this.q.resident.get(scope) : role === 'hospital' ? this.q.hospital.get(scope) : role === 'research' ? this.q.institution.get(scope) : true
     return known ? undefined : new VitalmeshError('VM_NOT_FOUND', `no ${role === 'research' ? 'institution' : role} "${scope}" is registered; register it first`)
   }

@@ -71,7 +71,7 @@ describe('alert lifecycle', () => {
     tick(20)
     expect(sent.length).toBe(3) // acknowledged: no more re-notification (the status topic says it is acknowledged)
     feed(21, { sys: 120, dia: 80 })
-    expect(book.history(id).map((e) => [e.state, e.actor])).toEqual([['open', 'engine'], ['escalated:duty-desk', 'engine'], ['acknowledged', 'resident:r1'], ['resolved', 'engine']])
+    expect(book.history(id).map((e) => [e.state, e.actor])).toEqual([['open', 'engine'], ['escalation-skipped:no-followers', 'engine'], ['escalated:duty-desk', 'engine'], ['acknowledged', 'resident:r1'], ['resolved', 'engine']])
   })
 
   it('escalates an unacknowledged critical alert to the resident\'s hospital once, through the outbox', () => {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import fc from 'fast-check'
 import { openDatabase, ManualClock, silentLogger, type Reading } from '../../core/index.ts'
-import { AlertBook, BUILTIN_RULE_SETS, type Alert, type RuleSetDoc } from '../index.ts'
+import { AlertBook, BUILTIN_RULE_SETS, type Alert, type EscalationChain, type FollowerNotice, type FollowerTarget, type RuleSetDoc } from '../index.ts'
 
 /**
  * Golden timelines: readings with their reading time and the order (and wall time) they
@@ -14,7 +14,7 @@ const MIN = 60_000
 type R = Partial<Reading> & { at: number, device?: string }
 interface Told { state: string, ruleKey: string, severity: string, message: string, historic: boolean, type?: string }
 
-function world (ruleSetIds: string[], o: { language?: string, hospital?: boolean, region?: string, primary?: Record<string, string>, extra?: RuleSetDoc[], conditions?: string[] } = {}) {
+function world (ruleSetIds: string[], o: { language?: string, hospital?: boolean, region?: string, primary?: Record<string, string>, extra?: RuleSetDoc[], conditions?: string[], followers?: FollowerTarget[], chainByRegion?: Record<string, Partial<EscalationChain>> } = {}) {
   const db = openDatabase(':memory:')
   const clock = new ManualClock(T0)
   const told: Told[] = []
@@ -29,13 +29,16 @@ function world (ruleSetIds: string[], o: { language?: string, hospital?: boolean
     overrides: () => new Map(),
     hospitalEndpoint: () => ({ url: 'http://hospital.example/hook', token: null }),
     enqueueWebhook: (e) => { webhooks.push(e) },
-    options: { tickMs: 1000, escalateAfterS: 900, renotifyS: { critical: 0, warning: 0, info: 0 }, primaryRuleSets: o.primary ?? {} },
+    followers: () => ({ residentName: 'Wang Li', followers: o.followers ?? [] }),
+    options: { tickMs: 1000, escalateAfterS: 900, renotifyS: { critical: 0, warning: 0, info: 0 }, primaryRuleSets: o.primary ?? {}, chainByRegion: o.chainByRegion ?? {} },
   })
+  const notices: FollowerNotice[] = []
   const push = (a: Alert): void => { told.push({ state: a.state, ruleKey: a.ruleKey, severity: a.severity, message: a.message, historic: a.historic }) }
   book.setNotifier({
     alert: (a, delivered) => { push(structuredClone(a)); delivered() },
     status: () => {},
     digest: (_r, b) => { told.push({ state: 'digest', ruleKey: '', severity: '', message: b.message, historic: false, type: 'digest' }) },
+    follower: (n, delivered) => { notices.push(n); delivered() },
   })
   const seqs = new Map<string, number>()
   /** readings arriving now (the clock at `arrive` minutes), in the order given */
@@ -54,7 +57,7 @@ function world (ruleSetIds: string[], o: { language?: string, hospital?: boolean
     for (let m = Math.ceil(clock.now() / MIN - T0 / MIN); m <= toMin; m++) { clock.set(T0 + m * MIN); book.tick() }
     book.flushDelivered()
   }
-  return { db, clock, book, told, webhooks, arrive, wait, setLanguage: (l: string) => { language = l; book.rulesChanged('r1') }, setActive: (ids: string[], actor?: string) => { active = BUILTIN_RULE_SETS.filter((d) => ids.includes(d.id)); book.rulesChanged(undefined, actor) }, setDocs: (docs: RuleSetDoc[], actor?: string) => { active = docs; book.rulesChanged(undefined, actor) } }
+  return { db, clock, book, told, webhooks, notices, arrive, wait, setLanguage: (l: string) => { language = l; book.rulesChanged('r1') }, setActive: (ids: string[], actor?: string) => { active = BUILTIN_RULE_SETS.filter((d) => ids.includes(d.id)); book.rulesChanged(undefined, actor) }, setDocs: (docs: RuleSetDoc[], actor?: string) => { active = docs; book.rulesChanged(undefined, actor) } }
 }
 
 const states = (t: Told[]) => t.map((x) => `${x.state} ${x.ruleKey} ${x.severity}`)
@@ -291,11 +294,11 @@ describe('the escalation chain (issue 16)', () => {
     w.wait(4)
     expect(w.book.get(a.id)!.deskAt).toBeNull()
     w.wait(5)
-    expect(w.book.history(a.id).map((e) => e.state)).toEqual(['open', 'escalated:duty-desk'])
+    expect(w.book.history(a.id).map((e) => e.state)).toEqual(['open', 'escalation-skipped:no-followers', 'escalated:duty-desk'])
     expect(w.book.needingAttention()[0]!.id).toBe(a.id)
     expect(w.webhooks).toEqual([])
     w.wait(15)
-    expect(w.book.history(a.id).map((e) => e.state)).toEqual(['open', 'escalated:duty-desk', 'escalated'])
+    expect(w.book.history(a.id).map((e) => e.state)).toEqual(['open', 'escalation-skipped:no-followers', 'escalated:duty-desk', 'escalated'])
     expect(w.webhooks.length).toBe(1)
     const v = world(['acc-aha-2017'], { hospital: true })
     v.arrive(0, [{ at: 0, sys: 190, dia: 100 }])
@@ -303,8 +306,37 @@ describe('the escalation chain (issue 16)', () => {
     v.wait(3)
     v.book.acknowledge(b.id, 'resident:r1', 'r1')
     v.wait(30)
-    expect(v.book.history(b.id).map((e) => e.state)).toEqual(['open', 'acknowledged'])
+    expect(v.book.history(b.id).map((e) => e.state)).toEqual(['open', 'escalation-skipped:no-followers', 'acknowledged'])
     expect(v.webhooks).toEqual([])
+  })
+
+  it('followers are the step before the desk: a copy of a critical as it happens to those who chose it, the escalation to all, in each one\'s language; the chain per region', () => {
+    const daughter: FollowerTarget = { id: 'fol-d', language: 'zh-CN', channels: ['mqtt'], notify: 'critical' }
+    const doctor: FollowerTarget = { id: 'fol-doc', language: 'en', channels: ['mqtt'], notify: 'escalations' }
+    const w = world(['acc-aha-2017'], { hospital: true, followers: [daughter, doctor] })
+    w.arrive(0, [{ at: 0, sys: 130, dia: 85 }]) // a stage-1 reading: nobody but the resident is told of a warning
+    w.arrive(1, [{ at: 1, sys: 190, dia: 100 }])
+    const a = w.book.activeAlerts().find((x) => x.severity === 'critical')!
+    expect(w.notices.map((n) => [n.followerId, n.kind])).toEqual([['fol-d', 'alert']])
+    expect((w.notices[0]!.body as { message: string }).message).toMatch(/^Wang Li的提醒（危急）。Wang Li收到的内容：“/)
+    w.wait(2)
+    expect(w.notices.length).toBe(1)
+    w.wait(3) // 2 minutes after it opened
+    expect(w.notices.map((n) => [n.followerId, n.kind])).toEqual([['fol-d', 'alert'], ['fol-d', 'escalation'], ['fol-doc', 'escalation']])
+    expect((w.notices[2]!.body as { message: string }).message).toMatch(/^Wang Li has not acknowledged a critical alert for 2 min\. Please contact or check on Wang Li/)
+    expect(w.book.history(a.id).map((e) => e.state)).toEqual(['open', 'escalated:followers:2'])
+    // the doctor acknowledges: no desk, no hospital
+    w.book.acknowledge(a.id, 'follower:fol-doc', 'r1')
+    w.wait(30)
+    expect(w.book.history(a.id).map((e) => e.state)).toEqual(['open', 'escalated:followers:2', 'acknowledged'])
+    expect(w.webhooks).toEqual([])
+    // a region with a faster chain: followers at 1 min, desk at 2, hospital at 3
+    const fast = world(['acc-aha-2017'], { hospital: true, followers: [doctor], region: 'c9', chainByRegion: { c9: { followersAfterS: 60, deskAfterS: 120, hospitalAfterS: 180 } } })
+    fast.arrive(0, [{ at: 0, sys: 190, dia: 100 }])
+    const b = fast.book.activeAlerts()[0]!
+    fast.wait(3)
+    expect(fast.book.history(b.id).map((e) => e.state)).toEqual(['open', 'escalated:followers:1', 'escalated:duty-desk', 'escalated'])
+    expect(fast.book.chainOf('r1')).toEqual({ followersAfterS: 60, deskAfterS: 120, hospitalAfterS: 180 })
   })
 
   it('lost contact: a high-risk resident silent for 6 hours is told, and the duty desk sees it; other residents are not', () => {

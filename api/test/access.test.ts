@@ -31,6 +31,9 @@ describe('role and scope on every route', () => {
     keys.region = reg.addApiKey('region', 'local')
     keys.regionOther = reg.addApiKey('region', 'county-x')
     ownKeyId = keys.residentOther.split('_')[1]!
+    // followers of R1 and of R2, as they are made: invited by the resident, accepted with the code
+    keys.follower = (await reg.followers.accept(reg.followers.invite(R1, { name: 'daughter', relation: 'family' }, 'test').code)).apiKey
+    keys.followerOther = (await reg.followers.accept(reg.followers.invite(R2, { name: 'son', relation: 'family' }, 'test').code)).apiKey
     const d = t.app.demo!.device
     const c = await connect(t.mqttPort, d.deviceId, d.secret)
     await c.publishAsync(`vitals/${d.deviceId}`, reading(1, { sys: 200, dia: 125 }), { qos: 1 })
@@ -52,9 +55,15 @@ describe('role and scope on every route', () => {
     'POST /v1/rulesets/backtest': { path: () => '/v1/rulesets/backtest', allowed: ['operator', 'research'], wrongScope: { research: 'researchOther' }, body: () => ({ ruleSet: {}, days: 1 }) },
     'POST /v1/rulesets/:id/:version/activate': { path: () => '/v1/rulesets/esh-2023/1.0.0/activate', allowed: ['operator'] },
     'DELETE /v1/rulesets/:id/active': { path: () => '/v1/rulesets/esh-2023/active', allowed: ['operator'] },
-    'GET /v1/residents/:id/alerts': { path: () => `${R}/alerts`, allowed: ['operator', 'resident', 'hospital'], wrongScope: { resident: 'residentOther', hospital: 'hospitalOther' } },
-    'GET /v1/alerts/:id/history': { path: () => `/v1/alerts/${alertId}/history`, allowed: ['operator', 'resident', 'hospital'], wrongScope: { resident: 'residentOther', hospital: 'hospitalOther' } },
-    'POST /v1/alerts/:id/ack': { path: () => `/v1/alerts/${alertId}/ack`, allowed: ['operator', 'resident'], wrongScope: { resident: 'residentOther' } },
+    'GET /v1/residents/:id/alerts': { path: () => `${R}/alerts`, allowed: ['operator', 'resident', 'hospital', 'follower'], wrongScope: { resident: 'residentOther', hospital: 'hospitalOther', follower: 'followerOther' } },
+    'GET /v1/alerts/:id/history': { path: () => `/v1/alerts/${alertId}/history`, allowed: ['operator', 'resident', 'hospital', 'follower'], wrongScope: { resident: 'residentOther', hospital: 'hospitalOther', follower: 'followerOther' } },
+    'POST /v1/alerts/:id/ack': { path: () => `/v1/alerts/${alertId}/ack`, allowed: ['operator', 'resident', 'follower'], wrongScope: { resident: 'residentOther', follower: 'followerOther' } },
+    'POST /v1/residents/:id/followers': { path: () => `${R}/followers`, allowed: ['resident'], wrongScope: { resident: 'residentOther' }, body: () => ({ name: 'x', relation: 'friend' }) },
+    'GET /v1/residents/:id/followers': { path: () => `${R}/followers`, allowed: ['operator', 'resident'], wrongScope: { resident: 'residentOther' } },
+    'DELETE /v1/residents/:id/followers/:followerId': { path: () => `${R}/followers/fol-0000000000`, allowed: ['operator', 'resident'], wrongScope: { resident: 'residentOther' } },
+    'GET /v1/followers/me': { path: () => '/v1/followers/me', allowed: ['follower'] },
+    'PUT /v1/followers/me': { path: () => '/v1/followers/me', allowed: ['follower'], body: () => ({}) },
+    'DELETE /v1/followers/me': { path: () => '/v1/followers/me', allowed: ['follower'] },
     'GET /v1/residents/:id/overrides': { path: () => `${R}/overrides`, allowed: ['operator', 'hospital'], wrongScope: { hospital: 'hospitalOther' } },
     'PUT /v1/residents/:id/overrides': { path: () => `${R}/overrides`, allowed: ['hospital'], wrongScope: { hospital: 'hospitalOther' }, body: () => ({ ruleKey: 'wearable-hr/hr-high-rest', params: { value: 110 } }) },
     'POST /v1/federation/rollups': { path: () => '/v1/federation/rollups', allowed: ['region'], wrongScope: { region: 'regionOther' }, body: () => rollup('local') },
@@ -82,7 +91,7 @@ describe('role and scope on every route', () => {
     'POST /v1/devices/:id/rotate': { path: () => '/v1/devices/demo-dev-099/rotate', allowed: ['operator'] },
     'POST /v1/devices/:id/revoke': { path: () => '/v1/devices/demo-dev-099/revoke', allowed: ['operator'] },
     'GET /v1/stats': { path: () => '/v1/stats', allowed: ['operator'] },
-    'GET /v1/whoami': { path: () => '/v1/whoami', allowed: ['operator', 'resident', 'hospital', 'research', 'region'] },
+    'GET /v1/whoami': { path: () => '/v1/whoami', allowed: ['operator', 'resident', 'hospital', 'research', 'region', 'follower'] },
     'GET /v1/research/aggregates': { path: () => '/v1/research/aggregates', allowed: ['research'], wrongScope: { research: 'researchOther' } },
     'GET /v1/residents/:id/alert-preferences': { path: () => `${R}/alert-preferences`, allowed: ['operator', 'resident'], wrongScope: { resident: 'residentOther' } },
     'PUT /v1/residents/:id/alert-preferences': { path: () => `${R}/alert-preferences`, allowed: ['resident'], wrongScope: { resident: 'residentOther' }, body: () => ({ quietHours: { start: '22:00', end: '07:00' } }) },
@@ -97,7 +106,9 @@ describe('role and scope on every route', () => {
     'GET /v1/residents/:id/reports/:runId': { path: () => `${R}/reports/rpt-0000000000000000`, allowed: ['operator', 'resident', 'hospital'], wrongScope: { resident: 'residentOther', hospital: 'hospitalOther' } },
     'DELETE /v1/residents/:id/reports/:runId': { path: () => `${R}/reports/rpt-0000000000000000`, allowed: ['resident', 'hospital'], wrongScope: { resident: 'residentOther', hospital: 'hospitalOther' } },
   }
-  const roles: Role[] = ['operator', 'resident', 'hospital', 'research', 'region']
+  const roles: Role[] = ['operator', 'resident', 'hospital', 'research', 'region', 'follower']
+  /** routes without a key: the invitation code is the credential */
+  const PUBLIC = ['POST /v1/followers/accept']
 
   const call = async (method: string, path: string, key: string, body?: unknown) => {
     const res = await fetch(`http://127.0.0.1:${t.httpPort}${path}`, { method, headers: { authorization: `Bearer ${key}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) }, body: body === undefined ? undefined : JSON.stringify(body) })
@@ -105,8 +116,9 @@ describe('role and scope on every route', () => {
   }
 
   it('the table covers every /v1 route', () => {
-    const routes = t.app.api.vitalmeshRoutes.filter((r) => r.url.startsWith('/v1/')).map((r) => `${r.method} ${r.url}`)
+    const routes = t.app.api.vitalmeshRoutes.filter((r) => r.url.startsWith('/v1/') && r.roles !== 'public').map((r) => `${r.method} ${r.url}`)
     expect(routes.sort()).toEqual(Object.keys(table).sort())
+    expect(t.app.api.vitalmeshRoutes.filter((r) => r.url.startsWith('/v1/') && r.roles === 'public').map((r) => `${r.method} ${r.url}`)).toEqual(PUBLIC)
   })
 
   it('each route declares (config.roles) exactly the roles of its row', () => {

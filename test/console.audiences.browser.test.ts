@@ -203,7 +203,8 @@ describe('console: every audience, in zh-CN and en', () => {
       await page.fill('#ruleset-yaml', sample.replace(/^citation:.*\n/m, '').replace("op: '>='", "op: '=>'"))
       await page.click('#validate')
       // the backtest route is built elsewhere: a 404 here is said as such, a 400 lists the problems
-      await page.waitForFunction(() => (document.getElementById('editor-state')!.textContent ?? '') !== '' || document.querySelector('#editor-errors li') !== null)
+      // (the state says "saving…" while the request is out: wait for its answer)
+      await page.waitForFunction(() => { const s = document.getElementById('editor-state')!.textContent ?? ''; return (s !== '' && !/saving|正在保存/.test(s)) || document.querySelector('#editor-errors li') !== null })
       const validated = (await page.locator('#editor-errors li').count()) > 0
       if (!validated) expect(await page.textContent('#editor-state')).toBe(lang === 'en' ? 'Backtest not available on this node: the rule set can still be checked by publishing it.' : '本节点暂不支持回测：仍可通过发布来检查规则集。')
       await page.click('#publish')
@@ -241,6 +242,72 @@ describe('console: every audience, in zh-CN and en', () => {
       }
     })
   }
+
+  it('follower (resident invites in en; the follower accepts in zh-CN on a phone, and in en on a desktop): the resident\'s alerts, acknowledge, how it is told; the resident removes one', async () => {
+    // a resident who reads Chinese has a crisis open, and invites their daughter from the console
+    const d = t.app.demo!.fleet[6]!
+    const FR = d.residentId
+    t.app.registry.updateResident(FR, { language: 'zh-CN' })
+    const frKey = t.app.registry.addApiKey('resident', FR)
+    const c = await connect(t.mqttPort, d.deviceId, d.secret)
+    await c.publishAsync(`vitals/${d.deviceId}`, reading(1, { sys: 194, dia: 122, hr: 90 }), { qos: 1 })
+    await c.endAsync()
+    await waitFor('the crisis alert', () => t.app.alerts.activeAlerts(FR).find((a) => a.severity === 'critical'))
+    const page = await open('en', frKey, 'resident')
+    await page.fill('#inv-name', '女儿')
+    await page.selectOption('#inv-relation', 'family')
+    await page.selectOption('#inv-language', 'zh-CN')
+    await page.click('#invite-form button[type=submit]')
+    await page.locator('[data-testid="invitation"]').waitFor()
+    const code = (await page.getAttribute('#invite-state', 'data-code'))!
+    expect(await page.textContent('#followers li[data-status="invited"]')).toMatch(/女儿/)
+    // the daughter, on her phone in Chinese, accepts on the sign-in page and lands on the alerts
+    const zh = pages['zh-CN']!
+    await zh.setViewportSize(PHONE)
+    await zh.goto(url('/console/'))
+    await zh.evaluate(() => sessionStorage.clear())
+    await zh.goto(url('/console/'))
+    await zh.fill('#invite-code', code)
+    await zh.click('#accept-form button[type=submit]')
+    await zh.waitForSelector('#accepted:not([hidden])')
+    expect(await zh.textContent('#accepted-key')).toMatch(/^vm_[0-9a-f]{12}_/)
+    await zh.click('#accepted-continue')
+    await zh.waitForSelector('#follower:not([hidden])')
+    await zh.locator('#follower-alerts li.critical').first().waitFor()
+    expect(await zh.textContent('#follow-title')).toMatch(/的提醒$/)
+    expect(await zh.textContent('#follower-alerts li.critical')).toMatch(/危急/)
+    await fitsWidth(zh)
+    await accessible(zh, 'follower zh-CN phone')
+    await shot(zh, 'follower-zh-CN-phone')
+    // she acknowledges: the node records it as hers, and the chain stops
+    const alertId = (await zh.getAttribute('#follower-alerts li.critical[data-state="open"]', 'data-alert-id'))!
+    await zh.click(`#follower-alerts li[data-alert-id="${alertId}"] button`)
+    await zh.locator(`#follower-alerts li[data-alert-id="${alertId}"][data-state="acknowledged"]`).waitFor()
+    expect(t.app.alerts.get(alertId)!.acknowledgedBy).toMatch(/^follower:fol-/)
+    // how she is told: every alert, on the app only
+    await zh.selectOption('#fol-notify', 'all')
+    await zh.uncheck('#fol-live')
+    await zh.click('#follower-prefs button[type=submit]')
+    await zh.locator('#fol-prefs-state:has-text("已保存")').waitFor()
+    const fid = (await page.getAttribute('#followers li[data-status="invited"]', 'data-follower-id'))!
+    expect(t.app.registry.followers.get(fid)).toMatchObject({ notify: 'all', channels: ['mqtt'], status: 'active' })
+    // a doctor follows too, in English on a desktop
+    const inv = await (await fetch(url(`/v1/residents/${FR}/followers`), { method: 'POST', headers: { authorization: `Bearer ${frKey}`, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'Dr Chen', relation: 'community-doctor', language: 'en' }) })).json() as { invitation: { code: string } }
+    const acc = await (await fetch(url('/v1/followers/accept'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ code: inv.invitation.code }) })).json() as { apiKey: string }
+    const en = await open('en', acc.apiKey, 'follower')
+    await en.locator('#follower-alerts li').first().waitFor()
+    expect(await en.textContent('#follower .card h2')).toMatch(/^Alerts of /)
+    expect(await en.textContent('#follower-alerts')).toMatch(/critical · acknowledged/)
+    await accessible(en, 'follower en desktop')
+    await shot(en, 'follower-en-desktop')
+    // back in the resident's view: both listed; the resident removes the daughter, and her key stops working
+    const res = await open('en', frKey, 'resident')
+    await res.locator('#followers li[data-status="active"]').nth(1).waitFor()
+    await res.click(`#followers li[data-follower-id="${fid}"] button`)
+    await res.locator(`#followers li[data-follower-id="${fid}"]`).waitFor({ state: 'detached' })
+    expect(t.app.registry.followers.get(fid)!.status).toBe('removed')
+    expect(await res.textContent('#access-log')).toMatch(/关注人 女儿/) // the resident reads Chinese
+  })
 
   it('operator (en): a critical whose rule set was withdrawn stays in the worklist until closed with a reason', async () => {
     const crit = t.app.alerts.forResident(ZH).find((a) => a.severity === 'critical' && a.ruleSetId === 'acc-aha-2017')!

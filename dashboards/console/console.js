@@ -197,6 +197,7 @@ async function start () {
   else if (state.me.role === 'operator') await operatorView()
   else if (state.me.role === 'hospital') await clinicianView(state.me.scope)
   else if (state.me.role === 'research') await researchView()
+  else if (state.me.role === 'follower') await followerView()
   else $('who').textContent += ' — ' + t('role.other')
 }
 
@@ -209,6 +210,21 @@ $('login-form').onsubmit = (e) => {
   state.key = $('key').value.trim()
   sessionStorage.setItem('vitalmesh.key', state.key)
   start()
+}
+// a follower accepts an invitation here: the key and the app password are shown once, then the console signs in with the key
+$('accept-form').onsubmit = async (e) => {
+  e.preventDefault()
+  $('accept-error').textContent = ''
+  try {
+    const res = await fetch('/v1/followers/accept', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ code: $('invite-code').value.trim(), language: I18N.lang }) })
+    const body = await res.json()
+    if (!res.ok) throw new Error(body.code === 'VM_INVITATION_INVALID' ? t('accept.invalid') : body.message)
+    $('accepted-key').textContent = body.apiKey
+    $('accepted-mqtt').textContent = `${body.mqtt.username} / ${body.mqtt.password} · ${body.mqtt.topic}`
+    $('accepted').hidden = false
+    $('accept-form').hidden = true
+    $('accepted-continue').onclick = () => { state.key = body.apiKey; sessionStorage.setItem('vitalmesh.key', state.key); $('accepted').hidden = true; start() }
+  } catch (err) { $('accept-error').textContent = err.message }
 }
 $('logout').onclick = () => { sessionStorage.removeItem('vitalmesh.key'); location.reload() }
 if (state.key) start(); else $('login').hidden = false

@@ -101,8 +101,34 @@ async function residentView (id, profile) {
     if (!entries.length) body.append(h('tr', {}, h('td', { colspan: '3', class: 'muted', text: t('res.accessLogEmpty') })))
     for (const e of entries) {
       const what = I18N.has(`action.${e.action}`) ? t(`action.${e.action}`) : t('action.other', { action: e.action })
-      body.append(h('tr', { 'data-seq': String(e.seq), 'data-role': e.role }, h('td', { text: I18N.dateTime(e.at) }), h('td', { text: actorText(e.role, e.scope) }), h('td', { text: what })))
+      // a follower is named as the resident named them
+      const who = e.follower ? `${t('role.follower')} ${e.follower.name}` : actorText(e.role, e.scope)
+      body.append(h('tr', { 'data-seq': String(e.seq), 'data-role': e.role }, h('td', { text: I18N.dateTime(e.at) }), h('td', { text: who }), h('td', { text: what })))
     }
+  }
+
+  // followers: who is told of my alerts; invite one (a code to pass on), remove one
+  for (const r of ['family', 'community-doctor', 'carer', 'friend']) $('inv-relation').append(h('option', { value: r, text: t(`rel.${r}`) }))
+  const renderFollowers = async () => {
+    const { followers } = await api(`/v1/residents/${id}/followers`)
+    const shown = followers.filter((f) => f.status !== 'removed')
+    const ul = $('followers')
+    ul.replaceChildren()
+    if (!shown.length) ul.append(h('li', { class: 'muted', text: t('res.noFollowers') }))
+    for (const f of shown) {
+      const b = h('button', { type: 'button', class: 'secondary', text: t('fol.remove') })
+      b.onclick = async () => { b.disabled = true; await api(`/v1/residents/${id}/followers/${f.id}`, { method: 'DELETE' }); await renderFollowers() }
+      ul.append(h('li', { 'data-follower-id': f.id, 'data-status': f.status }, h('span', { text: t('fol.item', { name: f.name, relation: t(`rel.${f.relation}`), status: t(`fol.status.${f.status}`), since: I18N.dateTime(f.acceptedAt ?? f.invitedAt) }) }), ' ', b))
+    }
+  }
+  $('invite-form').onsubmit = async (e) => {
+    e.preventDefault()
+    try {
+      const r = await api(`/v1/residents/${id}/followers`, { method: 'POST', body: { name: $('inv-name').value.trim(), relation: $('inv-relation').value, language: $('inv-language').value } })
+      $('invite-state').replaceChildren(h('span', { 'data-testid': 'invitation', text: t('inv.code', { name: r.follower.name, until: I18N.dateTime(r.invitation.expiresAt), code: r.invitation.code }) }))
+      $('invite-state').dataset.code = r.invitation.code
+      await renderFollowers()
+    } catch (err) { $('invite-state').textContent = t('error.prefix', { message: err.message }) }
   }
 
   $('consent').checked = profile.researchConsent
@@ -117,6 +143,7 @@ async function residentView (id, profile) {
     api(`/v1/residents/${id}/alert-preferences`).then(renderPrefs),
     renderReports(),
     renderAccessLog(),
+    renderFollowers(),
   ])
 
   live((m) => {
@@ -380,4 +407,56 @@ function reportTable (value, depth = 0) {
   if (flat.length) box.append(h('table', {}, h('tbody', {}, ...flat.map(([k, v]) => h('tr', {}, h('th', { scope: 'row', text: label(k) }), h('td', {}, reportTable(v, depth + 1)))))))
   for (const [k, v] of nested) box.append(h(depth ? 'h4' : 'h3', { text: label(k) }), reportTable(v, depth + 1))
   return box
+}
+
+/** A follower (a relative, a community doctor): the alerts of the resident it follows, acknowledge, how it is told. */
+async function followerView () {
+  $('follower').hidden = false
+  let me = await api('/v1/followers/me')
+  const name = me.resident.name || me.resident.id
+  $('follow-title').textContent = t('fol.title', { name })
+  $('live-state-f').textContent = t('live.connecting')
+  const renderAlerts = async () => {
+    const { alerts } = await api(`/v1/residents/${me.resident.id}/alerts?limit=20`)
+    const ul = $('follower-alerts')
+    ul.replaceChildren()
+    if (!alerts.length) ul.append(h('li', { class: 'muted', text: t('fol.none') }))
+    for (const a of alerts) {
+      const li = alertItem(a)
+      if (a.followersAt) li.append(h('div', { class: 'meta', text: t('fol.escalated', { at: I18N.dateTime(a.followersAt) }) }))
+      if (a.state === 'open') {
+        const b = h('button', { type: 'button', text: t('alert.ack') })
+        b.onclick = async () => { b.disabled = true; await api(`/v1/alerts/${a.id}/ack`, { method: 'POST' }); await renderAlerts() }
+        li.append(b)
+      }
+      ul.append(li)
+    }
+  }
+  const NOTIFY = ['all', 'warning', 'critical', 'escalations']
+  $('fol-notify').replaceChildren(...NOTIFY.map((n) => h('option', { value: n, text: t(`fol.notify.${n}`) })))
+  const renderPrefs = (f) => {
+    $('fol-notify').value = f.notify
+    $('fol-mqtt').checked = f.channels.includes('mqtt')
+    $('fol-live').checked = f.channels.includes('live')
+  }
+  renderPrefs(me.follower)
+  $('follower-prefs').onsubmit = async (e) => {
+    e.preventDefault()
+    $('fol-prefs-state').textContent = t('saving')
+    try {
+      const channels = [...($('fol-mqtt').checked ? ['mqtt'] : []), ...($('fol-live').checked ? ['live'] : [])]
+      me = { ...me, follower: (await api('/v1/followers/me', { method: 'PUT', body: { notify: $('fol-notify').value, channels } })).follower }
+      renderPrefs(me.follower)
+      $('fol-prefs-state').textContent = t('saved')
+    } catch (err) { $('fol-prefs-state').textContent = t('error.prefix', { message: err.message }) }
+  }
+  $('fol-leave').onclick = async () => {
+    await api('/v1/followers/me', { method: 'DELETE' })
+    $('follower-alerts').replaceChildren(h('li', { class: 'muted', text: t('fol.left') }))
+  }
+  await renderAlerts()
+  live((m) => {
+    if (m.type === 'ready') $('live-state-f').textContent = t('live.on')
+    if (m.type === 'alert') renderAlerts()
+  })
 }

@@ -4,11 +4,11 @@ import { RuleIndex, type CompiledRule, type Detail, type Override, type Resident
 import type { Concern, RuleSetDoc, Severity } from './ruleset.ts'
 import { alertMessage, describe, endedMessage, followerMessage, languageOf, localTime, resolvedMessage, textIn, LANGUAGES, type Language } from './messages.ts'
 import { RANK, end, expire, onVerdict, type Effect, type Policy, type RuleLife } from './lifecycle.ts'
-import { AlertStore, type Alert, type AlertEvent, type FollowerNotice, type Preferences } from './store.ts'
+import { AlertStore, type Alert, type AlertEvent, type AlertNote, type FollowerNotice, type Preferences } from './store.ts'
 import { Timeline, type EvaluatedReading } from './timeline.ts'
 import { inQuietHours, planNotifications, type Candidate } from './notify.ts'
 
-export type { Alert, AlertEvent, AlertState, FollowerNotice, Preferences } from './store.ts'
+export type { Alert, AlertEvent, AlertNote, AlertState, FollowerNotice, Preferences } from './store.ts'
 export type { EvaluatedReading } from './timeline.ts'
 
 /** The alert as it is at this moment: what an announcement made now says, whatever happens to it later in the same readings. */
@@ -703,7 +703,7 @@ export class AlertBook {
       id: randomUUID(), residentId: p.id, ruleSetId: rule.ruleSetId, ruleSetVersion: rule.ruleSetVersion, ruleId: rule.rule.id, ruleKey: rule.key, concern: rule.concern,
       severity: v.severity, state: 'open', openedAt: now, acknowledgedAt: null, acknowledgedBy: null, resolvedAt: null,
       message: messages[lang], messages, language: lang, reading: ref, firstReading: ref, detail: v.detail, escalatedAt: null,
-      historic, flapCount: 0, endedReason: null, closedAt: null, closedBy: null, clearedFrom: null, deskAt: null, followersAt: null,
+      historic, flapCount: 0, endedReason: null, closedAt: null, closedBy: null, clearedFrom: null, deskAt: null, followersAt: null, assignedTo: null,
     }
   }
 
@@ -962,6 +962,64 @@ export class AlertBook {
     return a
   }
 
+  /** The worklist: a staff member takes an alert (or hands it on). Any alert, any state; recorded in its history. */
+  assign (alertId: string, to: string, actor: string): Alert {
+    const a = this.activeOrStored(alertId)
+    this.run(() => {
+      a.assignedTo = to
+      this.store.save(a, this.escalateFrom.get(a.id) ?? null)
+      this.store.event(a.id, this.d.clock.now(), `assigned:${to.slice(0, 100)}`, actor)
+      this.tx!.saved.set(a.id, a)
+    })
+    return a
+  }
+
+  /** The worklist: a note on an alert (a call made, a visit arranged). */
+  addNote (alertId: string, text: string, actor: string): AlertNote {
+    const a = this.activeOrStored(alertId)
+    const n = { at: this.d.clock.now(), actor, text }
+    this.run(() => {
+      this.store.addNote(a.id, n)
+      this.store.event(a.id, n.at, 'note', actor)
+      this.tx!.saved.set(a.id, a)
+    })
+    return n
+  }
+
+  notes (alertId: string): AlertNote[] { return this.store.notes(alertId) }
+
+  /**
+   * The worklist: staff resolve an open or acknowledged alert by hand, with a reason (the
+   * resident was reached, it was a cuff fitted wrongly). The rule's episode ends with it, so
+   * a reading that still meets the rule opens a new alert: resolving by hand never hides a
+   * state that persists. The resident is not told "back in range": its readings did not say so.
+   */
+  resolveByHand (alertId: string, reason: string, actor: string): Alert {
+    const row = this.store.get(alertId)
+    if (!row) throw new VitalmeshError('VM_NOT_FOUND', `no alert ${alertId}`)
+    const a = this.openOf(row.residentId)?.get(row.ruleKey)
+    if (!a || a.id !== alertId) throw new VitalmeshError('VM_CONFLICT', `alert ${alertId} is ${row.state}: only open or acknowledged alerts are resolved by hand`)
+    this.run(() => {
+      const now = this.d.clock.now()
+      const rs = this.stateOf(a.residentId)
+      rs.life.set(a.ruleKey, end(rs.life.get(a.ruleKey) ?? {}))
+      this.tx!.lives.add(`${a.residentId}\u0000${a.ruleKey}`)
+      a.endedReason = `resolved by hand: ${reason.slice(0, 200)}`
+      this.finishAlert(a, 'resolved', now, actor, `resolved-by-hand:${reason.slice(0, 200)}`)
+      this.tx!.saved.set(a.id, a)
+      this.tx!.residents.add(a.residentId)
+    })
+    return a
+  }
+
+  /** The live copy of an active alert (so the engine and the database agree), else the stored one. */
+  private activeOrStored (alertId: string): Alert {
+    const row = this.store.get(alertId)
+    if (!row) throw new VitalmeshError('VM_NOT_FOUND', `no alert ${alertId}`)
+    const live = this.openOf(row.residentId)?.get(row.ruleKey)
+    return live && live.id === alertId ? live : row
+  }
+
   /** Someone handling it closes an alert whose standard was withdrawn or replaced (criticals stay in view until then). */
   close (alertId: string, actor: string, reason: string): Alert {
     const a = this.store.get(alertId)
@@ -1093,9 +1151,10 @@ export class AlertBook {
 
   /** What someone must still look at: active alerts, and criticals whose standard was withdrawn until a person closes them. */
   needingAttention (residentIds?: (id: string) => boolean): Alert[] {
-    // what reached the duty desk first, then by severity, then the oldest
+    // the furthest along the escalation chain first (hospital, desk, followers), then by severity, then the oldest
+    const step = (a: Alert): number => (a.escalatedAt !== null ? 3 : a.deskAt !== null ? 2 : a.followersAt !== null ? 1 : 0)
     const all = [...this.activeAlerts(), ...this.store.attention()]
-      .sort((x, y) => (y.deskAt !== null ? 1 : 0) - (x.deskAt !== null ? 1 : 0) || RANK[y.severity] - RANK[x.severity] || x.openedAt - y.openedAt)
+      .sort((x, y) => step(y) - step(x) || RANK[y.severity] - RANK[x.severity] || x.openedAt - y.openedAt)
     return residentIds ? all.filter((a) => residentIds(a.residentId)) : all
   }
 

@@ -48,6 +48,8 @@ export interface Alert {
   deskAt: number | null
   /** when, unacknowledged, it reached the resident's followers (the step before the duty desk) */
   followersAt: number | null
+  /** the coordination centre's staff member handling it (the worklist) */
+  assignedTo: string | null
   /** a person closed it (withdrawn criticals stay in view until then) */
   closedAt: number | null
   closedBy: string | null
@@ -66,7 +68,7 @@ interface AlertRow {
   id: string, resident_id: string, rule_set_id: string, rule_set_version: string, rule_id: string, rule_key: string, severity: Severity, state: AlertState,
   opened_at: number, resolved_at: number | null, ack_at: number | null, ack_by: string | null, message: string, messages: string, language: string,
   reading: string | null, detail: string, escalated_at: number | null, concern: string, historic: number, flap_count: number,
-  ended_reason: string | null, closed_at: number | null, closed_by: string | null, clear_since: number | null, first_reading: string | null, desk_at: number | null, followers_at: number | null
+  ended_reason: string | null, closed_at: number | null, closed_by: string | null, clear_since: number | null, first_reading: string | null, desk_at: number | null, followers_at: number | null, assigned_to: string | null
 }
 
 const ACTIVE = "('open', 'acknowledged')"
@@ -129,7 +131,18 @@ export const ALERT_MIGRATIONS: Migration[] = [
         CREATE INDEX IF NOT EXISTS follower_notices_alert ON follower_notices(alert_id);`)
     },
   },
+  {
+    version: 6,
+    why: 'the coordination centre\'s worklist: who handles an alert, and their notes',
+    up: (db) => {
+      addColumns('alerts', { assigned_to: 'TEXT' })(db)
+      db.exec('CREATE TABLE IF NOT EXISTS alert_notes (alert_id TEXT NOT NULL, at INTEGER NOT NULL, actor TEXT NOT NULL, text TEXT NOT NULL); CREATE INDEX IF NOT EXISTS alert_notes_alert ON alert_notes(alert_id);')
+    },
+  },
 ]
+
+/** A note a staff member added to an alert (the worklist). */
+export interface AlertNote { at: number, actor: string, text: string }
 
 /** A message to a follower about one of the resident's alerts: a copy as it happens, or the escalation step. */
 export interface FollowerNotice { id: number, followerId: string, alertId: string, kind: 'alert' | 'escalation', at: number, body: unknown }
@@ -144,7 +157,7 @@ export class AlertStore {
         VALUES (@id, @residentId, @ruleSetId, @ruleSetVersion, @ruleId, @ruleKey, @concern, @severity, @state, @openedAt, @message, @messages, @language, @reading, @firstReading, @detail, @historic, @flapCount, @openedAt, @escalateFrom, @openedAt)`),
       update: db.prepare(`UPDATE alerts SET rule_set_id = @ruleSetId, rule_set_version = @ruleSetVersion, rule_id = @ruleId, rule_key = @ruleKey, severity = @severity, state = @state, resolved_at = @resolvedAt,
         ack_at = @acknowledgedAt, ack_by = @acknowledgedBy, message = @message, messages = @messages, language = @language, detail = @detail, reading = @reading, first_reading = @firstReading, escalated_at = @escalatedAt,
-        historic = @historic, flap_count = @flapCount, ended_reason = @endedReason, clear_since = @clearedFrom, desk_at = @deskAt, followers_at = @followersAt, closed_at = @closedAt, closed_by = @closedBy, escalate_from = @escalateFrom WHERE id = @id`),
+        historic = @historic, flap_count = @flapCount, ended_reason = @endedReason, clear_since = @clearedFrom, desk_at = @deskAt, followers_at = @followersAt, assigned_to = @assignedTo, closed_at = @closedAt, closed_by = @closedBy, escalate_from = @escalateFrom WHERE id = @id`),
       pending: db.prepare('UPDATE alerts SET delivered_at = NULL, last_notified_at = ? WHERE id = ?'),
       announceAt: db.prepare('UPDATE alerts SET announce_at = ? WHERE id = ?'),
       event: db.prepare('INSERT INTO alert_events (alert_id, at, state, actor) VALUES (?, ?, ?, ?)'),
@@ -172,6 +185,8 @@ export class AlertStore {
       digestResidents: db.prepare<[], { resident_id: string }>('SELECT DISTINCT resident_id FROM alert_digest'),
       digestOf: db.prepare<[string], { alert_id: string, at: number, messages: string }>('SELECT alert_id, at, messages FROM alert_digest WHERE resident_id = ? ORDER BY at'),
       clearDigest: db.prepare('DELETE FROM alert_digest WHERE resident_id = ?'),
+      addNote: db.prepare('INSERT INTO alert_notes (alert_id, at, actor, text) VALUES (?, ?, ?, ?)'),
+      notes: db.prepare<[string], AlertNote>('SELECT at, actor, text FROM alert_notes WHERE alert_id = ? ORDER BY rowid'),
       addNotice: db.prepare('INSERT INTO follower_notices (follower_id, alert_id, kind, at, body) VALUES (?, ?, ?, ?, ?)'),
       noticeDelivered: db.prepare('UPDATE follower_notices SET delivered_at = ? WHERE id = ?'),
       undeliveredNotices: db.prepare<[], { id: number, follower_id: string, alert_id: string, kind: 'alert' | 'escalation', at: number, body: string }>('SELECT * FROM follower_notices WHERE delivered_at IS NULL ORDER BY id'),
@@ -190,7 +205,7 @@ export class AlertStore {
       id: a.id, ruleSetId: a.ruleSetId, ruleSetVersion: a.ruleSetVersion, ruleId: a.ruleId, ruleKey: a.ruleKey, severity: a.severity, state: a.state, resolvedAt: a.resolvedAt,
       acknowledgedAt: a.acknowledgedAt, acknowledgedBy: a.acknowledgedBy, message: a.message, messages: JSON.stringify(a.messages), language: a.language,
       detail: JSON.stringify(a.detail), reading: JSON.stringify(a.reading), firstReading: JSON.stringify(a.firstReading), escalatedAt: a.escalatedAt, historic: a.historic ? 1 : 0, flapCount: a.flapCount,
-      endedReason: a.endedReason, closedAt: a.closedAt, closedBy: a.closedBy, escalateFrom, clearedFrom: a.clearedFrom, deskAt: a.deskAt, followersAt: a.followersAt,
+      endedReason: a.endedReason, closedAt: a.closedAt, closedBy: a.closedBy, escalateFrom, clearedFrom: a.clearedFrom, deskAt: a.deskAt, followersAt: a.followersAt, assignedTo: a.assignedTo,
     })
   }
 
@@ -252,6 +267,9 @@ export class AlertStore {
     return rows
   }
 
+  addNote (alertId: string, n: AlertNote): void { this.s.addNote.run(alertId, n.at, n.actor, n.text) }
+  notes (alertId: string): AlertNote[] { return this.s.notes.all(alertId) }
+
   /** a follower notice to send; until the broker took it, a restart sends it again */
   addNotice (n: Omit<FollowerNotice, 'id'>): FollowerNotice {
     const id = Number(this.s.addNotice.run(n.followerId, n.alertId, n.kind, n.at, JSON.stringify(n.body)).lastInsertRowid)
@@ -273,6 +291,6 @@ function fromRow (r: AlertRow): Alert {
     message: r.message, messages: JSON.parse(r.messages) as Record<Language, string>, language: languageOf(r.language),
     reading: r.reading ? JSON.parse(r.reading) as Alert['reading'] : null,
     firstReading: r.first_reading ? JSON.parse(r.first_reading) as Alert['reading'] : r.reading ? JSON.parse(r.reading) as Alert['reading'] : null, detail: JSON.parse(r.detail) as Detail, escalatedAt: r.escalated_at,
-    historic: r.historic === 1, flapCount: r.flap_count ?? 0, endedReason: r.ended_reason ?? null, clearedFrom: r.clear_since ?? null, deskAt: r.desk_at ?? null, followersAt: r.followers_at ?? null, closedAt: r.closed_at ?? null, closedBy: r.closed_by ?? null,
+    historic: r.historic === 1, flapCount: r.flap_count ?? 0, endedReason: r.ended_reason ?? null, clearedFrom: r.clear_since ?? null, deskAt: r.desk_at ?? null, followersAt: r.followers_at ?? null, assignedTo: r.assigned_to ?? null, closedAt: r.closed_at ?? null, closedBy: r.closed_by ?? null,
   }
 }

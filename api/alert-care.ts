@@ -19,6 +19,9 @@ export const SnoozeBody = orEmpty(z.strictObject({
   minutes: z.number().int().min(1).max(7 * 1440).describe('bounded by alerting.maxSnoozeS'),
 }))
 export const CloseAlertBody = orEmpty(z.strictObject({ reason: z.string().min(1).max(500) }))
+export const AssignAlertBody = orEmpty(z.strictObject({ to: z.string().trim().min(1).max(100).describe('the staff member handling it, as the centre names them') }))
+export const AlertNoteBody = orEmpty(z.strictObject({ text: z.string().trim().min(1).max(2000) }))
+export const ResolveAlertBody = orEmpty(z.strictObject({ reason: z.string().trim().min(1).max(500).describe('why it is resolved by hand; a reading that still meets the rule opens a new alert') }))
 const SnoozeParams = ResidentParams.extend({ concern: z.string() })
 
 const ALERTS = ['alerts']
@@ -92,6 +95,48 @@ export function alertCareRoutes (d: AlertCareDeps) {
       const alerts = d.alerts.needingAttention(p.role === 'hospital' ? (id) => hospitalOf(id) === p.scope : undefined)
       auditRead(d.audit, p, 'pull.alerts-attention', p.scope ?? 'all', { count: alerts.length })
       return { alerts }
+    })
+
+    /** an alert the key may handle: the operator any, a hospital its residents' */
+    const handled = (p: Parameters<typeof mayAccessResident>[0], alertId: string) => {
+      const a = d.alerts.get(alertId)
+      if (!a) throw new VitalmeshError('VM_NOT_FOUND', `no alert ${alertId}`)
+      if (!mayAccessResident(p, a.residentId, hospitalOf)) throw new VitalmeshError('VM_FORBIDDEN', `this key may not access alert ${alertId}`)
+      return a
+    }
+    const WORKLIST = { roles: ['operator', 'hospital'] as const, scope: 'hospital (its residents)' }
+
+    app.post<{ Params: { id: string }, Body: z.output<typeof AssignAlertBody> }>('/v1/alerts/:id/assign', {
+      schema: { summary: 'Assign an alert to the staff member handling it (the worklist)', tags: ALERTS, body: AssignAlertBody },
+      config: WORKLIST,
+    }, async (req) => {
+      const p = req.principal!
+      const a = handled(p, req.params.id)
+      const out = d.alerts.assign(a.id, req.body.to, actor(p))
+      d.audit.append(actor(p), 'alert.assigned', a.residentId, { alertId: a.id, to: req.body.to })
+      return out
+    })
+
+    app.post<{ Params: { id: string }, Body: z.output<typeof AlertNoteBody> }>('/v1/alerts/:id/notes', {
+      schema: { summary: 'Add a note to an alert (a call made, a visit arranged)', tags: ALERTS, body: AlertNoteBody },
+      config: WORKLIST,
+    }, async (req, reply) => {
+      const p = req.principal!
+      const a = handled(p, req.params.id)
+      const note = d.alerts.addNote(a.id, req.body.text, actor(p))
+      d.audit.append(actor(p), 'alert.note', a.residentId, { alertId: a.id })
+      return reply.status(201).send({ alertId: a.id, note, notes: d.alerts.notes(a.id) })
+    })
+
+    app.post<{ Params: { id: string }, Body: z.output<typeof ResolveAlertBody> }>('/v1/alerts/:id/resolve', {
+      schema: { summary: 'Resolve an open or acknowledged alert by hand, with a reason', tags: ALERTS, body: ResolveAlertBody },
+      config: WORKLIST,
+    }, async (req) => {
+      const p = req.principal!
+      const a = handled(p, req.params.id)
+      const out = d.alerts.resolveByHand(a.id, req.body.reason, actor(p))
+      d.audit.append(actor(p), 'alert.resolved-by-hand', a.residentId, { alertId: a.id, reason: req.body.reason })
+      return out
     })
 
     app.post<{ Params: { id: string }, Body: z.output<typeof CloseAlertBody> }>('/v1/alerts/:id/close', {

@@ -116,7 +116,7 @@ export function alertingRoutes (d: AlertingRoutesDeps) {
       auditRead(d.audit, p, 'pull.alert-history', a.residentId, { alertId: a.id })
       // who was told at each step: the followers' notices, by follower id and kind (their words stay with them)
       const followers = p.role === 'follower' ? undefined : d.alerts.followerNotices(a.id).map((n) => ({ followerId: n.followerId, kind: n.kind, at: n.at, deliveredAt: n.deliveredAt }))
-      return { alert: a, transitions: d.alerts.history(a.id), ...(followers ? { followers } : {}) }
+      return { alert: a, transitions: d.alerts.history(a.id), ...(followers ? { followers } : {}), ...(p.role === 'operator' || p.role === 'hospital' ? { notes: d.alerts.notes(a.id) } : {}) }
     })
 
     app.post<{ Params: { id: string } }>('/v1/alerts/:id/ack', { schema: { summary: 'Acknowledge an alert (stops its escalation chain)', tags: ALERTS }, config: { roles: ['operator', 'resident', 'follower'], scope: 'resident (own), follower (the resident it follows)' } }, async (req) => {

@@ -339,6 +339,30 @@ describe('the escalation chain (issue 16)', () => {
     expect(fast.book.chainOf('r1')).toEqual({ followersAfterS: 60, deskAfterS: 120, hospitalAfterS: 180 })
   })
 
+  it('the worklist: the furthest along the chain first; assign, notes, and a hand resolution that never hides a state that persists', () => {
+    const w = world(['acc-aha-2017'], { hospital: true })
+    w.arrive(0, [{ at: 0, sys: 150, dia: 95 }], 'r2') // a warning: no chain
+    w.arrive(0, [{ at: 0, sys: 190, dia: 100 }]) // a critical: walks the chain
+    w.wait(6)
+    const [first, second] = w.book.needingAttention()
+    expect([first!.residentId, first!.deskAt !== null, second!.residentId]).toEqual(['r1', true, 'r2'])
+    w.book.assign(first!.id, 'nurse Zhang', 'operator:k1')
+    w.book.addNote(first!.id, 'called the resident: feels fine, will measure again', 'operator:k1')
+    expect(w.book.get(first!.id)!.assignedTo).toBe('nurse Zhang')
+    expect(w.book.notes(first!.id)).toEqual([expect.objectContaining({ actor: 'operator:k1', text: 'called the resident: feels fine, will measure again' })])
+    const toldBefore = w.told.length
+    w.book.resolveByHand(first!.id, 'cuff fitted wrongly; re-measured at the clinic', 'operator:k1')
+    expect(w.book.get(first!.id)).toMatchObject({ state: 'resolved', endedReason: 'resolved by hand: cuff fitted wrongly; re-measured at the clinic' })
+    expect(w.told.length).toBe(toldBefore) // no "back in range": the readings did not say so
+    expect(w.book.history(first!.id).map((e) => e.state)).toEqual(['open', 'escalation-skipped:no-followers', 'escalated:duty-desk', 'assigned:nurse Zhang', 'note', 'resolved-by-hand:cuff fitted wrongly; re-measured at the clinic'])
+    expect(() => w.book.resolveByHand(first!.id, 'again', 'operator:k1')).toThrow(/only open or acknowledged/)
+    // the next reading still in crisis opens a new alert at once: the hand resolution hid nothing
+    w.arrive(7, [{ at: 7, sys: 188, dia: 102 }])
+    const again = w.book.activeAlerts('r1').find((a) => a.severity === 'critical')!
+    expect(again.id).not.toBe(first!.id)
+    expect(w.told[w.told.length - 1]).toMatchObject({ state: 'open', severity: 'critical' })
+  })
+
   it('lost contact: a high-risk resident silent for 6 hours is told, and the duty desk sees it; other residents are not', () => {
     const w = world(['acc-aha-2017', 'vitalmesh-lost-contact'], { conditions: ['high-risk'] })
     w.arrive(0, [{ at: 0, sys: 125, dia: 78 }])

@@ -175,8 +175,9 @@ async function operatorView () {
 
   // the worklist: most severe first, then the longest waiting
   const worklist = async () => {
+    // the node's order: the furthest along the escalation chain, then the most severe, then the longest waiting
     const { alerts } = await api('/v1/alerts/attention')
-    const sorted = [...alerts].sort((a, b) => (SEVERITY_RANK[a.severity] - SEVERITY_RANK[b.severity]) || (a.openedAt - b.openedAt))
+    const sorted = alerts
     const body = $('worklist').querySelector('tbody')
     body.replaceChildren()
     if (!sorted.length) body.append(h('tr', {}, h('td', { colspan: '6', class: 'muted', text: t('op.worklistEmpty') })))
@@ -190,7 +191,9 @@ async function operatorView () {
           await worklist()
         }
         action.append(b)
-      } else if (a.state === 'withdrawn' || a.state === 'superseded') {
+      }
+      if (a.state === 'open' || a.state === 'acknowledged') action.append(handle(a))
+      if (a.state === 'withdrawn' || a.state === 'superseded') {
         const reason = h('input', { type: 'text', maxlength: '500', 'aria-label': t('op.closeReason'), placeholder: t('op.closeReason'), class: 'reason' })
         const b = h('button', { type: 'button', text: t('op.close') })
         b.onclick = async () => {
@@ -205,10 +208,28 @@ async function operatorView () {
         h('td', { class: a.severity, text: t(`sev.${a.severity}`) }),
         h('td', { text: a.residentId }),
         h('td', { text: (a.messages && a.messages[I18N.lang]) || a.message }),
-        h('td', { class: 'state', text: t(`state.${a.state}`) }),
+        h('td', { class: 'state', text: t(`state.${a.state}`) + (a.escalatedAt ? t('op.step.hospital') : a.deskAt ? t('op.step.desk') : a.followersAt ? t('op.step.followers') : '') + (a.assignedTo ? t('op.assignedTo', { to: a.assignedTo }) : '') }),
         h('td', { text: I18N.duration(Date.now() - a.openedAt) }),
         action))
     }
+  }
+
+  /** assign, note, resolve with a reason: what a nurse at the centre does with an alert */
+  const handle = (a) => {
+    const box = h('details', { class: 'handle' }, h('summary', { text: t('op.handle') }))
+    const form = (label, button, path, field, after) => {
+      const input = h('input', { type: 'text', maxlength: '500', 'aria-label': label, placeholder: label, 'data-field': field })
+      const b = h('button', { type: 'button', class: 'secondary', text: button, 'data-action': field })
+      b.onclick = async () => {
+        if (!input.value.trim()) { input.focus(); return }
+        b.disabled = true
+        try { await api(`/v1/alerts/${a.id}/${path}`, { method: 'POST', body: { [field]: input.value.trim() } }); $('worklist-state').textContent = after } catch (e) { $('worklist-state').textContent = t('error.prefix', { message: e.message }) }
+        await worklist()
+      }
+      return h('div', { class: 'row' }, input, ' ', b)
+    }
+    box.append(form(t('op.assignTo'), t('op.assign'), 'assign', 'to', t('op.assigned')), form(t('op.note'), t('op.addNote'), 'notes', 'text', t('op.noted')), form(t('op.resolveReason'), t('op.resolve'), 'resolve', 'reason', t('op.resolved')))
+    return box
   }
 
   let deviceList = []

@@ -116,6 +116,8 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       const r = registry.resident(id)
       return r && { region: r.region, birthYear: r.birthYear, hospitalId: r.hospitalId, researchConsent: r.researchConsent }
     },
+    // daily windows start at the resident's local midnight: their own zone, else the region's
+    timeZone: (id) => alerts.timeZoneOf(id),
     alertsIn: (id, from, to) => alerts.openedBetween(id, from, to),
     sinks,
   })

@@ -32,7 +32,8 @@ export interface ResearchCell {
 export interface ResearchPayload {
   schema: 'vitalmesh.research-aggregate/1'
   institution: string
-  window: { kind: string, start: string, end: string }
+  /** `timeZone`: the zone whose local days a daily window follows */
+  window: { kind: string, start: string, end: string, timeZone: string }
   version: number
   k: number
   cells: ResearchCell[]
@@ -70,7 +71,7 @@ export function researchPayload (w: ClosedWindow, institution: { id: string, pse
   }
   return {
     schema: 'vitalmesh.research-aggregate/1', institution: institution.id,
-    window: { kind: w.kind, start: new Date(w.start).toISOString(), end: new Date(w.end).toISOString() },
+    window: { kind: w.kind, start: new Date(w.start).toISOString(), end: new Date(w.end).toISOString(), timeZone: w.timeZone },
     version: w.version, k, cells: out, suppressedCells: suppressed,
   }
 }

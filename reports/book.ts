@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { migrate, VitalmeshError, type Activity, type Clock, type DB, type Logger, type Migration } from '../core/index.ts'
-import type { DeviceModelCatalogue, ValidationStatus } from './devices.ts'
+import type { ValidationLookup, ValidationStatus } from './devices.ts'
 import type { FinishedReport } from './fhir.ts'
 import { computeHomeBp, homeBpEnd, type HomeBpResult } from './home-bp.ts'
 import { isTimeZone } from './localtime.ts'
@@ -25,6 +25,16 @@ export const REPORT_MIGRATIONS: Migration[] = [
       CREATE TABLE IF NOT EXISTS report_results (
         run_id TEXT NOT NULL, version INTEGER NOT NULL, result TEXT NOT NULL, issued_at INTEGER NOT NULL, PRIMARY KEY (run_id, version));`,
   },
+  {
+    version: 2,
+    why: 'the validated-device register (issue 15): operators record each device model\'s validation status, and the protocol a validated cuff passed, instead of a catalogue compiled into the code',
+    up: `
+      CREATE TABLE IF NOT EXISTS device_models (
+        model TEXT PRIMARY KEY,
+        status TEXT NOT NULL CHECK (status IN ('validated', 'unvalidated', 'cuffless')),
+        protocol TEXT CHECK (status <> 'validated' OR protocol IS NOT NULL),
+        source TEXT NOT NULL, note TEXT, registered_by TEXT NOT NULL, registered_at INTEGER NOT NULL, updated_at INTEGER NOT NULL) WITHOUT ROWID;`,
+  },
 ]
 
 /** What the feed needs of a reading (a spool row has these and more). */
@@ -36,7 +46,8 @@ export interface ReportBookDeps {
   logger: Logger
   /** the model a device is registered as */
   deviceModel(deviceId: string): string | null | undefined
-  catalogue: DeviceModelCatalogue
+  /** the validated-device register (reports/register.ts), or a fixed catalogue in tests */
+  catalogue: ValidationLookup
   protocols?: readonly ReportProtocol[]
   options?: {
     /** a run is finished this long after its end, so buffered readings of devices that were offline still count */
@@ -208,7 +219,9 @@ export class ReportBook {
   private compute (r: RunRow, now: number): HomeBpResult | ProfileResult {
     const p = JSON.parse(r.protocol) as ReportProtocol
     const readings: ReportReading[] = this.s.readings.all(r.id).map((x) => {
-      const o: ReportReading = { ts: x.ts, deviceId: x.device_id, deviceModel: x.device_model, validation: x.validation }
+      // the register as it is now, not as it was when the reading came: a model an operator registers
+      // (or finds unvalidated) during a run counts (or stops counting) for the report it is part of
+      const o: ReportReading = { ts: x.ts, deviceId: x.device_id, deviceModel: x.device_model, validation: this.d.catalogue.status(x.device_model) }
       if (x.sys !== null) o.sys = x.sys
       if (x.dia !== null) o.dia = x.dia
       if (x.hr !== null) o.hr = x.hr

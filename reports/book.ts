@@ -75,6 +75,18 @@ export interface RunView {
   finishedAt: number | null
 }
 
+/** A finished report reduced to what research aggregates count. */
+export interface ReportOutcome {
+  residentId: string
+  runId: string
+  kind: 'home-bp' | 'abpm-24h'
+  guideline: string
+  start: number
+  end: number
+  /** home-BP: `hypertension` or `below-threshold` (the guideline's home threshold); 24-hour profile: the dipping class; either: `insufficient-data` */
+  category: string
+}
+
 export interface StartRun { residentId: string, protocolId: string, timeZone: string, guideline: string, startTs?: number, startedBy: string }
 
 interface RunRow {
@@ -119,6 +131,8 @@ export class ReportBook {
       cancel: db.prepare("UPDATE report_runs SET state = 'cancelled' WHERE id = ? AND state = 'active'"),
       insertResult: db.prepare('INSERT INTO report_results (run_id, version, result, issued_at) VALUES (?, ?, ?, ?)'),
       latestResult: db.prepare<[string], { version: number, result: string, issued_at: number }>('SELECT version, result, issued_at FROM report_results WHERE run_id = ? ORDER BY version DESC LIMIT 1'),
+      finishedBetween: db.prepare<[number, number], { id: string, resident_id: string, guideline: string, start_ts: number, end_ts: number, result: string }>(
+        "SELECT r.id, r.resident_id, r.guideline, r.start_ts, r.end_ts, x.result FROM report_runs r JOIN report_results x ON x.run_id = r.id AND x.version = r.version WHERE r.state = 'finished' AND r.end_ts >= ? AND r.end_ts < ? ORDER BY r.end_ts, r.id"),
     }
     for (const r of this.s.live.all(d.clock.now() - this.amendMs)) {
       this.index(r.resident_id, { id: r.id, start: r.start_ts, end: r.end_ts, state: r.state })
@@ -199,6 +213,21 @@ export class ReportBook {
   get (runId: string): (RunView & { result: HomeBpResult | ProfileResult }) | undefined {
     const r = this.s.run.get(runId)
     return r && { ...this.view(r), result: this.current(r) }
+  }
+
+  /**
+   * The outcome of every finished report (its latest version) that ended in [from, to), for
+   * research aggregates (forwarder/research.ts researchReportPayload): the home-BP
+   * classification or the dipping class, or `insufficient-data`.
+   */
+  finishedOutcomes (from: number, to: number): ReportOutcome[] {
+    return this.s.finishedBetween.all(from, to).map((r) => {
+      const result = JSON.parse(r.result) as HomeBpResult | ProfileResult
+      const category = result.kind === 'home-bp'
+        ? (result.outcome.status === 'complete' ? result.outcome.classification : 'insufficient-data')
+        : (result.outcome.status === 'complete' && result.dip ? result.dip.classification : 'insufficient-data')
+      return { residentId: r.resident_id, runId: r.id, kind: result.kind, guideline: r.guideline, start: r.start_ts, end: r.end_ts, category }
+    })
   }
 
   /** Ticks on a timer; `deliver` gets the reports (the caller enqueues them in one transaction with the tick). */

@@ -96,6 +96,7 @@ describe('role and scope on every route', () => {
     'GET /v1/stats': { path: () => '/v1/stats', allowed: ['operator'] },
     'GET /v1/whoami': { path: () => '/v1/whoami', allowed: ['operator', 'resident', 'hospital', 'research', 'region', 'follower'] },
     'GET /v1/research/aggregates': { path: () => '/v1/research/aggregates', allowed: ['research'], wrongScope: { research: 'researchOther' } },
+    'GET /v1/research/report-aggregates': { path: () => '/v1/research/report-aggregates', allowed: ['research'], wrongScope: { research: 'researchOther' } },
     'GET /v1/residents/:id/alert-preferences': { path: () => `${R}/alert-preferences`, allowed: ['operator', 'resident'], wrongScope: { resident: 'residentOther' } },
     'PUT /v1/residents/:id/alert-preferences': { path: () => `${R}/alert-preferences`, allowed: ['resident'], wrongScope: { resident: 'residentOther' }, body: () => ({ quietHours: { start: '22:00', end: '07:00' } }) },
     'POST /v1/residents/:id/snoozes': { path: () => `${R}/snoozes`, allowed: ['resident'], wrongScope: { resident: 'residentOther' }, body: () => ({ concern: 'bp-high', minutes: 60 }) },

@@ -285,7 +285,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       dataRoutes({ registry, aggregator, audit, windows: windows.map((w) => w.name), k: config.forwarder.k, reportOutcomes: (from, to) => reports.finishedOutcomes(from, to) }),
       operatorRoutes({ registry, audit, residentChanged: (id) => alerts.rulesChanged(id) }),
       forwarderRoutes({ registry, aggregator, outbox, audit, region: config.region, windows, rollupK: config.forwarder.rollupK ?? config.forwarder.k, residentChanged: (id) => alerts.rulesChanged(id) }),
-      reportRoutes({ registry, reports, audit }),
+      reportRoutes({ registry, reports, audit, timeZoneOf: (id) => alerts.timeZoneOf(id) }),
       auditViewRoutes({ registry, audit }),
       followerRoutes({ registry, audit, disconnect: (id) => mqtt.disconnectIdentity(id) }),
       publicStatsRoutes({ aggregator, region: config.region, windows, k: config.forwarder.k }),

@@ -78,6 +78,17 @@ describe('validated-device register', () => {
     expect(after.models.find((m) => m.model === 'clinic-cuff-1')).toMatchObject({ status: 'validated', devices: 1, residents: 1 })
   })
 
+  it('a protocol started without a time zone takes the resident\'s own, else the region\'s', async () => {
+    const resident = t.app.demo!.apiKeys.resident
+    const regional = await call('POST', '/v1/residents/demo-resident/reports', resident, { protocol: 'abpm-24h', guideline: 'esh-2023' })
+    expect([regional.status, regional.body.timeZone]).toEqual([201, 'Asia/Shanghai'])
+    expect((await call('PUT', '/v1/residents/demo-resident/alert-preferences', resident, { timeZone: 'Europe/Berlin' })).status).toBe(200)
+    const own = await call('POST', '/v1/residents/demo-resident/reports', resident, { protocol: 'abpm-24h', guideline: 'esh-2023' })
+    expect([own.status, own.body.timeZone]).toEqual([201, 'Europe/Berlin'])
+    for (const run of [regional, own]) expect((await call('DELETE', `/v1/residents/demo-resident/reports/${run.body.id}`, resident)).status).toBe(200)
+    expect((await call('PUT', '/v1/residents/demo-resident/alert-preferences', resident, { timeZone: null })).status).toBe(200)
+  })
+
   it('a protocol report counts a model\'s BP readings by the register: unknown, then validated, then cuffless', async () => {
     const dev = await call('POST', '/v1/devices', operator, { id: 'cuff-shop-1', residentId: 'demo-resident', model: 'shop-cuff' })
     expect(dev.status).toBe(201)

@@ -45,14 +45,25 @@ function daysSinceEpoch (date: string): number {
  *   windows on either side of the change overlap or leave a gap of that difference.
  */
 export function windowAt (w: WindowKind, ts: number, timeZone: string): WindowBounds {
+  // the zone arithmetic (Intl) costs microseconds; a region's residents share a zone, so the
+  // bounds are kept per window kind, zone and UTC hour (checked: an hour may hold a boundary)
+  const key = `${w.name}|${timeZone}|${Math.floor(ts / HOUR)}`
+  const hit = recent.get(key)
+  if (hit && hit.start <= ts && ts < hit.end) return hit
+  const b = computeWindow(w, ts, timeZone)
+  if (recent.size >= 4096) recent.clear()
+  recent.set(key, b)
+  return b
+}
+
+const recent = new Map<string, WindowBounds>()
+
+function computeWindow (w: WindowKind, ts: number, timeZone: string): WindowBounds {
   if (w.days !== undefined) {
     const today = localDate(ts, timeZone)
     const n = daysSinceEpoch(today)
     const first = addDays(EPOCH_DATE, n - (((n % w.days) + w.days) % w.days))
-    const start = zonedTime(first, 0, timeZone)
-    // a reading in the instants before a skipped midnight's jump belongs to the previous day
-    if (start > ts) return windowAt(w, start - 1, timeZone)
-    return { start, end: zonedTime(addDays(first, w.days), 0, timeZone) }
+    return { start: zonedTime(first, 0, timeZone), end: zonedTime(addDays(first, w.days), 0, timeZone) }
   }
   const shift = timeZone === 'UTC' ? 0 : ((offsetMs(ts, timeZone) % HOUR) + HOUR) % HOUR
   const start = windowStart(ts + shift, w.ms) - shift
@@ -61,6 +72,6 @@ export function windowAt (w: WindowKind, ts: number, timeZone: string): WindowBo
 
 /** true when `start`-`end` is a window of kind `w` in `timeZone` (a roll-up from a child region is checked against it). */
 export function isWindow (w: WindowKind, start: number, end: number, timeZone: string): boolean {
-  const b = windowAt(w, start, timeZone)
+  const b = computeWindow(w, start, timeZone)
   return b.start === start && b.end === end
 }

@@ -9,7 +9,7 @@ import { AlertBook, RuleSetStore, type EscalationChain, type Override } from './
 import { Outbox, Aggregator, parseWindow, hospitalSink, researchSink, parentSink, alertFlagSink, measurementSink, type SummarySink } from './forwarder/index.ts'
 import { createBroker, createClusterBackends, listenTls, listenWss, mqttUpgradeHandler, type Broker, type ClusterBackends, type TlsFiles } from './broker/index.ts'
 import { buildApi, alertCareRoutes, alertingRoutes, backtestRoutes, forwarderRoutes, operatorRoutes, dataRoutes, consoleRoutes, LiveHub, registerDeviceRoutes, registerMetricsRoute, reportRoutes, auditViewRoutes, publicStatsRoutes, followerRoutes } from './api/index.ts'
-import { ReportBook, DeviceModelCatalogue, DEMO_DEVICE_MODELS, reportSink } from './reports/index.ts'
+import { ReportBook, DeviceModelRegister, DEMO_DEVICE_MODELS, reportSink } from './reports/index.ts'
 
 export interface AppDeps {
   config: Config
@@ -116,13 +116,17 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       const r = registry.resident(id)
       return r && { region: r.region, birthYear: r.birthYear, hospitalId: r.hospitalId, researchConsent: r.researchConsent }
     },
+    // daily windows start at the resident's local midnight: their own zone, else the region's
+    timeZone: (id) => alerts.timeZoneOf(id),
     alertsIn: (id, from, to) => alerts.openedBetween(id, from, to),
     sinks,
   })
   // the forwarder keeps its windows in memory and writes them with its cursor every few seconds
   spool.attach({ name: 'forwarder', checkpointsItself: true, consume: (rows) => aggregator.prepare(rows) })
   // clinical reports (issue 15): readings feed protocol runs, their state committed with the reports cursor; finished reports go to hospitals through the outbox
-  const reports = new ReportBook({ db, clock, logger: logger.child({ component: 'reports' }), deviceModel: (id) => registry.device(id)?.model, catalogue: new DeviceModelCatalogue(DEMO_DEVICE_MODELS) })
+  // the validated-device register (operators, PUT /v1/device-models/:model); the demo's two models are built in while the demo is on
+  const deviceModels = new DeviceModelRegister(db, clock, config.demo.enabled ? DEMO_DEVICE_MODELS : [])
+  const reports = new ReportBook({ db, clock, logger: logger.child({ component: 'reports' }), deviceModel: (id) => registry.device(id)?.model, catalogue: deviceModels })
   spool.attach({ name: 'reports', consume: (rows) => reports.consume(rows) })
   // the hospitals' `measurements` FHIR feed: every reading as an Observation, enqueued with this consumer's cursor
   const sendMeasurements = measurementSink({ node: config.region.id, maxEntries: config.forwarder.fhirMaxEntries, clock, hospitals: () => registry.hospitals(), hospitalOf: (id) => registry.resident(id)?.hospitalId, enqueue: (e) => { outbox.enqueue(e) }, audit: exported })
@@ -278,10 +282,10 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       alertingRoutes({ registry, ruleSets, alerts, audit, rulesChanged }),
       alertCareRoutes({ registry, alerts, audit }),
       backtestRoutes({ registry, ruleSets, store, audit, clock, k: config.forwarder.k, alerting: { tickMs: config.alerting.tickMs, flapCount: config.alerting.flapCount, flapWindowS: config.alerting.flapWindowS, liveHorizonS: config.alerting.liveHorizonS } }),
-      dataRoutes({ registry, aggregator, audit, windows: windows.map((w) => w.name), k: config.forwarder.k }),
+      dataRoutes({ registry, aggregator, audit, windows: windows.map((w) => w.name), k: config.forwarder.k, reportOutcomes: (from, to) => reports.finishedOutcomes(from, to) }),
       operatorRoutes({ registry, audit, residentChanged: (id) => alerts.rulesChanged(id) }),
       forwarderRoutes({ registry, aggregator, outbox, audit, region: config.region, windows, rollupK: config.forwarder.rollupK ?? config.forwarder.k, residentChanged: (id) => alerts.rulesChanged(id) }),
-      reportRoutes({ registry, reports, audit }),
+      reportRoutes({ registry, reports, audit, timeZoneOf: (id) => alerts.timeZoneOf(id) }),
       auditViewRoutes({ registry, audit }),
       followerRoutes({ registry, audit, disconnect: (id) => mqtt.disconnectIdentity(id) }),
       publicStatsRoutes({ aggregator, region: config.region, windows, k: config.forwarder.k }),
@@ -291,6 +295,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
         pendingLastSeen: (id) => mqtt.presence.pendingLastSeen(id),
         disconnect: (id) => mqtt.disconnectIdentity(id),
         audited: (actor, action, subject, detail) => { audit.append(actor, action, subject, detail) },
+        models: deviceModels,
       }),
       (app) => registerMetricsRoute(app, [mqtt.metrics.registry, consumerMetrics(spool)], { requireApiKey: config.metrics.requireApiKey, verifyApiKey: (t) => registry.verifyApiKey(t), logger }),
     ],
@@ -303,7 +308,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   let listening: Listening | undefined
 
   return {
-    config, registry, fleet, audit, live, spool, store, alerts, ruleSets, outbox, aggregator, drain, ingest, broker: mqtt, api, rulesChanged, rollups, alertExport, reports,
+    config, registry, fleet, audit, live, spool, store, alerts, ruleSets, outbox, aggregator, drain, ingest, broker: mqtt, api, rulesChanged, rollups, alertExport, reports, deviceModels,
     get demo () { return demo },
     /** the bound ports once started */
     get listening () { return listening },

@@ -223,7 +223,8 @@ export class AlertBook {
     return p
   }
 
-  private timeZoneOf (residentId: string): string { return this.preferences(residentId).timeZone ?? this.o.timeZone }
+  /** The resident's IANA zone: their own (alert preferences), else the region's (`alerting.timeZone`). The forwarder's daily windows follow it too. */
+  timeZoneOf (residentId: string): string { return this.preferences(residentId).timeZone ?? this.o.timeZone }
 
   /** Sets a resident's time zone and quiet hours ("22:00"–"07:00" in that zone; null for none). */
   setPreferences (residentId: string, p: { timeZone?: string | null, quietHours?: { start: string, end: string } | null }, actor: string): Preferences {

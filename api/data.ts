@@ -2,12 +2,24 @@ import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
 import { VitalmeshError } from '../core/index.ts'
 import type { Registry, AuditLog } from '../registry/index.ts'
-import { researchPayload, type Aggregator, type ResearchCell } from '../forwarder/index.ts'
+import { researchPayload, researchReportPayload, type Aggregator, type ReportOutcomeInput, type ResearchCell } from '../forwarder/index.ts'
 import { mayAccessResident } from './access.ts'
 import { ResidentParams } from './schemas.ts'
 import type { ZodTypeProvider } from './zod.ts'
 
-export interface DataRoutesDeps { registry: Registry, aggregator: Aggregator, audit: AuditLog, windows: string[], k: number }
+export interface DataRoutesDeps {
+  registry: Registry, aggregator: Aggregator, audit: AuditLog, windows: string[], k: number
+  /** finished clinical reports, for report-level research aggregates (reports/book.ts finishedOutcomes) */
+  reportOutcomes(from: number, to: number): ReportOutcomeInput[]
+}
+
+const DAY = 86400_000
+export const ResearchReportQuery = z.strictObject({
+  from: z.coerce.number().int().min(0).optional().describe('reports that ended at or after this (epoch ms; default: 30 days before `to`)'),
+  to: z.coerce.number().int().min(0).optional().describe('reports that ended before this (epoch ms; default: now)'),
+  region: z.string().max(64).optional(),
+  ageBand: z.string().max(16).optional(),
+}).refine((q) => q.from === undefined || q.to === undefined || (q.from < q.to && q.to - q.from <= 366 * DAY), { message: 'from must be before to, at most 366 days apart' })
 
 export const Range = z.strictObject({
   window: z.string().optional(),
@@ -71,6 +83,29 @@ export function dataRoutes (d: DataRoutesDeps) {
       const summaries = d.aggregator.residentSummaries(id, kind, from, to)
       if (p.role !== 'resident') d.audit.append(`${p.role}:${p.scope ?? ''}:${p.keyId}`, 'pull.summaries', id, { window: kind, from, to, count: summaries.length })
       return { residentId: id, window: kind, summaries }
+    })
+
+    app.get('/v1/research/report-aggregates', {
+      schema: { summary: 'De-identified distributions of report outcomes (dipping classes, protocol-confirmed home hypertension) per county and age band', tags: ['research'], querystring: ResearchReportQuery },
+      config: { roles: ['research'], scope: 'research (registered institution)' },
+    }, async (req) => {
+      const p = req.principal!
+      const inst = p.scope ? d.registry.institution(p.scope) : undefined
+      if (!inst) throw new VitalmeshError('VM_FORBIDDEN', 'this research key is not bound to a registered institution')
+      const q = req.query
+      const to = q.to ?? Date.now()
+      const from = q.from ?? to - 30 * DAY
+      if (from >= to || to - from > 366 * DAY) throw new VitalmeshError('VM_BAD_REQUEST', 'query: from must be before to, at most 366 days apart')
+      // consent and k are applied by the pure core before any filter, exactly as for the window aggregates
+      const payload = researchReportPayload(d.reportOutcomes(from, to), (id) => {
+        const r = d.registry.resident(id)
+        return r && { region: r.region, birthYear: r.birthYear, hospitalId: r.hospitalId, researchConsent: r.researchConsent }
+      }, { id: inst.id, pseudonymKey: inst.pseudonymKey }, d.k, { from, to })
+      const keep = (c: { region: string, ageBand: string }): boolean => (!q.region || c.region === q.region) && (!q.ageBand || c.ageBand === q.ageBand)
+      payload.dipping.cells = payload.dipping.cells.filter(keep)
+      payload.homeBp.cells = payload.homeBp.cells.filter(keep)
+      d.audit.append(`research:${inst.id}:${p.keyId}`, 'pull.research-reports', inst.id, { from, to, region: q.region ?? null, ageBand: q.ageBand ?? null, cells: payload.dipping.cells.length + payload.homeBp.cells.length })
+      return payload
     })
 
     app.get('/v1/research/aggregates', {

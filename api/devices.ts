@@ -3,6 +3,7 @@ import { z } from 'zod'
 import { IdSchema, VitalmeshError } from '../core/index.ts'
 import type { ZodTypeProvider } from './zod.ts'
 import { parseDeviceFile, type DeviceRecord, type Fleet, type ImportResult } from '../registry/index.ts'
+import { DeviceModelEntrySchema, ModelNameSchema, type DeviceModelRegister } from '../reports/index.ts'
 
 /** What the device routes need from the node: the registry's fleet and the broker's view of sessions. */
 export interface DeviceRoutesDeps {
@@ -14,7 +15,11 @@ export interface DeviceRoutesDeps {
   disconnect(deviceId: string): number
   /** records a credential change in the audit trail */
   audited?(actor: string, action: string, subject: string, detail: unknown): void
+  /** the validated-device register (reports/register.ts): which models' BP readings count in reports */
+  models: DeviceModelRegister
 }
+
+export const ModelParams = z.strictObject({ model: ModelNameSchema.describe('the model name devices are registered with') })
 
 export const NewDeviceBody = z.strictObject({
   id: IdSchema,
@@ -27,6 +32,7 @@ export const NewDeviceBody = z.strictObject({
 export const DeviceListQuery = z.strictObject({
   residentId: IdSchema.optional(),
   region: z.string().max(64).optional(),
+  model: z.string().max(128).optional().describe('only devices of this model (GET /v1/device-models lists the fleet\'s models with their validation status)'),
   after: IdSchema.optional().describe('the last id of the previous page'),
   limit: z.coerce.number().int().min(1).max(10_000).default(1000),
   includeRevoked: z.enum(['true', 'false']).transform((s) => s === 'true').optional(),
@@ -37,7 +43,12 @@ const TAGS = ['devices']
 
 /** `/v1/devices`: register, bulk-import, rotate, revoke and list devices (operator keys). */
 export function registerDeviceRoutes (app: FastifyInstance, deps: DeviceRoutesDeps): void {
-  const view = (d: DeviceRecord) => ({ ...d, online: deps.isOnline(d.id), lastSeenAt: deps.pendingLastSeen(d.id) ?? d.lastSeenAt })
+  // each device shows whether its model's BP readings count in reports: validated (and the protocol), unvalidated, cuffless or unknown
+  const modelValidation = (model: string | null) => {
+    const m = model ? deps.models.get(model) : undefined
+    return { status: deps.models.status(model), protocol: m?.protocol ?? null }
+  }
+  const view = (d: DeviceRecord) => ({ ...d, online: deps.isOnline(d.id), lastSeenAt: deps.pendingLastSeen(d.id) ?? d.lastSeenAt, modelValidation: modelValidation(d.model) })
 
   app.register(async (plain) => {
     const scope = plain.withTypeProvider<ZodTypeProvider>()
@@ -71,7 +82,7 @@ export function registerDeviceRoutes (app: FastifyInstance, deps: DeviceRoutesDe
       config: OPERATOR,
     }, async (req) => {
       const q = req.query
-      const devices = deps.fleet.list({ limit: q.limit, residentId: q.residentId, region: q.region, afterId: q.after, includeRevoked: q.includeRevoked })
+      const devices = deps.fleet.list({ limit: q.limit, residentId: q.residentId, region: q.region, model: q.model, afterId: q.after, includeRevoked: q.includeRevoked })
       return { count: devices.length, next: devices.length === q.limit ? devices[devices.length - 1]!.id : null, devices: devices.map(view) }
     })
 
@@ -86,6 +97,39 @@ export function registerDeviceRoutes (app: FastifyInstance, deps: DeviceRoutesDe
       const disconnected = deps.disconnect(req.params.id)
       deps.audited?.(`operator:${req.principal!.keyId}`, 'device.rotated', req.params.id, { disconnected })
       return { device: view(deps.fleet.get(req.params.id)!), secret, disconnected }
+    })
+
+    // the validated-device register: reports average and classify only the BP readings of validated cuff models
+    scope.get('/v1/device-models', {
+      schema: { summary: "The device-model register with each model's validation status, and the fleet's devices per model (models no one registered are unknown)", tags: TAGS },
+      config: OPERATOR,
+    }, async () => {
+      const counts = new Map(deps.fleet.modelCounts().map((c) => [c.model, c]))
+      const models = deps.models.list().map((m) => ({ ...m, devices: counts.get(m.model)?.devices ?? 0, residents: counts.get(m.model)?.residents ?? 0 }))
+      const known = new Set(models.map((m) => m.model))
+      // the fleet's models that are in no register: their BP readings are flagged and kept out of reports until an operator registers them
+      const unregistered = [...counts.values()].filter((c) => c.model === null || !known.has(c.model)).map((c) => ({ model: c.model, status: 'unknown' as const, devices: c.devices, residents: c.residents }))
+      return { models, unregistered }
+    })
+
+    scope.get('/v1/device-models/:model', {
+      schema: { summary: "One device model's validation status", tags: TAGS, params: ModelParams },
+      config: OPERATOR,
+    }, async (req) => {
+      const m = deps.models.get(req.params.model)
+      if (!m) throw new VitalmeshError('VM_NOT_FOUND', `device model "${req.params.model}" is not in the register (its readings count as unknown: register it with PUT)`)
+      return m
+    })
+
+    scope.put('/v1/device-models/:model', {
+      schema: { summary: "Register a device model's validation status (validated cuff with its protocol, unvalidated, cuffless), or change it", tags: TAGS, params: ModelParams, body: DeviceModelEntrySchema },
+      config: OPERATOR,
+    }, async (req, reply) => {
+      const actor = `operator:${req.principal!.keyId}`
+      const r = deps.models.put(req.params.model, req.body, actor, (m, created) => {
+        deps.audited?.(actor, created ? 'device-model.registered' : 'device-model.changed', m.model, { status: m.status, protocol: m.protocol, source: m.source })
+      })
+      return reply.status(r.created ? 201 : 200).send(r.model)
     })
 
     scope.post<{ Params: { id: string } }>('/v1/devices/:id/revoke', { schema: { summary: 'Revoke a device; its sessions end at once', tags: TAGS }, config: OPERATOR }, async (req) => {

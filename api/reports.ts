@@ -6,11 +6,15 @@ import { GuidelineSchema, type ReportBook } from '../reports/index.ts'
 import { orEmpty, type ZodTypeProvider } from './zod.ts'
 import { requireRole, mayAccessResident } from './access.ts'
 
-export interface ReportRoutesDeps { registry: Registry, reports: ReportBook, audit: AuditLog }
+export interface ReportRoutesDeps {
+  registry: Registry, reports: ReportBook, audit: AuditLog
+  /** the resident's zone when a protocol is started without one: their own, else the region's (as the forwarder's daily windows) */
+  timeZoneOf?(residentId: string): string
+}
 
 export const StartReportBody = orEmpty(z.strictObject({
   protocol: z.string().min(1).max(64).default('home-bp-7d').describe('a protocol id from GET /v1/report-protocols'),
-  timeZone: z.string().min(1).max(64).describe("the resident's IANA time zone, e.g. Asia/Shanghai: days, mornings and nights are local"),
+  timeZone: z.string().min(1).max(64).optional().describe("the resident's IANA time zone, e.g. Asia/Shanghai: days, mornings and nights are local (default: the resident's own zone, else the region's)"),
   guideline: GuidelineSchema.describe('whose out-of-office thresholds classify the result'),
   start: z.union([z.number().int().positive(), z.iso.datetime({ offset: true })]).optional().describe('when the protocol starts (default now): epoch ms or ISO 8601'),
 }))
@@ -49,7 +53,7 @@ export function reportRoutes (d: ReportRoutesDeps) {
       guard(p, req.params.id)
       const body = req.body
       const run = d.reports.start({
-        residentId: req.params.id, protocolId: body.protocol, timeZone: body.timeZone, guideline: body.guideline,
+        residentId: req.params.id, protocolId: body.protocol, timeZone: body.timeZone ?? d.timeZoneOf?.(req.params.id) ?? 'UTC', guideline: body.guideline,
         ...(body.start !== undefined ? { startTs: typeof body.start === 'number' ? body.start : Date.parse(body.start) } : {}),
         startedBy: actor(p),
       })

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { z } from 'zod'
 import { VitalmeshError } from './errors.ts'
+import { isTimeZone } from './localtime.ts'
 
 const port = z.coerce.number().int().min(0).max(65535)
 const bool = z.union([z.boolean(), z.enum(['true', 'false', '1', '0', 'yes', 'no']).transform((s) => s === 'true' || s === '1' || s === 'yes')])
@@ -109,7 +110,7 @@ export const ConfigSchema = z.strictObject({
     flapCount: z.coerce.number().int().min(2).default(3).describe('a rule that opens this many times within flapWindowS is held open as flapping'),
     flapWindowS: z.coerce.number().min(60).default(3600),
     maxSnoozeS: z.coerce.number().min(60).default(86400).describe('the longest a resident may snooze a concern (never a critical)'),
-    timeZone: z.string().default('Asia/Shanghai').describe('time zone of residents who set none (quiet hours, message times)'),
+    timeZone: z.string().refine(isTimeZone, 'an IANA time zone such as Asia/Shanghai').default('Asia/Shanghai').describe("the region's time zone: residents who set none have their quiet hours, message times, report days and the forwarder's daily windows in it"),
     primaryRuleSets: z.string().default('').describe('region=ruleSetId,... : whose wording a resident of that region reads when several rule sets agree; "*=id" for every region'),
   }).prefault({}),
   outbox: z.strictObject({

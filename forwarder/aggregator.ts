@@ -1,7 +1,7 @@
-import { migrate, type Clock, type DB, type Logger, type Migration, type Reading } from '../core/index.ts'
+import { addColumns, isTimeZone, migrate, type Clock, type DB, type Logger, type Migration, type Reading } from '../core/index.ts'
 import { BUILTIN_RULE_SETS, compileRule } from '../alerting/index.ts'
 import { addValue, emptyStats, mergeStats, statsFromJSON, statsToJSON, summarize, type MetricStats, type StatsSummary } from './stats.ts'
-import { windowStart, type WindowKind } from './windows.ts'
+import { windowAt, type WindowBounds, type WindowKind } from './windows.ts'
 import { checkRollup } from './rollup.ts'
 
 /** One resident's summary of one window: what hospitals receive (as FHIR) and research cells are built from. */
@@ -23,6 +23,10 @@ export interface ResidentWindow {
   residentId: string
   kind: string
   start: number
+  /** a daily window of a DST-observing zone is 23 or 25 hours long (forwarder/windows.ts) */
+  end: number
+  /** the zone the window was cut in: the resident's, else the region's */
+  timeZone: string
   hr: MetricStats
   sys: MetricStats
   dia: MetricStats
@@ -36,7 +40,8 @@ export interface RegionRollup {
   schema: 'vitalmesh.region-rollup/1'
   region: string
   level: string
-  window: { kind: string, start: number, end: number }
+  /** `timeZone` is left out for UTC windows, which is what roll-ups of before local windows were */
+  window: { kind: string, start: number, end: number, timeZone?: string }
   version: number
   residents: number
   hr: ReturnType<typeof statsToJSON>
@@ -56,6 +61,8 @@ export interface ClosedWindow {
   kind: string
   start: number
   end: number
+  /** the zone whose calendar the window follows (UTC for fixed-size windows in whole-hour zones as well as before local windows) */
+  timeZone: string
   version: number
   /** summaries of residents whose data changed since the last emission of this window */
   changed: ResidentSummary[]
@@ -102,6 +109,11 @@ export const FORWARDER_MIGRATIONS: Migration[] = [
         child TEXT NOT NULL, kind TEXT NOT NULL, start INTEGER NOT NULL, version INTEGER NOT NULL, body TEXT NOT NULL, received_at INTEGER NOT NULL,
         PRIMARY KEY (child, kind, start)) WITHOUT ROWID;`,
   },
+  {
+    version: 2,
+    why: 'daily windows start at local midnight of the resident\'s zone (issue 15): a window period keeps its end (23 or 25 hours on a DST change day) and its zone; NULL is a UTC window of before, ending at start + size',
+    up: addColumns('summary_groups', { end_ts: 'INTEGER', time_zone: 'TEXT' }),
+  },
 ]
 
 export interface AggregatorDeps {
@@ -123,25 +135,35 @@ export interface AggregatorDeps {
    */
   rollupK?: number
   resident(id: string): ResidentFacts | undefined
+  /**
+   * The IANA zone whose days a resident's daily windows follow: the resident's own, else the
+   * region's. Without it (or for a zone Intl does not know) windows are UTC's.
+   */
+  timeZone?(residentId: string): string
   alertsIn(residentId: string, from: number, to: number): number
   sinks: SummarySink[]
 }
 
 const CURSOR = 'forwarder'
+
+interface GroupRow { start: number, version: number, end_ts: number | null, time_zone: string | null }
 const accAha = BUILTIN_RULE_SETS.find((d) => d.id === 'acc-aha-2017')!
 const classify = compileRule(accAha, accAha.rules[0]!)
 
-function newWindow (residentId: string, kind: string, start: number): ResidentWindow {
-  return { residentId, kind, start, hr: emptyStats(), sys: emptyStats(), dia: emptyStats(), cats: {}, bpIn: 0, hrIn: 0 }
+const HOUR = 3600_000
+
+function newWindow (residentId: string, kind: string, b: WindowBounds, timeZone: string): ResidentWindow {
+  return { residentId, kind, start: b.start, end: b.end, timeZone, hr: emptyStats(), sys: emptyStats(), dia: emptyStats(), cats: {}, bpIn: 0, hrIn: 0 }
 }
 
 function toJSON (w: ResidentWindow): string {
   return JSON.stringify({ ...w, hr: statsToJSON(w.hr), sys: statsToJSON(w.sys), dia: statsToJSON(w.dia) })
 }
 
-function fromJSON (s: string): ResidentWindow {
+/** `ms`: the window's size, for states written before windows kept their end (they were UTC-aligned) */
+function fromJSON (s: string, ms: number): ResidentWindow {
   const j = JSON.parse(s) as ResidentWindow & { hr: ReturnType<typeof statsToJSON>, sys: ReturnType<typeof statsToJSON>, dia: ReturnType<typeof statsToJSON> }
-  return { ...j, hr: statsFromJSON(j.hr), sys: statsFromJSON(j.sys), dia: statsFromJSON(j.dia) }
+  return { ...j, end: j.end ?? j.start + ms, timeZone: j.timeZone ?? 'UTC', hr: statsFromJSON(j.hr), sys: statsFromJSON(j.sys), dia: statsFromJSON(j.dia) }
 }
 
 /** A region's aggregate for one window: its own residents' windows and its child regions' roll-ups, merged exactly. */
@@ -186,9 +208,10 @@ export class Aggregator {
     this.s = {
       save: db.prepare('INSERT INTO summary_windows (kind, start, resident_id, state, dirty) VALUES (?, ?, ?, ?, 1) ON CONFLICT(kind, start, resident_id) DO UPDATE SET state = excluded.state, dirty = 1'),
       load: db.prepare<[string, number, string], { state: string }>('SELECT state FROM summary_windows WHERE kind = ? AND start = ? AND resident_id = ?'),
-      group: db.prepare('INSERT INTO summary_groups (kind, start, dirty) VALUES (?, ?, 1) ON CONFLICT(kind, start) DO UPDATE SET dirty = 1'),
-      groupRow: db.prepare<[string, number], { version: number }>('SELECT version FROM summary_groups WHERE kind = ? AND start = ?'),
-      due: db.prepare<[string, number], { start: number, version: number }>('SELECT start, version FROM summary_groups WHERE kind = ? AND dirty = 1 AND start <= ? ORDER BY start'),
+      // residents of two zones whose days start at the same instant but differ in length (one has a DST change) share a period: it ends with the longer
+      group: db.prepare('INSERT INTO summary_groups (kind, start, end_ts, time_zone, dirty) VALUES (?, ?, ?, ?, 1) ON CONFLICT(kind, start) DO UPDATE SET dirty = 1, end_ts = max(coalesce(end_ts, excluded.end_ts), excluded.end_ts), time_zone = coalesce(time_zone, excluded.time_zone)'),
+      groupRow: db.prepare<[string, number], GroupRow>('SELECT start, version, end_ts, time_zone FROM summary_groups WHERE kind = ? AND start = ?'),
+      due: db.prepare<[string, number, number], GroupRow>('SELECT start, version, end_ts, time_zone FROM summary_groups WHERE kind = ? AND dirty = 1 AND coalesce(end_ts, start + ?) <= ? ORDER BY start'),
       windowsOf: db.prepare<[string, number], { resident_id: string, state: string, dirty: number }>('SELECT resident_id, state, dirty FROM summary_windows WHERE kind = ? AND start = ?'),
       emitted: db.prepare('UPDATE summary_groups SET version = ?, dirty = 0 WHERE kind = ? AND start = ?'),
       clean: db.prepare('UPDATE summary_windows SET dirty = 0 WHERE kind = ? AND start = ?'),
@@ -197,7 +220,7 @@ export class Aggregator {
       openWindows: db.prepare<[string, number], { resident_id: string, start: number, state: string }>('SELECT resident_id, start, state FROM summary_windows WHERE kind = ? AND start >= ?'),
       regionStarts: db.prepare<[string, number, number, string, number, number], { start: number }>('SELECT start FROM summary_windows WHERE kind = ? AND start >= ? AND start < ? UNION SELECT start FROM child_rollups WHERE kind = ? AND start >= ? AND start < ? ORDER BY start'),
       residentWindows: db.prepare<[string, string, number, number, number], { start: number, state: string }>('SELECT start, state FROM summary_windows WHERE resident_id = ? AND kind = ? AND start >= ? AND start < ? ORDER BY start LIMIT ?'),
-      groupStarts: db.prepare<[string, number, number, number], { start: number, version: number }>('SELECT start, version FROM summary_groups WHERE kind = ? AND start >= ? AND start < ? AND version > 0 ORDER BY start LIMIT ?'),
+      groupStarts: db.prepare<[string, number, number, number], GroupRow>('SELECT start, version, end_ts, time_zone FROM summary_groups WHERE kind = ? AND start >= ? AND start < ? AND version > 0 ORDER BY start LIMIT ?'),
       pruneWindows: db.prepare('DELETE FROM summary_windows WHERE kind = ? AND start < ?'),
       pruneGroups: db.prepare('DELETE FROM summary_groups WHERE kind = ? AND start < ? AND dirty = 0'),
       pruneChildren: db.prepare('DELETE FROM child_rollups WHERE kind = ? AND start < ?'),
@@ -205,7 +228,11 @@ export class Aggregator {
     // windows still open (not yet past their lateness) are kept in memory
     const now = d.clock.now()
     for (const w of d.windows) {
-      for (const row of this.s.openWindows.all(w.name, windowStart(now, w.ms) - w.ms)) this.open.set(`${w.name}|${row.start}|${row.resident_id}`, fromJSON(row.state))
+      // the current and the previous window, a DST change's hour either way
+      for (const row of this.s.openWindows.all(w.name, now - 2 * w.ms - 2 * HOUR)) {
+        const acc = fromJSON(row.state, w.ms)
+        if (acc.end + d.latenessMs >= now) this.open.set(`${w.name}|${row.start}|${row.resident_id}`, acc)
+      }
     }
     if (d.spool) {
       // readings committed after the last checkpoint are still in the spool: fold them in again
@@ -220,15 +247,21 @@ export class Aggregator {
     }
   }
 
-  private windowFor (residentId: string, w: WindowKind, start: number, now: number, late: Map<string, ResidentWindow>): ResidentWindow | undefined {
-    const key = `${w.name}|${start}|${residentId}`
+  /** A resident's zone, looked up when a reading leaves the resident's current window (not for every reading). */
+  private zoneOf (residentId: string): string {
+    const tz = this.d.timeZone?.(residentId)
+    return tz && isTimeZone(tz) ? tz : 'UTC'
+  }
+
+  private windowFor (residentId: string, w: WindowKind, b: WindowBounds, timeZone: string, now: number, late: Map<string, ResidentWindow>): ResidentWindow | undefined {
+    const key = `${w.name}|${b.start}|${residentId}`
     let acc = this.open.get(key) ?? late.get(key) ?? this.dirty.get(key)
     if (acc) return acc
-    if (start + w.ms + this.d.retainMs < now) { this.stats.tooLate++; return undefined }
-    const row = this.s.load.get(w.name, start, residentId)
-    acc = row ? fromJSON(row.state) : newWindow(residentId, w.name, start)
+    if (b.end + this.d.retainMs < now) { this.stats.tooLate++; return undefined }
+    const row = this.s.load.get(w.name, b.start, residentId)
+    acc = row ? fromJSON(row.state, w.ms) : newWindow(residentId, w.name, b, timeZone)
     // old windows are loaded for one late reading and written back, not kept in memory
-    if (start + w.ms + this.d.latenessMs >= now) this.open.set(key, acc)
+    if (acc.end + this.d.latenessMs >= now) this.open.set(key, acc)
     else { late.set(key, acc); this.stats.lateReadings++ }
     return acc
   }
@@ -258,14 +291,17 @@ export class Aggregator {
       const bp = r.sys !== undefined && r.dia !== undefined
       const cat = bp ? classify.evaluateOne(r, {})!.detail.category! : undefined
       let cache = this.recent.get(r.residentId)
+      let zone: string | undefined
       for (let wi = 0; wi < windows.length; wi++) {
         const w = windows[wi]!
-        const start = windowStart(r.ts, w.ms)
         let acc = cache?.[wi]
-        if (acc === undefined || acc.start !== start) {
-          acc = this.windowFor(r.residentId, w, start, now, late)
+        // most readings fall in the window the resident's last one went to: no zone arithmetic for them.
+        // A resident who changes zone keeps the current window; the next one follows the new zone
+        if (acc === undefined || r.ts < acc.start || r.ts >= acc.end) {
+          zone ??= this.zoneOf(r.residentId)
+          acc = this.windowFor(r.residentId, w, windowAt(w, r.ts, zone), zone, now, late)
           if (!acc) continue
-          if (this.open.get(`${w.name}|${start}|${r.residentId}`) === acc) {
+          if (this.open.get(`${w.name}|${acc.start}|${r.residentId}`) === acc) {
             if (!cache) this.recent.set(r.residentId, cache = [])
             cache[wi] = acc
           }
@@ -292,8 +328,8 @@ export class Aggregator {
     for (const acc of windows) {
       this.s.save.run(acc.kind, acc.start, acc.residentId, toJSON(acc))
       // one group row per window period, not per resident (10,000 residents shared a handful)
-      const g = `${acc.kind}|${acc.start}`
-      if (!groups.has(g)) { groups.add(g); this.s.group.run(acc.kind, acc.start) }
+      const g = `${acc.kind}|${acc.start}|${acc.end}`
+      if (!groups.has(g)) { groups.add(g); this.s.group.run(acc.kind, acc.start, acc.end, acc.timeZone) }
     }
   }
 
@@ -319,7 +355,7 @@ export class Aggregator {
     // checked by the API already; again here, since what is stored must never break a window
     if (!checkRollup(r, this.d.windows).ok) return false
     this.d.db.transaction(() => {
-      if (this.s.saveChild.run(r.region, r.window.kind, r.window.start, r.version, JSON.stringify(r), this.d.clock.now()).changes) this.s.group.run(r.window.kind, r.window.start)
+      if (this.s.saveChild.run(r.region, r.window.kind, r.window.start, r.version, JSON.stringify(r), this.d.clock.now()).changes) this.s.group.run(r.window.kind, r.window.start, r.window.end, r.window.timeZone ?? 'UTC')
     })()
     return true
   }
@@ -338,10 +374,11 @@ export class Aggregator {
   }
 
   /** The residents' stored windows of one window period; a row that cannot be read is skipped and logged. */
-  private residentRows (kind: string, start: number): { w: ResidentWindow, dirty: boolean }[] {
+  private residentRows (w: WindowKind, start: number): { w: ResidentWindow, dirty: boolean }[] {
+    const kind = w.name
     const out: { w: ResidentWindow, dirty: boolean }[] = []
     for (const row of this.s.windowsOf.all(kind, start)) {
-      try { out.push({ w: fromJSON(row.state), dirty: row.dirty === 1 }) } catch (err) {
+      try { out.push({ w: fromJSON(row.state, w.ms), dirty: row.dirty === 1 }) } catch (err) {
         this.d.logger.warn({ err, kind, start: new Date(start).toISOString() }, 'stored resident window skipped: it cannot be read')
       }
     }
@@ -352,12 +389,12 @@ export class Aggregator {
     const bpN = acc.sys.n
     return {
       residentId: acc.residentId,
-      window: { kind: w.name, start: acc.start, end: acc.start + w.ms },
+      window: { kind: w.name, start: acc.start, end: acc.end },
       version,
       hr: summarize(acc.hr), sys: summarize(acc.sys), dia: summarize(acc.dia),
       bpCategories: { ...acc.cats },
       timeInRange: { bp: bpN ? Math.round((acc.bpIn / bpN) * 1000) / 1000 : null, hr: acc.hr.n ? Math.round((acc.hrIn / acc.hr.n) * 1000) / 1000 : null },
-      alerts: this.d.alertsIn(acc.residentId, acc.start, acc.start + w.ms),
+      alerts: this.d.alertsIn(acc.residentId, acc.start, acc.end),
     }
   }
 
@@ -366,24 +403,23 @@ export class Aggregator {
     const now = this.d.clock.now()
     // window state is written every checkpointMs (each write of 10,000 residents' windows held the
     // event loop for a second or more when it ran every tick), and before any window closes
-    const dues = this.d.windows.map((w) => this.s.due.all(w.name, now - w.ms - this.d.latenessMs))
+    const dues = this.d.windows.map((w) => this.s.due.all(w.name, w.ms, now - this.d.latenessMs))
     if (now - this.checkpointedAt >= (this.d.checkpointMs ?? 5000) || dues.some((d) => d.length > 0)) this.checkpoint()
     let emitted = 0
     for (const [wi, w] of this.d.windows.entries()) {
       const due = dues[wi]!
       for (const g of due) {
         try {
-          this.d.db.transaction(() => { this.emit(w, g.start, g.version + 1); emitted++ })()
+          this.d.db.transaction(() => { this.emit(w, g, g.version + 1); emitted++ })()
         } catch (err) {
           this.d.logger.error({ err, window: w.name, start: new Date(g.start).toISOString() }, 'closing a window failed; will retry')
         }
       }
-      // drop what can no longer change
-      const horizon = windowStart(now, w.ms) - w.ms - this.d.retainMs
+      // drop what can no longer change (a day window ends at most an hour after start + size)
+      const horizon = now - 2 * w.ms - this.d.retainMs
       this.recent.clear() // it may point at windows dropped here
-      for (const key of this.open.keys()) {
-        const [kind, start] = key.split('|')
-        if (kind === w.name && Number(start) + w.ms + this.d.latenessMs < now) this.open.delete(key)
+      for (const [key, acc] of this.open) {
+        if (acc.kind === w.name && acc.end + this.d.latenessMs < now) this.open.delete(key)
       }
       this.s.pruneWindows.run(w.name, horizon)
       this.s.pruneGroups.run(w.name, horizon)
@@ -392,21 +428,30 @@ export class Aggregator {
     return emitted
   }
 
-  private emit (w: WindowKind, start: number, version: number): void {
-    const rows = this.residentRows(w.name, start)
+  /** A window period's end and zone; periods of before local windows are UTC and end at start + size. */
+  private period (w: WindowKind, g: Pick<GroupRow, 'start' | 'end_ts' | 'time_zone'> | undefined, start: number): { end: number, timeZone: string } {
+    return { end: g?.end_ts ?? start + w.ms, timeZone: g?.time_zone ?? 'UTC' }
+  }
+
+  private emit (w: WindowKind, g: GroupRow, version: number): void {
+    const start = g.start
+    const { end, timeZone } = this.period(w, g, start)
+    const rows = this.residentRows(w, start)
     const all = rows.map((r) => r.w)
     const changed = rows.filter((r) => r.dirty).map((r) => this.summaryOf(r.w, w, version))
     const children = this.childRollups(w.name, start)
+    // the roll-up names its window as the parent checks it: a window of its zone (the longer of two sharing a start is local to the node)
+    const cut = windowAt(w, start, timeZone)
     // fewer own residents than rollupK: the window goes up without them (children are k-protected by their own nodes)
     const suppressed = all.length > 0 && all.length < (this.d.rollupK ?? 1)
     const { residents, hr, sys, dia, cats } = mergeRegion(suppressed ? [] : all, children)
     const rollup: RegionRollup = {
       schema: 'vitalmesh.region-rollup/1', region: this.d.region.id, level: this.d.region.level,
-      window: { kind: w.name, start, end: start + w.ms }, version, residents,
+      window: { kind: w.name, start, end: cut.start === start ? cut.end : end, ...(timeZone === 'UTC' ? {} : { timeZone }) }, version, residents,
       hr: statsToJSON(hr), sys: statsToJSON(sys), dia: statsToJSON(dia), bpCategories: cats, children: children.map((c) => c.region),
       ...(suppressed ? { suppressed: true } : {}),
     }
-    const closed: ClosedWindow = { kind: w.name, start, end: start + w.ms, version, changed, all, rollup, facts: (id) => this.d.resident(id) }
+    const closed: ClosedWindow = { kind: w.name, start, end, timeZone, version, changed, all, rollup, facts: (id) => this.d.resident(id) }
     for (const sink of this.d.sinks) sink.emit(closed)
     this.s.emitted.run(version, w.name, start)
     this.s.clean.run(w.name, start)
@@ -419,7 +464,7 @@ export class Aggregator {
     const w = this.d.windows.find((x) => x.name === kind)
     if (!w) return []
     this.checkpoint() // what is read comes from the table: the readings of the last seconds too
-    return this.s.residentWindows.all(residentId, kind, from, to, limit).map((r) => this.summaryOf(fromJSON(r.state), w, 0))
+    return this.s.residentWindows.all(residentId, kind, from, to, limit).map((r) => this.summaryOf(fromJSON(r.state, w.ms), w, 0))
   }
 
   /** Closed windows in [from, to), oldest first, with every resident's data, for research pulls. */
@@ -428,8 +473,8 @@ export class Aggregator {
     const w = this.d.windows.find((x) => x.name === kind)
     if (!w) return []
     return this.s.groupStarts.all(kind, from, to, limit).map((g) => ({
-      kind, start: g.start, end: g.start + w.ms, version: g.version, changed: [],
-      all: this.residentRows(kind, g.start).map((r) => r.w),
+      kind, start: g.start, ...this.period(w, g, g.start), version: g.version, changed: [],
+      all: this.residentRows(w, g.start).map((r) => r.w),
       rollup: undefined as never,
       facts: (id: string) => this.d.resident(id),
     }))
@@ -444,11 +489,11 @@ export class Aggregator {
     if (!w) return []
     this.checkpoint()
     return this.s.regionStarts.all(kind, from, to, kind, from, to).map(({ start }) => {
-      const own = this.residentRows(kind, start).map((r) => r.w)
+      const own = this.residentRows(w, start).map((r) => r.w)
       const children = this.childRollups(kind, start)
       const { residents, hr, sys, dia, cats } = mergeRegion(own.length >= minOwn ? own : [], children)
       return {
-        window: { kind, start, end: start + w.ms }, residents, hr: summarize(hr), sys: summarize(sys), dia: summarize(dia), bpCategories: cats,
+        window: { kind, start, end: this.period(w, this.s.groupRow.get(kind, start), start).end }, residents, hr: summarize(hr), sys: summarize(sys), dia: summarize(dia), bpCategories: cats,
         children: children.map((c) => ({ region: c.region, residents: c.residents, readings: Math.max(c.hr.n, c.sys.n) })),
       }
     })
@@ -458,9 +503,9 @@ export class Aggregator {
   ownAlerts (kind: string, start: number): { residents: number, alerts: number } {
     const w = this.d.windows.find((x) => x.name === kind)
     if (!w) return { residents: 0, alerts: 0 }
-    const rows = this.residentRows(kind, start)
+    const rows = this.residentRows(w, start)
     let alerts = 0
-    for (const r of rows) alerts += this.d.alertsIn(r.w.residentId, start, start + w.ms)
+    for (const r of rows) alerts += this.d.alertsIn(r.w.residentId, start, r.w.end)
     return { residents: rows.length, alerts }
   }
 

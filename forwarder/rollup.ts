@@ -1,6 +1,7 @@
 import { z } from 'zod'
 import { defaultPlausibility } from '../core/index.ts'
-import type { WindowKind } from './windows.ts'
+import { isTimeZone } from '../core/localtime.ts'
+import { isWindow, windowAt, type WindowKind } from './windows.ts'
 
 /** Counts in a roll-up: whole, non-negative, and far below what a region could ever hold in one window. */
 export const MAX_ROLLUP_COUNT = 1e12
@@ -39,7 +40,11 @@ export const RollupSchema = z.strictObject({
   schema: z.literal('vitalmesh.region-rollup/1'),
   region: RegionId,
   level: z.enum(['county', 'city', 'province', 'national']),
-  window: z.strictObject({ kind: z.string().regex(/^\d{1,6}[smhd]$/), start: z.number().int().min(0).max(8.64e15), end: z.number().int().min(0).max(8.64e15) }),
+  window: z.strictObject({
+    kind: z.string().regex(/^\d{1,6}[smhd]$/), start: z.number().int().min(0).max(8.64e15), end: z.number().int().min(0).max(8.64e15),
+    /** the zone whose calendar a daily window follows (absent: UTC, as every roll-up was before local windows) */
+    timeZone: z.string().min(1).max(64).refine(isTimeZone, 'an IANA time zone such as Asia/Shanghai').optional(),
+  }),
   version: z.number().int().min(1).max(1e12),
   residents: count,
   hr: statsSchema('hr'), sys: statsSchema('sys'), dia: statsSchema('dia'),
@@ -57,8 +62,9 @@ export const RollupSchema = z.strictObject({
 export type ValidRollup = z.infer<typeof RollupSchema>
 
 /**
- * Checks a roll-up fully: the schema above, a window kind this node keeps, and a window start
- * aligned to its size with `end = start + size`. Pure: the API answers the message with
+ * Checks a roll-up fully: the schema above, a window kind this node keeps, and a window that
+ * is one of that kind in the roll-up's zone (forwarder/windows.ts: a day from local midnight
+ * to local midnight, a fixed-size window aligned to its size). Pure: the API answers the message with
  * VM_INVALID_ROLLUP, the aggregator skips (and logs) a stored one that fails.
  */
 export function checkRollup (body: unknown, windows: readonly WindowKind[]): { ok: true, rollup: ValidRollup } | { ok: false, message: string } {
@@ -66,7 +72,11 @@ export function checkRollup (body: unknown, windows: readonly WindowKind[]): { o
   if (!r.success) return { ok: false, message: r.error.issues.slice(0, 5).map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; ') }
   const w = windows.find((x) => x.name === r.data.window.kind)
   if (!w) return { ok: false, message: `window ${r.data.window.kind} is not one this node keeps (${windows.map((x) => x.name).join(', ')})` }
-  if (r.data.window.start % w.ms !== 0) return { ok: false, message: `window.start ${r.data.window.start} is not aligned to ${w.name} (a multiple of ${w.ms} ms)` }
-  if (r.data.window.end !== r.data.window.start + w.ms) return { ok: false, message: `window.end must be window.start + ${w.ms}` }
+  const { start, end, timeZone = 'UTC' } = r.data.window
+  if (!isWindow(w, start, end, timeZone)) {
+    const at = windowAt(w, start, timeZone)
+    if (at.start !== start) return { ok: false, message: `window.start ${start} is not the start of a ${w.name} window in ${timeZone} (that window starts at ${at.start})` }
+    return { ok: false, message: `window.end must be ${at.end}: the end of the ${w.name} window from ${start} in ${timeZone}` }
+  }
   return { ok: true, rollup: r.data }
 }

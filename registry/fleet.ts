@@ -143,12 +143,18 @@ export class Fleet {
     if (!query.includeRevoked) where.push('revoked_at IS NULL')
     if (query.residentId) { where.push('resident_id = ?'); args.push(query.residentId) }
     if (query.region) { where.push('region = ?'); args.push(query.region) }
+    if (query.model) { where.push('model = ?'); args.push(query.model) }
     if (query.afterId) { where.push('id > ?'); args.push(query.afterId) }
     const sql = `SELECT ${DEVICE_COLUMNS} FROM devices ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY id LIMIT ?`
     return this.db.prepare<(string | number)[], DeviceRow>(sql).all(...args, query.limit).map(deviceRecord)
   }
 
   activeCount (): number { return this.q.count.get()!.n }
+
+  /** Active devices and the residents wearing them, per model (null: registered without one), for the register's fleet view. */
+  modelCounts (): { model: string | null, devices: number, residents: number }[] {
+    return this.db.prepare<[], { model: string | null, devices: number, residents: number }>('SELECT model, count(*) AS devices, count(DISTINCT resident_id) AS residents FROM devices WHERE revoked_at IS NULL GROUP BY model ORDER BY model').all()
+  }
 
   /** The stamp of the latest credential change: a poll cursor that starts after everything already in effect. */
   latestChange (): number {

@@ -40,7 +40,7 @@ export interface DeviceRecord { key: number, id: string, residentId: string, mod
 
 export interface NewDevice { id: string, residentId: string, model?: string, region?: string, firmware?: string }
 
-export interface DeviceQuery { residentId?: string, region?: string, afterId?: string, limit: number, includeRevoked?: boolean }
+export interface DeviceQuery { residentId?: string, region?: string, model?: string, afterId?: string, limit: number, includeRevoked?: boolean }
 
 /** A device whose credentials changed (rotated or revoked) at `at`: its live sessions must end. */
 export interface CredentialChange { id: string, at: number, revoked: boolean }

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { migrate, VitalmeshError, type Activity, type Clock, type DB, type Logger, type Migration } from '../core/index.ts'
-import type { DeviceModelCatalogue, ValidationStatus } from './devices.ts'
+import type { ValidationLookup, ValidationStatus } from './devices.ts'
 import type { FinishedReport } from './fhir.ts'
 import { computeHomeBp, homeBpEnd, type HomeBpResult } from './home-bp.ts'
 import { isTimeZone } from './localtime.ts'
@@ -25,6 +25,16 @@ export const REPORT_MIGRATIONS: Migration[] = [
       CREATE TABLE IF NOT EXISTS report_results (
         run_id TEXT NOT NULL, version INTEGER NOT NULL, result TEXT NOT NULL, issued_at INTEGER NOT NULL, PRIMARY KEY (run_id, version));`,
   },
+  {
+    version: 2,
+    why: 'the validated-device register (issue 15): operators record each device model\'s validation status, and the protocol a validated cuff passed, instead of a catalogue compiled into the code',
+    up: `
+      CREATE TABLE IF NOT EXISTS device_models (
+        model TEXT PRIMARY KEY,
+        status TEXT NOT NULL CHECK (status IN ('validated', 'unvalidated', 'cuffless')),
+        protocol TEXT CHECK (status <> 'validated' OR protocol IS NOT NULL),
+        source TEXT NOT NULL, note TEXT, registered_by TEXT NOT NULL, registered_at INTEGER NOT NULL, updated_at INTEGER NOT NULL) WITHOUT ROWID;`,
+  },
 ]
 
 /** What the feed needs of a reading (a spool row has these and more). */
@@ -36,7 +46,8 @@ export interface ReportBookDeps {
   logger: Logger
   /** the model a device is registered as */
   deviceModel(deviceId: string): string | null | undefined
-  catalogue: DeviceModelCatalogue
+  /** the validated-device register (reports/register.ts), or a fixed catalogue in tests */
+  catalogue: ValidationLookup
   protocols?: readonly ReportProtocol[]
   options?: {
     /** a run is finished this long after its end, so buffered readings of devices that were offline still count */
@@ -62,6 +73,18 @@ export interface RunView {
   /** report versions sent so far (0 while running) */
   version: number
   finishedAt: number | null
+}
+
+/** A finished report reduced to what research aggregates count. */
+export interface ReportOutcome {
+  residentId: string
+  runId: string
+  kind: 'home-bp' | 'abpm-24h'
+  guideline: string
+  start: number
+  end: number
+  /** home-BP: `hypertension` or `below-threshold` (the guideline's home threshold); 24-hour profile: the dipping class; either: `insufficient-data` */
+  category: string
 }
 
 export interface StartRun { residentId: string, protocolId: string, timeZone: string, guideline: string, startTs?: number, startedBy: string }
@@ -108,6 +131,8 @@ export class ReportBook {
       cancel: db.prepare("UPDATE report_runs SET state = 'cancelled' WHERE id = ? AND state = 'active'"),
       insertResult: db.prepare('INSERT INTO report_results (run_id, version, result, issued_at) VALUES (?, ?, ?, ?)'),
       latestResult: db.prepare<[string], { version: number, result: string, issued_at: number }>('SELECT version, result, issued_at FROM report_results WHERE run_id = ? ORDER BY version DESC LIMIT 1'),
+      finishedBetween: db.prepare<[number, number], { id: string, resident_id: string, guideline: string, start_ts: number, end_ts: number, result: string }>(
+        "SELECT r.id, r.resident_id, r.guideline, r.start_ts, r.end_ts, x.result FROM report_runs r JOIN report_results x ON x.run_id = r.id AND x.version = r.version WHERE r.state = 'finished' AND r.end_ts >= ? AND r.end_ts < ? ORDER BY r.end_ts, r.id"),
     }
     for (const r of this.s.live.all(d.clock.now() - this.amendMs)) {
       this.index(r.resident_id, { id: r.id, start: r.start_ts, end: r.end_ts, state: r.state })
@@ -190,6 +215,21 @@ export class ReportBook {
     return r && { ...this.view(r), result: this.current(r) }
   }
 
+  /**
+   * The outcome of every finished report (its latest version) that ended in [from, to), for
+   * research aggregates (forwarder/research.ts researchReportPayload): the home-BP
+   * classification or the dipping class, or `insufficient-data`.
+   */
+  finishedOutcomes (from: number, to: number): ReportOutcome[] {
+    return this.s.finishedBetween.all(from, to).map((r) => {
+      const result = JSON.parse(r.result) as HomeBpResult | ProfileResult
+      const category = result.kind === 'home-bp'
+        ? (result.outcome.status === 'complete' ? result.outcome.classification : 'insufficient-data')
+        : (result.outcome.status === 'complete' && result.dip ? result.dip.classification : 'insufficient-data')
+      return { residentId: r.resident_id, runId: r.id, kind: result.kind, guideline: r.guideline, start: r.start_ts, end: r.end_ts, category }
+    })
+  }
+
   /** Ticks on a timer; `deliver` gets the reports (the caller enqueues them in one transaction with the tick). */
   every (ms: number, deliver: (tick: () => FinishedReport[]) => void): void {
     this.timer ??= setInterval(() => {
@@ -208,7 +248,9 @@ export class ReportBook {
   private compute (r: RunRow, now: number): HomeBpResult | ProfileResult {
     const p = JSON.parse(r.protocol) as ReportProtocol
     const readings: ReportReading[] = this.s.readings.all(r.id).map((x) => {
-      const o: ReportReading = { ts: x.ts, deviceId: x.device_id, deviceModel: x.device_model, validation: x.validation }
+      // the register as it is now, not as it was when the reading came: a model an operator registers
+      // (or finds unvalidated) during a run counts (or stops counting) for the report it is part of
+      const o: ReportReading = { ts: x.ts, deviceId: x.device_id, deviceModel: x.device_model, validation: this.d.catalogue.status(x.device_model) }
       if (x.sys !== null) o.sys = x.sys
       if (x.dia !== null) o.dia = x.dia
       if (x.hr !== null) o.hr = x.hr

@@ -33,8 +33,14 @@ export const DEMO_DEVICE_MODELS: readonly DeviceModel[] = [
   { model: 'demo-watch', measurement: 'cuffless', validated: false, source: 'demo data: a stand-in for an optical smartwatch' },
 ]
 
-export class DeviceModelCatalogue {
+/** What reports ask of a register: the validation status of a model (`unknown` when it is in none). */
+export interface ValidationLookup { status(model: string | null | undefined): ValidationStatus }
+
+/** A fixed list of models (tests, and the built-in demo entries the register falls back to). */
+export class DeviceModelCatalogue implements ValidationLookup {
   private readonly byModel: Map<string, DeviceModel>
   constructor (models: readonly DeviceModel[]) { this.byModel = new Map(models.map((m) => [m.model, DeviceModelSchema.parse(m)])) }
   status (model: string | null | undefined): ValidationStatus { return validationStatus(model ? this.byModel.get(model) : undefined) }
+  get (model: string): DeviceModel | undefined { return this.byModel.get(model) }
+  all (): DeviceModel[] { return [...this.byModel.values()] }
 }

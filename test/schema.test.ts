@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest'
 import { join } from 'node:path'
 import { openDatabase, silentLogger, systemClock, VitalmeshError, type DB, type Migration } from '../core/index.ts'
 import { tempDir } from './helpers/proc.ts'
-import { AUDIT_MIGRATIONS, Registry, AuditLog, REGISTRY_MIGRATIONS } from '../registry/index.ts'
+import { AUDIT_MIGRATIONS, FOLLOWER_MIGRATIONS, Registry, AuditLog, REGISTRY_MIGRATIONS } from '../registry/index.ts'
 import { ALERT_EXPORT_MIGRATIONS, AlertExport, EmbeddedStore, ROLLUP_MIGRATIONS, Rollups, Spool, SPOOL_MIGRATIONS, TELEMETRY_MIGRATIONS } from '../ingest/index.ts'
 import { RULE_SET_MIGRATIONS, RuleSetStore } from '../alerting/index.ts'
 import { ALERT_MIGRATIONS, AlertStore } from '../alerting/store.ts'
@@ -27,7 +27,7 @@ function openAll (db: DB): void {
 }
 
 const COMPONENTS: [string, Migration[]][] = [
-  ['registry', REGISTRY_MIGRATIONS], ['audit', AUDIT_MIGRATIONS], ['spool', SPOOL_MIGRATIONS], ['rollups', ROLLUP_MIGRATIONS],
+  ['registry', REGISTRY_MIGRATIONS], ['followers', FOLLOWER_MIGRATIONS], ['audit', AUDIT_MIGRATIONS], ['spool', SPOOL_MIGRATIONS], ['rollups', ROLLUP_MIGRATIONS],
   ['alert-export', ALERT_EXPORT_MIGRATIONS], ['rule-sets', RULE_SET_MIGRATIONS], ['alerts', ALERT_MIGRATIONS],
   ['outbox', OUTBOX_MIGRATIONS], ['forwarder', FORWARDER_MIGRATIONS], ['reports', REPORT_MIGRATIONS],
 ]

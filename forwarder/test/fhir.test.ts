@@ -92,12 +92,12 @@ describe('statistics', () => {
 describe('research de-identification', () => {
   const win = (residents: { id: string, birthYear: number, consent: boolean }[]): ClosedWindow => {
     const all: ResidentWindow[] = residents.map((r) => {
-      const w: ResidentWindow = { residentId: r.id, kind: '1h', start: Date.UTC(2026, 0, 1), hr: emptyStats(), sys: emptyStats(), dia: emptyStats(), cats: { normal: 1 }, bpIn: 1, hrIn: 1 }
+      const w: ResidentWindow = { residentId: r.id, kind: '1h', start: Date.UTC(2026, 0, 1), end: Date.UTC(2026, 0, 1, 1), timeZone: 'UTC', hr: emptyStats(), sys: emptyStats(), dia: emptyStats(), cats: { normal: 1 }, bpIn: 1, hrIn: 1 }
       addValue(w.hr, 70); addValue(w.sys, 120); addValue(w.dia, 78)
       return w
     })
     const facts = new Map(residents.map((r) => [r.id, { region: 'county-a', birthYear: r.birthYear, hospitalId: null, researchConsent: r.consent }]))
-    return { kind: '1h', start: Date.UTC(2026, 0, 1), end: Date.UTC(2026, 0, 1, 1), version: 1, changed: [], all, rollup: undefined as never, facts: (id) => facts.get(id) }
+    return { kind: '1h', start: Date.UTC(2026, 0, 1), end: Date.UTC(2026, 0, 1, 1), timeZone: 'UTC', version: 1, changed: [], all, rollup: undefined as never, facts: (id) => facts.get(id) }
   }
   const residents = [
     ...Array.from({ length: 6 }, (_, i) => ({ id: `res-sixties-${i}`, birthYear: 1961, consent: true })),

@@ -245,6 +245,18 @@ async function operatorView () {
       h('td', { text: d.lastSeenAt ? I18N.duration(Date.now() - d.lastSeenAt) : t('never') }))))
     const versions = new Map()
     for (const d of deviceList) versions.set(d.firmware || '', (versions.get(d.firmware || '') ?? 0) + 1)
+    // the validation status of each model in the fleet: cuffless and unvalidated models' BP readings stay out of protocol averages
+    const models = new Map()
+    for (const d of deviceList) {
+      const k = d.model || ''
+      const m = models.get(k) ?? { n: 0, status: d.modelValidation?.status ?? 'unknown', protocol: d.modelValidation?.protocol ?? null }
+      m.n++
+      models.set(k, m)
+    }
+    $('models').querySelector('tbody').replaceChildren(...[...models].sort((a, b) => b[1].n - a[1].n).map(([model, m]) => h('tr', { 'data-model': model, 'data-validation': m.status },
+      h('td', { text: model || t('unknown') }),
+      h('td', { class: m.status === 'validated' ? '' : 'warning', text: t(`val.${m.status}`) + (m.protocol ? ` (${m.protocol})` : '') }),
+      h('td', { text: I18N.num(m.n) }))))
     $('firmware').querySelector('tbody').replaceChildren(...[...versions].sort((a, b) => b[1] - a[1]).map(([v, n]) => h('tr', { 'data-firmware': v }, h('td', { text: v || t('unknown') }), h('td', { text: I18N.num(n) }))))
   }
   $('silent-hours').oninput = fleetHealth

@@ -113,6 +113,15 @@ export async function startVitalmesh (env: Record<string, string> = {}, name = '
   }
 }
 
+/** the last reading time each device sent, across loads (rounds) */
+const lastTs = new Map<string, number>()
+/** a device's next reading time: after its last one, and at most 10 minutes old (a batched load runs ahead of the wall clock) */
+function nextTs (deviceId: string): number {
+  const t = Math.max((lastTs.get(deviceId) ?? 0) + 1, Date.now() - 600_000)
+  lastTs.set(deviceId, t)
+  return t
+}
+
 export interface LoadResult { readings: number, messages: number, seconds: number, serverCpuUs: number, generatorCpuUs: number, p50: number, p99: number }
 
 /**
@@ -128,12 +137,17 @@ export async function load (s: Server, o: { devices: number, inflight: number, s
   }))
   const lat: number[] = []
   let messages = 0
-  const t0 = Date.now() - 3600_000
-  const body = (seq: number) => `{"seq":${seq},"ts":${t0 + (seq % 3_000_000)},"hr":${60 + (seq % 40)},"sys":${112 + (seq % 25)},"dia":${72 + (seq % 9)}}`
-  const payload = (x: { seq: number }): string => {
-    if (o.batch === 1) { const q = x.seq++; return `{"v":1,${body(q).slice(1)}` }
+  // reading time moves forward per device, as a device's clock does: never before the device's
+  // last reading (also across rounds), and not ahead of now (a batch ends at the newest).
+  // Round 1 used `t0 + seq % 3,000,000`, which jumped each device back in time at every
+  // round: irrelevant to a broker, but for vitalmesh every reading of half the rounds was
+  // "late" and took the replay path, which is not how wearables send
+  const ts = nextTs
+  const body = (seq: number, deviceId: string) => `{"seq":${seq},"ts":${ts(deviceId)},"hr":${60 + (seq % 40)},"sys":${112 + (seq % 25)},"dia":${72 + (seq % 9)}}`
+  const payload = (x: { seq: number, d: { deviceId: string } }): string => {
+    if (o.batch === 1) { const q = x.seq++; return `{"v":1,${body(q, x.d.deviceId).slice(1)}` }
     const parts = []
-    for (let k = 0; k < o.batch; k++) parts.push(body(x.seq++))
+    for (let k = 0; k < o.batch; k++) parts.push(body(x.seq++, x.d.deviceId))
     return `{"v":1,"readings":[${parts.join(',')}]}`
   }
   const cpu0 = cpuMs(s.pid)
@@ -219,7 +233,7 @@ export async function alertLatency (s: Server, o: { backgroundRate: number, aler
     // alternate crisis and normal readings: each crisis opens a new alert, each normal one resolves it
     const s1 = seq++
     if (crisis) sentAt.set(s1, process.hrtime.bigint())
-    dev.publish(`vitals/${d.deviceId}`, `{"v":1,"seq":${s1},"ts":${Date.now()},"sys":${crisis ? 195 : 120},"dia":${crisis ? 125 : 78}}`, 1)
+    dev.publish(`vitals/${d.deviceId}`, `{"v":1,"seq":${s1},"ts":${nextTs(d.deviceId)},"sys":${crisis ? 195 : 120},"dia":${crisis ? 125 : 78}}`, 1)
     crisis = !crisis
   }, 500 / o.alertsPerS)
   await bg

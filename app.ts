@@ -36,6 +36,7 @@ function parseChains (s: string): Record<string, EscalationChain> {
   const out: Record<string, EscalationChain> = {}
   for (const part of s.split(',').map((x) => x.trim()).filter(Boolean)) {
     const [region, steps] = part.split('=') as [string, string]
+    if (out[region]) throw new VitalmeshError('VM_CONFIG_INVALID', `alerting.escalationByRegion names region ${region} twice`)
     const [f, d, h] = steps.split('/').map(Number) as [number, number, number]
     if (!(f <= d && d <= h)) throw new VitalmeshError('VM_CONFIG_INVALID', `alerting.escalationByRegion: the steps of ${region} must not go backwards (followers ${f} s ≤ desk ${d} s ≤ hospital ${h} s)`)
     out[region] = { followersAfterS: f, deskAfterS: d, hospitalAfterS: h }
@@ -50,6 +51,11 @@ function parseChains (s: string): Record<string, EscalationChain> {
 export async function createApp ({ config, logger, clock }: AppDeps) {
   const dataDir = resolve(config.dataDir)
   const log = logger.child({ component: 'app' })
+  {
+    const a = config.alerting
+    // the chain's steps in order: a node that sends to the hospital before the desk (or the desk before the followers) is allowed (tests do it) but said
+    if (!(a.followersAfterS <= a.deskAfterS && a.deskAfterS <= a.escalateAfterS)) log.warn({ followersAfterS: a.followersAfterS, deskAfterS: a.deskAfterS, escalateAfterS: a.escalateAfterS }, 'the escalation chain\'s steps are out of order (followers ≤ duty desk ≤ hospital expected)')
+  }
   const db = openDatabase(join(dataDir, 'vitalmesh.db'))
   const registry = new Registry(db)
   const audit = new AuditLog(db, clock)
@@ -82,6 +88,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       residentName: registry.resident(id)?.name ?? id,
       followers: registry.followers.active(id).map((f) => ({ id: f.id, language: f.language, channels: f.channels, notify: f.notify })),
     }),
+    followerActive: (id) => registry.followers.isActive(id),
     criticalAlert: alertFlagSink({ node: config.region.id, clock, hospital: (id) => registry.hospital(id), enqueue: (e) => { outbox.enqueue(e) }, audit: exported }),
     options: {
       tickMs: config.alerting.tickMs,
@@ -170,7 +177,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       if (who.kind === 'follower' && !registry.followers.isActive(who.id)) return done(null)
       try {
         alerts.acknowledge(id, `${who.kind}:${who.id}`, residentId)
-        if (who.kind === 'follower') audit.append(`follower:${who.id}`, 'alert.acknowledged', residentId, { alertId: id, via: 'mqtt' })
+        if (who.kind === 'follower') audit.append(`follower:${who.id}:mqtt`, 'alert.acknowledged', residentId, { alertId: id, via: 'mqtt' })
       } catch (e) { log.info({ residentId, by: who.id, alertId: id, err: (e as Error).message }, 'alert acknowledgement refused') }
       done(null)
     },
@@ -196,7 +203,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   const mqttUpgrade = mqttUpgradeHandler((stream, req) => mqtt.handle(stream, req))
   const live = new LiveHub({
     verifyApiKey: (t) => registry.verifyApiKey(t), apiKey: (id) => registry.apiKeyById(id), revision: () => registry.revision(),
-    hospitalOf: (id) => registry.resident(id)?.hospitalId, followersOf: (id) => registry.followers.active(id), framesPerS: config.http.liveFramesPerS, logger: logger.child({ component: 'live' }),
+    hospitalOf: (id) => registry.resident(id)?.hospitalId, followersOf: (id) => registry.followers.active(id), followedBy: (fid) => registry.followers.residentOf(fid), framesPerS: config.http.liveFramesPerS, logger: logger.child({ component: 'live' }),
     audited: (actor, action, subject, detail) => { audit.append(actor, action, subject, detail) },
   })
   spool.onCommit((rows) => live.readings(rows))

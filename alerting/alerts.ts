@@ -44,6 +44,8 @@ export interface AlertingDeps {
   criticalAlert?(a: Alert, change: 'critical' | 'escalated' | 'ended', hospitalId: string): void
   /** the resident's active followers (registry/followers.ts) and the name they know the resident by */
   followers?(residentId: string): { residentName: string, followers: readonly FollowerTarget[] }
+  /** is this follower still one (a removed follower is sent nothing more, not even what a crash left unsent) */
+  followerActive?(followerId: string): boolean
   options: {
     escalateAfterS: number
     /** an unacknowledged critical (or lost-contact) alert reaches the duty desk after this long (default 300 s), before the hospital */
@@ -641,11 +643,16 @@ export class AlertBook {
       case 'worse': case 'confirmed': {
         if (!cur || !rule || !at) return
         const wasHistoric = cur.historic
+        const wasOpen = cur.state === 'open'
+        const wasCritical = cur.severity === 'critical'
         if (e.kind === 'worse') cur.severity = e.severity
         cur.historic = out.life.open?.historic ?? false
         Object.assign(cur, { state: 'open', acknowledgedAt: null, acknowledgedBy: null, detail: at.v.detail, reading: e.kind === 'worse' ? at.ref : cur.reading })
         cur.messages = this.messagesFor(rule, at.v, cur.severity, at.r, cur.historic, p.id)
-        if (wasHistoric && !cur.historic) this.escalateFrom.set(cur.id, now)
+        // the chain's clock starts when it becomes a live critical (a warning that worsened, an
+        // acknowledged alert opened again, a historic one confirmed), not when the warning opened:
+        // otherwise every step would fire at the same moment. Steps already taken stay taken.
+        if (!cur.historic && ((wasHistoric) || (cur.severity === 'critical' && !wasCritical) || !wasOpen)) this.escalateFrom.set(cur.id, now)
         if (cur.severity === 'critical' && !cur.historic && (e.kind === 'worse' || wasHistoric)) this.toHospital(cur, 'critical')
         this.store.save(cur, this.escalateFrom.get(cur.id) ?? null)
         this.store.event(cur.id, now, e.kind === 'worse' ? `severity:${e.severity}` : 'confirmed', 'engine')
@@ -852,8 +859,9 @@ export class AlertBook {
           a.followersAt = now
           this.store.save(a, from)
           const told = this.tellFollowers(a, 'escalation', now, tx, Math.round((now - from) / 60_000))
-          this.store.event(a.id, now, told > 0 ? `escalated:followers:${told}` : 'escalation-skipped:no-followers', 'engine')
-          if (told > 0) this.stats.followers++
+          // told: notices kept until the broker took them (MQTT); live: shown to followers who chose only the live stream, if connected
+          this.store.event(a.id, now, told.mqtt + told.live > 0 ? `escalated:followers:${told.mqtt}${told.live ? `:live:${told.live}` : ''}` : 'escalation-skipped:no-followers', 'engine')
+          if (told.mqtt + told.live > 0) this.stats.followers++
           tx.saved.set(a.id, a)
         }
         if (chained && a.deskAt === null && now - from >= chain.deskAfterS * 1000) {
@@ -1000,6 +1008,8 @@ export class AlertBook {
     if (!row) throw new VitalmeshError('VM_NOT_FOUND', `no alert ${alertId}`)
     const a = this.openOf(row.residentId)?.get(row.ruleKey)
     if (!a || a.id !== alertId) throw new VitalmeshError('VM_CONFLICT', `alert ${alertId} is ${row.state}: only open or acknowledged alerts are resolved by hand`)
+    // a critical the newest reading still shows is not closed by hand: acknowledging stops its chain; a new reading decides
+    if (a.severity === 'critical' && this.stillMet(a)) throw new VitalmeshError('VM_CONFLICT', `the newest reading still meets the rule of critical alert ${alertId}: acknowledge it to stop the escalation, and resolve it once a new reading is taken`)
     this.run(() => {
       const now = this.d.clock.now()
       const rs = this.stateOf(a.residentId)
@@ -1011,6 +1021,20 @@ export class AlertBook {
       this.tx!.residents.add(a.residentId)
     })
     return a
+  }
+
+  /** Does the resident's newest reading still meet the alert's rule? */
+  private stillMet (a: Alert): boolean {
+    const p = this.profile(a.residentId)
+    const rule = p ? this.index.rulesFor(p, this.d.clock.now()).find((c) => c.key === a.ruleKey) : undefined
+    const rs = this.residents.get(a.residentId)
+    if (!rule || !rs) return false
+    const tl = rs.tl.readings
+    for (let j = tl.length - 1; j >= 0; j--) {
+      const v = rule.evaluate(tl, j, rs.st.get(rule.key) ?? {})
+      if (v) return v.trigger || v.holds
+    }
+    return false
   }
 
   /** The live copy of an active alert (so the engine and the database agree), else the stored one. */
@@ -1103,25 +1127,36 @@ export class AlertBook {
    * commits: a copy of an alert the resident is told of (to those who chose its severity), or
    * the escalation step (to every follower). Returns how many followers it reached.
    */
-  private tellFollowers (a: Alert, kind: 'alert' | 'escalation', now: number, tx: Tx, minutes?: number): number {
+  private tellFollowers (a: Alert, kind: 'alert' | 'escalation', now: number, tx: Tx, minutes?: number): { mqtt: number, live: number } {
+    const told = { mqtt: 0, live: 0 }
     const f = this.d.followers?.(a.residentId)
-    if (!f || f.followers.length === 0) return 0
-    let told = 0
+    if (!f || f.followers.length === 0) return told
     for (const t of f.followers) {
       if (kind === 'alert' && !wants(t.notify, a.severity)) continue
-      if (!t.channels.includes('mqtt')) { if (t.channels.includes('live')) told++; continue } // the live stream shows every change of the alert; nothing to keep
+      if (!t.channels.includes('mqtt')) { if (t.channels.includes('live')) told.live++; continue } // the live stream shows every change of the alert; nothing to keep
       const lang = languageOf(t.language)
       const message = followerMessage(kind, { residentName: f.residentName, severity: a.severity, concern: a.concern, residentMessage: a.messages[lang], ...(minutes !== undefined ? { minutes } : {}) }, lang)
       const body = { type: kind === 'alert' ? 'alert' : 'escalation', followerId: t.id, residentId: a.residentId, residentName: f.residentName, alert: { id: a.id, concern: a.concern, severity: a.severity, state: a.state, openedAt: a.openedAt, reading: a.reading, historic: a.historic }, message, language: lang, at: now, ackTopic: `followers/${t.id}/ack` }
       tx.notices.push(this.store.addNotice({ followerId: t.id, alertId: a.id, kind, at: now, body }))
-      told++
+      told.mqtt++
     }
     return told
   }
 
+  /**
+   * Publishes a follower notice (with its id, so an app can drop the copy a crash may re-send).
+   * A follower removed since, or an escalation of an alert nobody needs to check on any more
+   * (re-sent after a restart), is not sent: it is marked done.
+   */
   private sendNotice (n: FollowerNotice): void {
     if (!this.notifier.follower) return
-    this.notifier.follower(n, () => {
+    const stale = (this.d.followerActive && !this.d.followerActive(n.followerId)) || (n.kind === 'escalation' && this.store.get(n.alertId)?.state !== 'open')
+    if (stale) {
+      this.noticesPending.push(n.id)
+      this.deliveredTimer ??= this.d.clock.setTimeout(() => this.flushDelivered(), 50)
+      return
+    }
+    this.notifier.follower({ ...n, body: { ...(n.body as object), noticeId: n.id } }, () => {
       this.noticesPending.push(n.id)
       this.deliveredTimer ??= this.d.clock.setTimeout(() => this.flushDelivered(), 50)
     })

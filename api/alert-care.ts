@@ -3,7 +3,7 @@ import { z } from 'zod'
 import { VitalmeshError } from '../core/index.ts'
 import type { Registry, AuditLog } from '../registry/index.ts'
 import { ConcernSchema, type AlertBook } from '../alerting/index.ts'
-import { mayAccessResident, auditRead } from './access.ts'
+import { mayAccessResident, auditRead, actorOf } from './access.ts'
 import { ResidentParams } from './schemas.ts'
 import { orEmpty, type ZodTypeProvider } from './zod.ts'
 
@@ -113,7 +113,7 @@ export function alertCareRoutes (d: AlertCareDeps) {
       const p = req.principal!
       const a = handled(p, req.params.id)
       const out = d.alerts.assign(a.id, req.body.to, actor(p))
-      d.audit.append(actor(p), 'alert.assigned', a.residentId, { alertId: a.id, to: req.body.to })
+      d.audit.append(actorOf(p), 'alert.assigned', a.residentId, { alertId: a.id, to: req.body.to })
       return out
     })
 
@@ -124,7 +124,7 @@ export function alertCareRoutes (d: AlertCareDeps) {
       const p = req.principal!
       const a = handled(p, req.params.id)
       const note = d.alerts.addNote(a.id, req.body.text, actor(p))
-      d.audit.append(actor(p), 'alert.note', a.residentId, { alertId: a.id })
+      d.audit.append(actorOf(p), 'alert.note', a.residentId, { alertId: a.id })
       return reply.status(201).send({ alertId: a.id, note, notes: d.alerts.notes(a.id) })
     })
 
@@ -135,7 +135,7 @@ export function alertCareRoutes (d: AlertCareDeps) {
       const p = req.principal!
       const a = handled(p, req.params.id)
       const out = d.alerts.resolveByHand(a.id, req.body.reason, actor(p))
-      d.audit.append(actor(p), 'alert.resolved-by-hand', a.residentId, { alertId: a.id, reason: req.body.reason })
+      d.audit.append(actorOf(p), 'alert.resolved-by-hand', a.residentId, { alertId: a.id, reason: req.body.reason })
       return out
     })
 
@@ -149,7 +149,7 @@ export function alertCareRoutes (d: AlertCareDeps) {
       if (!mayAccessResident(p, a.residentId, hospitalOf)) throw new VitalmeshError('VM_FORBIDDEN', `this key may not access alert ${req.params.id}`)
       const body = req.body
       const closed = d.alerts.close(a.id, actor(p), body.reason)
-      d.audit.append(actor(p), 'alert.closed', a.residentId, { alertId: a.id, reason: body.reason })
+      d.audit.append(actorOf(p), 'alert.closed', a.residentId, { alertId: a.id, reason: body.reason })
       return closed
     })
   }

@@ -5,6 +5,7 @@ import { VitalmeshError } from '../core/index.ts'
 import type { Registry, AuditLog } from '../registry/index.ts'
 import { RuleSetDocSchema, type AlertBook, type RuleSetStore } from '../alerting/index.ts'
 import { mayAccessResident, mayReadAlerts, auditRead } from './access.ts'
+import { followerView } from './live.ts'
 import { ResidentParams } from './schemas.ts'
 import type { ZodTypeProvider } from './zod.ts'
 
@@ -102,7 +103,7 @@ export function alertingRoutes (d: AlertingRoutesDeps) {
       const limit = Math.min(1000, Math.max(1, Number(req.query.limit ?? 100) || 100))
       const alerts = d.alerts.forResident(id, limit)
       auditRead(d.audit, p, 'pull.alerts', id, { count: alerts.length })
-      return { residentId: id, alerts }
+      return { residentId: id, alerts: p.role === 'follower' ? alerts.map(followerView) : alerts }
     })
 
     app.get<{ Params: { id: string } }>('/v1/alerts/:id/history', {
@@ -116,6 +117,7 @@ export function alertingRoutes (d: AlertingRoutesDeps) {
       auditRead(d.audit, p, 'pull.alert-history', a.residentId, { alertId: a.id })
       // who was told at each step: the followers' notices, by follower id and kind (their words stay with them)
       const followers = p.role === 'follower' ? undefined : d.alerts.followerNotices(a.id).map((n) => ({ followerId: n.followerId, kind: n.kind, at: n.at, deliveredAt: n.deliveredAt }))
+      if (p.role === 'follower') return { alert: followerView(a), transitions: d.alerts.history(a.id).map((e) => ({ at: e.at, state: e.state })) }
       return { alert: a, transitions: d.alerts.history(a.id), ...(followers ? { followers } : {}), ...(p.role === 'operator' || p.role === 'hospital' ? { notes: d.alerts.notes(a.id) } : {}) }
     })
 
@@ -126,7 +128,7 @@ export function alertingRoutes (d: AlertingRoutesDeps) {
       if (p.role === 'resident' && existing.residentId !== p.scope) throw new VitalmeshError('VM_FORBIDDEN', 'residents acknowledge only their own alerts')
       if (p.role === 'follower' && followed(p.scope ?? '') !== existing.residentId) throw new VitalmeshError('VM_FORBIDDEN', 'followers acknowledge only the alerts of the resident they follow')
       const a = d.alerts.acknowledge(req.params.id, `${p.role}:${p.scope ?? p.keyId}`, p.role === 'operator' ? undefined : existing.residentId)
-      if (p.role === 'follower') d.audit.append(`follower:${p.scope}:${p.keyId}`, 'alert.acknowledged', existing.residentId, { alertId: existing.id, via: 'api' })
+      if (p.role === 'follower') { d.audit.append(`follower:${p.scope}:${p.keyId}`, 'alert.acknowledged', existing.residentId, { alertId: existing.id, via: 'api' }); return followerView(a) }
       return a
     })
 

@@ -30,10 +30,10 @@ const FollowerParams = ResidentParams.extend({ followerId: IdSchema })
 
 const FOLLOWERS = ['followers']
 
-/** What the resident (and an operator) sees of a follower: never a secret. */
+/** What the resident (and an operator) sees of a follower: never a secret, nor a key id (removedBy says only who: the resident, the follower or the centre). */
 function view (f: FollowerRecord): Omit<FollowerRecord, 'apiKeyId'> {
   const { apiKeyId: _, ...rest } = f
-  return rest
+  return { ...rest, removedBy: f.removedBy === null ? null : f.removedBy.split(':')[0]! }
 }
 
 /**
@@ -108,9 +108,10 @@ export function followerRoutes (d: FollowerRoutesDeps) {
       config: { roles: 'public' },
     }, async (req, reply) => {
       const { code, ...prefs } = req.body
-      const out = await d.registry.followers.accept(code, prefs)
+      const out = await d.registry.followers.accept(code, prefs, (f, keyId) => {
+        d.audit.append(`follower:${f.id}:${keyId}`, 'follower.accepted', f.residentId, { followerId: f.id, name: f.name, relation: f.relation, channels: f.channels, notify: f.notify })
+      })
       const f = out.follower
-      d.audit.append(`follower:${f.id}`, 'follower.accepted', f.residentId, { followerId: f.id, name: f.name, relation: f.relation, channels: f.channels, notify: f.notify })
       return reply.status(201).send({
         follower: view(f),
         apiKey: out.apiKey,

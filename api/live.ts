@@ -42,6 +42,8 @@ export interface LiveHubDeps {
   hospitalOf(residentId: string): string | null | undefined
   /** a resident's active followers, and which of its alerts each chose to get on the live stream */
   followersOf?(residentId: string): readonly { id: string, channels: readonly string[], notify: string }[]
+  /** the resident a follower follows (its key's scope is the follower's id): what its live stream is about, for the audit */
+  followedBy?(followerId: string): string | undefined
   /** changes whenever a key or a resident's hospital may have changed: compared before each send, so checks are cached in between */
   revision(): string
   audited?(actor: string, action: string, subject: string, detail: unknown): void
@@ -127,7 +129,7 @@ export class LiveHub {
       c.p = p
       c.checked = this.d.revision()
       this.index(c)
-      if (p.role !== 'resident') this.d.audited?.(actorOf(p), 'live.open', p.scope ?? 'all', {})
+      if (p.role !== 'resident') this.d.audited?.(actorOf(p), 'live.open', (p.role === 'follower' && p.scope ? this.d.followedBy?.(p.scope) : undefined) ?? p.scope ?? 'all', {})
       if (p.role === 'resident' && p.scope) this.addWatch(c, p.scope)
       return this.send(c, { type: 'ready', role: p.role, scope: p.scope })
     }
@@ -254,7 +256,7 @@ export class LiveHub {
     for (const f of this.d.followersOf(a.residentId)) {
       const set = this.byScope.get(`follower:${f.id}`)
       if (!set || !f.channels.includes('live') || !followerWants(f.notify, a)) continue
-      for (const c of set) if (this.valid(c, rev)) this.send(c, { type: 'alert', alert: a })
+      for (const c of set) if (this.valid(c, rev)) this.send(c, { type: 'alert', alert: followerView(a) })
     }
   }
 
@@ -271,10 +273,23 @@ export class LiveHub {
 }
 
 /** A follower gets an alert on the live stream when it chose its severity, or the chain reached the followers. */
-function followerWants (notify: string, a: LiveAlert & { severity?: string, followersAt?: number | null }): boolean {
+function followerWants (notify: string, a: LiveAlert & { severity?: string, followersAt?: number | null, historic?: boolean }): boolean {
   if (a.followersAt) return true
+  if (a.historic) return false // an old reading: the resident is asked to measure again; nobody else needs to act
   if (notify === 'all') return true
   if (notify === 'warning') return a.severity === 'warning' || a.severity === 'critical'
   if (notify === 'critical') return a.severity === 'critical'
   return false
 }
+
+/**
+ * What a follower sees of an alert: what it is about and its state, not who on the staff
+ * handled it (acknowledgedBy, assignedTo, notes and reasons stay with the staff).
+ */
+export function followerView<T extends LiveAlert> (a: T): Partial<T> {
+  const x = a as unknown as Record<string, unknown>
+  const out: Record<string, unknown> = {}
+  for (const k of FOLLOWER_ALERT_FIELDS) if (k in x) out[k] = x[k]
+  return out as Partial<T>
+}
+const FOLLOWER_ALERT_FIELDS = ['id', 'residentId', 'concern', 'severity', 'state', 'openedAt', 'acknowledgedAt', 'resolvedAt', 'message', 'messages', 'language', 'reading', 'historic', 'followersAt'] as const

@@ -110,7 +110,7 @@ export class Followers {
    * The follower accepts: the code is used up, and the follower gets its API key and MQTT
    * password (shown once). An unknown, used, expired or withdrawn code gets VM_INVITATION_INVALID.
    */
-  async accept (code: string, prefs: { language?: string, channels?: FollowerChannel[], notify?: FollowerNotify } = {}): Promise<{ follower: FollowerRecord, apiKey: string, password: string }> {
+  async accept (code: string, prefs: { language?: string, channels?: FollowerChannel[], notify?: FollowerNotify } = {}, recorded?: (f: FollowerRecord, keyId: string) => void): Promise<{ follower: FollowerRecord, apiKey: string, keyId: string, password: string }> {
     const m = /^vmi_(fol-[0-9a-f]{10})_[A-Za-z0-9_-]{32}$/.exec(code)
     const row = m ? this.q.get.get(m[1]!) : undefined
     const invalid = (): VitalmeshError => new VitalmeshError('VM_INVITATION_INVALID', 'this invitation code is unknown, already used, expired or withdrawn: ask the resident for a new one')
@@ -129,7 +129,9 @@ export class Followers {
       const apiKey = this.keys.addApiKey('follower', row.id, `follower of ${row.resident_id}`)
       const keyId = apiKey.split('_')[1]!
       this.q.accept.run(this.now(), hash, keyId, prefs.language ?? null, prefs.channels ? JSON.stringify(prefs.channels) : null, prefs.notify ?? null, row.id)
-      return { follower: this.get(row.id)!, apiKey, password }
+      const follower = this.get(row.id)!
+      recorded?.(follower, keyId) // the audit entry, in the same transaction
+      return { follower, apiKey, keyId, password }
     })()
   }
 

@@ -14,7 +14,7 @@ const MIN = 60_000
 type R = Partial<Reading> & { at: number, device?: string }
 interface Told { state: string, ruleKey: string, severity: string, message: string, historic: boolean, type?: string }
 
-function world (ruleSetIds: string[], o: { language?: string, hospital?: boolean, region?: string, primary?: Record<string, string>, extra?: RuleSetDoc[], conditions?: string[], followers?: FollowerTarget[], chainByRegion?: Record<string, Partial<EscalationChain>> } = {}) {
+function world (ruleSetIds: string[], o: { language?: string, hospital?: boolean, region?: string, primary?: Record<string, string>, extra?: RuleSetDoc[], conditions?: string[], followers?: FollowerTarget[], chainByRegion?: Record<string, Partial<EscalationChain>>, followerActive?: (id: string) => boolean } = {}) {
   const db = openDatabase(':memory:')
   const clock = new ManualClock(T0)
   const told: Told[] = []
@@ -30,6 +30,7 @@ function world (ruleSetIds: string[], o: { language?: string, hospital?: boolean
     hospitalEndpoint: () => ({ url: 'http://hospital.example/hook', token: null }),
     enqueueWebhook: (e) => { webhooks.push(e) },
     followers: () => ({ residentName: 'Wang Li', followers: o.followers ?? [] }),
+    ...(o.followerActive ? { followerActive: o.followerActive } : {}),
     options: { tickMs: 1000, escalateAfterS: 900, renotifyS: { critical: 0, warning: 0, info: 0 }, primaryRuleSets: o.primary ?? {}, chainByRegion: o.chainByRegion ?? {} },
   })
   const notices: FollowerNotice[] = []
@@ -350,17 +351,54 @@ describe('the escalation chain (issue 16)', () => {
     w.book.addNote(first!.id, 'called the resident: feels fine, will measure again', 'operator:k1')
     expect(w.book.get(first!.id)!.assignedTo).toBe('nurse Zhang')
     expect(w.book.notes(first!.id)).toEqual([expect.objectContaining({ actor: 'operator:k1', text: 'called the resident: feels fine, will measure again' })])
+    // a critical the newest reading still shows is not resolved by hand: acknowledge it, re-measure
+    expect(() => w.book.resolveByHand(first!.id, 'cuff fitted wrongly', 'operator:k1')).toThrow(/newest reading still meets the rule/)
+    // a warning is: no "back in range" to the resident (its readings did not say so)
     const toldBefore = w.told.length
-    w.book.resolveByHand(first!.id, 'cuff fitted wrongly; re-measured at the clinic', 'operator:k1')
-    expect(w.book.get(first!.id)).toMatchObject({ state: 'resolved', endedReason: 'resolved by hand: cuff fitted wrongly; re-measured at the clinic' })
-    expect(w.told.length).toBe(toldBefore) // no "back in range": the readings did not say so
-    expect(w.book.history(first!.id).map((e) => e.state)).toEqual(['open', 'escalation-skipped:no-followers', 'escalated:duty-desk', 'assigned:nurse Zhang', 'note', 'resolved-by-hand:cuff fitted wrongly; re-measured at the clinic'])
-    expect(() => w.book.resolveByHand(first!.id, 'again', 'operator:k1')).toThrow(/only open or acknowledged/)
-    // the next reading still in crisis opens a new alert at once: the hand resolution hid nothing
-    w.arrive(7, [{ at: 7, sys: 188, dia: 102 }])
-    const again = w.book.activeAlerts('r1').find((a) => a.severity === 'critical')!
-    expect(again.id).not.toBe(first!.id)
-    expect(w.told[w.told.length - 1]).toMatchObject({ state: 'open', severity: 'critical' })
+    w.book.resolveByHand(second!.id, 'cuff fitted wrongly; re-measured at the clinic', 'operator:k1')
+    expect(w.book.get(second!.id)).toMatchObject({ state: 'resolved', endedReason: 'resolved by hand: cuff fitted wrongly; re-measured at the clinic' })
+    expect(w.told.length).toBe(toldBefore)
+    expect(w.book.history(second!.id).map((e) => e.state)).toEqual(['open', 'resolved-by-hand:cuff fitted wrongly; re-measured at the clinic'])
+    expect(w.book.history(first!.id).map((e) => e.state)).toEqual(['open', 'escalation-skipped:no-followers', 'escalated:duty-desk', 'assigned:nurse Zhang', 'note'])
+    expect(() => w.book.resolveByHand(second!.id, 'again', 'operator:k1')).toThrow(/only open or acknowledged/)
+    // the next reading still in that range opens a new alert at once: the hand resolution hid nothing
+    w.arrive(7, [{ at: 7, sys: 151, dia: 95 }], 'r2')
+    const again = w.book.activeAlerts('r2').find((a) => a.severity === 'warning')!
+    expect(again.id).not.toBe(second!.id)
+    expect(w.told[w.told.length - 1]).toMatchObject({ state: 'open', severity: 'warning' })
+  })
+
+  it('a warning that becomes critical starts the chain then, not when the warning opened (each step in its turn)', () => {
+    const doctor: FollowerTarget = { id: 'fol-doc', language: 'en', channels: ['mqtt'], notify: 'escalations' }
+    const w = world(['acc-aha-2017'], { hospital: true, followers: [doctor] })
+    w.arrive(0, [{ at: 0, sys: 150, dia: 95 }])
+    const a = w.book.activeAlerts()[0]!
+    w.wait(30)
+    w.arrive(31, [{ at: 31, sys: 190, dia: 100 }])
+    expect(w.book.get(a.id)!.severity).toBe('critical')
+    w.wait(32)
+    expect(w.book.history(a.id).map((e) => e.state)).toEqual(['open', 'severity:critical'])
+    w.wait(33)
+    expect(w.book.history(a.id).map((e) => e.state)).toEqual(['open', 'severity:critical', 'escalated:followers:1'])
+    w.wait(36)
+    expect(w.book.history(a.id).map((e) => e.state)).toEqual(['open', 'severity:critical', 'escalated:followers:1', 'escalated:duty-desk'])
+    expect(w.webhooks).toEqual([])
+    w.wait(46)
+    expect(w.book.history(a.id).map((e) => e.state)).toEqual(['open', 'severity:critical', 'escalated:followers:1', 'escalated:duty-desk', 'escalated'])
+  })
+
+  it('a follower removed is sent nothing more; a follower on the live stream only is counted apart', () => {
+    let active = true
+    const daughter: FollowerTarget = { id: 'fol-d', language: 'zh-CN', channels: ['mqtt'], notify: 'critical' }
+    const watcher: FollowerTarget = { id: 'fol-w', language: 'en', channels: ['live'], notify: 'critical' }
+    const w = world(['acc-aha-2017'], { hospital: true, followers: [daughter, watcher], followerActive: (id) => id !== 'fol-d' || active })
+    active = false // removed after the alert's copy was recorded, before it was sent: not sent
+    w.arrive(0, [{ at: 0, sys: 190, dia: 100 }])
+    expect(w.notices).toEqual([])
+    w.wait(3)
+    const a = w.book.activeAlerts()[0]!
+    expect(w.book.history(a.id).map((e) => e.state)).toContain('escalated:followers:1:live:1')
+    expect(w.notices).toEqual([])
   })
 
   it('lost contact: a high-risk resident silent for 6 hours is told, and the duty desk sees it; other residents are not', () => {

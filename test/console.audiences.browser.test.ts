@@ -211,6 +211,20 @@ describe('console: every audience, in zh-CN and en', () => {
       await alert.locator('button').click()
       await alert.locator('ol.history li').first().waitFor()
       expect(await alert.locator('ol.history').textContent()).toMatch(lang === 'en' ? /open/ : /未处理/)
+      if (lang === 'en') {
+        // the clinician starts a home-BP week for the patient (China 2018's home threshold)
+        await page.selectOption('#protocol-guideline', 'china-2018')
+        await page.click('#protocol-form button[type=submit]')
+        await page.locator('#protocol-state:has-text("Started")').waitFor()
+        await page.locator('#patient-reports li[data-state="active"]').waitFor()
+      } else {
+        // and sets a personal threshold for them, recorded with who set it
+        await page.selectOption('#override-rule', 'wearable-hr/hr-high-rest')
+        await page.fill('#override-value', '110')
+        await page.click('#override-form button[type=submit]')
+        await page.locator('#patient-overrides li[data-rule-key="wearable-hr/hr-high-rest"]').waitFor()
+        expect(t.app.registry.overrides(ZH)).toEqual([expect.objectContaining({ ruleKey: 'wearable-hr/hr-high-rest', params: { value: 110 }, setBy: 'hospital:h1' })])
+      }
       await accessible(page, `clinician ${lang}`)
       await shot(page, `clinician-${lang}-desktop`)
     })

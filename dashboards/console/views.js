@@ -303,14 +303,21 @@ async function clinicianView (hospitalId) {
     const since = Date.now() - days * 86400_000
     const rows = await Promise.all(residents.map(async (id) => {
       const open = alerts.filter((a) => a.residentId === id && (a.state === 'open' || a.state === 'acknowledged'))
-      const [profile, recent] = await Promise.all([
+      const [profile, recent, reports] = await Promise.all([
         api(`/v1/residents/${id}`).catch(() => ({ id })),
         api(`/v1/residents/${id}/readings?from=${since}&limit=1`).catch(() => ({ count: 0 })),
+        api(`/v1/residents/${id}/reports`).catch(() => ({ reports: [] })),
       ])
-      const need = open.some((a) => a.severity === 'critical') ? 'critical' : open.some((a) => a.severity === 'warning') ? 'warning' : recent.count === 0 ? 'noData' : 'ok'
+      // the latest finished home-BP week above the guideline's home threshold; the latest 24-hour profile without a night-time dip
+      const done = reports.reports.filter((x) => x.result && x.state === 'finished').sort((a, b) => b.end - a.end)
+      const home = done.find((x) => x.result.kind === 'home-bp' && x.result.outcome?.status === 'complete')
+      const abpm = done.find((x) => x.result.kind === 'abpm-24h' && x.result.dip)
+      const uncontrolled = home?.result.outcome.classification === 'hypertension'
+      const nonDipper = abpm && ['non-dipper', 'reverse-dipper'].includes(abpm.result.dip.classification)
+      const need = open.some((a) => a.severity === 'critical') ? 'critical' : uncontrolled ? 'uncontrolled' : nonDipper ? 'nonDipper' : open.some((a) => a.severity === 'warning') ? 'warning' : recent.count === 0 ? 'noData' : 'ok'
       return { id, profile, open, need }
     }))
-    const rank = { critical: 0, warning: 1, noData: 2, ok: 3 }
+    const rank = { critical: 0, uncontrolled: 1, nonDipper: 2, warning: 3, noData: 4, ok: 5 }
     rows.sort((a, b) => (rank[a.need] - rank[b.need]) || a.id.localeCompare(b.id))
     const body = $('patients').querySelector('tbody')
     body.replaceChildren()
@@ -355,6 +362,35 @@ async function clinicianView (hospitalId) {
       }
       li.append(b)
       ul.append(li)
+    }
+    // start a home-BP week for the patient, with the guideline whose home threshold applies
+    $('protocol-guideline').replaceChildren(...['china-2018', 'esh-2023', 'acc-aha-2017'].map((g) => h('option', { value: g, text: t(`guideline.${g}`) })))
+    $('protocol-state').textContent = ''
+    $('protocol-form').onsubmit = async (e) => {
+      e.preventDefault()
+      try {
+        await api(`/v1/residents/${id}/reports`, { method: 'POST', body: { protocol: 'home-bp-7d', guideline: $('protocol-guideline').value } })
+        $('protocol-state').textContent = t('cl.protocolStarted')
+        const again = await api(`/v1/residents/${id}/reports`)
+        $('patient-reports').replaceChildren(...again.reports.map(reportItem))
+      } catch (err) { $('protocol-state').textContent = t('error.prefix', { message: err.message }) }
+    }
+    // personal thresholds: a rule's value for this patient (threshold rules of the rule sets in force)
+    const metricOf = (r) => (r.when || []).filter((c) => c.metric)
+    const rules = standards.ruleSets.flatMap((rs) => rs.rules.filter((r) => (r.kind === 'threshold' || r.kind === 'sustained') && metricOf(r).length === 1).map((r) => ({ key: `${rs.id}/${r.id}`, title: (r.title && (r.title[I18N.lang] || r.title.en)) || r.title || r.id, value: metricOf(r)[0].value })))
+    $('override-rule').replaceChildren(...rules.map((r) => h('option', { value: r.key, text: `${typeof r.title === 'string' ? r.title : r.key} (${r.value})` })))
+    const showOverrides = (list) => {
+      $('patient-overrides').replaceChildren(...(list.length ? list.map((o) => h('li', { 'data-rule-key': o.ruleKey, text: t('cl.overrideItem', { rule: o.ruleKey, value: I18N.num(o.params.value ?? o.params.min ?? o.params.max), by: o.setBy }) })) : [h('li', { class: 'muted', text: t('cl.noOverrides') })]))
+    }
+    showOverrides((await api(`/v1/residents/${id}/overrides`)).overrides)
+    $('override-state').textContent = ''
+    $('override-form').onsubmit = async (e) => {
+      e.preventDefault()
+      try {
+        const r = await api(`/v1/residents/${id}/overrides`, { method: 'PUT', body: { ruleKey: $('override-rule').value, params: { value: Number($('override-value').value) } } })
+        showOverrides(r.overrides)
+        $('override-state').textContent = t('saved')
+      } catch (err) { $('override-state').textContent = t('error.prefix', { message: err.message }) }
     }
     $('patient').scrollIntoView({ block: 'start' })
   }

@@ -55,6 +55,12 @@ export interface CompiledRule {
    * during an activity the rule skips.
    */
   evaluate(tl: readonly Reading[], i: number, st: RuleState): Verdict | undefined
+  /**
+   * The same verdict as `evaluate`, as a number and without its detail (no allocation):
+   * NO_VERDICT (-1) where `evaluate` gives undefined, else TRIGGER | HOLDS | rank << 2
+   * (verdictCode). For replays that count alerts (alerting/backtest.ts); `evaluate` is built on it.
+   */
+  judge(tl: readonly Reading[], i: number, st: RuleState): number
   /** records a reading in the rule's own state (averages); called once per reading */
   observe(r: Reading, st: RuleState): void
   /**
@@ -66,6 +72,21 @@ export interface CompiledRule {
 }
 
 export interface Override { value?: number, min?: number, max?: number, forS?: number }
+
+/** CompiledRule.judge: no verdict at this reading */
+export const NO_VERDICT = -1
+/** CompiledRule.judge: the condition to open an alert holds */
+export const TRIGGER = 1
+/** CompiledRule.judge: the condition to keep an open alert holds (set whenever TRIGGER is) */
+export const HOLDS = 2
+const SEVERITY_BY_RANK: readonly Severity[] = ['info', 'warning', 'critical']
+const RANK_OF: Record<Severity, number> = { info: 0, warning: 1, critical: 2 }
+/** a verdict as CompiledRule.judge returns it */
+export function verdictCode (trigger: boolean, holds: boolean, severity: Severity): number {
+  return (trigger ? TRIGGER | HOLDS : holds ? HOLDS : 0) | (RANK_OF[severity] << 2)
+}
+/** the severity of a verdict code */
+export const severityOfCode = (code: number): Severity => SEVERITY_BY_RANK[code >> 2]!
 
 export function metricOf (r: Reading, m: Metric): number | undefined {
   switch (m) {
@@ -159,19 +180,31 @@ export function compileRule (doc: Pick<RuleSetDoc, 'id' | 'version'>, original: 
     return self.evaluate(tl, i, st)
   }
   const base = { key, ruleSetId: doc.id, ruleSetVersion: doc.version, rule, concern: concernOf(rule), windowed, lookbackMs, observe: (): void => {}, evaluateOne }
-  const verdict = (c: CompiledRule, trigger: boolean, holds: boolean, severity: Severity, detail: Detail): Verdict =>
-    ({ key, rule: c, trigger, holds: holds || trigger, severity, detail })
+  // each kind's judge gives the verdict as a number; evaluate adds the detail, from what judge
+  // left in `last` (judge and detail run back to back, so it is always this reading's)
+  const last: { category?: string, change?: number, scores?: Detail['scores'], average?: Detail['average'] } = {}
+  const sevCode = RANK_OF[rule.severity ?? 'warning'] << 2 // (the schema's default)
+  const withDetail = (judge: CompiledRule['judge'], detail: (r: Reading) => Detail): CompiledRule['evaluate'] => (tl, i, st) => {
+    const c = judge(tl, i, st)
+    if (c === NO_VERDICT) return undefined
+    return { key, rule: self, trigger: (c & TRIGGER) !== 0, holds: (c & HOLDS) !== 0, severity: severityOfCode(c), detail: detail(tl[i]!) }
+  }
+  const plain = (r: Reading): Detail => ({ values: valuesOf(r) })
+  const make = (judge: CompiledRule['judge'], detail: (r: Reading) => Detail = plain): CompiledRule => ({ ...base, judge, evaluate: withDetail(judge, detail) })
+  const code = (trigger: boolean, holds: boolean): number => (trigger ? TRIGGER | HOLDS : holds ? HOLDS : 0) | sevCode
   let self: CompiledRule
   switch (rule.kind) {
     case 'threshold': {
       const t = compileAll(rule.when, 0); const relaxed = compileAll(rule.when, h)
-      self = { ...base, evaluate: (tl, i) => { const r = tl[i]!; if (skipped(r)) return undefined; const v = t(r); if (v === undefined) return undefined; return verdict(self, v, relaxed(r) === true, rule.severity, { values: valuesOf(r) }) } }
+      self = make((tl, i) => { const r = tl[i]!; if (skipped(r)) return NO_VERDICT; const v = t(r); if (v === undefined) return NO_VERDICT; return code(v, relaxed(r) === true) })
       break
     }
     case 'classification': {
       const cats = rule.categories
       const alertOn = rule.alertOn
       const firstAlerting = cats.findIndex((c) => c.id in alertOn)
+      // per category level: the severity of the alert it raises, if any
+      const sev = cats.map((c) => alertOn[c.id])
       const levelOf = (x: number, which: 'sys' | 'dia', relax: number): number => {
         let level = 0
         for (let i = 1; i < cats.length; i++) {
@@ -180,99 +213,89 @@ export function compileRule (doc: Pick<RuleSetDoc, 'id' | 'version'>, original: 
         }
         return level
       }
-      self = {
-        ...base,
-        evaluate: (tl, i) => {
-          const r = tl[i]!
-          if (r.sys === undefined || r.dia === undefined || skipped(r)) return undefined
-          // the category is the higher of the SBP and DBP categories
-          const level = Math.max(levelOf(r.sys, 'sys', 0), levelOf(r.dia, 'dia', 0))
-          const relaxedLevel = h > 0 ? Math.max(levelOf(r.sys, 'sys', h), levelOf(r.dia, 'dia', h)) : level
-          const cat = cats[level]!.id
-          const sev = alertOn[cat]
-          return verdict(self, sev !== undefined, firstAlerting >= 0 && relaxedLevel >= firstAlerting, sev ?? rule.severity, { values: valuesOf(r), category: cat })
-        },
-      }
+      let lastLevel = 0
+      self = make((tl, i) => {
+        const r = tl[i]!
+        if (r.sys === undefined || r.dia === undefined || skipped(r)) return NO_VERDICT
+        // the category is the higher of the SBP and DBP categories
+        const level = Math.max(levelOf(r.sys, 'sys', 0), levelOf(r.dia, 'dia', 0))
+        const relaxedLevel = h > 0 ? Math.max(levelOf(r.sys, 'sys', h), levelOf(r.dia, 'dia', h)) : level
+        lastLevel = level
+        const s = sev[level]
+        const holds = firstAlerting >= 0 && relaxedLevel >= firstAlerting
+        return s !== undefined ? TRIGGER | HOLDS | (RANK_OF[s] << 2) : (holds ? HOLDS : 0) | sevCode
+      }, (r) => ({ values: valuesOf(r), category: cats[lastLevel]!.id }))
       break
     }
     case 'sustained': {
       const t = compileAll(rule.when, 0); const relaxed = compileAll(rule.when, h)
       const forMs = rule.forS * 1000
       const maxGapMs = rule.maxGapS !== undefined ? rule.maxGapS * 1000 : Infinity
-      self = {
-        ...base,
-        evaluate: (tl, i) => {
-          const r = tl[i]!
-          if (skipped(r)) return undefined
-          const v = t(r)
-          if (v === undefined) return undefined
-          // the condition must have held at every reading back to forS before this one, with no gap longer than maxGapS
-          let start = r.ts
-          if (v) {
-            let prev = r.ts
-            for (let j = i - 1; j >= 0 && r.ts - start < forMs; j--) {
-              const x = tl[j]!
-              if (skipped(x)) continue
-              const vx = t(x)
-              if (vx === undefined) continue
-              if (!vx || prev - x.ts > maxGapMs) break
-              start = prev = x.ts
-            }
-          }
-          const trigger = v && r.ts - start >= forMs
-          return verdict(self, trigger, relaxed(r) === true, rule.severity, { values: valuesOf(r) })
-        },
-      }
-      break
-    }
-    case 'nOfM': {
-      const t = compileAll(rule.when, 0)
-      self = {
-        ...base,
-        evaluate: (tl, i) => {
-          const r = tl[i]!
-          if (skipped(r)) return undefined
-          const v = t(r)
-          if (v === undefined) return undefined
-          // the last m evaluated readings up to this one, in reading time
-          let ones = v ? 1 : 0
-          let seen = 1
-          for (let j = i - 1; j >= 0 && seen < rule.m; j--) {
+      self = make((tl, i) => {
+        const r = tl[i]!
+        if (skipped(r)) return NO_VERDICT
+        const v = t(r)
+        if (v === undefined) return NO_VERDICT
+        // the condition must have held at every reading back to forS before this one, with no gap longer than maxGapS
+        let start = r.ts
+        if (v) {
+          let prev = r.ts
+          for (let j = i - 1; j >= 0 && r.ts - start < forMs; j--) {
             const x = tl[j]!
             if (skipped(x)) continue
             const vx = t(x)
             if (vx === undefined) continue
-            seen++
-            if (vx) ones++
+            if (!vx || prev - x.ts > maxGapMs) break
+            start = prev = x.ts
           }
-          return verdict(self, ones >= rule.n, ones >= rule.n, rule.severity, { values: valuesOf(r) })
-        },
-      }
+        }
+        return code(v && r.ts - start >= forMs, relaxed(r) === true)
+      })
+      break
+    }
+    case 'nOfM': {
+      const t = compileAll(rule.when, 0)
+      self = make((tl, i) => {
+        const r = tl[i]!
+        if (skipped(r)) return NO_VERDICT
+        const v = t(r)
+        if (v === undefined) return NO_VERDICT
+        // the last m evaluated readings up to this one, in reading time
+        let ones = v ? 1 : 0
+        let seen = 1
+        for (let j = i - 1; j >= 0 && seen < rule.m; j--) {
+          const x = tl[j]!
+          if (skipped(x)) continue
+          const vx = t(x)
+          if (vx === undefined) continue
+          seen++
+          if (vx) ones++
+        }
+        return code(ones >= rule.n, ones >= rule.n)
+      })
       break
     }
     case 'rateOfChange': {
       const withinMs = rule.withinS * 1000
-      self = {
-        ...base,
-        evaluate: (tl, i) => {
-          const r = tl[i]!
-          if (skipped(r)) return undefined
-          const x = metricOf(r, rule.metric)
-          if (x === undefined) return undefined
-          let change = 0
-          for (let j = i - 1; j >= 0 && r.ts - tl[j]!.ts <= withinMs; j--) {
-            if (skipped(tl[j]!)) continue
-            const y = metricOf(tl[j]!, rule.metric)
-            if (y !== undefined) change = Math.max(change, rule.direction === 'rise' ? x - y : y - x)
-          }
-          return verdict(self, change >= rule.delta, change >= rule.delta - h, rule.severity, { values: valuesOf(r), change })
-        },
-      }
+      self = make((tl, i) => {
+        const r = tl[i]!
+        if (skipped(r)) return NO_VERDICT
+        const x = metricOf(r, rule.metric)
+        if (x === undefined) return NO_VERDICT
+        let change = 0
+        for (let j = i - 1; j >= 0 && r.ts - tl[j]!.ts <= withinMs; j--) {
+          if (skipped(tl[j]!)) continue
+          const y = metricOf(tl[j]!, rule.metric)
+          if (y !== undefined) change = Math.max(change, rule.direction === 'rise' ? x - y : y - x)
+        }
+        last.change = change
+        return code(change >= rule.delta, change >= rule.delta - h)
+      }, (r) => ({ values: valuesOf(r), change: last.change! }))
       break
     }
     case 'noData': {
       // judged on the engine's timer; a reading only ever clears it
-      self = { ...base, evaluate: (tl, i) => verdict(self, false, false, rule.severity, { values: valuesOf(tl[i]!) }) }
+      self = make(() => sevCode)
       break
     }
     case 'score': {
@@ -280,26 +303,44 @@ export function compileRule (doc: Pick<RuleSetDoc, 'id' | 'version'>, original: 
         for (const b of bands) if (b.upTo === null || x <= b.upTo) return b.points
         return 0
       }
-      self = {
-        ...base,
-        evaluate: (tl, i) => {
-          const r = tl[i]!
-          if (skipped(r)) return undefined
-          const scores: Detail['scores'] = {}
-          if (rule.bands.sys && r.sys !== undefined) scores.sys = score(r.sys, rule.bands.sys)
-          if (rule.bands.hr && r.hr !== undefined) scores.hr = score(r.hr, rule.bands.hr)
-          if (scores.sys === undefined && scores.hr === undefined) return undefined
-          const top = Math.max(scores.sys ?? 0, scores.hr ?? 0)
-          return verdict(self, top >= rule.anySubScoreAtLeast, top >= rule.anySubScoreAtLeast, rule.severity, { values: valuesOf(r), scores })
-        },
-      }
+      self = make((tl, i) => {
+        const r = tl[i]!
+        if (skipped(r)) return NO_VERDICT
+        const scores: Detail['scores'] = {}
+        if (rule.bands.sys && r.sys !== undefined) scores.sys = score(r.sys, rule.bands.sys)
+        if (rule.bands.hr && r.hr !== undefined) scores.hr = score(r.hr, rule.bands.hr)
+        if (scores.sys === undefined && scores.hr === undefined) return NO_VERDICT
+        const top = Math.max(scores.sys ?? 0, scores.hr ?? 0)
+        last.scores = scores
+        return code(top >= rule.anySubScoreAtLeast, top >= rule.anySubScoreAtLeast)
+      }, (r) => ({ values: valuesOf(r), scores: last.scores! }))
       break
     }
     case 'average': {
       const windowMs = rule.windowS * 1000
       const bucketMs = Math.max(60_000, Math.floor(windowMs / 168))
+      const judge: CompiledRule['judge'] = (tl, i, st) => {
+        const r = tl[i]!
+        if ((r.hr === undefined && r.sys === undefined) || skipped(r)) return NO_VERDICT
+        const b = st.b ?? []
+        let nBp = 0; let sSys = 0; let sDia = 0; let nHr = 0; let sHr = 0
+        for (const x of b) { nBp += x[1]; sSys += x[2]; sDia += x[3]; nHr += x[4]; sHr += x[5] }
+        const avg: NonNullable<Detail['average']> = { n: Math.max(nBp, nHr) }
+        if (nBp) { avg.sys = Math.round(sSys / nBp * 10) / 10; avg.dia = Math.round(sDia / nBp * 10) / 10 }
+        if (nHr) avg.hr = Math.round(sHr / nHr * 10) / 10
+        const met = (relax: number): boolean => rule.any.some((c) => {
+          const n = c.metric === 'hr' ? nHr : nBp
+          if (n < rule.minReadings) return false
+          const x = c.metric === 'hr' ? avg.hr : c.metric === 'sys' ? avg.sys : c.metric === 'dia' ? avg.dia
+            : c.metric === 'pp' ? avg.sys! - avg.dia! : avg.dia! + (avg.sys! - avg.dia!) / 3
+          const v = c.op === '>' || c.op === '>=' ? c.value - relax : c.value + relax
+          return x !== undefined && compare(c.op, x, v)
+        })
+        last.average = avg
+        return code(met(0), met(h))
+      }
       self = {
-        ...base,
+        ...make(judge, (r) => ({ values: valuesOf(r), average: last.average! })),
         observe: (r, st) => {
           if ((r.hr === undefined && r.sys === undefined) || skipped(r)) return
           const b = (st.b ??= [])
@@ -311,25 +352,6 @@ export function compileRule (doc: Pick<RuleSetDoc, 'id' | 'version'>, original: 
           if (r.hr !== undefined) { cur[4]++; cur[5] += r.hr }
           const newest = b[b.length - 1]![0]
           while (b.length > 0 && b[0]![0] <= newest - windowMs) b.shift()
-        },
-        evaluate: (tl, i, st) => {
-          const r = tl[i]!
-          if ((r.hr === undefined && r.sys === undefined) || skipped(r)) return undefined
-          const b = st.b ?? []
-          let nBp = 0; let sSys = 0; let sDia = 0; let nHr = 0; let sHr = 0
-          for (const x of b) { nBp += x[1]; sSys += x[2]; sDia += x[3]; nHr += x[4]; sHr += x[5] }
-          const avg: Detail['average'] = { n: Math.max(nBp, nHr) }
-          if (nBp) { avg.sys = Math.round(sSys / nBp * 10) / 10; avg.dia = Math.round(sDia / nBp * 10) / 10 }
-          if (nHr) avg.hr = Math.round(sHr / nHr * 10) / 10
-          const met = (relax: number): boolean => rule.any.some((c) => {
-            const n = c.metric === 'hr' ? nHr : nBp
-            if (n < rule.minReadings) return false
-            const x = c.metric === 'hr' ? avg.hr : c.metric === 'sys' ? avg.sys : c.metric === 'dia' ? avg.dia
-              : c.metric === 'pp' ? avg.sys! - avg.dia! : avg.dia! + (avg.sys! - avg.dia!) / 3
-            const v = c.op === '>' || c.op === '>=' ? c.value - relax : c.value + relax
-            return x !== undefined && compare(c.op, x, v)
-          })
-          return verdict(self, met(0), met(h), rule.severity, { values: valuesOf(r), average: avg })
         },
       }
       break

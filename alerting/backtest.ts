@@ -1,4 +1,4 @@
-import { RuleIndex, type CompiledRule, type Override, type ResidentProfile, type RuleState, type Verdict } from './engine.ts'
+import { HOLDS, NO_VERDICT, RuleIndex, TRIGGER, severityOfCode, type CompiledRule, type Override, type ResidentProfile, type RuleState } from './engine.ts'
 import { RANK, expire, onVerdict, type Effect, type Policy, type RuleLife } from './lifecycle.ts'
 import { Timeline, type EvaluatedReading } from './timeline.ts'
 import type { RuleSetDoc, Severity } from './ruleset.ts'
@@ -125,14 +125,16 @@ export class ResidentReplay {
     if (day !== this.lastDay) { this.lastDay = day; this.days++ }
     const i = this.tl.insert(r)
     for (const rule of this.rules) {
-      let st: RuleState | undefined
+      let st: RuleState = EMPTY
       if (rule.rule.kind === 'average') {
-        st = this.st.get(rule.key)
-        if (!st) this.st.set(rule.key, st = {})
-        rule.observe(r, st)
+        let s = this.st.get(rule.key)
+        if (!s) this.st.set(rule.key, s = {})
+        rule.observe(r, s)
+        st = s
       }
-      const v = rule.evaluate(tl, i, st ?? EMPTY)
-      if (v) this.step(rule, v, r.ts)
+      // the verdict as a number (CompiledRule.judge): the replay needs no verdict object nor its detail
+      const v = rule.judge(tl, i, st)
+      if (v !== NO_VERDICT) this.step(rule, v, r.ts)
     }
     this.tl.trim(this.rs.retainMs, MAX_TIMELINE)
     if (this.lastSeen === undefined || this.lastSeen < r.ts) this.lastSeen = r.ts
@@ -145,14 +147,16 @@ export class ResidentReplay {
     return { residentId: this.residentId, applies: this.rules.length > 0, readings: this.readings, days: this.days, alerts, flapEvents: this.flapEvents }
   }
 
-  private step (rule: CompiledRule, v: Verdict, ts: number): void {
+  /** `v`: a verdict code of CompiledRule.judge */
+  private step (rule: CompiledRule, v: number, ts: number): void {
     const life = this.life.get(rule.key)
     const open = life?.open
-    if (!open) { if (!v.trigger) return } else if (v.trigger || v.holds) {
+    const trigger = (v & TRIGGER) !== 0
+    if (!open) { if (!trigger) return } else if ((v & HOLDS) !== 0) {
       // still holding, no worse, no hold-down running: onVerdict would only move lastHoldTs (these lives are this replay's own)
-      if (open.clearSince === null && !open.historic && !(v.trigger && RANK[v.severity] > RANK[open.severity])) { if (ts > open.lastHoldTs) open.lastHoldTs = ts; return }
+      if (open.clearSince === null && !open.historic && !(trigger && (v >> 2) > RANK[open.severity])) { if (ts > open.lastHoldTs) open.lastHoldTs = ts; return }
     } else if (open.clearSince !== null && ts >= open.clearSince && ts - open.clearSince < this.holdMs(rule, open)) return // clearing, hold-down not over: no change
-    const out = onVerdict(life ?? {}, { ts, trigger: v.trigger, holds: v.holds, severity: v.severity, age: 'live', firstClearAfter: none }, this.rs.policy(rule))
+    const out = onVerdict(life ?? {}, { ts, trigger, holds: (v & HOLDS) !== 0, severity: severityOfCode(v), age: 'live', firstClearAfter: none }, this.rs.policy(rule))
     this.apply(rule, out, ts)
   }
 

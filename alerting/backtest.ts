@@ -1,7 +1,8 @@
 import { HOLDS, NO_VERDICT, RuleIndex, TRIGGER, severityOfCode, type CompiledRule, type Override, type ResidentProfile, type RuleState } from './engine.ts'
 import { RANK, expire, onVerdict, type Effect, type Policy, type RuleLife } from './lifecycle.ts'
-import { Timeline, type EvaluatedReading } from './timeline.ts'
+import { Timeline } from './timeline.ts'
 import type { RuleSetDoc, Severity } from './ruleset.ts'
+import type { RuleReading } from '../core/index.ts'
 
 /**
  * Backtest of a draft rule set: a resident's readings of the last days replayed, in reading
@@ -42,7 +43,7 @@ export interface ReplayedAlert { ruleId: string, severity: Severity, flapCount: 
 export interface ResidentOutcome { residentId: string, applies: boolean, readings: number, days: number, alerts: ReplayedAlert[], flapEvents: number }
 
 /** A resident to replay: the profile (audience, age) and its readings in time order, in pages. */
-export interface BacktestResident { profile: ResidentProfile, pages: AsyncIterable<readonly EvaluatedReading[]> | Iterable<readonly EvaluatedReading[]> }
+export interface BacktestResident { profile: ResidentProfile, pages: AsyncIterable<readonly RuleReading[]> | Iterable<readonly RuleReading[]> }
 
 const DAY_MS = 86_400_000
 const MAX_TIMELINE = 4096 // as AlertBook
@@ -89,7 +90,7 @@ export class RuleSetReplay {
 
 /** One resident's replay through one rule set. */
 export class ResidentReplay {
-  private readonly tl = new Timeline()
+  private readonly tl = new Timeline<RuleReading>()
   private readonly st = new Map<string, RuleState>()
   private readonly life = new Map<string, RuleLife>()
   private readonly open = new Map<string, ReplayedAlert>()
@@ -115,7 +116,7 @@ export class ResidentReplay {
   }
 
   /** Readings in time order (ties in any order). */
-  feed (r: EvaluatedReading): void {
+  feed (r: RuleReading): void {
     if (this.rules.length === 0) return
     this.ticksUntil(r.ts)
     const tl = this.tl.readings
@@ -292,6 +293,9 @@ export interface BacktestReport {
 
 const SEVERITIES: Severity[] = ['info', 'warning', 'critical']
 
+/** A Tally as data, to merge the parts of a backtest run in worker threads. */
+export interface TallyData { residents: number, residentDays: number, cells: Map<string, { alerts: number, residents: number }>, contributions: string[][] }
+
 /** Counts of one side, cell by cell, with the residents who contributed to each (for suppression). */
 class Tally {
   residents = 0
@@ -306,6 +310,17 @@ class Tally {
 
   cellIds (): string[] {
     return ['total', ...SEVERITIES.map((s) => `sev:${s}`), ...this.doc.rules.map((r) => `rule:${r.id}`), 'flap:total', ...this.doc.rules.map((r) => `flap:${r.id}`)]
+  }
+
+  /** what a worker thread sends back (structured clone keeps the Map) */
+  data (): TallyData { return { residents: this.residents, residentDays: this.residentDays, cells: this.cells, contributions: this.contributions } }
+
+  /** adds another part's counts: sums, and the contributions of its residents (their order does not matter to sideReport) */
+  merge (d: TallyData): void {
+    this.residents += d.residents
+    this.residentDays += d.residentDays
+    for (const [c, x] of d.cells) { const cell = this.cells.get(c)!; cell.alerts += x.alerts; cell.residents += x.residents }
+    for (const cs of d.contributions) this.contributions.push(cs)
   }
 
   add (o: ResidentOutcome): void {
@@ -404,6 +419,86 @@ export async function replayResident (rs: RuleSetReplay, r: BacktestResident, to
   return replay ? replay.finish(to) : { residentId: r.profile.id, applies: rs.index.rulesFor(r.profile, to).length > 0, readings: 0, days: 0, alerts: [], flapEvents: 0 }
 }
 
+/** The counts of a backtest over some of the residents; the parts of one run in worker threads add up (BacktestPass.merge). */
+export interface BacktestPart { population: number, readings: number, residentDays: number, sides: TallyData[] }
+
+/**
+ * One pass over residents through the draft and (if given) the active version: each
+ * resident's pages go through both replays, reading by reading, then into the tallies.
+ * The backtest runs one in this thread, or one per worker thread (alerting/backtest-worker.ts).
+ */
+export class BacktestPass {
+  readonly sides: { rs: RuleSetReplay, tally: Tally }[]
+  population = 0
+  readings = 0
+  residentDays = 0
+  private profile: ResidentProfile | undefined
+  private replays: ResidentReplay[] = []
+  private n = 0
+  private lastDay = -1
+
+  constructor (readonly draft: RuleSetDoc, readonly active: RuleSetDoc | undefined, readonly o: BacktestOptions) {
+    this.sides = [draft, ...(active ? [active] : [])].map((doc) => ({ rs: new RuleSetReplay(doc, o), tally: new Tally(doc) }))
+  }
+
+  /** the next resident; then its readings in time order, in pages; then end() */
+  begin (p: ResidentProfile): void { this.profile = p; this.n = 0; this.lastDay = -1 }
+
+  page (rows: readonly RuleReading[]): void {
+    const from = this.o.from
+    for (let j = 0; j < rows.length; j++) {
+      const x = rows[j]!
+      if (this.n === 0) this.replays = this.sides.map((s) => s.rs.resident(this.profile!, x.ts))
+      this.n++
+      const day = Math.floor((x.ts - from) / DAY_MS)
+      if (day !== this.lastDay) { this.lastDay = day; this.residentDays++ }
+      for (let k = 0; k < this.replays.length; k++) this.replays[k]!.feed(x)
+    }
+  }
+
+  /** the resident is done; returns the number of its readings */
+  end (): number {
+    const n = this.n
+    if (n > 0) {
+      this.population++
+      this.readings += n
+      this.sides.forEach((s, i) => s.tally.add(this.replays[i]!.finish(this.o.to)))
+    }
+    this.replays = []
+    this.profile = undefined
+    return n
+  }
+
+  part (): BacktestPart { return { population: this.population, readings: this.readings, residentDays: this.residentDays, sides: this.sides.map((s) => s.tally.data()) } }
+
+  merge (p: BacktestPart): void {
+    this.population += p.population
+    this.readings += p.readings
+    this.residentDays += p.residentDays
+    p.sides.forEach((d, i) => this.sides[i]!.tally.merge(d))
+  }
+
+  /** the k-suppressed report of everything passed or merged */
+  report (elapsedMs: number): BacktestReport {
+    const { draft, active, o } = this
+    const whole = this.population < o.k
+    const draftSide = sideReport(this.sides[0]!.tally, o.k)
+    const activeSide = this.sides[1] ? sideReport(this.sides[1].tally, o.k) : null
+    return {
+      schema: 'vitalmesh.rule-set-backtest/1',
+      ruleSet: { id: draft.id, version: draft.version },
+      comparedWith: active ? { id: active.id, version: active.version } : null,
+      window: { from: new Date(o.from).toISOString(), to: new Date(o.to).toISOString(), days: Math.round((o.to - o.from) / DAY_MS * 100) / 100 },
+      k: o.k,
+      population: whole ? { residents: null, residentDays: null, readings: null, suppressed: true } : { residents: this.population, residentDays: this.residentDays, readings: this.readings },
+      draft: draftSide,
+      active: activeSide,
+      difference: activeSide ? diffReport(draftSide, activeSide) : null,
+      elapsedMs,
+    }
+  }
+}
+
 /**
  * The backtest: every resident's readings through the draft and (if given) the active version
  * of the same rule set, in one pass over the readings; a report of alerts per 1,000
@@ -413,50 +508,41 @@ export async function replayResident (rs: RuleSetReplay, r: BacktestResident, to
 export async function backtest (draft: RuleSetDoc, active: RuleSetDoc | undefined, residents: AsyncIterable<BacktestResident> | Iterable<BacktestResident>, o: BacktestOptions): Promise<BacktestReport> {
   const now = o.now ?? (() => performance.now())
   const t0 = now()
-  const sides = [draft, ...(active ? [active] : [])].map((doc) => ({ rs: new RuleSetReplay(doc, o), tally: new Tally(doc) }))
-  let population = 0; let readings = 0; let residentDays = 0; let done = 0
+  const pass = new BacktestPass(draft, active, o)
+  let done = 0
   for await (const r of residents) {
-    let replays: (ResidentReplay | undefined)[] = sides.map(() => undefined)
-    let n = 0
-    let lastDay = -1
-    for await (const page of r.pages) {
-      for (const x of page) {
-        if (n === 0) replays = sides.map((s) => s.rs.resident(r.profile, x.ts))
-        n++
-        const day = Math.floor((x.ts - o.from) / DAY_MS)
-        if (day !== lastDay) { lastDay = day; residentDays++ }
-        for (const rep of replays) rep!.feed(x)
-      }
-    }
-    if (n > 0) {
-      population++
-      readings += n
-      sides.forEach((s, i) => s.tally.add(replays[i]!.finish(o.to)))
-    }
+    pass.begin(r.profile)
+    for await (const page of r.pages) pass.page(page)
+    pass.end()
     done++
-    o.progress?.({ residents: done, readings })
+    o.progress?.({ residents: done, readings: pass.readings })
     // one resident at a time, then the event loop: a backtest on a live node does not hold it up
     if (done % 16 === 0) await new Promise<void>((res) => setImmediate(res))
   }
-  const whole = population < o.k
-  const draftSide = sideReport(sides[0]!.tally, o.k)
-  const activeSide = sides[1] ? sideReport(sides[1].tally, o.k) : null
-  return {
-    schema: 'vitalmesh.rule-set-backtest/1',
-    ruleSet: { id: draft.id, version: draft.version },
-    comparedWith: active ? { id: active.id, version: active.version } : null,
-    window: { from: new Date(o.from).toISOString(), to: new Date(o.to).toISOString(), days: Math.round((o.to - o.from) / DAY_MS * 100) / 100 },
-    k: o.k,
-    population: whole ? { residents: null, residentDays: null, readings: null, suppressed: true } : { residents: population, residentDays, readings },
-    draft: draftSide,
-    active: activeSide,
-    difference: activeSide ? diffReport(draftSide, activeSide) : null,
-    elapsedMs: Math.round(now() - t0),
-  }
+  return pass.report(Math.round(now() - t0))
 }
 
 /** What the backtest needs of a telemetry store (ingest/store.ts TelemetryStore). */
-export interface ReadingSource { queryRange(residentId: string, from: number, to: number, limit: number): Promise<EvaluatedReading[]> }
+export interface ReadingSource {
+  queryRange(residentId: string, from: number, to: number, limit: number): Promise<RuleReading[]>
+  /** the same readings with only what rules look at (EmbeddedStore): read instead of queryRange where a store has it */
+  replayRange?(residentId: string, from: number, to: number, limit: number): Promise<RuleReading[]>
+  /** an embedded store's SQLite file: worker threads can read it themselves (backtestInWorkers) */
+  readonly file?: string
+}
+
+/**
+ * Paging of a resident's range query: what to yield of a page and where the next starts. A
+ * full page stops before the readings sharing its last time, and the next page starts at that
+ * time, so they are not split; a full page of one time is yielded whole and the next starts after it.
+ */
+export function cutPage (page: readonly RuleReading[], pageSize: number): { rows: readonly RuleReading[], next: number | null } {
+  if (page.length < pageSize) return { rows: page, next: null }
+  const lastTs = page[page.length - 1]!.ts
+  let cut = page.length
+  while (cut > 0 && page[cut - 1]!.ts === lastTs) cut--
+  return cut === 0 ? { rows: page, next: lastTs + 1 } : { rows: page.slice(0, cut), next: lastTs }
+}
 
 /**
  * Residents' readings from a telemetry store, one resident after the other, in pages of
@@ -466,27 +552,24 @@ export interface ReadingSource { queryRange(residentId: string, from: number, to
 export async function * residentsFromStore (store: ReadingSource, residents: readonly ResidentProfile[], from: number, to: number, o: { pageSize?: number, lookahead?: number } = {}): AsyncGenerator<BacktestResident> {
   const pageSize = o.pageSize ?? 50_000
   const lookahead = Math.max(1, o.lookahead ?? 2)
-  const queue: { p: ResidentProfile, first: Promise<EvaluatedReading[]> }[] = []
+  const read = store.replayRange ? store.replayRange.bind(store) : store.queryRange.bind(store)
+  const queue: { p: ResidentProfile, first: Promise<RuleReading[]> }[] = []
   let next = 0
   const fill = (): void => {
     while (queue.length < lookahead && next < residents.length) {
       const p = residents[next++]!
-      const first = store.queryRange(p.id, from, to, pageSize)
+      const first = read(p.id, from, to, pageSize)
       first.catch(() => {}) // awaited below; not an unhandled rejection meanwhile
       queue.push({ p, first })
     }
   }
-  async function * pages (id: string, first: EvaluatedReading[]): AsyncGenerator<readonly EvaluatedReading[]> {
+  async function * pages (id: string, first: RuleReading[]): AsyncGenerator<readonly RuleReading[]> {
     let page = first
     for (;;) {
-      if (page.length < pageSize) { yield page; return }
-      // a full page: the next one starts at its last time, so readings sharing it are not split
-      const lastTs = page[page.length - 1]!.ts
-      let cut = page.length
-      while (cut > 0 && page[cut - 1]!.ts === lastTs) cut--
-      if (cut === 0) { yield page; page = await store.queryRange(id, lastTs + 1, to, pageSize); continue }
-      yield page.slice(0, cut)
-      page = await store.queryRange(id, lastTs, to, pageSize)
+      const { rows, next } = cutPage(page, pageSize)
+      yield rows
+      if (next === null) return
+      page = await read(id, next, to, pageSize)
     }
   }
   fill()
@@ -497,6 +580,84 @@ export async function * residentsFromStore (store: ReadingSource, residents: rea
     yield { profile: p, pages: pages(p.id, firstPage) }
   }
 }
+
+/** What a worker thread is given (alerting/backtest-worker.ts). */
+export interface BacktestWorkerData {
+  file: string
+  draft: RuleSetDoc
+  active: RuleSetDoc | undefined
+  o: Pick<BacktestOptions, 'from' | 'to' | 'k' | 'tickMs' | 'flapCount' | 'flapWindowS' | 'liveHorizonS'>
+  pageSize: number
+}
+/** A batch of residents for a worker, each with its personal thresholds (overrides) if any. */
+export interface BacktestChunk { residents: { profile: ResidentProfile, overrides?: [string, Override][] }[] }
+export type WorkerReply = { kind: 'resident', readings: number } | { kind: 'chunk' } | { kind: 'part', part: BacktestPart }
+
+const CHUNK = 32
+
+/**
+ * The backtest of residents read from an embedded store's file by `workers` worker threads,
+ * each with its own read-only connection and both rule sets' replays. Residents go out in
+ * chunks of 32 as workers ask for them (a worker on a busier core takes fewer); the workers'
+ * counts are added up before k-suppression, so the report is the one `backtest` gives in this
+ * thread (alerting/test/backtest.test.ts compares them). Overrides are looked up here.
+ */
+export async function backtestInWorkers (draft: RuleSetDoc, active: RuleSetDoc | undefined, file: string, residents: readonly ResidentProfile[], o: BacktestOptions, workers: number, pageSize = 50_000): Promise<BacktestReport> {
+  const now = o.now ?? (() => performance.now())
+  const t0 = now()
+  const { Worker } = await import('node:worker_threads')
+  const pass = new BacktestPass(draft, active, o)
+  const data: BacktestWorkerData = { file, draft, active, o: { from: o.from, to: o.to, k: o.k, ...pick(o) }, pageSize }
+  let next = 0
+  let done = 0
+  let readings = 0
+  const chunk = (): BacktestChunk | null => {
+    if (next >= residents.length) return null
+    const part = residents.slice(next, next += CHUNK)
+    return {
+      residents: part.map((profile) => {
+        const ov = o.overrides?.(profile.id)
+        return ov && ov.size > 0 ? { profile, overrides: [...ov] } : { profile }
+      }),
+    }
+  }
+  const threads = Array.from({ length: Math.max(1, Math.min(workers, Math.ceil(residents.length / CHUNK))) }, () => new Worker(WORKER_BOOT, { eval: true, workerData: { ...data, module: WORKER_MODULE, tsx: TSX_API } }))
+  try {
+    await Promise.all(threads.map((w) => new Promise<void>((resolve, reject) => {
+      let merged = false
+      w.on('error', reject)
+      w.on('exit', (code) => { if (!merged) reject(new Error(`a backtest worker stopped (exit code ${code}) before it sent its counts`)) })
+      w.on('message', (m: WorkerReply) => {
+        if (m.kind === 'resident') {
+          done++; readings += m.readings
+          o.progress?.({ residents: done, readings })
+        } else if (m.kind === 'chunk') w.postMessage(chunk())
+        else { pass.merge(m.part); merged = true; resolve() }
+      })
+      // two chunks in flight: the worker does not wait for the next one
+      w.postMessage(chunk()); w.postMessage(chunk())
+    })))
+  } finally { await Promise.all(threads.map((w) => w.terminate())) }
+  return pass.report(Math.round(now() - t0))
+}
+
+function pick (o: BacktestOptions): Pick<BacktestOptions, 'tickMs' | 'flapCount' | 'flapWindowS' | 'liveHorizonS'> {
+  const x: Pick<BacktestOptions, 'tickMs' | 'flapCount' | 'flapWindowS' | 'liveHorizonS'> = {}
+  if (o.tickMs !== undefined) x.tickMs = o.tickMs
+  if (o.flapCount !== undefined) x.flapCount = o.flapCount
+  if (o.flapWindowS !== undefined) x.flapWindowS = o.flapWindowS
+  if (o.liveHorizonS !== undefined) x.liveHorizonS = o.liveHorizonS
+  return x
+}
+
+// The worker is TypeScript like the rest: it is loaded through tsx's API, so it runs the same
+// whether this process was started by tsx, by `node --import tsx` or by vitest.
+const WORKER_MODULE = new URL('./backtest-worker.ts', import.meta.url).href
+const TSX_API = import.meta.resolve('tsx/esm/api')
+const WORKER_BOOT = `
+const { workerData } = require('node:worker_threads')
+import(workerData.tsx).then((tsx) => tsx.tsImport(workerData.module, workerData.module)).catch((e) => { console.error(e); process.exit(1) })
+`
 
 /** What the API and the CLI run: the last `days` (to `now`) of the given residents, from a store, with a node's settings. */
 export async function backtestFromStore (a: {
@@ -513,11 +674,18 @@ export async function backtestFromStore (a: {
   overrides?: BacktestOptions['overrides']
   progress?: BacktestOptions['progress']
   lookahead?: number
+  /**
+   * worker threads for a store with a file (the embedded store), 0 for none: the replay runs
+   * in this thread. Fewer than 4 chunks of residents run here too (a worker takes a while to start).
+   */
+  workers?: number
 }): Promise<BacktestReport> {
   const to = a.now
   const from = to - a.days * DAY_MS
   const o: BacktestOptions = { from, to, k: a.k, ...a.alerting }
   if (a.overrides) o.overrides = a.overrides
   if (a.progress) o.progress = a.progress
+  const workers = a.workers ?? 0
+  if (workers > 0 && a.store.file !== undefined && a.residents.length >= 4 * CHUNK) return backtestInWorkers(a.draft, a.active, a.store.file, a.residents, o, workers)
   return backtest(a.draft, a.active, residentsFromStore(a.store, a.residents, from, to, { lookahead: a.lookahead ?? 2 }), o)
 }

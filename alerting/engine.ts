@@ -1,4 +1,4 @@
-import type { Reading } from '../core/index.ts'
+import type { RuleReading as Reading } from '../core/index.ts'
 import { concernOf, type Concern, type Condition, type Metric, type Rule, type RuleSetDoc, type Severity, type Audience } from './ruleset.ts'
 
 /** What the engine knows of a resident to pick rule sets by audience. */

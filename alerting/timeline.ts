@@ -1,4 +1,4 @@
-import { ActivitySchema, type Reading } from '../core/index.ts'
+import { ActivitySchema, type Reading, type RuleReading } from '../core/index.ts'
 
 /** The fields of a reading the engine looks at (any spool row carries them). */
 export interface EvaluatedReading extends Reading { deviceId: string, residentId: string }
@@ -11,13 +11,13 @@ const ACTIVITIES = ActivitySchema.options
  * Kept for as far back as a late reading may still change live state (the live horizon,
  * plus what the rules look back from a reading), bounded in count.
  */
-export class Timeline {
-  constructor (public readings: EvaluatedReading[] = []) {}
+export class Timeline<R extends RuleReading = EvaluatedReading> {
+  constructor (public readings: R[] = []) {}
 
-  get newest (): EvaluatedReading | undefined { return this.readings[this.readings.length - 1] }
+  get newest (): R | undefined { return this.readings[this.readings.length - 1] }
 
   /** Places a reading by its time and returns its index; a reading in order is a push. */
-  insert (r: EvaluatedReading): number {
+  insert (r: R): number {
     const a = this.readings
     if (a.length === 0 || a[a.length - 1]!.ts <= r.ts) { a.push(r); return a.length - 1 }
     let lo = 0; let hi = a.length
@@ -39,12 +39,12 @@ export class Timeline {
   }
 
   /** Compact JSON: [ts, deviceId, seq, hr, sys, dia, activity, motion, confidence], nulls for absent fields. */
-  toJSON (): unknown[] {
+  toJSON (this: Timeline<EvaluatedReading>): unknown[] {
     return this.readings.map((r) => [r.ts, r.deviceId, r.seq, r.hr ?? null, r.sys ?? null, r.dia ?? null,
       r.activity === undefined ? null : ACTIVITIES.indexOf(r.activity), r.motion === undefined ? null : r.motion ? 1 : 0, r.confidence ?? null])
   }
 
-  static fromJSON (residentId: string, rows: unknown[]): Timeline {
+  static fromJSON (residentId: string, rows: unknown[]): Timeline<EvaluatedReading> {
     return new Timeline((rows as [number, string, number, number | null, number | null, number | null, number | null, number | null, number | null][]).map((t) => {
       const r: EvaluatedReading = { ts: t[0], deviceId: t[1], seq: t[2], residentId }
       if (t[3] !== null) r.hr = t[3]

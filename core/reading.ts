@@ -45,6 +45,13 @@ export interface Reading {
   confidence?: number
 }
 
+/**
+ * What rules take (alerting/engine.ts): they look at ts, hr, sys, dia and activity only, which
+ * is what a rule-set backtest reads from a store (EmbeddedStore.replayRange); the other fields
+ * of a Reading may be there or not.
+ */
+export type RuleReading = Pick<Reading, 'ts' | 'hr' | 'sys' | 'dia' | 'activity'> & Partial<Reading>
+
 /** A reading as it is stored: bound to its device and the resident wearing it. */
 export interface StoredReading extends Reading {
   deviceId: string

@@ -4,6 +4,13 @@ import { dirname } from 'node:path'
 
 export type DB = Database.Database
 
+/** A read-only connection to a database another connection writes (a WAL reader: it sees committed transactions). */
+export function openReadOnly (file: string): DB {
+  const db = new Database(file, { readonly: true, fileMustExist: true })
+  db.pragma('busy_timeout = 5000')
+  return db
+}
+
 /**
  * Opens a SQLite file for durable use: WAL (readers never block the writer) and
  * synchronous=FULL, so a committed transaction survives a crash of the process or the

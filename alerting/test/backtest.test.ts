@@ -1,7 +1,11 @@
 import { describe, expect, it } from 'vitest'
 import { openDatabase, ManualClock, silentLogger } from '../../core/index.ts'
 import { AlertBook, BUILTIN_RULE_SETS, RuleSetDocSchema, type RuleSetDoc, type EvaluatedReading } from '../index.ts'
-import { backtest, replayResident, residentsFromStore, RuleSetReplay, type BacktestResident, type ResidentOutcome } from '../backtest.ts'
+import { backtest, backtestFromStore, backtestInWorkers, replayResident, residentsFromStore, RuleSetReplay, type BacktestReport, type BacktestResident, type ResidentOutcome } from '../backtest.ts'
+import { EmbeddedStore } from '../../ingest/index.ts'
+import { tempDir } from '../../test/helpers/proc.ts'
+import { rmSync } from 'node:fs'
+import { join } from 'node:path'
 
 const FROM = Date.UTC(2026, 0, 1)
 const MIN = 60_000
@@ -103,7 +107,7 @@ describe('backtest of a rule set', () => {
     const asked: number[] = []
     const store = { queryRange: async (_id: string, from: number, to: number, limit: number) => { asked.push(from); return all.filter((x) => x.ts >= from && x.ts < to).slice(0, limit) } }
     const seen: EvaluatedReading[] = []
-    for await (const r of residentsFromStore(store, [profile('p')], FROM, FROM + DAY, { pageSize: 7 })) for await (const pg of r.pages) seen.push(...pg)
+    for await (const r of residentsFromStore(store, [profile('p')], FROM, FROM + DAY, { pageSize: 7 })) for await (const pg of r.pages) seen.push(...pg as EvaluatedReading[]) // (what this store's queryRange gave)
     expect(seen.length).toBe(all.length)
     expect(new Set(seen.map((x) => `${x.deviceId}/${x.seq}`)).size).toBe(all.length)
     expect(asked.length).toBeGreaterThan(20)
@@ -207,5 +211,46 @@ describe('the lean replay gives what AlertBook gives', () => {
     for (const k of ['bp', 'crisis', 'tachy', 'n-of-m', 'rise', 'silent', 'avg', 'low']) expect(kinds).toContain(k)
     expect([...kinds].some((k) => k.endsWith('+flap'))).toBe(true)
     expect(alerts).toBeGreaterThan(300)
+  }, 120_000)
+})
+
+describe('the fast paths give what the plain replay gives', () => {
+  it('worker threads reading an embedded store, and its lean replayRange, give the report of one thread reading queryRange, overrides included', async () => {
+    const dir = tempDir('vm-backtest-par-')
+    const store = new EmbeddedStore(join(dir, 'telemetry.db'))
+    try {
+      const hours = 48
+      const to = FROM + hours * 3600_000
+      const pop = population(150, hours, 23)
+      for (const rows of pop) await store.write(rows)
+      // a draft that differs from the active version in every kind of way: thresholds, hold-downs, a no-data rule
+      const draft = RuleSetDocSchema.parse({ ...MIXED, version: '2.0.0-draft', rules: MIXED.rules.map((r) => r.kind === 'threshold' ? { ...r, clear: { holdDownS: 900 } } : r.kind === 'noData' ? { ...r, forS: 3600 } : r) })
+      const profiles = pop.map((rows, i) => ({ ...profile(rows[0]!.residentId), birthYear: 1930 + i % 70 }))
+      // personal thresholds for some residents, as the API looks them up
+      const overrides = (id: string) => Number(id.slice(1)) % 7 === 0 ? new Map([['mixed/crisis', { value: 165 }], ['mixed/tachy', { value: 100, forS: 600 }]]) : undefined
+      const o = { from: FROM, to, k: 3, tickMs: MIN, overrides }
+      const strip = ({ elapsedMs: _, ...r }: BacktestReport) => r
+      // the reference: one thread, the readings as queryRange gives them (all nine fields)
+      const plain = { queryRange: store.queryRange.bind(store) }
+      const ref = strip(await backtest(draft, MIXED, residentsFromStore(plain, profiles, FROM, to, { pageSize: 97 }), o))
+      expect(ref.population.residents).toBe(150)
+      expect(ref.draft.total.alerts).toBeGreaterThan(300)
+      expect(ref.draft.flapping.total.alerts).toBeGreaterThan(0)
+      // one thread, replayRange (ts, hr, sys, dia, activity)
+      expect(strip(await backtest(draft, MIXED, residentsFromStore(store, profiles, FROM, to, { pageSize: 97 }), o))).toEqual(ref)
+      // two worker threads, small pages (readings sharing a time at a page's end), progress per resident
+      const seen: number[] = []
+      const par = await backtestInWorkers(draft, MIXED, store.file, profiles, { ...o, progress: (p) => seen.push(p.residents) }, 2, 97)
+      expect(strip(par)).toEqual(ref)
+      // (the overrides reach the workers: without them the report is another)
+      expect(strip(await backtestInWorkers(draft, MIXED, store.file, profiles, { ...o, overrides: () => undefined }, 2, 97))).not.toEqual(ref)
+      expect(seen).toEqual(profiles.map((_, i) => i + 1))
+      // and through backtestFromStore (what the API and the CLI call)
+      const viaApi = await backtestFromStore({ draft, active: MIXED, store, residents: profiles, days: hours / 24, now: to, k: 3, alerting: { tickMs: MIN }, overrides, workers: 2 })
+      expect(strip(viaApi)).toEqual(ref)
+    } finally {
+      await store.close()
+      rmSync(dir, { recursive: true, force: true })
+    }
   }, 120_000)
 })

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
+import { availableParallelism } from 'node:os'
 import { parse as parseYaml } from 'yaml'
 import { loadConfig, openDatabase, systemClock, type Config } from './core/index.ts'
 import { Registry, AuditLog, Fleet, ensureDemo, devicesCommand, DEVICES_HELP } from './registry/index.ts'
@@ -92,6 +93,8 @@ async function backtestCommand (config: Config, dataDir: string, args: string[])
       alerting: { tickMs: config.alerting.tickMs, flapCount: config.alerting.flapCount, flapWindowS: config.alerting.flapWindowS, liveHorizonS: config.alerting.liveHorizonS },
       overrides: (id) => new Map(registry.overrides(id).map((o) => [o.ruleKey, o.params])),
       lookahead: config.store.kind === 'influx' ? 4 : 1,
+      // the embedded store: residents split across a worker thread per core (InfluxDB is read here: influxd is what bounds it)
+      workers: availableParallelism(),
       progress: ({ residents: n, readings }) => { if (n % 500 === 0 || n === residents.length) process.stderr.write(`\r  ${n}/${residents.length} residents, ${readings.toLocaleString('en')} readings, ${((Date.now() - t0) / 1000).toFixed(0)} s `) },
     })
     process.stderr.write('\n')

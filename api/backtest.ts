@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os'
 import type { FastifyInstance } from 'fastify'
 import { parse as parseYaml, YAMLParseError } from 'yaml'
 import { z } from 'zod'
@@ -14,6 +15,8 @@ export interface BacktestRoutesDeps {
   /** forwarder.k: a count from fewer residents is suppressed */
   k: number
   alerting: Pick<BacktestOptions, 'tickMs' | 'flapCount' | 'flapWindowS' | 'liveHorizonS'>
+  /** worker threads for a backtest on the embedded store (default: one core fewer than the machine has, at least 1, so the live path keeps a core) */
+  workers?: number
 }
 
 export const BacktestBody = z.strictObject({
@@ -69,6 +72,7 @@ export function backtestRoutes (d: BacktestRoutesDeps) {
         const report = await backtestFromStore({
           draft, active, store: d.store, residents, days: body.data.days, now: d.clock.now(), k: d.k, alerting: d.alerting,
           overrides: (id) => new Map(d.registry.overrides(id).map((o) => [o.ruleKey, o.params])),
+          workers: d.workers ?? Math.max(1, availableParallelism() - 1),
         })
         const actor = p.role === 'research' ? `research:${p.scope}:${p.keyId}` : `operator:${p.keyId}`
         d.audit.append(actor, 'rule-set.backtested', `${draft.id}@${draft.version}`, { days: body.data.days, comparedWith: report.comparedWith, residents: report.population.residents, k: d.k, elapsedMs: report.elapsedMs })

@@ -1,8 +1,8 @@
-import { HOLDS, NO_VERDICT, RuleIndex, TRIGGER, severityOfCode, type CompiledRule, type Override, type ResidentProfile, type RuleState } from './engine.ts'
+import { HOLDS, NO_VERDICT, RuleIndex, TRIGGER, fieldsRead, severityOfCode, type CompiledRule, type Override, type ResidentProfile, type RuleState } from './engine.ts'
 import { RANK, expire, onVerdict, type Effect, type Policy, type RuleLife } from './lifecycle.ts'
 import { Timeline } from './timeline.ts'
 import type { RuleSetDoc, Severity } from './ruleset.ts'
-import type { RuleReading } from '../core/index.ts'
+import { RULE_FIELDS, type RuleField, type RuleReading } from '../core/index.ts'
 
 /**
  * Backtest of a draft rule set: a resident's readings of the last days replayed, in reading
@@ -525,10 +525,17 @@ export async function backtest (draft: RuleSetDoc, active: RuleSetDoc | undefine
 /** What the backtest needs of a telemetry store (ingest/store.ts TelemetryStore). */
 export interface ReadingSource {
   queryRange(residentId: string, from: number, to: number, limit: number): Promise<RuleReading[]>
-  /** the same readings with only what rules look at (EmbeddedStore): read instead of queryRange where a store has it */
-  replayRange?(residentId: string, from: number, to: number, limit: number): Promise<RuleReading[]>
+  /** the same readings with ts and `fields` only (EmbeddedStore): read instead of queryRange where a store has it */
+  replayRange?(residentId: string, from: number, to: number, limit: number, fields: readonly RuleField[]): Promise<RuleReading[]>
   /** an embedded store's SQLite file: worker threads can read it themselves (backtestInWorkers) */
   readonly file?: string
+}
+
+/** The fields of a reading the rule sets' verdicts depend on (besides ts): all a backtest reads (replayRange). */
+export function replayFields (docs: readonly (RuleSetDoc | undefined)[]): RuleField[] {
+  const f = new Set<RuleField>()
+  for (const d of docs) for (const r of d?.rules ?? []) for (const x of fieldsRead(r)) f.add(x)
+  return RULE_FIELDS.filter((x) => f.has(x))
 }
 
 /**
@@ -549,10 +556,11 @@ export function cutPage (page: readonly RuleReading[], pageSize: number): { rows
  * `pageSize`; the first page of the next `lookahead` residents is asked for while one is
  * replayed (an InfluxDB answers over the network meanwhile).
  */
-export async function * residentsFromStore (store: ReadingSource, residents: readonly ResidentProfile[], from: number, to: number, o: { pageSize?: number, lookahead?: number } = {}): AsyncGenerator<BacktestResident> {
+export async function * residentsFromStore (store: ReadingSource, residents: readonly ResidentProfile[], from: number, to: number, o: { pageSize?: number, lookahead?: number, fields?: readonly RuleField[] } = {}): AsyncGenerator<BacktestResident> {
   const pageSize = o.pageSize ?? 50_000
   const lookahead = Math.max(1, o.lookahead ?? 2)
-  const read = store.replayRange ? store.replayRange.bind(store) : store.queryRange.bind(store)
+  const fields = o.fields ?? RULE_FIELDS
+  const read = store.replayRange ? (id: string, a: number, b: number, n: number) => store.replayRange!(id, a, b, n, fields) : store.queryRange.bind(store)
   const queue: { p: ResidentProfile, first: Promise<RuleReading[]> }[] = []
   let next = 0
   const fill = (): void => {
@@ -687,5 +695,5 @@ export async function backtestFromStore (a: {
   if (a.progress) o.progress = a.progress
   const workers = a.workers ?? 0
   if (workers > 0 && a.store.file !== undefined && a.residents.length >= 4 * CHUNK) return backtestInWorkers(a.draft, a.active, a.store.file, a.residents, o, workers)
-  return backtest(a.draft, a.active, residentsFromStore(a.store, a.residents, from, to, { lookahead: a.lookahead ?? 2 }), o)
+  return backtest(a.draft, a.active, residentsFromStore(a.store, a.residents, from, to, { lookahead: a.lookahead ?? 2, fields: replayFields([a.draft, a.active]) }), o)
 }

@@ -1,4 +1,4 @@
-import type { RuleReading as Reading } from '../core/index.ts'
+import type { RuleField, RuleReading as Reading } from '../core/index.ts'
 import { concernOf, type Concern, type Condition, type Metric, type Rule, type RuleSetDoc, type Severity, type Audience } from './ruleset.ts'
 
 /** What the engine knows of a resident to pick rule sets by audience. */
@@ -157,6 +157,28 @@ function applyOverride (rule: Rule, o: Override | undefined): Rule {
     case 'noData': return { ...rule, forS: o.forS ?? rule.forS }
     default: return rule
   }
+}
+
+const metricFields = (m: Metric): RuleField[] => m === 'pp' || m === 'map' ? ['sys', 'dia'] : [m]
+const conditionFields = (cs: readonly Condition[]): RuleField[] => cs.flatMap((c) => 'activity' in c ? ['activity' as const] : metricFields(c.metric))
+
+/**
+ * The fields of a reading (besides ts) that a rule's verdict depends on: what compileRule's
+ * judge of its kind reads. A backtest reads only these from the store (EmbeddedStore.replayRange);
+ * alerting/test/backtest.test.ts checks every kind against a replay of whole readings.
+ */
+export function fieldsRead (rule: Rule): Set<RuleField> {
+  const f = new Set<RuleField>(rule.skipActivities?.length ? ['activity'] : [])
+  const add = (xs: readonly RuleField[]): void => { for (const x of xs) f.add(x) }
+  switch (rule.kind) {
+    case 'threshold': case 'sustained': case 'nOfM': add(conditionFields(rule.when)); break
+    case 'classification': add(['sys', 'dia']); break
+    case 'rateOfChange': add(metricFields(rule.metric)); break
+    case 'noData': break
+    case 'score': if (rule.bands.sys) add(['sys']); if (rule.bands.hr) add(['hr']); break
+    case 'average': add(['hr', 'sys', 'dia']); break // observe and judge look at all three, whatever `any` asks
+  }
+  return f
 }
 
 /** Compiles one rule of a rule set into a closure that evaluates a reading. */

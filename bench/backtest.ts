@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import { availableParallelism, cpus, loadavg } from 'node:os'
 import type { StoredReading } from '../core/index.ts'
 import { EmbeddedStore, InfluxStore, type TelemetryStore } from '../ingest/index.ts'
-import { BUILTIN_RULE_SETS, RuleSetDocSchema, backtest, backtestInWorkers, residentsFromStore, type BacktestReport, type BacktestOptions, type ResidentProfile } from '../alerting/index.ts'
+import { BUILTIN_RULE_SETS, RuleSetDocSchema, backtest, backtestInWorkers, replayFields, residentsFromStore, type BacktestReport, type BacktestOptions, type ResidentProfile } from '../alerting/index.ts'
 import { makePerson, measure, prng, type Scenario } from '../firmware-sim/model.ts'
 import { startInfluxd } from '../test/helpers/influxd.ts'
 import { tempDir } from '../test/helpers/proc.ts'
@@ -86,7 +86,7 @@ async function timed (store: TelemetryStore, how: 'read' | 'thread' | 'workers',
     report = await backtestInWorkers(draft, active, (store as EmbeddedStore).file, residents, o, WORKERS)
     readings = report.population.readings ?? 0
   } else {
-    const src = residentsFromStore(store, residents, FROM, TO, { lookahead })
+    const src = residentsFromStore(store, residents, FROM, TO, { lookahead, fields: replayFields([draft, active]) })
     if (how === 'thread') {
       report = await backtest(draft, active, src, o)
       readings = report.population.readings ?? 0
@@ -162,7 +162,7 @@ export async function backtestBenchmark (): Promise<void> {
     '',
     `Data: ${RESIDENTS.toLocaleString('en')} residents × ${DAYS} days × one reading per ${EVERY_MIN} minutes = ${(RESIDENTS * PER_RESIDENT).toLocaleString('en')} readings, from the firmware simulator's physiology (firmware-sim/model.ts: healthy, hypertensive, crisis and tachycardia episodes), seeded, written straight into the store through its bulk write API (\`TelemetryStore.write\`), not through MQTT.${writeS ? ` Written in ${writeS.toFixed(0)} s by this run.` : ' The store was written by an earlier invocation (BENCH_BACKTEST_DIR, `--prepare`); its file is in the page cache.'}`,
     '',
-    `Backtest: \`${draft.id}\` ${draft.version} (stage 1 raises an info alert, hold-down 900 s) against the active ${active.version}, both computed in the same pass over the readings, k = 5, timer grid 1 s. On the embedded store readings come through \`EmbeddedStore.replayRange\` (the five columns rules read), one query per resident (pages of 50,000); "one thread" is \`backtest\` in this process, "${WORKERS} worker threads" is \`backtestInWorkers\` (each its own read-only connection, residents in chunks of 32, counts merged before k-suppression; its report was checked equal to the one thread's). CPU seconds are the whole process's, all threads.`,
+    `Backtest: \`${draft.id}\` ${draft.version} (stage 1 raises an info alert, hold-down 900 s) against the active ${active.version}, both computed in the same pass over the readings, k = 5, timer grid 1 s. On the embedded store readings come through \`EmbeddedStore.replayRange\` (ts and the columns these rule sets read: ${replayFields([draft, active]).join(', ')}), one query per resident (pages of 50,000); "one thread" is \`backtest\` in this process, "${WORKERS} worker threads" is \`backtestInWorkers\` (each its own read-only connection, residents in chunks of 32, counts merged before k-suppression; its report was checked equal to the one thread's). CPU seconds are the whole process's, all threads.`,
     '',
     '| store | what | wall s | CPU s (vitalmesh) | readings/s | load average after |',
     '|---|---|---|---|---|---|',

@@ -51,6 +51,9 @@ export interface Reading {
  * of a Reading may be there or not.
  */
 export type RuleReading = Pick<Reading, 'ts' | 'hr' | 'sys' | 'dia' | 'activity'> & Partial<Reading>
+/** The fields besides ts that rules may look at; a backtest reads only those its rule sets do (alerting/engine.ts fieldsRead). */
+export const RULE_FIELDS = ['hr', 'sys', 'dia', 'activity'] as const
+export type RuleField = typeof RULE_FIELDS[number]
 
 /** A reading as it is stored: bound to its device and the resident wearing it. */
 export interface StoredReading extends Reading {

@@ -245,7 +245,22 @@ describe('the fast paths give what the plain replay gives', () => {
       // (the overrides reach the workers: without them the report is another)
       expect(strip(await backtestInWorkers(draft, MIXED, store.file, profiles, { ...o, overrides: () => undefined }, 2, 97))).not.toEqual(ref)
       expect(seen).toEqual(profiles.map((_, i) => i + 1))
-      // and through backtestFromStore (what the API and the CLI call)
+      // replayRange reads only the fields the rule sets look at: rule sets of every kind, each on its own, against whole readings
+      for (const rules of [
+        [MIXED.rules[0]!], // classification: sys, dia
+        [{ id: 'hr-score', title: 's', kind: 'score', bands: { hr: [{ upTo: 100, points: 0 }, { upTo: null, points: 3 }] }, anySubScoreAtLeast: 3 }], // hr
+        [{ id: 'pp', title: 'p', kind: 'threshold', when: [{ metric: 'pp', op: '>', value: 58 }], skipActivities: ['moderate'] }], // sys, dia, activity
+        [{ id: 'map-rise', title: 'm', kind: 'rateOfChange', metric: 'map', direction: 'rise', delta: 15, withinS: 3600 }],
+        [{ id: 'rest-hr', title: 'r', kind: 'nOfM', when: [{ metric: 'hr', op: '>', value: 95 }, { activity: ['rest'] }], n: 2, m: 3 }],
+        [MIXED.rules[5]!], // no data: ts only
+        [MIXED.rules[6]!], // average: hr, sys, dia
+      ]) {
+        const doc = RuleSetDocSchema.parse({ ...MIXED, id: 'one', rules })
+        const whole = strip(await backtest(doc, undefined, residentsFromStore(plain, profiles, FROM, to), o))
+        expect(whole.draft.total.alerts).toBeGreaterThan(0)
+        expect([rules[0]!.id, strip(await backtestFromStore({ draft: doc, active: undefined, store, residents: profiles, days: hours / 24, now: to, k: 3, alerting: { tickMs: MIN }, overrides }))]).toEqual([rules[0]!.id, whole])
+      }
+      // and through backtestFromStore in worker threads (what the API and the CLI call)
       const viaApi = await backtestFromStore({ draft, active: MIXED, store, residents: profiles, days: hours / 24, now: to, k: 3, alerting: { tickMs: MIN }, overrides, workers: 2 })
       expect(strip(viaApi)).toEqual(ref)
     } finally {

@@ -153,10 +153,17 @@ export class ResidentReplay {
     const life = this.life.get(rule.key)
     const open = life?.open
     const trigger = (v & TRIGGER) !== 0
+    // fast paths: where onVerdict would only move lastHoldTs or clearSince, they are moved here, in place (these lives are this replay's own)
     if (!open) { if (!trigger) return } else if ((v & HOLDS) !== 0) {
-      // still holding, no worse, no hold-down running: onVerdict would only move lastHoldTs (these lives are this replay's own)
-      if (open.clearSince === null && !open.historic && !(trigger && (v >> 2) > RANK[open.severity])) { if (ts > open.lastHoldTs) open.lastHoldTs = ts; return }
-    } else if (open.clearSince !== null && ts >= open.clearSince && ts - open.clearSince < this.holdMs(rule, open)) return // clearing, hold-down not over: no change
+      if (!open.historic && !(trigger && (v >> 2) > RANK[open.severity])) {
+        // still holding, no worse, no hold-down running
+        if (open.clearSince === null) { if (ts > open.lastHoldTs) open.lastHoldTs = ts; return }
+        // holds again while clearing: the hold-down starts over at the next reading that clears (onVerdict's firstClearAfter is `none` here)
+        if (open.flapping === 0 && ts >= open.clearSince) { if (ts > open.lastHoldTs) open.lastHoldTs = ts; open.clearSince = null; return }
+      }
+    } else if (open.clearSince !== null) {
+      if (ts >= open.clearSince && ts - open.clearSince < this.holdMs(rule, open)) return // clearing, hold-down not over: no change
+    } else if (ts > open.lastHoldTs && this.holdMs(rule, open) > 0) { open.clearSince = ts; return } // starts to clear: the hold-down runs from here
     const out = onVerdict(life ?? {}, { ts, trigger, holds: (v & HOLDS) !== 0, severity: severityOfCode(v), age: 'live', firstClearAfter: none }, this.rs.policy(rule))
     this.apply(rule, out, ts)
   }

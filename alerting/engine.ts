@@ -227,13 +227,16 @@ export function compileRule (doc: Pick<RuleSetDoc, 'id' | 'version'>, original: 
       const firstAlerting = cats.findIndex((c) => c.id in alertOn)
       // per category level: the severity of the alert it raises, if any
       const sev = cats.map((c) => alertOn[c.id])
+      // lower bounds only ('>' or '>='): the level is the highest category whose bound the value meets
+      const bounds = (which: 'sys' | 'dia') => cats.map((c) => c[which]).map((b) => b ? { v: b.value, strict: b.op === '>' } : undefined)
+      const sysB = bounds('sys'); const diaB = bounds('dia')
       const levelOf = (x: number, which: 'sys' | 'dia', relax: number): number => {
-        let level = 0
-        for (let i = 1; i < cats.length; i++) {
-          const b = cats[i]![which]
-          if (b && compare(b.op, x, b.value - relax)) level = i
+        const bs = which === 'sys' ? sysB : diaB
+        for (let i = bs.length - 1; i >= 1; i--) {
+          const b = bs[i]
+          if (b !== undefined && (b.strict ? x > b.v - relax : x >= b.v - relax)) return i
         }
-        return level
+        return 0
       }
       let lastLevel = 0
       self = make((tl, i) => {

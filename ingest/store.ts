@@ -1,4 +1,4 @@
-import type { StoredReading } from '../core/index.ts'
+import type { RuleField, RuleReading, StoredReading } from '../core/index.ts'
 
 /** A reading the store refused for good (e.g. HTTP 400 for its line): it is quarantined, not retried. */
 export interface RejectedReading { row: StoredReading, reason: string }
@@ -43,6 +43,8 @@ export interface TelemetryStore {
   write(rows: readonly StoredReading[]): Promise<WriteOutcome | void>
   /** readings of one resident in [from, to), oldest first */
   queryRange(residentId: string, from: number, to: number, limit: number): Promise<StoredReading[]>
+  /** queryRange's readings with ts and `fields` only (the others undefined), where a store can read less: a rule-set backtest's read */
+  replayRange?(residentId: string, from: number, to: number, limit: number, fields?: readonly RuleField[]): Promise<RuleReading[]>
   /** a resident's readings in [from, to) aggregated in windows of `windowMs` (aligned to the epoch), oldest first, empty windows omitted */
   aggregate(residentId: string, from: number, to: number, windowMs: number): Promise<WindowAggregate[]>
   ping(): Promise<void>

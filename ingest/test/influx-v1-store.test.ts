@@ -15,7 +15,7 @@ beforeAll(async () => {
   await http.close()
   const admin = new InfluxHttp(secured.url, { kind: 'basic', user: 'admin', password: 'admin-pw' }, 5000)
   await admin.query("CREATE USER vitalmesh WITH PASSWORD 'vm-pw'", {}, 'POST')
-  for (let i = 1; i <= 4; i++) {
+  for (let i = 1; i <= 8; i++) { // one per contract test (make), the last for the retention-policy test
     await admin.query(`CREATE DATABASE secured${i}`, {}, 'POST')
     // not the default policy: writes and queries must name it
     await admin.query(`CREATE RETENTION POLICY raw ON secured${i} DURATION 400d REPLICATION 1`, {}, 'POST')
@@ -35,10 +35,10 @@ storeContract('InfluxDB 1.6 with authentication, a user and a named retention po
 
 describe('v1 authentication and retention policy', () => {
   it('writes into the configured retention policy, not the default one', async () => {
-    const store = new InfluxStore({ api: 'v1', url: secured.url, db: 'secured4', rp: 'raw', user: 'vitalmesh', password: 'vm-pw', timeoutMs: 5000, createDatabase: false })
+    const store = new InfluxStore({ api: 'v1', url: secured.url, db: 'secured8', rp: 'raw', user: 'vitalmesh', password: 'vm-pw', timeoutMs: 5000, createDatabase: false })
     await store.write([{ deviceId: 'd', residentId: 'r', seq: 1, ts: Date.now(), hr: 70 }])
     const admin = new InfluxHttp(secured.url, { kind: 'basic', user: 'admin', password: 'admin-pw' }, 5000)
-    const count = async (rp: string) => (await admin.query(`SELECT count(seq) FROM "secured4"."${rp}"."vitals"`, { db: 'secured4' }))[0]?.values[0]?.[1] ?? 0
+    const count = async (rp: string) => (await admin.query(`SELECT count(seq) FROM "secured8"."${rp}"."vitals"`, { db: 'secured8' }))[0]?.values[0]?.[1] ?? 0
     expect(await count('raw')).toBeGreaterThanOrEqual(1)
     expect(await count('autogen')).toBe(0)
     await admin.close(); await store.close()

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import type { StoredReading } from '../../core/index.ts'
+import type { RuleField, StoredReading } from '../../core/index.ts'
 import type { TelemetryStore } from '../store.ts'
 
 export interface ContractOptions {
@@ -73,6 +73,23 @@ export function storeContract (name: string, make: () => Promise<TelemetryStore>
         ])
         const back = await read(store, 'res-s')
         expect(back.map((r) => [r.seq, r.hr]).sort()).toEqual([[7, 70], [8, 71]])
+      } finally { await store.close() }
+    })
+
+    if (readable) it('replayRange (a backtest\'s read) gives queryRange\'s readings in its order, with only the fields asked for', async () => {
+      const store = await make()
+      try {
+        if (!store.replayRange) return
+        // two devices with readings at the same times, a reading without any of the fields, an absent activity
+        const rows: StoredReading[] = [...readings('res-r', 'dev-r1', 30), ...readings('res-r', 'dev-r2', 30).map((r, i) => i % 4 === 0 ? { deviceId: r.deviceId, residentId: r.residentId, seq: r.seq, ts: r.ts } : { ...r, activity: i % 3 === 0 ? 'moderate' as const : undefined })]
+        await store.write(rows.map((r) => Object.fromEntries(Object.entries(r).filter(([, v]) => v !== undefined)) as unknown as StoredReading))
+        const whole = await store.queryRange('res-r', T0, T0 + 3600_000, 1000)
+        expect(whole).toHaveLength(60)
+        for (const fields of [['hr', 'sys', 'dia', 'activity'], ['sys', 'dia'], ['hr'], ['activity'], []] as RuleField[][]) {
+          const lean = await store.replayRange('res-r', T0, T0 + 3600_000, 1000, fields)
+          expect(lean).toEqual(whole.map((r) => ({ ts: r.ts, hr: fields.includes('hr') ? r.hr : undefined, sys: fields.includes('sys') ? r.sys : undefined, dia: fields.includes('dia') ? r.dia : undefined, activity: fields.includes('activity') ? r.activity : undefined })))
+        }
+        expect(await store.replayRange('res-r', T0, T0 + 3600_000, 7, ['sys'])).toHaveLength(7)
       } finally { await store.close() }
     })
 

@@ -1,3 +1,4 @@
+import { Worker } from 'node:worker_threads'
 import { HOLDS, NO_VERDICT, RuleIndex, TRIGGER, fieldsRead, severityOfCode, type CompiledRule, type Override, type ResidentProfile, type RuleState } from './engine.ts'
 import { RANK, expire, onVerdict, type Effect, type Policy, type RuleLife } from './lifecycle.ts'
 import { Timeline } from './timeline.ts'
@@ -620,7 +621,6 @@ const CHUNK = 32
 export async function backtestInWorkers (draft: RuleSetDoc, active: RuleSetDoc | undefined, file: string, residents: readonly ResidentProfile[], o: BacktestOptions, workers: number, pageSize = 50_000): Promise<BacktestReport> {
   const now = o.now ?? (() => performance.now())
   const t0 = now()
-  const { Worker } = await import('node:worker_threads')
   const pass = new BacktestPass(draft, active, o)
   const data: BacktestWorkerData = { file, draft, active, o: { from: o.from, to: o.to, k: o.k, ...pick(o) }, pageSize }
   let next = 0

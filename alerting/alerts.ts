@@ -66,6 +66,8 @@ export interface AlertingDeps {
     primaryRuleSets?: Record<string, string>
     /** how often timelines are checkpointed (default 5000 ms; 0: with every transaction) */
     checkpointMs?: number
+    /** readings' worth of timelines written per consumer transaction while a checkpoint runs (default 4096) */
+    checkpointSlice?: number
   }
 }
 
@@ -95,11 +97,14 @@ export interface AlertNotifier {
 const TIMELINE_CURSOR = 'alerting-timeline'
 const MAX_TIMELINE = 1024
 const MAX_SNAPS = 128
+/** readings' worth of timelines one checkpoint slice writes (about 2 ms) */
+const CHECKPOINT_SLICE = 4096
 const LOW_CONFIDENCE = 0.5 // project heuristic: below it the reading's message says the signal was poor
 
 /** A rule's lifecycle right after a reading that changed it structurally (opened, worsened, resolved...): where a late reading's replay starts. */
 interface Snap { ts: number, life: RuleLife }
-interface ResidentState { tl: Timeline, st: Map<string, RuleState>, life: Map<string, RuleLife>, snaps: Map<string, Snap[]> }
+/** `pos`: the spool record up to which the saved timeline held every reading (a rebuild places only later ones) */
+interface ResidentState { tl: Timeline, st: Map<string, RuleState>, life: Map<string, RuleLife>, snaps: Map<string, Snap[]>, pos: number }
 const STRUCTURAL = new Set(['open', 'worse', 'confirmed', 'resolve', 'flapping'])
 interface Tx { notices: FollowerNotice[], candidates: Candidate[], saved: Map<string, Alert>, lives: Set<string>, residents: Set<string>, seen: Map<string, number>, notify: Alert[], digests: Map<string, { alertId: string, at: number, messages: Record<Language, string> }[]> }
 
@@ -127,7 +132,13 @@ export class AlertBook {
   private tickTimer: ClockTimer | undefined
   private notifier: AlertNotifier = { alert: () => {}, status: () => {} }
   private tx: Tx | undefined
-  private dirtyTimelines = new Set<string>()
+  /**
+   * Residents whose timeline changed since it was last written, each with the spool record
+   * before its first unsaved change: the timeline cursor may not move past the smallest.
+   */
+  private dirty = new Map<string, number>()
+  /** a checkpoint in progress: it writes a slice of the dirty timelines with each transaction */
+  private checkpointing = false
   private lastRowId = 0
   private checkpointedAt = 0
   private spool: AlertSpool | undefined
@@ -141,7 +152,7 @@ export class AlertBook {
     this.log = d.logger
     this.store = new AlertStore(d.db)
     this.o = {
-      deskAfterS: 300, followersAfterS: 120, chainByRegion: {}, liveHorizonS: 3600, recordHorizonS: 86400, flapCount: 3, flapWindowS: 3600, maxSnoozeS: 86400, timeZone: 'Asia/Shanghai', checkpointMs: 5000, primaryRuleSets: {},
+      deskAfterS: 300, followersAfterS: 120, chainByRegion: {}, liveHorizonS: 3600, recordHorizonS: 86400, flapCount: 3, flapWindowS: 3600, maxSnoozeS: 86400, timeZone: 'Asia/Shanghai', checkpointMs: 5000, checkpointSlice: CHECKPOINT_SLICE, primaryRuleSets: {},
       ...d.options,
     } as typeof this.o
     this.index = this.buildIndex()
@@ -166,7 +177,8 @@ export class AlertBook {
     this.residents = new Map()
     this.lastNotified = new Map()
     this.escalateFrom = new Map()
-    this.dirtyTimelines.clear()
+    this.dirty.clear()
+    this.checkpointing = false
     this.announceAt = new Map()
     for (const { alert, lastNotifiedAt, escalateFrom, announceAt } of this.store.active()) {
       if (announceAt !== null) this.announceAt.set(alert.id, announceAt)
@@ -190,7 +202,8 @@ export class AlertBook {
     let rebuilt = 0
     if (to > from) {
       for (let rows = spool.read(from, 5000); rows.length > 0 && rows[0]!.id <= to; rows = spool.read(rows[rows.length - 1]!.id, 5000)) {
-        for (const r of rows) if (r.id <= to) { this.place(r); rebuilt++ }
+        // a reading the resident's saved timeline already holds (written after the cursor, by a later slice) is not placed again
+        for (const r of rows) if (r.id <= to && r.id > this.stateOf(r.residentId).pos) { this.place(r); rebuilt++ }
         this.lastRowId = rows[rows.length - 1]!.id
       }
       this.lastRowId = to
@@ -288,6 +301,7 @@ export class AlertBook {
       st: new Map(Object.entries(((saved?.ruleState as { st?: Record<string, RuleState> } | undefined)?.st ?? {}))),
       snaps: new Map(Object.entries(((saved?.ruleState as { snaps?: Record<string, Snap[]> } | undefined)?.snaps ?? {}))),
       life: this.store.lives(residentId),
+      pos: saved?.pos ?? 0,
     }
     // alerts opened before lifecycles were kept (older databases): give them one
     for (const a of this.openOf(residentId)?.values() ?? []) {
@@ -368,7 +382,7 @@ export class AlertBook {
     for (const n of tx.notices) this.sendNotice(n)
     for (const [res, alerts] of tx.digests) this.sendDigest(res, alerts)
     for (const res of tx.residents) this.publishStatus(res)
-    if (this.spool && this.d.clock.now() - this.checkpointedAt >= this.o.checkpointMs) this.checkpoint()
+    if (this.spool && (this.checkpointing || this.d.clock.now() - this.checkpointedAt >= this.o.checkpointMs)) this.checkpointSlice()
   }
 
   /** The consumer's transaction failed: what changed in memory is not in the database, so reload. */
@@ -378,19 +392,46 @@ export class AlertBook {
     this.reload()
   }
 
-  /** Writes the timelines that changed and moves their cursor (a crash rebuilds them from the spool after it). */
+  /** Writes every timeline that changed and moves their cursor (stop; a crash rebuilds them from the spool after it). */
   checkpoint (): void {
-    this.checkpointedAt = this.d.clock.now()
+    this.checkpointing = true
+    while (this.checkpointing) this.checkpointSlice(Infinity)
+  }
+
+  /**
+   * Writes the oldest-changed timelines, about `budget` readings' worth, then moves the
+   * timeline cursor to the oldest change still unwritten. A checkpoint of every busy resident
+   * at once stalled the event loop for tens of milliseconds (50 residents × 1,024 readings:
+   * 40–55 ms), which every alert behind it waited for; a slice per consumer transaction
+   * keeps each pause short. A restart rebuilds each timeline from the records after its own
+   * position, so a resident written later than the cursor gets no reading twice.
+   */
+  private checkpointSlice (budget = this.o.checkpointSlice): void {
     if (!this.spool) return
-    const ids = [...this.dirtyTimelines]
-    this.store.transaction(() => {
-      for (const id of ids) {
-        const rs = this.residents.get(id)
-        if (rs) this.store.saveTimeline(id, rs.tl.toJSON(), { st: Object.fromEntries(rs.st), snaps: Object.fromEntries(rs.snaps) })
-      }
-    })
-    this.dirtyTimelines.clear()
-    if (this.lastRowId > 0) this.spool.ack(TIMELINE_CURSOR, this.lastRowId)
+    if (!this.checkpointing) { this.checkpointing = true; this.checkpointedAt = this.d.clock.now() }
+    let written = 0
+    try {
+      this.store.transaction(() => {
+        for (const [id] of this.dirty) {
+          if (written >= budget) break
+          const rs = this.residents.get(id)
+          if (rs) { written += this.store.saveTimeline(id, rs.tl.toJSON(), { st: Object.fromEntries(rs.st), snaps: Object.fromEntries(rs.snaps) }, this.lastRowId); rs.pos = this.lastRowId }
+          this.dirty.delete(id)
+        }
+      })
+    } catch (err) {
+      this.checkpointing = false
+      this.log.warn({ err: (err as Error).message }, 'could not checkpoint alert timelines; they are rebuilt from the spool after a restart')
+      return
+    }
+    let cursor = this.lastRowId
+    for (const since of this.dirty.values()) if (since < cursor) cursor = since
+    if (cursor > 0) this.spool.ack(TIMELINE_CURSOR, cursor)
+    if (this.dirty.size === 0) this.checkpointing = false
+  }
+
+  private markDirty (residentId: string): void {
+    if (!this.dirty.has(residentId)) this.dirty.set(residentId, this.lastRowId)
   }
 
   /** Places a reading on its timeline without judging it (rebuilding after a restart). */
@@ -402,7 +443,7 @@ export class AlertBook {
     rs.tl.insert(r)
     for (const rule of this.index.rulesFor(p, this.d.clock.now())) if (rule.rule.kind === 'average') rule.observe(r, this.ruleState(rs, rule.key))
     rs.tl.trim(this.retainMs, MAX_TIMELINE)
-    this.dirtyTimelines.add(r.residentId)
+    this.markDirty(r.residentId)
   }
 
   private ruleState (rs: ResidentState, key: string): RuleState {
@@ -420,7 +461,7 @@ export class AlertBook {
     const i = rs.tl.insert(r)
     const tl = rs.tl.readings
     const late = i < tl.length - 1
-    this.dirtyTimelines.add(r.residentId)
+    this.markDirty(r.residentId)
     for (const rule of rules) {
       const st = rule.rule.kind === 'average' ? this.ruleState(rs, rule.key) : undefined
       if (st) rule.observe(r, st)
@@ -446,7 +487,7 @@ export class AlertBook {
       rs.tl.insert(r)
       for (const rule of rules) if (rule.rule.kind === 'average') rule.observe(r, this.ruleState(rs, rule.key))
     }
-    this.dirtyTimelines.add(p.id)
+    this.markDirty(p.id)
     for (const rule of rules) this.replay(rs, rule, placed, p, now, tx)
     this.trim(rs)
   }
@@ -737,8 +778,8 @@ export class AlertBook {
     if (!this.spool && this.d.clock.now() - this.checkpointedAt >= this.o.checkpointMs) {
       // no spool to rebuild them from (tests, tools): timelines are written with everything else, when due
       this.checkpointedAt = this.d.clock.now()
-      for (const id of this.dirtyTimelines) { const rs = this.residents.get(id); if (rs) this.store.saveTimeline(id, rs.tl.toJSON(), { st: Object.fromEntries(rs.st), snaps: Object.fromEntries(rs.snaps) }) }
-      this.dirtyTimelines.clear()
+      for (const id of this.dirty.keys()) { const rs = this.residents.get(id); if (rs) this.store.saveTimeline(id, rs.tl.toJSON(), { st: Object.fromEntries(rs.st), snaps: Object.fromEntries(rs.snaps) }) }
+      this.dirty.clear()
     }
     for (const key of tx.lives) {
       const [residentId, ruleKey] = key.split('\u0000') as [string, string]

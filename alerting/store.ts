@@ -139,6 +139,11 @@ export const ALERT_MIGRATIONS: Migration[] = [
       db.exec('CREATE TABLE IF NOT EXISTS alert_notes (alert_id TEXT NOT NULL, at INTEGER NOT NULL, actor TEXT NOT NULL, text TEXT NOT NULL); CREATE INDEX IF NOT EXISTS alert_notes_alert ON alert_notes(alert_id);')
     },
   },
+  {
+    version: 7,
+    why: 'timelines are checkpointed a few residents at a time (a checkpoint of every resident at once stalled the event loop for tens of ms): each row says up to which spool record its timeline holds',
+    up: addColumns('alert_timelines', { pos: 'INTEGER NOT NULL DEFAULT 0' }),
+  },
 ]
 
 /** A note a staff member added to an alert (the worklist). */
@@ -173,8 +178,8 @@ export class AlertStore {
       lives: db.prepare<[string], { rule_key: string, life: string }>('SELECT rule_key, life FROM rule_life WHERE resident_id = ?'),
       saveLife: db.prepare('INSERT INTO rule_life (resident_id, rule_key, life) VALUES (?, ?, ?) ON CONFLICT(resident_id, rule_key) DO UPDATE SET life = excluded.life'),
       deleteLife: db.prepare('DELETE FROM rule_life WHERE resident_id = ? AND rule_key = ?'),
-      timeline: db.prepare<[string], { readings: string, rule_state: string }>('SELECT readings, rule_state FROM alert_timelines WHERE resident_id = ?'),
-      saveTimeline: db.prepare('INSERT INTO alert_timelines (resident_id, readings, rule_state) VALUES (?, ?, ?) ON CONFLICT(resident_id) DO UPDATE SET readings = excluded.readings, rule_state = excluded.rule_state'),
+      timeline: db.prepare<[string], { readings: string, rule_state: string, pos: number }>('SELECT readings, rule_state, pos FROM alert_timelines WHERE resident_id = ?'),
+      saveTimeline: db.prepare('INSERT INTO alert_timelines (resident_id, readings, rule_state, pos) VALUES (?, ?, ?, ?) ON CONFLICT(resident_id) DO UPDATE SET readings = excluded.readings, rule_state = excluded.rule_state, pos = excluded.pos'),
       seen: db.prepare('INSERT INTO resident_seen (resident_id, last_ts) VALUES (?, ?) ON CONFLICT(resident_id) DO UPDATE SET last_ts = max(last_ts, excluded.last_ts)'),
       allSeen: db.prepare<[], { resident_id: string, last_ts: number }>('SELECT resident_id, last_ts FROM resident_seen'),
       openedBetween: db.prepare<[string, number, number], { n: number }>("SELECT count(*) AS n FROM alerts WHERE resident_id = ? AND opened_at >= ? AND opened_at < ? AND state != 'recorded'"),
@@ -235,13 +240,16 @@ export class AlertStore {
     else this.s.saveLife.run(residentId, ruleKey, JSON.stringify(life))
   }
 
-  timeline (residentId: string): { readings: unknown[], ruleState: Record<string, unknown> } | undefined {
+  /** `pos`: the spool record up to which the timeline holds every reading (0 without a spool) */
+  timeline (residentId: string): { readings: unknown[], ruleState: Record<string, unknown>, pos: number } | undefined {
     const r = this.s.timeline.get(residentId)
-    return r && { readings: JSON.parse(r.readings) as unknown[], ruleState: JSON.parse(r.rule_state) as Record<string, unknown> }
+    return r && { readings: JSON.parse(r.readings) as unknown[], ruleState: JSON.parse(r.rule_state) as Record<string, unknown>, pos: r.pos }
   }
 
-  saveTimeline (residentId: string, readings: unknown, ruleState: unknown): void {
-    this.s.saveTimeline.run(residentId, JSON.stringify(readings), JSON.stringify(ruleState))
+  /** Writes a timeline; returns the readings written (what a checkpoint slice is measured in). */
+  saveTimeline (residentId: string, readings: unknown[], ruleState: unknown, pos = 0): number {
+    this.s.saveTimeline.run(residentId, JSON.stringify(readings), JSON.stringify(ruleState), pos)
+    return readings.length
   }
 
   seen (residentId: string, ts: number): void { this.s.seen.run(residentId, ts) }

@@ -14,6 +14,7 @@ declare -A NEED=(
   [influxd]=influxdb
   [influx]=influxdb-client
   [victoria-metrics]=victoria-metrics
+  [nats-server]=nats-server
 )
 
 missing=()
@@ -47,7 +48,8 @@ if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-ser
   $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true
 fi
 # influxdb and victoria-metrics may start system services on 8086/8428; tests start their own
-for svc in influxdb victoria-metrics; do
+# nats-server likewise (4222); the cluster tests start their own 3-node cluster
+for svc in influxdb victoria-metrics nats-server; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
     $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
   fi

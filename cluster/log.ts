@@ -1,0 +1,219 @@
+import { nanos, type JetStreamClient, type JetStreamManager, type NatsConnection, type StreamConfig } from 'nats'
+import type { StoredReading } from '../core/index.ts'
+
+/**
+ * Cluster mode's reading log: one JetStream stream whose subjects are partitioned by resident
+ * (`vm.readings.<partition>`), so that every reading of a resident, from any device and through
+ * any node, lands in one partition in the order the stream received it, and one node at a time
+ * can process that partition (cluster/partitions.ts).
+ */
+
+export interface LogOptions {
+  /** stream name (default VITALMESH_READINGS) */
+  stream?: string
+  /** subjects are `<prefix>.<partition>` (default vm.readings) */
+  subjectPrefix?: string
+  /**
+   * Fixed when the stream is created: a resident's partition is `partitionOf(resident, n)`, so
+   * changing n would move residents to partitions whose checkpoints know nothing of them.
+   */
+  partitions: number
+  /** 3 in production (the log survives one server of three); 1 is allowed for tests */
+  replicas: number
+  /**
+   * How long JetStream remembers a Nats-Msg-Id to drop a retried publish (default 2 min, as
+   * JetStream's). A device that resends after a lost PUBACK does so within seconds; a replay
+   * hours later is older than any window and is the consumers' to de-duplicate by seq.
+   */
+  duplicateWindowMs?: number
+  /** how long readings stay in the log (default 7 days): longer than any consumer may lag */
+  maxAgeMs?: number
+}
+
+/** One reading as read back from the log. */
+export interface LogEntry {
+  partition: number
+  /** the stream sequence: a partition's position is the last one its consumer committed */
+  streamSeq: number
+  reading: StoredReading
+}
+
+export interface AppendOutcome {
+  accepted: number
+  /** retried publishes JetStream recognised by their message id and did not store again */
+  duplicates: number
+  /** stream sequence of each record, in the order given (a duplicate's is the first copy's) */
+  seqs: number[]
+}
+
+export const DEFAULT_STREAM = 'VITALMESH_READINGS'
+export const DEFAULT_SUBJECT_PREFIX = 'vm.readings'
+
+const FNV_OFFSET = 0x811c9dc5
+const FNV_PRIME = 0x01000193
+const utf8 = new TextEncoder()
+
+/** 32-bit FNV-1a of the UTF-8 bytes: stable across processes, versions and platforms (no seed). */
+export function fnv1a (s: string): number {
+  let h = FNV_OFFSET
+  for (const b of utf8.encode(s)) h = Math.imul(h ^ b, FNV_PRIME)
+  return h >>> 0
+}
+
+/** The partition of a resident's readings, among n. */
+export function partitionOf (residentId: string, partitions: number): number {
+  return fnv1a(residentId) % partitions
+}
+
+/** The message id JetStream de-duplicates by: a device's seq names a reading, and a resend reuses it. */
+export function messageId (r: Pick<StoredReading, 'deviceId' | 'seq'>): string {
+  return `${r.deviceId}:${r.seq}`
+}
+
+/** The partition count is kept in the stream's description: 2.9 has no stream metadata. */
+const describe = (partitions: number): string => `vitalmesh reading log; partitions=${partitions}`
+const partitionsIn = (description: string | undefined): number | undefined => {
+  const m = /partitions=(\d+)/.exec(description ?? '')
+  return m ? Number(m[1]) : undefined
+}
+
+export function streamConfig (o: Required<LogOptions>): Partial<StreamConfig> {
+  return {
+    name: o.stream,
+    description: describe(o.partitions),
+    subjects: [`${o.subjectPrefix}.*`],
+    storage: 'file' as StreamConfig['storage'],
+    retention: 'limits' as StreamConfig['retention'],
+    discard: 'old' as StreamConfig['discard'],
+    num_replicas: o.replicas,
+    duplicate_window: nanos(o.duplicateWindowMs),
+    max_age: nanos(o.maxAgeMs),
+  }
+}
+
+/**
+ * Why an existing stream cannot serve as this log, as sentences (none: it can). Partitions and
+ * subjects must match exactly (see LogOptions.partitions); replicas too, because an operator who
+ * asked for 3 and silently got 1 has lost the failover they configured.
+ */
+export function streamProblems (have: Partial<StreamConfig>, want: Partial<StreamConfig>): string[] {
+  const out: string[] = []
+  const hp = partitionsIn(have.description); const wp = partitionsIn(want.description)
+  if (hp !== wp) out.push(`it was created with ${hp ?? 'an unknown number of'} partitions, this node is configured for ${wp}`)
+  if (JSON.stringify(have.subjects ?? []) !== JSON.stringify(want.subjects ?? [])) out.push(`its subjects are ${JSON.stringify(have.subjects)}, not ${JSON.stringify(want.subjects)}`)
+  if (have.storage !== want.storage) out.push(`its storage is ${have.storage}, not ${want.storage}`)
+  if (have.num_replicas !== want.num_replicas) out.push(`it has ${have.num_replicas} replicas, this node is configured for ${want.num_replicas}`)
+  return out
+}
+
+export class JetStreamLog {
+  readonly stream: string
+  readonly subjectPrefix: string
+  readonly partitions: number
+  readonly js: JetStreamClient
+  readonly jsm: JetStreamManager
+
+  private constructor (o: Required<LogOptions>, js: JetStreamClient, jsm: JetStreamManager) {
+    this.stream = o.stream
+    this.subjectPrefix = o.subjectPrefix
+    this.partitions = o.partitions
+    this.js = js
+    this.jsm = jsm
+  }
+
+  /** Creates the stream, or checks that the existing one has this configuration (streamProblems). */
+  static async open (nc: NatsConnection, opts: LogOptions): Promise<JetStreamLog> {
+    const o: Required<LogOptions> = {
+      stream: DEFAULT_STREAM, subjectPrefix: DEFAULT_SUBJECT_PREFIX, duplicateWindowMs: 120_000, maxAgeMs: 7 * 24 * 3600_000, ...opts,
+    }
+    if (!Number.isInteger(o.partitions) || o.partitions < 1) throw new Error(`partitions must be a positive integer, not ${o.partitions}`)
+    const jsm = await nc.jetstreamManager()
+    const want = streamConfig(o)
+    let have: Partial<StreamConfig> | undefined
+    try {
+      have = (await jsm.streams.info(o.stream)).config
+    } catch (err) {
+      if (!/stream not found/i.test((err as Error).message)) throw err
+    }
+    if (have === undefined) {
+      try {
+        await jsm.streams.add(want)
+      } catch (err) {
+        // another node created it between our info and add: check it as we would have
+        if (!/already in use/i.test((err as Error).message)) throw err
+        have = (await jsm.streams.info(o.stream)).config
+      }
+    }
+    if (have !== undefined) {
+      const problems = streamProblems(have, want)
+      if (problems.length) throw new Error(`stream ${o.stream} cannot be the reading log: ${problems.join('; ')}`)
+    }
+    return new JetStreamLog(o, nc.jetstream(), jsm)
+  }
+
+  partitionOf (residentId: string): number { return partitionOf(residentId, this.partitions) }
+
+  subject (partition: number): string { return `${this.subjectPrefix}.${partition}` }
+
+  /**
+   * Publishes each reading to its resident's partition and resolves once JetStream acknowledged
+   * every one, i.e. once it is stored on a majority of the stream's replicas: in cluster mode
+   * the device's PUBACK follows this. Publishes go out together (one round trip for the batch,
+   * not one per reading) and keep their order on the connection, so one device's readings keep
+   * theirs in the partition. A retry of a batch whose PUBACK was lost stores nothing twice (the
+   * message id); readings that failed in the first attempt may then land after ones that did not,
+   * which consumers already handle as late readings.
+   */
+  async append (records: readonly StoredReading[], opts: { timeoutMs?: number } = {}): Promise<AppendOutcome> {
+    // the id travels as the Nats-Msg-Id header; the body holds only the reading
+    const acks = await Promise.all(records.map((r) =>
+      this.js.publish(this.subject(this.partitionOf(r.residentId)), encode(r), { msgID: messageId(r), timeout: opts.timeoutMs ?? 5000 })))
+    let duplicates = 0
+    for (const a of acks) if (a.duplicate) duplicates++
+    return { accepted: acks.length - duplicates, duplicates, seqs: acks.map((a) => a.seq) }
+  }
+
+  /** The stream's last sequence. */
+  async lastSeq (): Promise<number> {
+    return (await this.jsm.streams.info(this.stream)).state.last_seq
+  }
+
+  /** How many entries each partition holds (JetStream counts them per subject). */
+  async counts (): Promise<number[]> {
+    const info = await this.jsm.streams.info(this.stream, { subjects_filter: `${this.subjectPrefix}.*` })
+    const per = (info.state.subjects ?? {}) as Record<string, number>
+    return Array.from({ length: this.partitions }, (_, p) => per[this.subject(p)] ?? 0)
+  }
+
+  /**
+   * Every entry of a partition after `afterSeq`, up to the partition's current end (tests, tools):
+   * one direct get per entry, answered by the stream leader, so it creates no consumer (which
+   * nats-server 2.9 may place on a server that is down, see ConsumerRunner).
+   */
+  async read (partition: number, afterSeq = 0): Promise<LogEntry[]> {
+    const out: LogEntry[] = []
+    for (let seq = afterSeq + 1; ;) {
+      let m
+      try {
+        // next_by_subj (2.9): nats.js types it for direct gets only, the server takes it here too
+        m = await this.jsm.streams.getMessage(this.stream, { seq, next_by_subj: this.subject(partition) } as unknown as { seq: number })
+      } catch (err) {
+        if (/no message found/i.test((err as Error).message)) return out
+        throw err
+      }
+      out.push(decodeEntry(partition, m.seq, m.data))
+      seq = m.seq + 1
+    }
+  }
+}
+
+/** JSON: small, and readable with `nats stream view` when an operator looks at the log. */
+export function encode (r: StoredReading): Uint8Array {
+  return utf8.encode(JSON.stringify(r))
+}
+
+const utf8d = new TextDecoder()
+
+export function decodeEntry (partition: number, streamSeq: number, data: Uint8Array): LogEntry {
+  return { partition, streamSeq, reading: JSON.parse(utf8d.decode(data)) as StoredReading }
+}

@@ -1,0 +1,120 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { connect, type NatsConnection } from 'nats'
+import { startNatsCluster, type NatsCluster } from '../../test/helpers/nats.ts'
+import { waitFor } from '../../test/helpers/proc.ts'
+import type { StoredReading } from '../../core/index.ts'
+import { JetStreamLog, fnv1a, messageId, partitionOf, streamConfig, streamProblems } from '../log.ts'
+
+const reading = (residentId: string, deviceId: string, seq: number): StoredReading => ({ residentId, deviceId, seq, ts: 1_700_000_000_000 + seq * 1000, hr: 60 + (seq % 40) })
+
+describe('partitionOf (pure)', () => {
+  it('is FNV-1a of the UTF-8 bytes: the published test vectors, so every node and version agrees', () => {
+    expect(fnv1a('')).toBe(0x811c9dc5)
+    expect(fnv1a('a')).toBe(0xe40c292c)
+    expect(fnv1a('foobar')).toBe(0xbf9cf968)
+  })
+
+  it('spreads residents over every partition and keeps each resident in one', () => {
+    const counts = new Array<number>(16).fill(0)
+    for (let i = 0; i < 1600; i++) counts[partitionOf(`res-${i}`, 16)]!++
+    expect(Math.min(...counts)).toBeGreaterThan(60) // 100 expected each
+    expect(partitionOf('res-42', 16)).toBe(partitionOf('res-42', 16))
+    expect(messageId({ deviceId: 'cuff-1', seq: 7 })).toBe('cuff-1:7')
+  })
+
+  it('refuses a stream made with another partition count, subjects or replica count', () => {
+    const base = { stream: 'S', subjectPrefix: 'vm.readings', partitions: 16, replicas: 3, duplicateWindowMs: 120_000, maxAgeMs: 1000 }
+    const want = streamConfig(base)
+    expect(streamProblems(want, want)).toEqual([])
+    expect(streamProblems(streamConfig({ ...base, partitions: 8 }), want)).toEqual(['it was created with 8 partitions, this node is configured for 16'])
+    expect(streamProblems(streamConfig({ ...base, replicas: 1 }), want)).toEqual(['it has 1 replicas, this node is configured for 3'])
+    expect(streamProblems({ ...want, subjects: ['other.*'] }, want)).toHaveLength(1)
+  })
+})
+
+describe('JetStreamLog on a 3-node nats-server cluster', () => {
+  let cluster: NatsCluster
+  let nc: NatsConnection
+  let log: JetStreamLog
+
+  beforeAll(async () => {
+    cluster = await startNatsCluster()
+    // every server: the client moves to another when the one it uses is killed
+    nc = await connect({ servers: cluster.servers, maxReconnectAttempts: -1, reconnectTimeWait: 100 })
+    log = await JetStreamLog.open(nc, { partitions: 8, replicas: 3 })
+  })
+  afterAll(async () => {
+    await nc?.close()
+    await cluster?.stop()
+  })
+
+  it('acknowledges an append and stores a retried one once (Nats-Msg-Id = deviceId:seq)', async () => {
+    const batch = [reading('res-a', 'watch-a', 1), reading('res-a', 'watch-a', 2), reading('res-b', 'cuff-b', 1)]
+    const first = await log.append(batch)
+    expect(first).toMatchObject({ accepted: 3, duplicates: 0 })
+    // the PUBACK was lost: the device sends the batch again, with one new reading
+    const retry = await log.append([...batch, reading('res-a', 'watch-a', 3)])
+    expect(retry).toMatchObject({ accepted: 1, duplicates: 3 })
+    expect(retry.seqs.slice(0, 3)).toEqual(first.seqs) // the first copies' positions
+    const entries = (await log.read(log.partitionOf('res-a'))).filter((e) => e.reading.deviceId === 'watch-a')
+    expect(entries.map((e) => e.reading.seq)).toEqual([1, 2, 3])
+  })
+
+  it('keeps every reading of a resident in its partition, in order, whichever device and publish sent it', async () => {
+    const residents = ['res-1', 'res-2', 'res-3', 'res-4', 'res-5']
+    // a cuff and a watch per resident, interleaved, in several appends as several connections would send them
+    for (let round = 0; round < 5; round++) {
+      const batch: StoredReading[] = []
+      for (const r of residents) for (let k = 0; k < 10; k++) batch.push(reading(r, `${r}-${k % 2 ? 'cuff' : 'watch'}`, 100 + round * 10 + k))
+      await log.append(batch)
+    }
+    for (const r of residents) {
+      const p = log.partitionOf(r)
+      const all = await log.read(p)
+      const mine = all.filter((e) => e.reading.residentId === r)
+      expect(mine).toHaveLength(50)
+      expect(all.every((e) => partitionOf(e.reading.residentId, 8) === p)).toBe(true)
+      expect(mine.map((e) => e.reading.seq)).toEqual(Array.from({ length: 50 }, (_, i) => 100 + i))
+      // stream sequences only grow within the partition
+      expect(all.map((e) => e.streamSeq)).toEqual([...all.map((e) => e.streamSeq)].sort((a, b) => a - b))
+    }
+    const counts = await log.counts()
+    expect(counts.reduce((a, b) => a + b, 0)).toBe(4 + 250)
+  })
+
+  it('opens an existing stream of the same shape, and refuses one of another partition count', async () => {
+    await expect(JetStreamLog.open(nc, { partitions: 8, replicas: 3 })).resolves.toBeInstanceOf(JetStreamLog)
+    await expect(JetStreamLog.open(nc, { partitions: 4, replicas: 3 })).rejects.toThrow(/created with 8 partitions, this node is configured for 4/)
+  })
+
+  it('survives killing the stream leader of three (replicas 3): acknowledged readings are kept and appends go on', async () => {
+    const before = await log.lastSeq()
+    const p = log.partitionOf('res-survivor')
+    const stored = await log.append(Array.from({ length: 20 }, (_, i) => reading('res-survivor', 'watch-s', i)))
+    expect(stored.accepted).toBe(20)
+    const leader = (await log.jsm.streams.info(log.stream)).cluster?.leader
+    const victim = cluster.nodes.find((n) => n.name === leader)!
+    expect(victim).toBeDefined()
+    const t0 = Date.now()
+    await victim.kill('SIGKILL')
+    // the two left elect a new stream leader; until then a publish has no responder (the device gets no PUBACK and resends)
+    await cluster.metaLeader()
+    await waitFor('a new stream leader', async () => {
+      const l = (await log.jsm.streams.info(log.stream)).cluster?.leader
+      return l !== undefined && l !== '' && l !== leader
+    }, 15_000, 50)
+    const more = Array.from({ length: 20 }, (_, i) => reading('res-survivor', 'watch-s', 20 + i))
+    const after = await log.append(more)
+    const failoverMs = Date.now() - t0
+    expect(after.accepted).toBe(20)
+    const info = await log.jsm.streams.info(log.stream)
+    expect(info.cluster?.leader).not.toBe(leader)
+    expect(info.state.last_seq).toBe(before + 40)
+    const entries = (await log.read(p)).filter((e) => e.reading.deviceId === 'watch-s')
+    expect(entries.map((e) => e.reading.seq)).toEqual(Array.from({ length: 40 }, (_, i) => i))
+    console.log(`stream leader ${leader} killed: new leader elected and appends acknowledged after ${failoverMs} ms, new leader ${info.cluster?.leader}`)
+    // and the killed server catches up when it comes back
+    await victim.restart()
+    await cluster.metaLeader()
+  })
+})

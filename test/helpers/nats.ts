@@ -1,0 +1,132 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { freePort } from './redis.ts'
+import { tempDir, waitFor } from './proc.ts'
+
+/** One nats-server of a test cluster. */
+export interface NatsNode {
+  name: string
+  /** client port on 127.0.0.1 */
+  port: number
+  /** monitoring port (/jsz, /healthz) */
+  httpPort: number
+  /** nats://127.0.0.1:port */
+  url: string
+  running(): boolean
+  /** stops the server (SIGKILL for a crash) and waits for it to exit */
+  kill(signal?: NodeJS.Signals): Promise<void>
+  /** starts it again on the same ports and store directory; resolves once it is healthy */
+  restart(): Promise<void>
+  output(): string
+}
+
+export interface NatsCluster {
+  nodes: NatsNode[]
+  /** every node's client URL, for a client that fails over between them */
+  servers: string[]
+  dir: string
+  /** resolves with the meta leader's server name once every running node agrees on one that runs */
+  metaLeader(timeoutMs?: number): Promise<string>
+  /** kills every node and removes the store */
+  stop(): Promise<void>
+}
+
+interface Jsz { meta_cluster?: { leader?: string, cluster_size?: number } }
+
+async function jsz (httpPort: number): Promise<Jsz> {
+  const res = await fetch(`http://127.0.0.1:${httpPort}/jsz`)
+  return await res.json() as Jsz
+}
+
+/**
+ * Debian's nats-server (2.9) as a JetStream cluster of `size` nodes on free loopback ports, file
+ * storage in a temporary directory. Resolves once the JetStream meta group has a leader that
+ * every node knows, i.e. once streams can be created.
+ */
+export async function startNatsCluster (opts: { size?: number, name?: string } = {}): Promise<NatsCluster> {
+  const size = opts.size ?? 3
+  const clusterName = opts.name ?? 'vmtest'
+  const dir = tempDir('vm-nats-')
+  const ports: { client: number, cluster: number, http: number }[] = []
+  for (let i = 0; i < size; i++) ports.push({ client: await freePort(), cluster: await freePort(), http: await freePort() })
+  const routes = ports.map((p) => `nats-route://127.0.0.1:${p.cluster}`)
+
+  const nodes = ports.map((p, i): NatsNode => {
+    const name = `n${i + 1}`
+    const store = join(dir, name)
+    mkdirSync(store)
+    const conf = join(dir, `${name}.conf`)
+    // routes to every node, itself included: nats-server ignores the route to itself, and one
+    // config shape for all nodes is what an operator writes too
+    writeFileSync(conf, `server_name: ${name}
+listen: 127.0.0.1:${p.client}
+http: 127.0.0.1:${p.http}
+jetstream {
+  store_dir: "${store}"
+  max_memory_store: 64MB
+  max_file_store: 1GB
+}
+cluster {
+  name: ${clusterName}
+  listen: 127.0.0.1:${p.cluster}
+  routes: [${routes.join(', ')}]
+}
+`)
+    let proc: ChildProcess | undefined
+    let out = ''
+    const running = (): boolean => proc !== undefined && proc.exitCode === null && proc.signalCode === null
+    const start = (): void => {
+      const child = spawn('nats-server', ['-c', conf], { stdio: ['ignore', 'pipe', 'pipe'] })
+      proc = child
+      const keep = (d: Buffer): void => { out = (out + d.toString()).slice(-50_000) }
+      child.stdout!.on('data', keep)
+      child.stderr!.on('data', keep)
+    }
+    const kill = async (signal: NodeJS.Signals = 'SIGTERM'): Promise<void> => {
+      const child = proc
+      if (!child || !running()) return
+      const exited = new Promise<void>((r) => child.once('exit', () => r()))
+      child.kill(signal)
+      // a SIGTERM'd server may wait for its clients; the tests never wait on that
+      const t = setTimeout(() => child.kill('SIGKILL'), 5_000)
+      await exited
+      clearTimeout(t)
+    }
+    const healthy = async (): Promise<void> => {
+      await waitFor(`nats-server ${name} healthy`, async () => {
+        if (!running()) throw new Error(`nats-server ${name} exited:\n${out}`)
+        return (await fetch(`http://127.0.0.1:${p.http}/healthz`)).status === 200
+      }, 20_000, 50)
+    }
+    start()
+    return {
+      name, port: p.client, httpPort: p.http, url: `nats://127.0.0.1:${p.client}`,
+      running, kill, output: () => out,
+      restart: async () => { if (!running()) start(); await healthy() },
+    }
+  })
+
+  const metaLeader = async (timeoutMs = 30_000): Promise<string> => waitFor('a JetStream meta leader known to every running node', async () => {
+    const up = nodes.filter((n) => n.running())
+    if (up.length === 0) throw new Error('no nats-server is running')
+    const leaders = await Promise.all(up.map(async (n) => (await jsz(n.httpPort)).meta_cluster?.leader ?? ''))
+    const first = leaders[0]!
+    // a killed leader stays 'the leader' in the others' view until they elect a new one
+    return up.some((n) => n.name === first) && leaders.every((l) => l === first) ? first : undefined
+  }, timeoutMs, 100)
+
+  const stop = async (): Promise<void> => {
+    await Promise.all(nodes.map((n) => n.kill('SIGKILL')))
+    rmSync(dir, { recursive: true, force: true })
+  }
+
+  try {
+    await metaLeader()
+  } catch (err) {
+    const logs = nodes.map((n) => `--- ${n.name}\n${n.output().slice(-3000)}`).join('\n')
+    await stop()
+    throw new Error(`${(err as Error).message}\n${logs}`)
+  }
+  return { nodes, servers: nodes.map((n) => n.url), dir, metaLeader, stop }
+}

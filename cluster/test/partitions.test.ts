@@ -7,7 +7,7 @@ import { ROOT, tempDir, waitFor } from '../../test/helpers/proc.ts'
 import type { StoredReading } from '../../core/index.ts'
 import { JetStreamLog } from '../log.ts'
 import { MemoryCheckpointStore, SqliteCheckpointStore, StaleEpochError } from '../checkpoints.ts'
-import { ConsumerRunner, PartitionOwner, fairShare, leaseBucket, plan, type Lease } from '../partitions.ts'
+import { ConsumerRunner, PartitionOwner, fairShare, leaseBucket, leaseKey, nodeKey, plan, type Lease } from '../partitions.ts'
 import { recorder, type SeqState } from './fixtures/partition-node.ts'
 
 describe('plan (pure)', () => {
@@ -116,6 +116,21 @@ describe('partition ownership on a 3-node nats-server cluster', () => {
     await a.stop()
   })
 
+  it('an owner whose lease was taken over stops processing that partition at its next renewal', async () => {
+    const kv = await leaseBucket(nc.jetstream(), { bucket: 'lost_test', replicas: 3 })
+    const released: { p: number, why: string }[] = []
+    const a = await PartitionOwner.start({ kv, node: 'a', partitions: 2, onAcquire: () => {}, onRelease: (p, why) => { released.push({ p, why }) } })
+    expect(a.owned()).toEqual([0, 1])
+    // as if a's renewals had stalled past expiry and another node had claimed partition 1
+    await kv.put(leaseKey(1), JSON.stringify({ node: 'z', expiresAt: Date.now() + 60_000 }))
+    await waitFor('a releases partition 1', () => released.length > 0, 5_000, 20)
+    expect(released).toEqual([{ p: 1, why: 'lost' }])
+    expect(a.owned()).toEqual([0])
+    await a.stop()
+    // a lost lease is not deleted on stop: it belongs to z
+    expect((await kv.get(leaseKey(1)))?.json<Lease>().node).toBe('z')
+  })
+
   it('kill -9 of an owner under load: the other takes its partitions within 10 s and resumes from the checkpoint, nothing lost or repeated', async () => {
     const partitions = 8
     const log = await JetStreamLog.open(nc, { partitions, replicas: 3 })
@@ -168,6 +183,9 @@ describe('partition ownership on a 3-node nats-server cluster', () => {
     // and a node that stops cleanly releases its leases and heartbeat
     b.proc.kill('SIGTERM')
     await waitFor('node-b stopped', () => b.events.some((e) => e.ev === 'stopped'), 15_000, 20)
+    const kv = await leaseBucket(nc.jetstream(), { replicas: 3 })
+    for (let p = 0; p < partitions; p++) expect((await kv.get(leaseKey(p)))?.operation, `lease ${p}`).toBe('DEL')
+    expect((await kv.get(nodeKey('node-b')))?.operation).toBe('DEL')
   })
 
   it('a consumer that throws stops only its partition and is retried from its checkpoint', async () => {

@@ -69,9 +69,6 @@ export const TELEMETRY_MIGRATIONS: Migration[] = [
   },
 ]
 
-/** readings per insert transaction (about 2–3 ms of the event loop on this machine) */
-const WRITE_SLICE = 500
-
 /** The default telemetry store: a SQLite file, indexed for (resident, time) queries. */
 export class EmbeddedStore implements TelemetryStore {
   readonly kind = 'embedded'
@@ -102,14 +99,7 @@ export class EmbeddedStore implements TelemetryStore {
   get connection (): DB { return this.db }
 
   async write (rows: readonly StoredReading[]): Promise<void> {
-    // the insert runs on the event loop: in slices of WRITE_SLICE readings with a turn of the
-    // loop between them, so a drain of thousands of readings (after an outage, under a batched
-    // load) does not hold up PUBACKs and alerts for tens of milliseconds. Each slice commits on
-    // its own; writes are idempotent, and the drain moves its cursor only after the last one.
-    for (let i = 0; i < rows.length; i += WRITE_SLICE) {
-      if (i > 0) await new Promise<void>((resolve) => setImmediate(resolve))
-      this.insertMany(rows.length <= WRITE_SLICE ? rows : rows.slice(i, i + WRITE_SLICE))
-    }
+    this.insertMany(rows)
   }
 
   async queryRange (residentId: string, from: number, to: number, limit: number): Promise<StoredReading[]> {

@@ -196,6 +196,12 @@ describe('console: every audience, in zh-CN and en', () => {
       expect(t.app.alerts.get(id)!.assignedTo).toBe(nurse)
       await accessible(page, `operator ${lang} handling an alert`)
       await shot(page, `operator-${lang}-desktop`)
+      // and at phone width: nothing wider than the screen, still accessible
+      await page.setViewportSize(PHONE)
+      await fitsWidth(page)
+      await accessible(page, `operator ${lang} phone`)
+      await shot(page, `operator-${lang}-phone`)
+      await page.setViewportSize(DESKTOP)
     })
 
     it(`clinician (${lang}): patients by need, a patient's trends, reports and alert history`, async () => {
@@ -227,6 +233,12 @@ describe('console: every audience, in zh-CN and en', () => {
       }
       await accessible(page, `clinician ${lang}`)
       await shot(page, `clinician-${lang}-desktop`)
+      // and at phone width: nothing wider than the screen, still accessible
+      await page.setViewportSize(PHONE)
+      await fitsWidth(page)
+      await accessible(page, `clinician ${lang} phone`)
+      await shot(page, `clinician-${lang}-phone`)
+      await page.setViewportSize(DESKTOP)
     })
 
     it(`research (${lang}): a rule-set error shown next to the editor; backtest not available gracefully`, async () => {
@@ -247,6 +259,12 @@ describe('console: every audience, in zh-CN and en', () => {
       expect(await page.getAttribute('#ruleset-yaml', 'aria-invalid')).toBe('true')
       await accessible(page, `research ${lang}`)
       await shot(page, `research-${lang}-desktop`)
+      // and at phone width: nothing wider than the screen, still accessible
+      await page.setViewportSize(PHONE)
+      await fitsWidth(page)
+      await accessible(page, `research ${lang} phone`)
+      await shot(page, `research-${lang}-phone`)
+      await page.setViewportSize(DESKTOP)
       if (lang === 'en') {
         await page.fill('#ruleset-yaml', sample)
         await page.click('#publish')

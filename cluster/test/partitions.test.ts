@@ -150,6 +150,8 @@ describe('partition ownership on a 3-node nats-server cluster', () => {
       }
     })()
     await waitFor('a third of the load acknowledged', () => sent >= 800, 30_000, 5)
+    // the kill must find checkpoints to resume from: on a loaded machine node-a may not have committed yet
+    await waitFor('node-a committed some of its partitions', () => a.events.some((e) => e.ev === 'commit' && (e.seq ?? 0) > 0 && a.owned().has(e.p!)), 30_000, 5)
     const aHeld = [...a.owned()]
     const aCommitted = new Map<number, number>()
     for (const e of a.events) if (e.ev === 'commit') aCommitted.set(e.p!, e.seq!)
@@ -159,9 +161,11 @@ describe('partition ownership on a 3-node nats-server cluster', () => {
     const takeover = Math.max(...aHeld.map((p) => last(b.events, (e) => e.ev === 'acquire' && e.p === p).t)) - killedAt
     console.log(`node-a killed: node-b acquired its ${aHeld.length} partitions after ${takeover} ms`)
     expect(takeover).toBeLessThan(10_000)
-    // it resumed each from node-a's checkpoint (at least what node-a had reported committing)
+    // it resumed each from node-a's checkpoint (at least what node-a had reported committing);
+    // a partition is started once its checkpoint was read, after it was acquired: wait for that
+    await waitFor('node-b started every partition node-a held', () => aHeld.every((p) => b.events.some((e) => e.ev === 'start' && e.p === p && e.t >= killedAt)), 15_000, 20)
     for (const p of aHeld) {
-      const start = last(b.events, (e) => e.ev === 'start' && e.p === p)
+      const start = last(b.events, (e) => e.ev === 'start' && e.p === p && e.t >= killedAt)
       expect(start.fromSeq).toBeGreaterThanOrEqual(aCommitted.get(p) ?? 0)
     }
     expect(aHeld.some((p) => (aCommitted.get(p) ?? 0) > 0)).toBe(true)

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto'
-import { VitalmeshError, type DB, type Logger, type Clock, type ClockTimer } from '../core/index.ts'
+import { VitalmeshError, topics, type DB, type Logger, type Clock, type ClockTimer } from '../core/index.ts'
+import { followerWantsCopy } from '../registry/followers.ts'
 import { RuleIndex, type CompiledRule, type Detail, type Override, type ResidentProfile, type RuleState, type Verdict } from './engine.ts'
 import type { Concern, RuleSetDoc, Severity } from './ruleset.ts'
 import { alertMessage, describe, endedMessage, followerMessage, languageOf, localTime, resolvedMessage, textIn, LANGUAGES, type Language } from './messages.ts'
@@ -1173,11 +1174,11 @@ export class AlertBook {
     const f = this.d.followers?.(a.residentId)
     if (!f || f.followers.length === 0) return told
     for (const t of f.followers) {
-      if (kind === 'alert' && !wants(t.notify, a.severity)) continue
+      if (kind === 'alert' && !followerWantsCopy(t.notify, a.severity)) continue
       if (!t.channels.includes('mqtt')) { if (t.channels.includes('live')) told.live++; continue } // the live stream shows every change of the alert; nothing to keep
       const lang = languageOf(t.language)
       const message = followerMessage(kind, { residentName: f.residentName, severity: a.severity, concern: a.concern, residentMessage: a.messages[lang], ...(minutes !== undefined ? { minutes } : {}) }, lang)
-      const body = { type: kind === 'alert' ? 'alert' : 'escalation', followerId: t.id, residentId: a.residentId, residentName: f.residentName, alert: { id: a.id, concern: a.concern, severity: a.severity, state: a.state, openedAt: a.openedAt, reading: a.reading, historic: a.historic }, message, language: lang, at: now, ackTopic: `followers/${t.id}/ack` }
+      const body = { type: kind === 'alert' ? 'alert' : 'escalation', followerId: t.id, residentId: a.residentId, residentName: f.residentName, alert: { id: a.id, concern: a.concern, severity: a.severity, state: a.state, openedAt: a.openedAt, reading: a.reading, historic: a.historic }, message, language: lang, at: now, ackTopic: topics.followerAck(t.id) }
       tx.notices.push(this.store.addNotice({ followerId: t.id, alertId: a.id, kind, at: now, body }))
       told.mqtt++
     }
@@ -1246,12 +1247,4 @@ export class AlertBook {
 
   /** The append-only log of alert state changes after position `after`, oldest first (the InfluxDB export). */
   eventsAfter (after: number, limit: number): AlertEvent[] { return this.store.eventsAfter(after, limit) }
-}
-
-/** Does a follower who chose `notify` want a copy of an alert of this severity as it happens? */
-function wants (notify: FollowerTarget['notify'], severity: Severity): boolean {
-  if (notify === 'all') return true
-  if (notify === 'warning') return severity !== 'info'
-  if (notify === 'critical') return severity === 'critical'
-  return false
 }

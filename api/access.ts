@@ -16,6 +16,16 @@ export function mayAccessResident (p: ApiKeyPrincipal, residentId: string, hospi
 }
 
 /**
+ * The resident a route is about, if this key may access it and it is registered: 403 before
+ * 404, so a key learns nothing about residents outside its scope.
+ */
+export function requireResident (p: ApiKeyPrincipal, residentId: string, registry: { resident(id: string): { hospitalId: string | null } | undefined }): string {
+  if (!mayAccessResident(p, residentId, (id) => registry.resident(id)?.hospitalId)) throw new VitalmeshError('VM_FORBIDDEN', `this key may not access resident ${residentId}`)
+  if (!registry.resident(residentId)) throw new VitalmeshError('VM_NOT_FOUND', `resident ${residentId} is not registered`)
+  return residentId
+}
+
+/**
  * Alerts are read by more people than readings: a follower (scope: its own id) sees the
  * alerts of the resident it follows, and nothing else of that resident's data.
  */

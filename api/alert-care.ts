@@ -3,7 +3,7 @@ import { z } from 'zod'
 import { VitalmeshError } from '../core/index.ts'
 import type { Registry, AuditLog } from '../registry/index.ts'
 import { ConcernSchema, type AlertBook } from '../alerting/index.ts'
-import { mayAccessResident, auditRead, actorOf } from './access.ts'
+import { mayAccessResident, auditRead, actorOf, requireResident } from './access.ts'
 import { ResidentParams } from './schemas.ts'
 import { orEmpty, type ZodTypeProvider } from './zod.ts'
 
@@ -36,11 +36,7 @@ export function alertCareRoutes (d: AlertCareDeps) {
   return (plain: FastifyInstance): void => {
     const app = plain.withTypeProvider<ZodTypeProvider>()
     const hospitalOf = (id: string): string | null | undefined => d.registry.resident(id)?.hospitalId
-    const resident = (p: Parameters<typeof mayAccessResident>[0], id: string): string => {
-      if (!mayAccessResident(p, id, hospitalOf)) throw new VitalmeshError('VM_FORBIDDEN', `this key may not access resident ${id}`)
-      if (!d.registry.resident(id)) throw new VitalmeshError('VM_NOT_FOUND', `resident ${id} is not registered`)
-      return id
-    }
+    const resident = (p: Parameters<typeof mayAccessResident>[0], id: string): string => requireResident(p, id, d.registry)
     const actor = (p: { role: string, scope: string | null, keyId: string }): string => `${p.role}:${p.scope ?? p.keyId}`
 
     app.get('/v1/residents/:id/alert-preferences', {

@@ -4,7 +4,7 @@ import { z } from 'zod'
 import { VitalmeshError } from '../core/index.ts'
 import type { Registry, AuditLog } from '../registry/index.ts'
 import { RuleSetDocSchema, type AlertBook, type RuleSetStore } from '../alerting/index.ts'
-import { mayAccessResident, mayReadAlerts, auditRead } from './access.ts'
+import { mayAccessResident, mayReadAlerts, auditRead, requireResident } from './access.ts'
 import { followerView } from './live.ts'
 import { ResidentParams } from './schemas.ts'
 import type { ZodTypeProvider } from './zod.ts'
@@ -43,10 +43,7 @@ export function alertingRoutes (d: AlertingRoutesDeps) {
       if (!mayReadAlerts(p, id, hospitalOf, followed)) throw new VitalmeshError('VM_FORBIDDEN', `this key may not read the alerts of resident ${id}`)
       if (!d.registry.resident(id)) throw new VitalmeshError('VM_NOT_FOUND', `resident ${id} is not registered`)
     }
-    const guardResident = (p: Parameters<typeof mayAccessResident>[0], id: string): void => {
-      if (!mayAccessResident(p, id, hospitalOf)) throw new VitalmeshError('VM_FORBIDDEN', `this key may not access resident ${id}`)
-      if (!d.registry.resident(id)) throw new VitalmeshError('VM_NOT_FOUND', `resident ${id} is not registered`)
-    }
+    const guardResident = (p: Parameters<typeof mayAccessResident>[0], id: string): void => { requireResident(p, id, d.registry) }
 
     app.get('/v1/standards', { schema: { summary: 'The rule sets in force', tags: RULE_SETS }, config: { roles: ['operator', 'resident', 'hospital', 'research'] } }, async (req) => {
       return { ruleSets: d.alerts.activeRuleSets }

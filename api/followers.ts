@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
 import { IdSchema, VitalmeshError, topics } from '../core/index.ts'
 import { FollowerChannelsSchema, FollowerNotifySchema, FollowerRelationSchema, type AuditLog, type FollowerRecord, type Registry } from '../registry/index.ts'
-import { mayAccessResident, auditRead } from './access.ts'
+import { auditRead, requireResident } from './access.ts'
 import { ResidentParams } from './schemas.ts'
 import { orEmpty, type ZodTypeProvider } from './zod.ts'
 
@@ -45,12 +45,7 @@ function view (f: FollowerRecord): Omit<FollowerRecord, 'apiKeyId'> {
 export function followerRoutes (d: FollowerRoutesDeps) {
   return (plain: FastifyInstance): void => {
     const app = plain.withTypeProvider<ZodTypeProvider>()
-    const hospitalOf = (id: string): string | null | undefined => d.registry.resident(id)?.hospitalId
-    const resident = (p: Parameters<typeof mayAccessResident>[0], id: string): string => {
-      if (!mayAccessResident(p, id, hospitalOf)) throw new VitalmeshError('VM_FORBIDDEN', `this key may not access resident ${id}`)
-      if (!d.registry.resident(id)) throw new VitalmeshError('VM_NOT_FOUND', `resident ${id} is not registered`)
-      return id
-    }
+    const resident = (p: Parameters<typeof requireResident>[0], id: string): string => requireResident(p, id, d.registry)
     const me = (p: { scope: string | null }): FollowerRecord => {
       const f = p.scope ? d.registry.followers.get(p.scope) : undefined
       if (!f || f.status !== 'active') throw new VitalmeshError('VM_FORBIDDEN', 'this follower key no longer follows anyone')

@@ -1,7 +1,7 @@
 import type { WebSocket, RawData } from 'ws'
 import { z } from 'zod'
 import { IdSchema, type ErrorCode, type Logger } from '../core/index.ts'
-import type { ApiKeyPrincipal } from '../registry/index.ts'
+import { followerWantsCopy, type ApiKeyPrincipal } from '../registry/index.ts'
 import { mayAccessResident } from './access.ts'
 
 /** Client messages are a few dozen bytes; anything larger is closed by ws with 1009 before it is buffered. */
@@ -75,6 +75,8 @@ export class LiveHub {
   private readonly byResident = new Map<string, Set<Client>>()
   /** authenticated sockets per `role:scope`, for alerts */
   private readonly byScope = new Map<string, Set<Client>>()
+  /** sockets of follower keys, so an alert asks the registry for followers only while one is connected */
+  private followerSockets = 0
   private readonly operators = new Set<Client>()
   private readonly timer: NodeJS.Timeout
   private swept: string
@@ -164,6 +166,7 @@ export class LiveHub {
     const k = `${c.p!.role}:${c.p!.scope ?? ''}`
     let set = this.byScope.get(k)
     if (!set) this.byScope.set(k, set = new Set())
+    if (!set.has(c) && c.p!.role === 'follower') this.followerSockets++
     set.add(c)
   }
 
@@ -174,7 +177,8 @@ export class LiveHub {
     if (c.p) {
       const k = `${c.p.role}:${c.p.scope ?? ''}`
       const set = this.byScope.get(k)
-      if (set) { set.delete(c); if (set.size === 0) this.byScope.delete(k) }
+      if (set?.delete(c) && c.p.role === 'follower') this.followerSockets--
+      if (set && set.size === 0) this.byScope.delete(k)
     }
   }
 
@@ -251,8 +255,9 @@ export class LiveHub {
     for (const c of targets) {
       if (this.valid(c, rev) && mayAccessResident(c.p!, a.residentId, this.d.hospitalOf)) this.send(c, { type: 'alert', alert: a })
     }
-    // followers (key scope: the follower's id) who chose the live stream, for the alerts they chose
-    if (this.byScope.size === 0 || !this.d.followersOf) return
+    // followers (key scope: the follower's id) who chose the live stream, for the alerts they chose;
+    // the registry is asked only while a follower is connected
+    if (this.followerSockets === 0 || !this.d.followersOf) return
     for (const f of this.d.followersOf(a.residentId)) {
       const set = this.byScope.get(`follower:${f.id}`)
       if (!set || !f.channels.includes('live') || !followerWants(f.notify, a)) continue
@@ -276,10 +281,7 @@ export class LiveHub {
 function followerWants (notify: string, a: LiveAlert & { severity?: string, followersAt?: number | null, historic?: boolean }): boolean {
   if (a.followersAt) return true
   if (a.historic) return false // an old reading: the resident is asked to measure again; nobody else needs to act
-  if (notify === 'all') return true
-  if (notify === 'warning') return a.severity === 'warning' || a.severity === 'critical'
-  if (notify === 'critical') return a.severity === 'critical'
-  return false
+  return followerWantsCopy(notify, a.severity ?? '')
 }
 
 /**

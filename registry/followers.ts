@@ -18,6 +18,14 @@ export const FOLLOWER_CHANNELS = ['mqtt', 'live'] as const
  */
 export const FOLLOWER_NOTIFY = ['all', 'warning', 'critical', 'escalations'] as const
 
+/** Does a follower who chose `notify` want a copy of an alert of this severity as it happens? (The escalation step reaches every follower.) */
+export function followerWantsCopy (notify: string, severity: string): boolean {
+  if (notify === 'all') return true
+  if (notify === 'warning') return severity === 'warning' || severity === 'critical'
+  if (notify === 'critical') return severity === 'critical'
+  return false
+}
+
 export const FollowerRelationSchema = z.enum(FOLLOWER_RELATIONS)
 export const FollowerChannelsSchema = z.array(z.enum(FOLLOWER_CHANNELS)).max(FOLLOWER_CHANNELS.length)
 export const FollowerNotifySchema = z.enum(FOLLOWER_NOTIFY)

@@ -147,6 +147,19 @@ describe('followers and the escalation chain, end to end', () => {
     const live = await openLive(t.httpPort, acc.body.apiKey)
     live.send(JSON.stringify({ type: 'watch', residentId }))
     expect(await live.next((m) => m.type === 'error')).toMatchObject({ code: 'VM_FORBIDDEN' })
+    // but the resident's alerts come on the live stream (notify: all), without who on the staff handled them:
+    // a crisis (a new alert, or the one still open), then the resident acknowledges it
+    const dev = t.app.demo!.device
+    const cuff = await connect(t.mqttPort, dev.deviceId, dev.secret)
+    await cuff.publishAsync(`vitals/${dev.deviceId}`, JSON.stringify({ v: 1, seq: 100, ts: Date.now(), sys: 196, dia: 118 }), { qos: 1 })
+    await cuff.endAsync()
+    const crisis = await waitFor('an open crisis', () => t.app.alerts.activeAlerts(residentId).find((a) => a.severity === 'critical' && a.state === 'open'))
+    const from = live.messages.length
+    expect((await api('POST', `/v1/alerts/${crisis.id}/ack`, residentKey)).status).toBe(200)
+    const pushed = await live.next((m) => m.type === 'alert' && (m.alert as { state?: string }).state === 'acknowledged', 5000, from) as { alert: Record<string, unknown> }
+    expect(pushed.alert).toMatchObject({ id: crisis.id, residentId, severity: 'critical' })
+    expect(Object.keys(pushed.alert)).not.toContain('acknowledgedBy')
+    expect(Object.keys(pushed.alert)).not.toContain('assignedTo')
 
     // the resident lists and removes the doctor: the key, the password and the session end now
     const list = await api('GET', `/v1/residents/${residentId}/followers`, residentKey)

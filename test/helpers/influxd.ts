@@ -96,6 +96,6 @@ export async function startVictoriaMetrics (): Promise<ServerProcess> {
   const dir = tempDir('vm-victoria-')
   const port = await freePort()
   const url = `http://127.0.0.1:${port}`
-  return serve('victoria-metrics', [`-storageDataPath=${dir}`, `-httpListenAddr=127.0.0.1:${port}`, '-loggerLevel=ERROR', '-dedup.minScrapeInterval=1ms', '-search.latencyOffset=0s'],
+  return serve('victoria-metrics', [`-storageDataPath=${dir}`, `-httpListenAddr=127.0.0.1:${port}`, '-loggerLevel=ERROR', '-dedup.minScrapeInterval=1ms', '-search.latencyOffset=0s', '-retentionPeriod=100y'],
     url, async () => (await fetch(`${url}/health`)).status === 200, dir, port)
 }

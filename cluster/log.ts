@@ -92,6 +92,27 @@ export function streamConfig (o: Required<LogOptions>): Partial<StreamConfig> {
 }
 
 /**
+ * Runs a JetStream management call, retrying while the cluster is still forming: a meta leader
+ * elected before every server has reported in answers "no suitable peers for placement" (or
+ * "insufficient resources") for a stream or bucket with more replicas than the servers it knows
+ * so far. That lasts a second or two after the servers start together, as they do after a
+ * power cut; a node that then refused to start would need an operator for nothing. Any other
+ * error, or the same one after `timeoutMs`, is thrown.
+ */
+export async function whileClusterForms<T> (call: () => Promise<T>, timeoutMs = 30_000): Promise<T> {
+  const until = Date.now() + timeoutMs
+  for (let wait = 100; ; wait = Math.min(wait * 2, 2000)) {
+    try {
+      return await call()
+    } catch (err) {
+      const forming = /no suitable peers|insufficient resources|jetstream cluster not available|jetstream system temporarily unavailable/i.test((err as Error).message)
+      if (!forming || Date.now() + wait > until) throw err
+      await new Promise((r) => setTimeout(r, wait))
+    }
+  }
+}
+
+/**
  * Why an existing stream cannot serve as this log, as sentences (none: it can). Partitions and
  * subjects must match exactly (see LogOptions.partitions); replicas too, because an operator who
  * asked for 3 and silently got 1 has lost the failover they configured.
@@ -137,7 +158,7 @@ export class JetStreamLog {
     }
     if (have === undefined) {
       try {
-        await jsm.streams.add(want)
+        await whileClusterForms(async () => { await jsm.streams.add(want) })
       } catch (err) {
         // another node created it between our info and add: check it as we would have
         if (!/already in use/i.test((err as Error).message)) throw err

@@ -2,7 +2,7 @@ import { AckPolicy, ConsumerEvents, DeliverPolicy, nanos, nuid, type ConsumerMes
 import type { Logger } from '../core/index.ts'
 import { silentLogger } from '../core/index.ts'
 import { StaleEpochError, type Checkpoint, type CheckpointStore } from './checkpoints.ts'
-import { decodeEntry, fnv1a, type JetStreamLog, type LogEntry } from './log.ts'
+import { decodeEntry, fnv1a, whileClusterForms, type JetStreamLog, type LogEntry } from './log.ts'
 
 /**
  * Partition ownership by leases in a JetStream key-value bucket, and the runner that feeds an
@@ -86,7 +86,7 @@ export interface OwnerOptions {
 
 /** The lease bucket: history 1 (only the last value matters); the TTL only removes keys of nodes that never came back. */
 export async function leaseBucket (js: JetStreamClient, opts: { bucket?: string, replicas: number, leaseMs?: number }): Promise<KV> {
-  return js.views.kv(opts.bucket ?? 'vm_partition_leases', { history: 1, replicas: opts.replicas, ttl: 10 * (opts.leaseMs ?? 5000) })
+  return await whileClusterForms(async () => await js.views.kv(opts.bucket ?? 'vm_partition_leases', { history: 1, replicas: opts.replicas, ttl: 10 * (opts.leaseMs ?? 5000) }))
 }
 
 interface Held { revision: number, epoch: number, validUntil: number }

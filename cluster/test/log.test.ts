@@ -3,7 +3,7 @@ import { connect, type NatsConnection } from 'nats'
 import { startNatsCluster, type NatsCluster } from '../../test/helpers/nats.ts'
 import { waitFor } from '../../test/helpers/proc.ts'
 import type { StoredReading } from '../../core/index.ts'
-import { JetStreamLog, fnv1a, messageId, partitionOf, streamConfig, streamProblems } from '../log.ts'
+import { JetStreamLog, fnv1a, messageId, partitionOf, streamConfig, streamProblems, whileClusterForms } from '../log.ts'
 
 const reading = (residentId: string, deviceId: string, seq: number): StoredReading => ({ residentId, deviceId, seq, ts: 1_700_000_000_000 + seq * 1000, hr: 60 + (seq % 40) })
 
@@ -29,6 +29,21 @@ describe('partitionOf (pure)', () => {
     expect(streamProblems(streamConfig({ ...base, partitions: 8 }), want)).toEqual(['it was created with 8 partitions, this node is configured for 16'])
     expect(streamProblems(streamConfig({ ...base, replicas: 1 }), want)).toEqual(['it has 1 replicas, this node is configured for 3'])
     expect(streamProblems({ ...want, subjects: ['other.*'] }, want)).toHaveLength(1)
+  })
+})
+
+describe('whileClusterForms', () => {
+  it('retries while the meta leader cannot place replicas yet, and throws anything else at once', async () => {
+    let calls = 0
+    const placed = await whileClusterForms(async () => {
+      if (++calls < 3) throw new Error('no suitable peers for placement')
+      return 'placed'
+    })
+    expect([placed, calls]).toEqual(['placed', 3])
+    let other = 0
+    await expect(whileClusterForms(async () => { other++; throw new Error('stream name already in use') })).rejects.toThrow(/already in use/)
+    expect(other).toBe(1)
+    await expect(whileClusterForms(async () => { throw new Error('no suitable peers for placement') }, 150)).rejects.toThrow(/no suitable peers/)
   })
 })
 

@@ -26,13 +26,13 @@ export interface NatsCluster {
   /** every node's client URL, for a client that fails over between them */
   servers: string[]
   dir: string
-  /** resolves with the meta leader's server name once every running node agrees on one that runs */
+  /** resolves with the meta leader's server name once every running node agrees on one that runs and it sees each as a current peer */
   metaLeader(timeoutMs?: number): Promise<string>
   /** kills every node and removes the store */
   stop(): Promise<void>
 }
 
-interface Jsz { meta_cluster?: { leader?: string, cluster_size?: number } }
+interface Jsz { meta_cluster?: { leader?: string, cluster_size?: number, replicas?: { name: string, current?: boolean }[] } }
 
 async function jsz (httpPort: number): Promise<Jsz> {
   const res = await fetch(`http://127.0.0.1:${httpPort}/jsz`)
@@ -42,7 +42,7 @@ async function jsz (httpPort: number): Promise<Jsz> {
 /**
  * Debian's nats-server (2.9) as a JetStream cluster of `size` nodes on free loopback ports, file
  * storage in a temporary directory. Resolves once the JetStream meta group has a leader that
- * every node knows, i.e. once streams can be created.
+ * every node knows and that knows every node, i.e. once streams of 3 replicas can be placed.
  */
 export async function startNatsCluster (opts: { size?: number, name?: string } = {}): Promise<NatsCluster> {
   const size = opts.size ?? 3
@@ -110,10 +110,15 @@ cluster {
   const metaLeader = async (timeoutMs = 30_000): Promise<string> => waitFor('a JetStream meta leader known to every running node', async () => {
     const up = nodes.filter((n) => n.running())
     if (up.length === 0) throw new Error('no nats-server is running')
-    const leaders = await Promise.all(up.map(async (n) => (await jsz(n.httpPort)).meta_cluster?.leader ?? ''))
-    const first = leaders[0]!
+    const views = await Promise.all(up.map(async (n) => ({ name: n.name, meta: (await jsz(n.httpPort)).meta_cluster })))
+    const first = views[0]!.meta?.leader ?? ''
     // a killed leader stays 'the leader' in the others' view until they elect a new one
-    return up.some((n) => n.name === first) && leaders.every((l) => l === first) ? first : undefined
+    const leader = views.find((v) => v.name === first)
+    if (leader === undefined || !views.every((v) => v.meta?.leader === first)) return undefined
+    // and the leader must know every other running server as a current peer: until it does it
+    // refuses to place a stream of 3 replicas ("no suitable peers for placement")
+    const current = new Set((leader.meta?.replicas ?? []).filter((r) => r.current === true).map((r) => r.name))
+    return up.every((n) => n.name === first || current.has(n.name)) ? first : undefined
   }, timeoutMs, 100)
 
   const stop = async (): Promise<void> => {

@@ -138,8 +138,15 @@ export class AlertBook {
    * before its first unsaved change: the timeline cursor may not move past the smallest.
    */
   private dirty = new Map<string, number>()
-  /** a checkpoint in progress: it writes a slice of the dirty timelines with each transaction */
-  private checkpointing = false
+  /**
+   * The checkpoint in progress: the residents that were dirty when it began, written a slice per
+   * consumer transaction. Residents that change meanwhile wait for the next one (checkpointMs
+   * later): under steady load every resident is always dirty again, and a checkpoint that ran
+   * until none was would never end, rewriting every timeline in every transaction (a third of
+   * the CPU of a single-reading load).
+   */
+  private round: string[] = []
+  private roundAt = 0
   private lastRowId = 0
   private checkpointedAt = 0
   private spool: AlertSpool | undefined
@@ -179,7 +186,8 @@ export class AlertBook {
     this.lastNotified = new Map()
     this.escalateFrom = new Map()
     this.dirty.clear()
-    this.checkpointing = false
+    this.round = []
+    this.roundAt = 0
     this.announceAt = new Map()
     for (const { alert, lastNotifiedAt, escalateFrom, announceAt } of this.store.active()) {
       if (announceAt !== null) this.announceAt.set(alert.id, announceAt)
@@ -383,7 +391,7 @@ export class AlertBook {
     for (const n of tx.notices) this.sendNotice(n)
     for (const [res, alerts] of tx.digests) this.sendDigest(res, alerts)
     for (const res of tx.residents) this.publishStatus(res)
-    if (this.spool && (this.checkpointing || this.d.clock.now() - this.checkpointedAt >= this.o.checkpointMs)) this.checkpointSlice()
+    if (this.spool && (this.roundAt < this.round.length || this.d.clock.now() - this.checkpointedAt >= this.o.checkpointMs)) this.checkpointSlice()
   }
 
   /** The consumer's transaction failed: what changed in memory is not in the database, so reload. */
@@ -395,8 +403,9 @@ export class AlertBook {
 
   /** Writes every timeline that changed and moves their cursor (stop; a crash rebuilds them from the spool after it). */
   checkpoint (): void {
-    this.checkpointing = true
-    while (this.checkpointing) this.checkpointSlice(Infinity)
+    this.round = []
+    this.roundAt = 0
+    this.checkpointSlice(Infinity) // a new round of every dirty timeline, in one slice
   }
 
   /**
@@ -409,26 +418,40 @@ export class AlertBook {
    */
   private checkpointSlice (budget = this.o.checkpointSlice): void {
     if (!this.spool) return
-    if (!this.checkpointing) { this.checkpointing = true; this.checkpointedAt = this.d.clock.now() }
+    if (this.roundAt >= this.round.length) {
+      this.round = [...this.dirty.keys()]
+      this.roundAt = 0
+      this.checkpointedAt = this.d.clock.now()
+    }
     let written = 0
+    let at = this.roundAt
+    const saved: string[] = []
     try {
       this.store.transaction(() => {
-        for (const [id] of this.dirty) {
-          if (written >= budget) break
+        while (at < this.round.length && written < budget) {
+          const id = this.round[at++]!
+          if (!this.dirty.has(id)) continue
           const rs = this.residents.get(id)
-          if (rs) { written += this.store.saveTimeline(id, rs.tl.toJSON(), { st: Object.fromEntries(rs.st), snaps: Object.fromEntries(rs.snaps) }, this.lastRowId); rs.pos = this.lastRowId }
-          this.dirty.delete(id)
+          if (rs) written += this.store.saveTimeline(id, rs.tl.toJSON(), { st: Object.fromEntries(rs.st), snaps: Object.fromEntries(rs.snaps) }, this.lastRowId)
+          saved.push(id)
         }
       })
     } catch (err) {
-      this.checkpointing = false
+      // nothing of the slice was written: its residents stay dirty, the next round retries them
+      this.round = []
+      this.roundAt = 0
       this.log.warn({ err: (err as Error).message }, 'could not checkpoint alert timelines; they are rebuilt from the spool after a restart')
       return
+    }
+    this.roundAt = at
+    for (const id of saved) {
+      this.dirty.delete(id)
+      const rs = this.residents.get(id)
+      if (rs) rs.pos = this.lastRowId
     }
     let cursor = this.lastRowId
     for (const since of this.dirty.values()) if (since < cursor) cursor = since
     if (cursor > 0) this.spool.ack(TIMELINE_CURSOR, cursor)
-    if (this.dirty.size === 0) this.checkpointing = false
   }
 
   private markDirty (residentId: string): void {

@@ -8,13 +8,13 @@ import { tempDir } from '../../test/helpers/proc.ts'
 const T0 = Date.UTC(2026, 10, 2, 8, 0)
 const sets = BUILTIN_RULE_SETS.filter((d) => d.id === 'acc-aha-2017')
 
-function book (db: DB, clock: ManualClock) {
+function book (db: DB, clock: ManualClock, checkpoint = { checkpointMs: 0, checkpointSlice: 10 }) {
   return new AlertBook({
     db, clock, logger: silentLogger(), activeRuleSets: () => sets,
     resident: (id) => ({ id, birthYear: 1960, conditions: [], region: 'c1', language: 'en', hospitalId: null }), overrides: () => new Map(),
     hospitalEndpoint: () => undefined, enqueueWebhook: () => {},
     // a checkpoint writes 10 readings' worth of timelines per consumer transaction: most residents wait for a later slice
-    options: { tickMs: 1000, escalateAfterS: 900, renotifyS: { critical: 0, warning: 0, info: 0 }, checkpointMs: 0, checkpointSlice: 10 },
+    options: { tickMs: 1000, escalateAfterS: 900, renotifyS: { critical: 0, warning: 0, info: 0 }, ...checkpoint },
   })
 }
 
@@ -59,5 +59,35 @@ describe('timeline checkpoints in slices', () => {
     for (const t of after) expect(new Set(t).size).toBe(t.length)
     expect(after.flat().length).toBe(seq)
     spool2.stopConsumers()
+  })
+
+  it('under steady load a checkpoint ends: each resident is written once per checkpoint interval, not in every transaction', async () => {
+    const db = openDatabase(join(tempDir(), 'a.db'))
+    const clock = new ManualClock(T0)
+    const spool = new Spool(db, silentLogger(), { deadLetterMax: 10 })
+    const a = book(db, clock, { checkpointMs: 5000, checkpointSlice: 10 })
+    a.attachTo(spool)
+    const writes = new Map<string, number>()
+    const store = (a as unknown as { store: { saveTimeline(id: string, ...rest: unknown[]): number } }).store
+    const save = store.saveTimeline.bind(store)
+    store.saveTimeline = (id, ...rest) => { writes.set(id, (writes.get(id) ?? 0) + 1); return save(id, ...rest) }
+    let seq = 0
+    // every resident changes in every transaction, for 4 s and then past the next interval
+    const round = async (): Promise<void> => {
+      await Promise.all(Array.from({ length: 8 }, async (_, r) => {
+        const readings = Array.from({ length: 4 }, () => { const s = seq++; return { seq: s, ts: T0 + s * 100, sys: 120 + (s % 9), dia: 78 } })
+        await spool.appendAsync({ deviceKey: r + 1, deviceId: `d${r}`, residentId: `r${r}`, readings })
+      }))
+      await spool.consumersIdle()
+      clock.advance(100)
+    }
+    for (let i = 0; i < 40; i++) await round()
+    // one checkpoint began at the first transaction and wrote each resident once, in slices
+    expect([...writes.values()].every((n) => n === 1)).toBe(true)
+    expect(writes.size).toBe(8)
+    for (let i = 0; i < 20; i++) await round() // past 5 s: the next checkpoint
+    expect([...writes.values()].every((n) => n === 2)).toBe(true)
+    expect(spool.cursor('alerting-timeline')).toBeGreaterThan(0)
+    spool.stopConsumers()
   })
 })

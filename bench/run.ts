@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import { cpus, loadavg } from 'node:os'
 import { spawnSync } from 'node:child_process'
 import { ruleEvaluation } from './rules.ts'
-import { startMosquitto, startPlainAedes, startVitalmesh, load, alertLatency, rssPerConnection, type Server, type LoadResult, type NodeRuntime } from './brokers.ts'
+import { startMosquitto, startPlainAedes, startVitalmesh, load, settled, alertLatency, rssPerConnection, type Server, type LoadResult, type NodeRuntime } from './brokers.ts'
 import { ROOT } from '../test/helpers/proc.ts'
 import { influxThroughput } from './influx.ts'
 import { startInfluxd } from '../test/helpers/influxd.ts'
@@ -84,8 +84,12 @@ for (const start of starters) {
     const singles: LoadResult[] = []; const batches: LoadResult[] = []; const alerts: { p50: number, p99: number, n: number }[] = []
     // rounds alternate the loads on one running server; the first round (a cold JIT) counts like the others, the median drops it when it is the slowest
     for (let round = 0; round < ROUNDS; round++) {
+      // every round starts with nothing left over from the one before (settled)
+      await settled(s)
       singles.push(await load(s, { devices: 20, inflight: 10, seconds: SECONDS, batch: 1 }))
+      await settled(s)
       batches.push(await load(s, { devices: 20, inflight: 4, seconds: SECONDS, batch: 30 }))
+      await settled(s)
       if (s.resident) alerts.push(await alertLatency(s, { backgroundRate: 5000, alertsPerS: 50, seconds: SECONDS }))
     }
     const row: Row = { server: s.name, config: s.config, single: summarize(singles), batched: summarize(batches) }

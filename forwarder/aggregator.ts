@@ -33,6 +33,12 @@ export interface ResidentWindow {
   cats: Record<string, number>
   bpIn: number
   hrIn: number
+  /**
+   * the spool record up to which this window holds every reading, as last checkpointed (0: not
+   * known). Windows are checkpointed a slice at a time, so some are saved after the spool cursor;
+   * replaying the spool from the cursor after a crash skips the records a window holds already.
+   */
+  pos?: number
 }
 
 /** A roll-up: the mergeable aggregate of a region for one window, sent up to the parent region. */
@@ -128,6 +134,8 @@ export interface AggregatorDeps {
   retainMs: number
   /** how often window state is written (with a spool cursor); also before a window closes and before a read (default 5000 ms) */
   checkpointMs?: number
+  /** windows written per transaction by the periodic checkpoint (default 256: about 2 ms) */
+  checkpointSlice?: number
   region: { id: string, level: string }
   /**
    * k-anonymity of roll-ups: a window in which fewer of this node's own residents had readings
@@ -193,7 +201,16 @@ export class Aggregator {
   private readonly open = new Map<string, ResidentWindow>()
   /** windows changed since the last checkpoint (open ones and late-loaded closed ones) */
   private readonly dirty = new Map<string, ResidentWindow>()
-  private readonly dirtySet = new Set<ResidentWindow>()
+  /** the same windows, each with the spool position before its first unsaved reading: the cursor may not pass the smallest */
+  private readonly dirtySince = new Map<ResidentWindow, number>()
+  /**
+   * The periodic checkpoint in progress: the windows dirty when it began, written a slice per
+   * consumer transaction (all of a county's windows at once held the event loop for tens of
+   * milliseconds to seconds, and every alert behind it waited). Windows that change meanwhile
+   * wait for the next one.
+   */
+  private round: ResidentWindow[] = []
+  private roundAt = 0
   /** per resident, the open window of each kind the last reading went to: most readings go to the same one */
   private recent = new Map<string, (ResidentWindow | undefined)[]>()
   private lastSpoolId = 0
@@ -227,6 +244,7 @@ export class Aggregator {
     }
     // windows still open (not yet past their lateness) are kept in memory
     const now = d.clock.now()
+    this.checkpointedAt = now // the first periodic checkpoint comes checkpointMs after the start
     for (const w of d.windows) {
       // the current and the previous window, a DST change's hour either way
       for (const row of this.s.openWindows.all(w.name, now - 2 * w.ms - 2 * HOUR)) {
@@ -273,12 +291,24 @@ export class Aggregator {
    */
   prepare (rows: readonly (Reading & { residentId: string, id?: number })[]): void {
     const touched = this.fold(rows)
-    if (!this.d.spool) { this.save(touched); this.clearDirty() }
+    if (!this.d.spool) { this.save(touched); this.clearDirty(); return }
+    if (this.roundAt < this.round.length || this.d.clock.now() - this.checkpointedAt >= (this.d.checkpointMs ?? 5000)) {
+      try {
+        this.checkpointSlice()
+      } catch (err) {
+        // the windows stay dirty and in memory; the next round writes them (a crash replays the spool)
+        this.round = []
+        this.roundAt = 0
+        this.d.logger.warn({ err: (err as Error).message }, 'could not checkpoint summary windows; they are rebuilt from the spool after a restart')
+      }
+    }
   }
 
   private clearDirty (): void {
     this.dirty.clear()
-    this.dirtySet.clear()
+    this.dirtySince.clear()
+    this.round = []
+    this.roundAt = 0
   }
 
   private fold (rows: readonly (Reading & { residentId: string, id?: number })[]): Set<ResidentWindow> {
@@ -287,6 +317,7 @@ export class Aggregator {
     const late = new Map<string, ResidentWindow>()
     const windows = this.d.windows
     const track = !this.d.spool
+    let last = this.lastSpoolId
     for (const r of rows) {
       const bp = r.sys !== undefined && r.dia !== undefined
       const cat = bp ? classify.evaluateOne(r, {})!.detail.category! : undefined
@@ -306,6 +337,8 @@ export class Aggregator {
             cache[wi] = acc
           }
         }
+        // replaying after a crash: this window was checkpointed with this reading in it already
+        if (r.id !== undefined && acc.pos !== undefined && r.id <= acc.pos) continue
         if (r.hr !== undefined) { addValue(acc.hr, r.hr); if (r.hr >= 50 && r.hr <= 100) acc.hrIn++ }
         if (bp) {
           addValue(acc.sys, r.sys!); addValue(acc.dia, r.dia!)
@@ -313,13 +346,16 @@ export class Aggregator {
           if (r.sys! < 130 && r.dia! < 80) acc.bpIn++
         }
         if (track) touched.add(acc)
-        if (!this.dirtySet.has(acc)) {
-          this.dirtySet.add(acc)
+        if (!this.dirtySince.has(acc)) {
+          this.dirtySince.set(acc, this.lastSpoolId)
           this.dirty.set(`${acc.kind}|${acc.start}|${acc.residentId}`, acc)
         }
       }
-      if (r.id !== undefined && r.id > this.lastSpoolId) this.lastSpoolId = r.id
+      if (r.id !== undefined && r.id > last) last = r.id
     }
+    // moved once the batch is folded: readings of one spool record (several residents) share its
+    // id, and a window made dirty by the record's second reading must not count it as covered
+    this.lastSpoolId = last
     return touched
   }
 
@@ -333,11 +369,41 @@ export class Aggregator {
     }
   }
 
-  /** Writes the changed windows and moves the spool cursor past the readings they hold, in one transaction. */
+  /**
+   * Writes the next slice of the checkpoint in progress (starting one if none is), each window
+   * with the position it holds everything up to, and moves the cursor to the oldest change
+   * still unwritten, in one transaction.
+   */
+  private checkpointSlice (budget = this.d.checkpointSlice ?? 256): void {
+    if (this.roundAt >= this.round.length) {
+      this.round = [...this.dirtySince.keys()]
+      this.roundAt = 0
+      this.checkpointedAt = this.d.clock.now()
+    }
+    const slice: ResidentWindow[] = []
+    while (this.roundAt < this.round.length && slice.length < budget) {
+      const w = this.round[this.roundAt++]!
+      if (this.dirtySince.has(w)) slice.push(w)
+    }
+    if (slice.length === 0) return
+    for (const w of slice) w.pos = this.lastSpoolId
+    let cursor = this.lastSpoolId
+    const inSlice = new Set(slice)
+    for (const [w, since] of this.dirtySince) if (since < cursor && !inSlice.has(w)) cursor = since
+    this.d.db.transaction(() => {
+      this.save(slice)
+      if (this.d.spool && cursor > 0) this.d.spool.commitCursor(CURSOR, cursor)
+    })()
+    for (const w of slice) { this.dirtySince.delete(w); this.dirty.delete(`${w.kind}|${w.start}|${w.residentId}`) }
+    if (this.d.spool && cursor > 0) this.d.spool.ack(CURSOR, cursor)
+  }
+
+  /** Writes every changed window and moves the spool cursor past the readings they hold, in one transaction (before windows close or are read, and at stop). */
   checkpoint (): void {
     this.checkpointedAt = this.d.clock.now()
     if (this.dirty.size === 0) return
     const windows = [...this.dirty.values()]
+    for (const w of windows) w.pos = this.lastSpoolId
     this.d.db.transaction(() => {
       this.save(windows)
       // the cursor moves in the same transaction as the state: a crash loses both or neither
@@ -404,7 +470,11 @@ export class Aggregator {
     // window state is written every checkpointMs (each write of 10,000 residents' windows held the
     // event loop for a second or more when it ran every tick), and before any window closes
     const dues = this.d.windows.map((w) => this.s.due.all(w.name, w.ms, now - this.d.latenessMs))
-    if (now - this.checkpointedAt >= (this.d.checkpointMs ?? 5000) || dues.some((d) => d.length > 0)) this.checkpoint()
+    // a window that closes is read from the table: everything must be written first. Otherwise a
+    // slice, as after a consumer transaction (here too, for a node that receives nothing)
+    if (dues.some((d) => d.length > 0)) this.checkpoint()
+    else if (this.d.spool && (this.roundAt < this.round.length || now - this.checkpointedAt >= (this.d.checkpointMs ?? 5000))) this.checkpointSlice()
+    else if (!this.d.spool && now - this.checkpointedAt >= (this.d.checkpointMs ?? 5000)) this.checkpoint()
     let emitted = 0
     for (const [wi, w] of this.d.windows.entries()) {
       const due = dues[wi]!

@@ -12,7 +12,7 @@ import { migrate, openDatabase, type DB, type Migration } from '../core/index.ts
  * committed, however late it wakes up. Leases decide who should work; the epoch decides whose
  * work counts.
  *
- * Cluster mode will keep this in PostgreSQL, not in SQLite (one node's disk, which the next
+ * Cluster mode keeps this in PostgreSQL (cluster/pg-checkpoints.ts), not in SQLite (one node's disk, which the next
  * owner cannot read) nor in JetStream's key-value store: a consumer's effects (alerts and
  * their history, outbox rows for the hospital's summaries) live in PostgreSQL, and the state,
  * the position and those effects must commit in one transaction, fenced by the epoch in that

@@ -23,6 +23,10 @@ for cmd in "${!NEED[@]}"; do
     missing+=("${NEED[$cmd]}")
   fi
 done
+# PostgreSQL 15 for cluster mode's shared state (its binaries are not on PATH: /usr/lib/postgresql/15/bin)
+if ! dpkg -s postgresql-15 >/dev/null 2>&1; then
+  missing+=(postgresql-15)
+fi
 # a CJK font, so that the console's zh-CN screenshots show Chinese text rather than empty boxes
 if ! dpkg -s fonts-wqy-microhei >/dev/null 2>&1 && ! { command -v fc-list >/dev/null 2>&1 && fc-list :lang=zh | grep -q .; }; then
   missing+=(fonts-wqy-microhei)

@@ -67,7 +67,7 @@ export interface AlertingDeps {
     primaryRuleSets?: Record<string, string>
     /** how often timelines are checkpointed (default 5000 ms; 0: with every transaction) */
     checkpointMs?: number
-    /** readings' worth of timelines written per consumer transaction while a checkpoint runs (default 4096) */
+    /** bytes of timelines and rule state written per consumer transaction while a checkpoint runs (default 64 KiB; at least one resident each) */
     checkpointSlice?: number
   }
 }
@@ -98,8 +98,11 @@ export interface AlertNotifier {
 const TIMELINE_CURSOR = 'alerting-timeline'
 const MAX_TIMELINE = 1024
 const MAX_SNAPS = 128
-/** readings' worth of timelines one checkpoint slice writes (about 2 ms) */
-const CHECKPOINT_SLICE = 4096
+/**
+ * bytes of timelines and rule state one checkpoint slice writes (about 1 ms): counted in bytes,
+ * not readings, because a resident's rule state (lifecycle snapshots) can outweigh its readings
+ */
+const CHECKPOINT_SLICE = 64 * 1024
 const LOW_CONFIDENCE = 0.5 // project heuristic: below it the reading's message says the signal was poor
 
 /** A rule's lifecycle right after a reading that changed it structurally (opened, worsened, resolved...): where a late reading's replay starts. */

@@ -37,6 +37,7 @@ export interface RuleLife {
 export interface Policy {
   holdDownMs: number
   cooldownMs: number
+  /** openings within flapWindowMs that make a rule flapping; 0: no flap detection */
   flapCount: number
   flapWindowMs: number
 }
@@ -74,10 +75,10 @@ export function onVerdict (life: RuleLife, e: VerdictEvent, p: Policy): { life: 
     // the cool-down quiets the announcement, not the alert: clinicians see it open, and the
     // outcome does not depend on arrival order. It never quiets a worse state, nor a critical.
     const cooled = cd !== undefined && e.ts < cd.until && e.severity !== 'critical' && RANK[e.severity] <= RANK[cd.severity]
-    const opens = [...(life.opens ?? []).filter((t) => t > e.ts - p.flapWindowMs), e.ts].sort((a, b) => a - b)
-    const flapping = opens.length >= p.flapCount
+    const opens = recentOpens([...(life.opens ?? []), e.ts].sort((a, b) => a - b), e.ts, p)
+    const flapping = opens !== undefined && opens.length >= p.flapCount
     return {
-      life: { opens, open: { severity: e.severity, openTs: e.ts, lastHoldTs: e.ts, clearSince: null, historic: e.age === 'historic', flapping: flapping ? opens.length : 0 } },
+      life: { ...(opens ? { opens } : {}), open: { severity: e.severity, openTs: e.ts, lastHoldTs: e.ts, clearSince: null, historic: e.age === 'historic', flapping: flapping ? opens.length : 0 } },
       effect: cooled ? { kind: 'open', severity: e.severity, historic: e.age === 'historic', flapping, cooled, cooledUntil: cd!.until } : { kind: 'open', severity: e.severity, historic: e.age === 'historic', flapping, cooled },
     }
   }
@@ -121,14 +122,25 @@ export function expire (life: RuleLife, now: number, p: Policy): { life: RuleLif
   return resolve(life, open.clearSince + holdMs, p)
 }
 
+/**
+ * The opening times flap detection needs at `at`: those within the flap window (at most
+ * flapCount of them: at that many the rule is held open and opens no more). None when flap
+ * detection is off (a count of 0): an alert that comes and goes all day would otherwise carry
+ * every opening of the window in each lifecycle snapshot.
+ */
+function recentOpens (opens: readonly number[], at: number, p: Policy): number[] | undefined {
+  if (!(p.flapCount > 0)) return undefined
+  return opens.filter((t) => t > at - p.flapWindowMs)
+}
+
 function resolve (life: RuleLife, at: number, p: Policy): { life: RuleLife, effect: Effect } {
   const open = life.open!
-  const opens = (life.opens ?? []).filter((t) => t > at - p.flapWindowMs)
-  if (open.flapping === 0 && opens.length >= p.flapCount) {
+  const opens = recentOpens(life.opens ?? [], at, p)
+  if (opens !== undefined && open.flapping === 0 && opens.length >= p.flapCount) {
     // opened and resolved too often: held open as flapping instead of telling the resident each time
     return { life: { ...life, opens, open: { ...open, flapping: opens.length } }, effect: { kind: 'flapping', count: opens.length } }
   }
-  const next: RuleLife = { opens }
+  const next: RuleLife = opens ? { opens } : {}
   if (p.cooldownMs > 0) next.cooldown = { from: at, until: at + p.cooldownMs, severity: open.severity }
   return { life: next, effect: { kind: 'resolve', at, clearSince: open.clearSince ?? at, historic: open.historic } }
 }

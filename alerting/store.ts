@@ -246,10 +246,12 @@ export class AlertStore {
     return r && { readings: JSON.parse(r.readings) as unknown[], ruleState: JSON.parse(r.rule_state) as Record<string, unknown>, pos: r.pos }
   }
 
-  /** Writes a timeline; returns the readings written (what a checkpoint slice is measured in). */
+  /** Writes a timeline; returns the bytes written (what a checkpoint slice is measured in). */
   saveTimeline (residentId: string, readings: unknown[], ruleState: unknown, pos = 0): number {
-    this.s.saveTimeline.run(residentId, JSON.stringify(readings), JSON.stringify(ruleState), pos)
-    return readings.length
+    const tl = JSON.stringify(readings)
+    const st = JSON.stringify(ruleState)
+    this.s.saveTimeline.run(residentId, tl, st, pos)
+    return tl.length + st.length
   }
 
   seen (residentId: string, ts: number): void { this.s.seen.run(residentId, ts) }

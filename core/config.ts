@@ -107,7 +107,7 @@ export const ConfigSchema = z.strictObject({
     renotifyInfoS: z.coerce.number().min(0).default(0),
     liveHorizonS: z.coerce.number().min(60).default(3600).describe('a reading older than this when it arrives raises a historic alert (worded as such, no escalation) instead of a live one'),
     recordHorizonS: z.coerce.number().min(60).default(86400).describe('a reading older than this is recorded in the alert history only, and does not change live rule state'),
-    flapCount: z.coerce.number().int().min(2).default(3).describe('a rule that opens this many times within flapWindowS is held open as flapping'),
+    flapCount: z.coerce.number().int().min(0).refine((n) => n === 0 || n >= 2, 'flapCount is 0 (no flap detection) or at least 2').default(3).describe('a rule that opens this many times within flapWindowS is held open as flapping; 0: never (every opening is announced)'),
     flapWindowS: z.coerce.number().min(60).default(3600),
     maxSnoozeS: z.coerce.number().min(60).default(86400).describe('the longest a resident may snooze a concern (never a critical)'),
     timeZone: z.string().refine(isTimeZone, 'an IANA time zone such as Asia/Shanghai').default('Asia/Shanghai').describe("the region's time zone: residents who set none have their quiet hours, message times, report days and the forwarder's daily windows in it"),

@@ -134,7 +134,7 @@ export interface AggregatorDeps {
   retainMs: number
   /** how often window state is written (with a spool cursor); also before a window closes and before a read (default 5000 ms) */
   checkpointMs?: number
-  /** windows written per transaction by the periodic checkpoint (default 256: about 2 ms) */
+  /** windows written per transaction by the periodic checkpoint (default 64: about 1–3 ms; a window with its three histograms is 1–2 KB of JSON) */
   checkpointSlice?: number
   region: { id: string, level: string }
   /**
@@ -374,7 +374,7 @@ export class Aggregator {
    * with the position it holds everything up to, and moves the cursor to the oldest change
    * still unwritten, in one transaction.
    */
-  private checkpointSlice (budget = this.d.checkpointSlice ?? 256): void {
+  private checkpointSlice (budget = this.d.checkpointSlice ?? 64): void {
     if (this.roundAt >= this.round.length) {
       this.round = [...this.dirtySince.keys()]
       this.roundAt = 0

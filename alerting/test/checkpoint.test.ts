@@ -13,7 +13,7 @@ function book (db: DB, clock: ManualClock, checkpoint = { checkpointMs: 0, check
     db, clock, logger: silentLogger(), activeRuleSets: () => sets,
     resident: (id) => ({ id, birthYear: 1960, conditions: [], region: 'c1', language: 'en', hospitalId: null }), overrides: () => new Map(),
     hospitalEndpoint: () => undefined, enqueueWebhook: () => {},
-    // a checkpoint writes 10 readings' worth of timelines per consumer transaction: most residents wait for a later slice
+    // a checkpoint writes 10 bytes of timelines per consumer transaction, i.e. one resident: most residents wait for a later slice
     options: { tickMs: 1000, escalateAfterS: 900, renotifyS: { critical: 0, warning: 0, info: 0 }, ...checkpoint },
   })
 }

@@ -64,7 +64,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   const influx = config.store.kind === 'influx'
     ? new InfluxStore(config.store.influx, (id) => registry.device(id), logger.child({ component: 'influx' }))
     : undefined
-  const embedded = influx ? undefined : new EmbeddedStore(join(dataDir, 'telemetry.db'))
+  const embedded = influx ? undefined : new EmbeddedStore(join(dataDir, 'telemetry.db'), { writeOnThread: true })
   const store: TelemetryStore = influx ?? embedded!
   const checkpointer = new WalCheckpointer(embedded ? [db, embedded.connection] : [db], logger.child({ component: 'sqlite' }))
   const rollups = influx && config.store.influx.rollups ? new Rollups(db, influx, clock, logger.child({ component: 'rollups' })) : undefined

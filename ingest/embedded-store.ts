@@ -1,5 +1,6 @@
 import { RULE_FIELDS, migrate, openDatabase, openReadOnly, type Activity, type DB, type Migration, type RuleField, type RuleReading, type StoredReading } from '../core/index.ts'
 import type { TelemetryStore, WindowAggregate } from './store.ts'
+import { StoreWriter } from './store-writer.ts'
 
 /** device_id, seq, ts, hr, sys, dia, activity, motion, confidence */
 type RawRow = [string, number, number, number | null, number | null, number | null, string | null, number | null, number | null]
@@ -77,9 +78,16 @@ export class EmbeddedStore implements TelemetryStore {
   private readonly range
   private readonly replay: ReplayQueries
 
-  constructor (file: string) {
+  private readonly writer: StoreWriter | undefined
+
+  /**
+   * `writeOnThread`: inserts run on a thread of their own (StoreWriter), as the node runs them;
+   * without it on the caller's (tools, tests, the benchmark's bulk fill).
+   */
+  constructor (file: string, opts: { writeOnThread?: boolean } = {}) {
     this.db = openDatabase(file)
     migrate(this.db, 'telemetry', TELEMETRY_MIGRATIONS)
+    this.writer = opts.writeOnThread && file !== ':memory:' ? new StoreWriter(file) : undefined
     const insert = this.db.prepare('INSERT OR IGNORE INTO readings (resident_id, ts, device_id, seq, hr, sys, dia, activity, motion, confidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)')
     this.insertMany = this.db.transaction((rows: readonly StoredReading[]) => {
       for (const r of rows) {
@@ -99,7 +107,8 @@ export class EmbeddedStore implements TelemetryStore {
   get connection (): DB { return this.db }
 
   async write (rows: readonly StoredReading[]): Promise<void> {
-    this.insertMany(rows)
+    if (this.writer) await this.writer.write(rows)
+    else this.insertMany(rows)
   }
 
   async queryRange (residentId: string, from: number, to: number, limit: number): Promise<StoredReading[]> {
@@ -141,6 +150,7 @@ export class EmbeddedStore implements TelemetryStore {
   }
 
   async close (): Promise<void> {
+    await this.writer?.close()
     this.db.close()
   }
 }

@@ -6,6 +6,7 @@ import { tempDir } from '../../test/helpers/proc.ts'
 import { storeContract } from './store-contract.ts'
 
 storeContract('embedded', async () => new EmbeddedStore(join(tempDir(), 'telemetry.db')))
+storeContract('embedded, writes on their own thread', async () => new EmbeddedStore(join(tempDir(), 'telemetry.db'), { writeOnThread: true }))
 
 describe('embedded store file of an earlier version', () => {
   it('moves a rowid readings table into the keyed layout, keeping every reading', async () => {
@@ -24,5 +25,22 @@ describe('embedded store file of an earlier version', () => {
     await store.write([{ deviceId: 'd1', residentId: 'r1', seq: 2, ts: 2000, sys: 120, dia: 80 }])
     expect((await store.queryRange('r1', 0, 10_000, 10)).length).toBe(2)
     await store.close()
+  })
+})
+
+describe('the embedded store\'s writer thread', () => {
+  it('rejects the writes in flight when its thread dies, and the next write starts a new one: nothing is lost once retried', async () => {
+    const store = new EmbeddedStore(join(tempDir(), 'telemetry.db'), { writeOnThread: true })
+    const rows = (from: number, n: number) => Array.from({ length: n }, (_, i) => ({ deviceId: 'd1', residentId: 'r1', seq: from + i, ts: 1000 + from + i, hr: 60 + (i % 40) }))
+    await store.write(rows(0, 100))
+    const writer = (store as unknown as { writer: { worker?: { terminate(): Promise<number> } } }).writer
+    // the thread is killed while a big batch is in flight: that write rejects (the drain retries it)
+    const inFlight = store.write(rows(100, 50_000))
+    await writer.worker!.terminate()
+    await expect(inFlight).rejects.toThrow(/writer thread exited/)
+    await store.write(rows(100, 50_000)) // the retry, on a new thread; re-writes are idempotent
+    expect((await store.queryRange('r1', 0, Number.MAX_SAFE_INTEGER, 100_000)).length).toBe(50_100)
+    await store.close()
+    await expect(store.write(rows(0, 1))).rejects.toThrow(/closed/)
   })
 })

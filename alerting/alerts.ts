@@ -206,7 +206,7 @@ export class AlertBook {
    * every few seconds with a cursor of their own; after a restart the readings between the
    * two cursors rebuild them (no verdicts: those were committed with the alerting cursor).
    */
-  attachTo (spool: AlertSpool & { attach(c: { name: string, consume(rows: readonly EvaluatedReading[]): void, committed(): void, failed(err: Error): void }): void }): void {
+  attachTo (spool: AlertSpool & { attach(c: { name: string, consume(rows: readonly EvaluatedReading[]): void, committed(): void, failed(err: Error): void, urgent?: boolean }): void }): void {
     this.spool = spool
     spool.addConsumer(TIMELINE_CURSOR)
     const from = spool.cursor(TIMELINE_CURSOR)
@@ -221,7 +221,8 @@ export class AlertBook {
       this.lastRowId = to
     } else this.lastRowId = Math.max(from, to)
     if (rebuilt) this.log.info({ rebuilt }, 'alert timelines rebuilt from readings committed before the restart')
-    spool.attach({ name: 'alerting', consume: (rows) => this.consume(rows), committed: () => this.committed(), failed: (err) => this.failed(err) })
+    // urgent: alerts are sent before the windows and reports of the same pump are computed
+    spool.attach({ name: 'alerting', urgent: true, consume: (rows) => this.consume(rows), committed: () => this.committed(), failed: (err) => this.failed(err) })
   }
 
   setNotifier (n: AlertNotifier): void { this.notifier = n }

@@ -39,6 +39,12 @@ export interface SpoolConsumer {
   committed?(): void
   failed?(err: Error): void
   checkpointsItself?: boolean
+  /**
+   * Its transaction commits, and its `committed` effects run, before the other consumers' work
+   * of the same pump: a resident waits for an alert, nobody waits for a summary window. Costs one
+   * commit more per pump (WAL, no fsync).
+   */
+  urgent?: boolean
 }
 
 /** What operators see of a consumer (/readyz, /v1/stats, /metrics). */
@@ -324,41 +330,51 @@ export class Spool {
         if (rows.length) work.push({ a, rows, last: rows[rows.length - 1]!.id })
       }
       if (work.length === 0) break
-      // every consumer's state and cursor in one transaction, each consumer in a savepoint of its
-      // own, so one that throws rolls back only itself
-      let done: typeof work = []
-      const failed: { a: Attached, err: unknown }[] = []
-      let gone = { n: 0, bytes: 0 }
-      // WAL with synchronous=NORMAL: a committed consumer transaction survives the process being
-      // killed (the WAL is in the OS), only not a power loss; the readings themselves were fsynced
-      // before their PUBACK. One fsync fewer on the way from a reading to its alert.
-      this.db.pragma('synchronous = NORMAL')
-      try {
-        this.pumpTx(() => {
-          for (const w of work) {
-            try {
-              if (w.a.c.checkpointsItself) w.a.c.consume(w.rows)
-              else { const g = this.consumeTx(w.a, w.rows, w.last); gone = { n: gone.n + g.n, bytes: gone.bytes + g.bytes } }
-              done.push(w)
-            } catch (err) { failed.push({ a: w.a, err }) }
-          }
-        })
-      } catch (err) {
-        // the transaction itself failed (disk full...): every consumer in it lost its work
-        for (const w of done) if (!w.a.c.checkpointsItself) failed.push({ a: w.a, err })
-        done = done.filter((w) => w.a.c.checkpointsItself)
-        gone = { n: 0, bytes: 0 }
-      } finally {
-        this.db.pragma('synchronous = FULL')
-      }
-      this.afterAck(gone)
-      if (failed.length) this.loadDedup() // the de-duplication checkpoint may have been rolled back
-      for (const f of failed) this.fail(f.a, f.err)
-      for (const w of done) this.succeed(w.a, w.last)
+      const urgent = work.filter((w) => w.a.c.urgent)
+      if (urgent.length > 0 && urgent.length < work.length) {
+        this.consumeGroup(urgent)
+        this.consumeGroup(work.filter((w) => !w.a.c.urgent))
+      } else this.consumeGroup(work)
       if (round === 3) more = true
     }
     this.trimRecent()
     if (more) this.schedulePump()
+  }
+
+  /**
+   * The consumers' state and cursors in one transaction, each consumer in a savepoint of its
+   * own, so one that throws rolls back only itself; then each one's effects.
+   */
+  private consumeGroup (work: { a: Attached, rows: SpoolRow[], last: number }[]): void {
+    let done: typeof work = []
+    const failed: { a: Attached, err: unknown }[] = []
+    let gone = { n: 0, bytes: 0 }
+    // WAL with synchronous=NORMAL: a committed consumer transaction survives the process being
+    // killed (the WAL is in the OS), only not a power loss; the readings themselves were fsynced
+    // before their PUBACK. One fsync fewer on the way from a reading to its alert.
+    this.db.pragma('synchronous = NORMAL')
+    try {
+      this.pumpTx(() => {
+        for (const w of work) {
+          try {
+            if (w.a.c.checkpointsItself) w.a.c.consume(w.rows)
+            else { const g = this.consumeTx(w.a, w.rows, w.last); gone = { n: gone.n + g.n, bytes: gone.bytes + g.bytes } }
+            done.push(w)
+          } catch (err) { failed.push({ a: w.a, err }) }
+        }
+      })
+    } catch (err) {
+      // the transaction itself failed (disk full...): every consumer in it lost its work
+      for (const w of done) if (!w.a.c.checkpointsItself) failed.push({ a: w.a, err })
+      done = done.filter((w) => w.a.c.checkpointsItself)
+      gone = { n: 0, bytes: 0 }
+    } finally {
+      this.db.pragma('synchronous = FULL')
+    }
+    this.afterAck(gone)
+    if (failed.length) this.loadDedup() // the de-duplication checkpoint may have been rolled back
+    for (const f of failed) this.fail(f.a, f.err)
+    for (const w of done) this.succeed(w.a, w.last)
   }
 
   private fail (a: Attached, e: unknown): void {

@@ -213,6 +213,18 @@ describe('cursor consumers (one contract for everything downstream of the PUBACK
     expect(spool.size()).toBe(0) // every consumer is past them: they leave the spool
   })
 
+  it('an urgent consumer (alerting) commits and sends its effects before the other consumers of the same pump do their work', async () => {
+    const db = openDatabase(':memory:')
+    const spool = new Spool(db, silentLogger(), { deadLetterMax: 10 })
+    const order: string[] = []
+    // without urgency the alert's effects would wait for the windows' work, whichever consumer is attached first
+    spool.attach({ name: 'windows', consume: () => { order.push('windows consume') }, committed: () => order.push('windows committed') })
+    spool.attach({ name: 'alerting', urgent: true, consume: () => { order.push('alerting consume') }, committed: () => order.push('alerting committed') })
+    await spool.appendAsync(req(1, [1]))
+    await flushed(spool)
+    expect(order).toEqual(['alerting consume', 'alerting committed', 'windows consume', 'windows committed'])
+  })
+
   it('after a restart a consumer is fed from its cursor: nothing it committed is repeated, nothing after it is skipped', async () => {
     const dir = tempDir()
     const file = join(dir, 'spool.db')

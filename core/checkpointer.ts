@@ -1,11 +1,16 @@
 import { Worker } from 'node:worker_threads'
+import { createRequire } from 'node:module'
 import type { DB } from './sqlite.ts'
 import type { Logger } from './logger.ts'
+
+// resolved here, not in the worker: an eval'd worker resolves modules from the working directory,
+// and vitalmesh may be started from any
+const SQLITE = createRequire(import.meta.url).resolve('better-sqlite3')
 
 // CommonJS, evaluated in the worker: its own connection per file, a PASSIVE checkpoint on an interval.
 const WORKER = `
 const { workerData, parentPort } = require('node:worker_threads')
-const Database = require('better-sqlite3')
+const Database = require(workerData.sqlite)
 const dbs = workerData.files.map((f) => { const d = new Database(f); d.pragma('busy_timeout = 5000'); return d })
 setInterval(() => {
   for (const d of dbs) {
@@ -30,7 +35,7 @@ export class WalCheckpointer {
   start (): void {
     const files = this.dbs.map((d) => d.name).filter((f) => f !== ':memory:' && f !== '')
     if (files.length === 0) return
-    const w = new Worker(WORKER, { eval: true, workerData: { files, everyMs: this.everyMs } })
+    const w = new Worker(WORKER, { eval: true, workerData: { sqlite: SQLITE, files, everyMs: this.everyMs } })
     w.unref()
     w.on('message', (m: string) => this.logger.warn({ err: m }, 'WAL checkpoint failed; retried on the next interval'))
     w.on('error', (err) => this.logger.error({ err }, 'WAL checkpointer failed'))

@@ -1,5 +1,10 @@
 import { Worker } from 'node:worker_threads'
+import { createRequire } from 'node:module'
 import type { StoredReading } from '../core/index.ts'
+
+// resolved here, not in the worker: an eval'd worker resolves modules from the working directory,
+// and vitalmesh may be started from any
+const SQLITE = createRequire(import.meta.url).resolve('better-sqlite3')
 
 // CommonJS, evaluated in the worker: its own connection to the telemetry file (WAL: the main
 // thread's connection keeps reading), synchronous=FULL as every durable connection of vitalmesh,
@@ -7,7 +12,7 @@ import type { StoredReading } from '../core/index.ts'
 // FIELDS numbers per reading, NaN for an absent value, and the batch's distinct strings.
 const WORKER = `
 const { workerData, parentPort } = require('node:worker_threads')
-const Database = require('better-sqlite3')
+const Database = require(workerData.sqlite)
 const db = new Database(workerData.file)
 db.pragma('journal_mode = WAL')
 db.pragma('synchronous = FULL')
@@ -82,7 +87,7 @@ export class StoreWriter {
 
   private thread (): Worker {
     if (this.worker) return this.worker
-    const w = new Worker(WORKER, { eval: true, workerData: { file: this.file } })
+    const w = new Worker(WORKER, { eval: true, workerData: { sqlite: SQLITE, file: this.file } })
     w.on('message', (m: { id: number, error?: string }) => {
       const p = this.pending.get(m.id)
       if (!p) return

@@ -44,3 +44,21 @@ describe('the embedded store\'s writer thread', () => {
     await expect(store.write(rows(0, 1))).rejects.toThrow(/closed/)
   })
 })
+
+describe('the writer thread outside the project directory', () => {
+  it('writes when the node was started from another working directory (an eval\'d worker resolves modules from there)', async () => {
+    const { spawnSync } = await import('node:child_process')
+    const { writeFileSync } = await import('node:fs')
+    const dir = tempDir()
+    const script = join(dir, 'write.mts') // ESM, for its top-level await
+    writeFileSync(script, `import { EmbeddedStore } from ${JSON.stringify(join(import.meta.dirname, '..', 'index.ts'))}
+const s = new EmbeddedStore(${JSON.stringify(join(dir, 't.db'))}, { writeOnThread: true })
+await s.write([{ deviceId: 'd1', residentId: 'r1', seq: 1, ts: 1000, hr: 70 }])
+console.log(JSON.stringify(await s.queryRange('r1', 0, 10_000, 10)))
+await s.close()
+`)
+    const r = spawnSync(process.execPath, ['--import', import.meta.resolve('tsx'), script], { cwd: dir, encoding: 'utf8', timeout: 60_000 })
+    expect(r.stderr).not.toMatch(/Cannot find module/)
+    expect(JSON.parse(r.stdout.trim())).toEqual([{ deviceId: 'd1', residentId: 'r1', seq: 1, ts: 1000, hr: 70 }])
+  })
+})

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import { VitalmeshError, topics, type DB, type Logger, type Clock, type ClockTimer } from '../core/index.ts'
+import { CheckpointRounds, VitalmeshError, topics, type DB, type Logger, type Clock, type ClockTimer } from '../core/index.ts'
 import { followerWantsCopy } from '../registry/followers.ts'
 import { RuleIndex, type CompiledRule, type Detail, type Override, type ResidentProfile, type RuleState, type Verdict } from './engine.ts'
 import type { Concern, RuleSetDoc, Severity } from './ruleset.ts'
@@ -137,19 +137,11 @@ export class AlertBook {
   private notifier: AlertNotifier = { alert: () => {}, status: () => {} }
   private tx: Tx | undefined
   /**
-   * Residents whose timeline changed since it was last written, each with the spool record
-   * before its first unsaved change: the timeline cursor may not move past the smallest.
+   * Residents whose timeline changed since it was last written, and the checkpoint round in
+   * progress (core/checkpoint-rounds.ts): a checkpoint that ran until no timeline was dirty never
+   * ended under steady load, and rewrote every timeline in every transaction.
    */
-  private dirty = new Map<string, number>()
-  /**
-   * The checkpoint in progress: the residents that were dirty when it began, written a slice per
-   * consumer transaction. Residents that change meanwhile wait for the next one (checkpointMs
-   * later): under steady load every resident is always dirty again, and a checkpoint that ran
-   * until none was would never end, rewriting every timeline in every transaction (a third of
-   * the CPU of a single-reading load).
-   */
-  private round: string[] = []
-  private roundAt = 0
+  private readonly dirty = new CheckpointRounds<string>()
   private lastRowId = 0
   private checkpointedAt = 0
   private spool: AlertSpool | undefined
@@ -189,8 +181,6 @@ export class AlertBook {
     this.lastNotified = new Map()
     this.escalateFrom = new Map()
     this.dirty.clear()
-    this.round = []
-    this.roundAt = 0
     this.announceAt = new Map()
     for (const { alert, lastNotifiedAt, escalateFrom, announceAt } of this.store.active()) {
       if (announceAt !== null) this.announceAt.set(alert.id, announceAt)
@@ -395,7 +385,7 @@ export class AlertBook {
     for (const n of tx.notices) this.sendNotice(n)
     for (const [res, alerts] of tx.digests) this.sendDigest(res, alerts)
     for (const res of tx.residents) this.publishStatus(res)
-    if (this.spool && (this.roundAt < this.round.length || this.d.clock.now() - this.checkpointedAt >= this.o.checkpointMs)) this.checkpointSlice()
+    if (this.spool && (this.dirty.inProgress || this.d.clock.now() - this.checkpointedAt >= this.o.checkpointMs)) this.checkpointSlice()
   }
 
   /** The consumer's transaction failed: what changed in memory is not in the database, so reload. */
@@ -407,13 +397,12 @@ export class AlertBook {
 
   /** Writes every timeline that changed and moves their cursor (stop; a crash rebuilds them from the spool after it). */
   checkpoint (): void {
-    this.round = []
-    this.roundAt = 0
+    this.dirty.abandon()
     this.checkpointSlice(Infinity) // a new round of every dirty timeline, in one slice
   }
 
   /**
-   * Writes the oldest-changed timelines, about `budget` readings' worth, then moves the
+   * Writes the next timelines of the round, about `budget` bytes' worth, then moves the
    * timeline cursor to the oldest change still unwritten. A checkpoint of every busy resident
    * at once stalled the event loop for tens of milliseconds (50 residents × 1,024 readings:
    * 40–55 ms), which every alert behind it waited for; a slice per consumer transaction
@@ -422,44 +411,41 @@ export class AlertBook {
    */
   private checkpointSlice (budget = this.o.checkpointSlice): void {
     if (!this.spool) return
-    if (this.roundAt >= this.round.length) {
-      this.round = [...this.dirty.keys()]
-      this.roundAt = 0
-      this.checkpointedAt = this.d.clock.now()
-    }
+    if (this.dirty.begin()) this.checkpointedAt = this.d.clock.now()
     let written = 0
-    let at = this.roundAt
     const saved: string[] = []
     try {
       this.store.transaction(() => {
-        while (at < this.round.length && written < budget) {
-          const id = this.round[at++]!
-          if (!this.dirty.has(id)) continue
-          const rs = this.residents.get(id)
-          if (rs) written += this.store.saveTimeline(id, rs.tl.toJSON(), { st: Object.fromEntries(rs.st), snaps: Object.fromEntries(rs.snaps) }, this.lastRowId)
+        while (written < budget) {
+          const id = this.dirty.take()
+          if (id === undefined) break
+          written += this.saveTimeline(id, this.lastRowId)
           saved.push(id)
         }
       })
     } catch (err) {
       // nothing of the slice was written: its residents stay dirty, the next round retries them
-      this.round = []
-      this.roundAt = 0
+      this.dirty.abandon()
       this.log.warn({ err: (err as Error).message }, 'could not checkpoint alert timelines; they are rebuilt from the spool after a restart')
       return
     }
-    this.roundAt = at
+    this.dirty.written(saved)
     for (const id of saved) {
-      this.dirty.delete(id)
       const rs = this.residents.get(id)
       if (rs) rs.pos = this.lastRowId
     }
-    let cursor = this.lastRowId
-    for (const since of this.dirty.values()) if (since < cursor) cursor = since
+    const cursor = this.dirty.cursor(this.lastRowId)
     if (cursor > 0) this.spool.ack(TIMELINE_CURSOR, cursor)
   }
 
+  /** Writes a resident's timeline and rule state, holding every reading up to spool record `pos`; returns the bytes written. */
+  private saveTimeline (residentId: string, pos = 0): number {
+    const rs = this.residents.get(residentId)
+    return rs ? this.store.saveTimeline(residentId, rs.tl.toJSON(), { st: Object.fromEntries(rs.st), snaps: Object.fromEntries(rs.snaps) }, pos) : 0
+  }
+
   private markDirty (residentId: string): void {
-    if (!this.dirty.has(residentId)) this.dirty.set(residentId, this.lastRowId)
+    this.dirty.mark(residentId, this.lastRowId)
   }
 
   /** Places a reading on its timeline without judging it (rebuilding after a restart). */
@@ -806,7 +792,7 @@ export class AlertBook {
     if (!this.spool && this.d.clock.now() - this.checkpointedAt >= this.o.checkpointMs) {
       // no spool to rebuild them from (tests, tools): timelines are written with everything else, when due
       this.checkpointedAt = this.d.clock.now()
-      for (const id of this.dirty.keys()) { const rs = this.residents.get(id); if (rs) this.store.saveTimeline(id, rs.tl.toJSON(), { st: Object.fromEntries(rs.st), snaps: Object.fromEntries(rs.snaps) }) }
+      for (const id of this.dirty.keys()) this.saveTimeline(id)
       this.dirty.clear()
     }
     for (const key of tx.lives) {
@@ -1220,15 +1206,12 @@ export class AlertBook {
   private sendNotice (n: FollowerNotice): void {
     if (!this.notifier.follower) return
     const stale = (this.d.followerActive && !this.d.followerActive(n.followerId)) || (n.kind === 'escalation' && this.store.get(n.alertId)?.state !== 'open')
-    if (stale) {
+    const done = (): void => {
       this.noticesPending.push(n.id)
       this.deliveredTimer ??= this.d.clock.setTimeout(() => this.flushDelivered(), 50)
-      return
     }
-    this.notifier.follower({ ...n, body: { ...(n.body as object), noticeId: n.id } }, () => {
-      this.noticesPending.push(n.id)
-      this.deliveredTimer ??= this.d.clock.setTimeout(() => this.flushDelivered(), 50)
-    })
+    if (stale) done()
+    else this.notifier.follower({ ...n, body: { ...(n.body as object), noticeId: n.id } }, done)
   }
 
   /** What each follower was told of an alert (the alert's history names the steps; this, the people). */

@@ -1,4 +1,4 @@
-import { addColumns, isTimeZone, migrate, type Clock, type DB, type Logger, type Migration, type Reading } from '../core/index.ts'
+import { CheckpointRounds, addColumns, isTimeZone, migrate, type Clock, type DB, type Logger, type Migration, type Reading } from '../core/index.ts'
 import { BUILTIN_RULE_SETS, compileRule } from '../alerting/index.ts'
 import { addValue, emptyStats, mergeStats, statsFromJSON, statsToJSON, summarize, type MetricStats, type StatsSummary } from './stats.ts'
 import { windowAt, type WindowBounds, type WindowKind } from './windows.ts'
@@ -201,16 +201,13 @@ export class Aggregator {
   private readonly open = new Map<string, ResidentWindow>()
   /** windows changed since the last checkpoint (open ones and late-loaded closed ones) */
   private readonly dirty = new Map<string, ResidentWindow>()
-  /** the same windows, each with the spool position before its first unsaved reading: the cursor may not pass the smallest */
-  private readonly dirtySince = new Map<ResidentWindow, number>()
   /**
-   * The periodic checkpoint in progress: the windows dirty when it began, written a slice per
-   * consumer transaction (all of a county's windows at once held the event loop for tens of
-   * milliseconds to seconds, and every alert behind it waited). Windows that change meanwhile
-   * wait for the next one.
+   * The same windows with the spool position before each one's first unsaved reading, and the
+   * periodic checkpoint's round in progress (core/checkpoint-rounds.ts), written a slice per
+   * consumer transaction: all of a county's windows at once held the event loop for tens of
+   * milliseconds to seconds, and every alert behind it waited.
    */
-  private round: ResidentWindow[] = []
-  private roundAt = 0
+  private readonly rounds = new CheckpointRounds<ResidentWindow>()
   /** per resident, the open window of each kind the last reading went to: most readings go to the same one */
   private recent = new Map<string, (ResidentWindow | undefined)[]>()
   private lastSpoolId = 0
@@ -292,13 +289,12 @@ export class Aggregator {
   prepare (rows: readonly (Reading & { residentId: string, id?: number })[]): void {
     const touched = this.fold(rows)
     if (!this.d.spool) { this.save(touched); this.clearDirty(); return }
-    if (this.roundAt < this.round.length || this.d.clock.now() - this.checkpointedAt >= (this.d.checkpointMs ?? 5000)) {
+    if (this.rounds.inProgress || this.d.clock.now() - this.checkpointedAt >= (this.d.checkpointMs ?? 5000)) {
       try {
         this.checkpointSlice()
       } catch (err) {
         // the windows stay dirty and in memory; the next round writes them (a crash replays the spool)
-        this.round = []
-        this.roundAt = 0
+        this.rounds.abandon()
         this.d.logger.warn({ err: (err as Error).message }, 'could not checkpoint summary windows; they are rebuilt from the spool after a restart')
       }
     }
@@ -306,9 +302,7 @@ export class Aggregator {
 
   private clearDirty (): void {
     this.dirty.clear()
-    this.dirtySince.clear()
-    this.round = []
-    this.roundAt = 0
+    this.rounds.clear()
   }
 
   private fold (rows: readonly (Reading & { residentId: string, id?: number })[]): Set<ResidentWindow> {
@@ -346,8 +340,8 @@ export class Aggregator {
           if (r.sys! < 130 && r.dia! < 80) acc.bpIn++
         }
         if (track) touched.add(acc)
-        if (!this.dirtySince.has(acc)) {
-          this.dirtySince.set(acc, this.lastSpoolId)
+        if (!this.rounds.isDirty(acc)) {
+          this.rounds.mark(acc, this.lastSpoolId)
           this.dirty.set(`${acc.kind}|${acc.start}|${acc.residentId}`, acc)
         }
       }
@@ -375,26 +369,22 @@ export class Aggregator {
    * still unwritten, in one transaction.
    */
   private checkpointSlice (budget = this.d.checkpointSlice ?? 64): void {
-    if (this.roundAt >= this.round.length) {
-      this.round = [...this.dirtySince.keys()]
-      this.roundAt = 0
-      this.checkpointedAt = this.d.clock.now()
+    if (this.rounds.begin()) this.checkpointedAt = this.d.clock.now()
+    const slice = new Set<ResidentWindow>()
+    while (slice.size < budget) {
+      const w = this.rounds.take()
+      if (w === undefined) break
+      slice.add(w)
     }
-    const slice: ResidentWindow[] = []
-    while (this.roundAt < this.round.length && slice.length < budget) {
-      const w = this.round[this.roundAt++]!
-      if (this.dirtySince.has(w)) slice.push(w)
-    }
-    if (slice.length === 0) return
+    if (slice.size === 0) return
     for (const w of slice) w.pos = this.lastSpoolId
-    let cursor = this.lastSpoolId
-    const inSlice = new Set(slice)
-    for (const [w, since] of this.dirtySince) if (since < cursor && !inSlice.has(w)) cursor = since
+    const cursor = this.rounds.cursor(this.lastSpoolId, slice)
     this.d.db.transaction(() => {
       this.save(slice)
       if (this.d.spool && cursor > 0) this.d.spool.commitCursor(CURSOR, cursor)
     })()
-    for (const w of slice) { this.dirtySince.delete(w); this.dirty.delete(`${w.kind}|${w.start}|${w.residentId}`) }
+    this.rounds.written(slice)
+    for (const w of slice) this.dirty.delete(`${w.kind}|${w.start}|${w.residentId}`)
     if (this.d.spool && cursor > 0) this.d.spool.ack(CURSOR, cursor)
   }
 
@@ -473,7 +463,7 @@ export class Aggregator {
     // a window that closes is read from the table: everything must be written first. Otherwise a
     // slice, as after a consumer transaction (here too, for a node that receives nothing)
     if (dues.some((d) => d.length > 0)) this.checkpoint()
-    else if (this.d.spool && (this.roundAt < this.round.length || now - this.checkpointedAt >= (this.d.checkpointMs ?? 5000))) this.checkpointSlice()
+    else if (this.d.spool && (this.rounds.inProgress || now - this.checkpointedAt >= (this.d.checkpointMs ?? 5000))) this.checkpointSlice()
     else if (!this.d.spool && now - this.checkpointedAt >= (this.d.checkpointMs ?? 5000)) this.checkpoint()
     let emitted = 0
     for (const [wi, w] of this.d.windows.entries()) {

@@ -330,11 +330,11 @@ export class Spool {
         if (rows.length) work.push({ a, rows, last: rows[rows.length - 1]!.id })
       }
       if (work.length === 0) break
+      // urgent consumers (alerting) commit and send first; the others after, in a transaction of their own
       const urgent = work.filter((w) => w.a.c.urgent)
-      if (urgent.length > 0 && urgent.length < work.length) {
-        this.consumeGroup(urgent)
-        this.consumeGroup(work.filter((w) => !w.a.c.urgent))
-      } else this.consumeGroup(work)
+      const rest = work.filter((w) => !w.a.c.urgent)
+      if (urgent.length > 0) this.consumeGroup(urgent)
+      if (rest.length > 0) this.consumeGroup(rest)
       if (round === 3) more = true
     }
     this.trimRecent()

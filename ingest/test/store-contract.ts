@@ -51,6 +51,24 @@ export function storeContract (name: string, make: () => Promise<TelemetryStore>
       } finally { await store.close() }
     })
 
+    it('stores a large batch of readings with different fields present exactly (the embedded writer binds 64 readings per statement)', async () => {
+      const store = await make()
+      try {
+        // 2 × 64 + 22: whole statements and a remainder; heart rate only, blood pressure only, and everything
+        const rows: StoredReading[] = Array.from({ length: 150 }, (_, i) => {
+          const r: StoredReading = { deviceId: i % 2 ? 'dev-w' : 'dev-c', residentId: 'res-l', seq: i + 1, ts: T0 + i * 30_000 }
+          if (i % 3 !== 1) r.hr = 50 + i
+          if (i % 3 !== 0) { r.sys = 100 + (i % 50); r.dia = 60 + (i % 30) }
+          if (i % 3 === 2) { r.activity = 'light'; r.motion = i % 2 === 0; r.confidence = 0.25 + (i % 4) / 8 }
+          return r
+        })
+        await store.write(rows)
+        const back = await read(store, 'res-l')
+        expect(back.map((r) => `${r.deviceId}:${r.seq}`)).toEqual(rows.map((r) => `${r.deviceId}:${r.seq}`))
+        if (readable) expect(back).toEqual(rows)
+      } finally { await store.close() }
+    })
+
     it('is idempotent by (device, seq): re-writing a batch stores nothing twice', async () => {
       const store = await make()
       try {

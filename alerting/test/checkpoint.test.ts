@@ -34,10 +34,11 @@ describe('timeline checkpoints in slices', () => {
     a.attachTo(spool)
     let seq = 0
     for (let round = 0; round < 6; round++) {
-      for (let r = 0; r < 8; r++) {
+      // the 8 residents in one commit, so one consumer transaction (one slice: one resident) has 8 to write
+      await Promise.all(Array.from({ length: 8 }, async (_, r) => {
         const readings = Array.from({ length: 4 }, () => { const s = seq++; return { seq: s, ts: T0 + s * 1000, sys: 120 + (s % 9), dia: 78 } })
         await spool.appendAsync({ deviceKey: r + 1, deviceId: `d${r}`, residentId: `r${r}`, readings })
-      }
+      }))
       await spool.consumersIdle()
       clock.advance(1000)
     }

@@ -225,6 +225,24 @@ describe('cursor consumers (one contract for everything downstream of the PUBACK
     expect(order).toEqual(['alerting consume', 'alerting committed', 'windows consume', 'windows committed'])
   })
 
+  it('an urgent consumer takes a commit\'s readings in the turn of the commit, also right after a pump: no wait for the pump\'s spacing', async () => {
+    const db = openDatabase(':memory:')
+    const spool = new Spool(db, silentLogger(), { deadLetterMax: 10 })
+    const alerting: number[] = []
+    const windows: number[] = []
+    spool.attach({ name: 'windows', consume: (rows) => { for (const r of rows) windows.push(r.seq) } })
+    spool.attach({ name: 'alerting', urgent: true, consume: (rows) => { for (const r of rows) alerting.push(r.seq) } })
+    await spool.appendAsync(req(1, [1]))
+    expect(alerting).toEqual([1])
+    await flushed(spool)
+    // the pump just ran: the windows wait a few milliseconds for the next one, alerting does not
+    await spool.appendAsync(req(1, [2]))
+    expect(alerting).toEqual([1, 2])
+    expect(windows).toEqual([1])
+    await flushed(spool)
+    expect(windows).toEqual([1, 2])
+  })
+
   it('after a restart a consumer is fed from its cursor: nothing it committed is repeated, nothing after it is skipped', async () => {
     const dir = tempDir()
     const file = join(dir, 'spool.db')

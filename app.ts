@@ -399,6 +399,16 @@ function consumerMetrics (spool: Spool): MetricsRegistry {
     name: 'vitalmesh_spool_consumer_failing', help: '1 while a consumer is stopped by a failure', labelNames: ['consumer'], registers: [registry],
     collect () { this.reset(); for (const c of spool.consumerStatus()) this.set({ consumer: c.name }, c.failing ? 1 : 0) },
   })
+  // counters read from the spool's own: commits against readings is the group commit's size, the
+  // lever on the cost of an fsync per reading
+  new Gauge({
+    name: 'vitalmesh_spool_commits_total', help: 'group commits of the spool (one fsync each) since the process started', registers: [registry],
+    collect () { this.set(spool.stats.commits) },
+  })
+  new Gauge({
+    name: 'vitalmesh_spool_readings_accepted_total', help: 'readings the spool accepted (committed, not duplicates) since the process started', registers: [registry],
+    collect () { this.set(spool.stats.accepted) },
+  })
   return registry
 }
 

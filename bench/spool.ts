@@ -1,4 +1,4 @@
-// Spool commit cost alone (no broker): `npx tsx bench/spool.ts [messages per commit] [readings per message]`
+// Spool commit cost alone (no broker): `npx tsx bench/spool.ts [messages per commit] [readings per message]`; ROUNDS=3000 for a steady state (300 by default is mostly warm-up)
 import { openDatabase, silentLogger } from '../core/index.ts'
 import { Spool } from '../ingest/index.ts'
 import { mkdtempSync } from 'node:fs'
@@ -8,7 +8,7 @@ const seqs = new Array(20).fill(1)
 const per = Number(process.argv[2] ?? 200); const n = Number(process.argv[3] ?? 1)
 const t0 = performance.now(); const c0 = process.cpuUsage()
 let msgs = 0; let last = 0; spool.onCommit((rows) => { last = rows.at(-1)!.id })
-for (let round = 0; round < 300; round++) {
+for (let round = 0; round < Number(process.env.ROUNDS ?? 300); round++) {
   const ps = []
   for (let i = 0; i < per; i++) {
     const readings = []

@@ -2,7 +2,7 @@ import { join, resolve } from 'node:path'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import type { AddressInfo } from 'node:net'
 import { Gauge, Registry as MetricsRegistry } from 'prom-client'
-import { openDatabase, WalCheckpointer, topics, VitalmeshError, type Clock, type Config, type Logger } from './core/index.ts'
+import { atomically, openDatabase, WalCheckpointer, topics, VitalmeshError, type Clock, type Config, type Logger } from './core/index.ts'
 import { Registry, AuditLog, Fleet, ensureDemo, type DemoCredentials } from './registry/index.ts'
 import { Spool, EmbeddedStore, Drain, Ingest, InfluxStore, Rollups, AlertExport, type TelemetryStore } from './ingest/index.ts'
 import { AlertBook, RuleSetStore, type EscalationChain, type Override } from './alerting/index.ts'
@@ -335,7 +335,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       alerts.start()
       outbox.start()
       aggregator.start(config.forwarder.tickMs)
-      reports.every(config.forwarder.tickMs, (tick) => { db.transaction(() => sendReports(tick()))() })
+      reports.every(config.forwarder.tickMs, (tick) => { atomically(db, () => sendReports(tick())) })
       loopDelay.enable()
       statsTimer = setInterval(sampleStats, 1000)
       publishStandards()

@@ -1,4 +1,4 @@
-import { addColumns, migrate, type DB, type Migration } from '../core/index.ts'
+import { addColumns, atomically, migrate, type DB, type Migration } from '../core/index.ts'
 import type { Detail } from './engine.ts'
 import type { RuleLife } from './lifecycle.ts'
 import type { Concern, Severity } from './ruleset.ts'
@@ -291,7 +291,7 @@ export class AlertStore {
   /** who of the followers was told what of an alert, and whether the broker took it */
   noticesOf (alertId: string): (FollowerNotice & { deliveredAt: number | null })[] { return this.s.noticesOf.all(alertId).map((r) => ({ id: r.id, followerId: r.follower_id, alertId: r.alert_id, kind: r.kind, at: r.at, body: JSON.parse(r.body) as unknown, deliveredAt: r.delivered_at })) }
 
-  transaction<T> (fn: () => T): T { return this.db.transaction(fn)() }
+  transaction<T> (fn: () => T): T { return atomically(this.db, fn) }
 }
 
 function fromRow (r: AlertRow): Alert {

@@ -1,4 +1,4 @@
-import { CheckpointRounds, addColumns, isTimeZone, migrate, type Clock, type DB, type Logger, type Migration, type Reading } from '../core/index.ts'
+import { CheckpointRounds, addColumns, atomically, isTimeZone, migrate, type Clock, type DB, type Logger, type Migration, type Reading } from '../core/index.ts'
 import { BUILTIN_RULE_SETS, compileRule } from '../alerting/index.ts'
 import { addValue, emptyStats, mergeStats, statsFromJSON, statsToJSON, summarize, type MetricStats, type StatsSummary } from './stats.ts'
 import { windowAt, type WindowBounds, type WindowKind } from './windows.ts'
@@ -379,10 +379,10 @@ export class Aggregator {
     if (slice.size === 0) return
     for (const w of slice) w.pos = this.lastSpoolId
     const cursor = this.rounds.cursor(this.lastSpoolId, slice)
-    this.d.db.transaction(() => {
+    atomically(this.d.db, () => {
       this.save(slice)
       if (this.d.spool && cursor > 0) this.d.spool.commitCursor(CURSOR, cursor)
-    })()
+    })
     this.rounds.written(slice)
     for (const w of slice) this.dirty.delete(`${w.kind}|${w.start}|${w.residentId}`)
     if (this.d.spool && cursor > 0) this.d.spool.ack(CURSOR, cursor)
@@ -394,11 +394,11 @@ export class Aggregator {
     if (this.dirty.size === 0) return
     const windows = [...this.dirty.values()]
     for (const w of windows) w.pos = this.lastSpoolId
-    this.d.db.transaction(() => {
+    atomically(this.d.db, () => {
       this.save(windows)
       // the cursor moves in the same transaction as the state: a crash loses both or neither
       if (this.d.spool && this.lastSpoolId > 0) this.d.spool.commitCursor(CURSOR, this.lastSpoolId)
-    })()
+    })
     this.clearDirty()
     // then the spool may drop what the store has too (a separate, idempotent step)
     if (this.d.spool && this.lastSpoolId > 0) this.d.spool.ack(CURSOR, this.lastSpoolId)
@@ -410,9 +410,9 @@ export class Aggregator {
   receiveRollup (r: RegionRollup): boolean {
     // checked by the API already; again here, since what is stored must never break a window
     if (!checkRollup(r, this.d.windows).ok) return false
-    this.d.db.transaction(() => {
+    atomically(this.d.db, () => {
       if (this.s.saveChild.run(r.region, r.window.kind, r.window.start, r.version, JSON.stringify(r), this.d.clock.now()).changes) this.s.group.run(r.window.kind, r.window.start, r.window.end, r.window.timeZone ?? 'UTC')
-    })()
+    })
     return true
   }
 
@@ -470,7 +470,7 @@ export class Aggregator {
       const due = dues[wi]!
       for (const g of due) {
         try {
-          this.d.db.transaction(() => { this.emit(w, g, g.version + 1); emitted++ })()
+          atomically(this.d.db, () => { this.emit(w, g, g.version + 1); emitted++ })
         } catch (err) {
           this.d.logger.error({ err, window: w.name, start: new Date(g.start).toISOString() }, 'closing a window failed; will retry')
         }

@@ -1,4 +1,4 @@
-import { hashSecret, newSecret, isValidId, SCRYPT_COST, VitalmeshError, type Clock, type DB } from '../core/index.ts'
+import { atomically, hashSecret, newSecret, isValidId, SCRYPT_COST, VitalmeshError, type Clock, type DB } from '../core/index.ts'
 import { DEVICE_COLUMNS, deviceRecord, type CredentialChange, type DeviceQuery, type DeviceRecord, type DeviceRow, type NewDevice, type Registry } from './registry.ts'
 
 export interface ImportOptions {
@@ -167,7 +167,7 @@ export class Fleet {
 
   /** One transaction for all devices seen since the last write (the CLI reads `online` from here). */
   recordLastSeen (seen: Iterable<[string, number, boolean]>): void {
-    this.db.transaction(() => { for (const [id, at, online] of seen) this.q.lastSeen.run(at, online ? 1 : 0, id) })()
+    atomically(this.db, () => { for (const [id, at, online] of seen) this.q.lastSeen.run(at, online ? 1 : 0, id) })
   }
 
   /** At start-up nobody is connected yet (a crash left the flags of the last run). */

@@ -1,5 +1,5 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto'
-import { type DB, type Migration, migrate, addColumns, hashSecret, verifySecret, newSecret, digestToken, SCRYPT_COST, isValidId, VitalmeshError } from '../core/index.ts'
+import { type DB, type Migration, migrate, addColumns, atomically, hashSecret, verifySecret, newSecret, digestToken, SCRYPT_COST, isValidId, VitalmeshError } from '../core/index.ts'
 import { Followers, type FollowerPrincipal } from './followers.ts'
 
 export type Role = 'operator' | 'resident' | 'hospital' | 'research' | 'region' | 'follower'
@@ -137,7 +137,7 @@ export class Registry {
   }
 
   /** Runs `f` in one transaction (a registration and its audit entry). */
-  atomically<T> (f: () => T): T { return this.db.transaction(f)() }
+  atomically<T> (f: () => T): T { return atomically(this.db, f) }
 
   /** The fleet operations (bulk import, rotate, revoke, list, presence) live in devices.ts. */
   get database (): DB { return this.db }

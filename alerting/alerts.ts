@@ -199,6 +199,19 @@ export class AlertBook {
   attachTo (spool: AlertSpool & { attach(c: { name: string, consume(rows: readonly EvaluatedReading[]): void, committed(): void, failed(err: Error): void, urgent?: boolean }): void }): void {
     this.spool = spool
     spool.addConsumer(TIMELINE_CURSOR)
+    const rebuilt = this.rebuild()
+    if (rebuilt) this.log.info({ rebuilt }, 'alert timelines rebuilt from readings committed before the restart')
+    // urgent: alerts are sent before the windows and reports of the same pump are computed
+    spool.attach({ name: 'alerting', urgent: true, consume: (rows) => this.consume(rows), committed: () => this.committed(), failed: (err) => this.failed(err) })
+  }
+
+  /**
+   * Places again what alerting consumed after the timelines' checkpoint (the readings between
+   * the two cursors: their verdicts were committed with the alerting cursor, so none is judged
+   * again), after a restart or after a failed transaction threw away what was in memory.
+   */
+  private rebuild (): number {
+    const spool = this.spool!
     const from = spool.cursor(TIMELINE_CURSOR)
     const to = spool.cursor('alerting')
     let rebuilt = 0
@@ -210,9 +223,7 @@ export class AlertBook {
       }
       this.lastRowId = to
     } else this.lastRowId = Math.max(from, to)
-    if (rebuilt) this.log.info({ rebuilt }, 'alert timelines rebuilt from readings committed before the restart')
-    // urgent: alerts are sent before the windows and reports of the same pump are computed
-    spool.attach({ name: 'alerting', urgent: true, consume: (rows) => this.consume(rows), committed: () => this.committed(), failed: (err) => this.failed(err) })
+    return rebuilt
   }
 
   setNotifier (n: AlertNotifier): void { this.notifier = n }
@@ -393,6 +404,9 @@ export class AlertBook {
     this.tx = undefined
     this.log.warn({ err: err.message }, 'alert state rolled back with a failed transaction; reloading it from the database')
     this.reload()
+    // the timelines come back as of their checkpoint: without this, the readings consumed since
+    // (up to a checkpoint interval of them) would be missing from every resident's timeline
+    if (this.spool) this.rebuild()
   }
 
   /** Writes every timeline that changed and moves their cursor (stop; a crash rebuilds them from the spool after it). */

@@ -129,7 +129,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     sinks,
   })
   // the forwarder keeps its windows in memory and writes them with its cursor every few seconds
-  spool.attach({ name: 'forwarder', checkpointsItself: true, consume: (rows) => aggregator.prepare(rows) })
+  spool.attach({ name: 'forwarder', checkpointsItself: true, consume: (rows) => aggregator.prepare(rows), failed: () => aggregator.failed() })
   // clinical reports (issue 15): readings feed protocol runs, their state committed with the reports cursor; finished reports go to hospitals through the outbox
   // the validated-device register (operators, PUT /v1/device-models/:model); the demo's two models are built in while the demo is on
   const deviceModels = new DeviceModelRegister(db, clock, config.demo.enabled ? DEMO_DEVICE_MODELS : [])

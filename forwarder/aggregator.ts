@@ -239,16 +239,8 @@ export class Aggregator {
       pruneGroups: db.prepare('DELETE FROM summary_groups WHERE kind = ? AND start < ? AND dirty = 0'),
       pruneChildren: db.prepare('DELETE FROM child_rollups WHERE kind = ? AND start < ?'),
     }
-    // windows still open (not yet past their lateness) are kept in memory
-    const now = d.clock.now()
-    this.checkpointedAt = now // the first periodic checkpoint comes checkpointMs after the start
-    for (const w of d.windows) {
-      // the current and the previous window, a DST change's hour either way
-      for (const row of this.s.openWindows.all(w.name, now - 2 * w.ms - 2 * HOUR)) {
-        const acc = fromJSON(row.state, w.ms)
-        if (acc.end + d.latenessMs >= now) this.open.set(`${w.name}|${row.start}|${row.resident_id}`, acc)
-      }
-    }
+    this.checkpointedAt = d.clock.now() // the first periodic checkpoint comes checkpointMs after the start
+    this.loadOpen()
     if (d.spool) {
       // readings committed after the last checkpoint are still in the spool: fold them in again
       d.spool.addConsumer(CURSOR)
@@ -260,6 +252,33 @@ export class Aggregator {
       }
       if (replayed) { this.checkpoint(); d.logger.info({ replayed }, 'windows caught up with readings committed before the restart') }
     }
+  }
+
+  /** Windows still open (not yet past their lateness) are kept in memory: loaded as the last checkpoint wrote them. */
+  private loadOpen (): void {
+    const now = this.d.clock.now()
+    for (const w of this.d.windows) {
+      // the current and the previous window, a DST change's hour either way
+      for (const row of this.s.openWindows.all(w.name, now - 2 * w.ms - 2 * HOUR)) {
+        const acc = fromJSON(row.state, w.ms)
+        if (acc.end + this.d.latenessMs >= now) this.open.set(`${w.name}|${row.start}|${row.resident_id}`, acc)
+      }
+    }
+  }
+
+  /**
+   * A batch failed part-way (a lookup threw in the middle of `fold`): some of its readings are in
+   * the windows, some not, and the spool feeds the whole batch again. The windows go back to their
+   * checkpoint and the spool feeds them from their cursor, as after a restart; keeping them would
+   * count the readings folded before the throw twice (a wrong count and mean for the hospital).
+   */
+  failed (): void {
+    this.open.clear()
+    this.dirty.clear()
+    this.rounds.clear()
+    this.recent.clear()
+    this.loadOpen()
+    if (this.d.spool) this.lastSpoolId = this.d.spool.cursor(CURSOR)
   }
 
   /** A resident's zone, looked up when a reading leaves the resident's current window (not for every reading). */

@@ -31,7 +31,8 @@ export interface AppendResult { accepted: number, duplicates: number }
  *
  * A consumer that keeps its state in memory and writes it on its own schedule (the
  * forwarder's windows) sets `checkpointsItself` and moves its cursor with `ack` when it
- * writes; after a crash it is fed again from that cursor.
+ * writes; after a crash it is fed again from that cursor, and after a failure too: its
+ * `failed` puts its memory back to that checkpoint.
  */
 export interface SpoolConsumer {
   readonly name: string
@@ -374,6 +375,8 @@ export class Spool {
 
   private fail (a: Attached, e: unknown): void {
     const err = e instanceof Error ? e : new Error(String(e))
+    // its state in memory goes back to its last checkpoint (`failed`): feed it again from there
+    if (a.c.checkpointsItself) a.position = this.cursor(a.c.name)
     a.failures++
     a.streak++
     a.failing = { code: 'VM_CONSUMER_FAILED', message: err.message, since: a.failing?.since ?? Date.now() }

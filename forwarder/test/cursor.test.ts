@@ -100,3 +100,35 @@ describe('the forwarder\'s spool cursor', () => {
     db.close(); db2.close()
   })
 })
+
+describe('a failure inside the forwarder\'s windows', () => {
+  it('counts no reading twice: the windows go back to their checkpoint and are fed again from their cursor', async () => {
+    const db = openDatabase(join(tempDir(), 'a.db'))
+    const clock = new ManualClock(T0 + 60_000)
+    const spool = new Spool(db, silentLogger(), { deadLetterMax: 10 })
+    let bug = false
+    const a = new Aggregator({
+      db, clock, logger: silentLogger(), windows: [H], latenessMs: 0, retainMs: 7 * 86400_000, region: { id: 'county-a', level: 'county' }, spool,
+      checkpointMs: 3_600_000, // no periodic checkpoint during the test: the folded readings live in memory
+      resident: () => ({ region: 'county-a', birthYear: 1960, hospitalId: null, researchConsent: false }), alertsIn: () => 0, sinks: [],
+      // looked up for a resident's first reading in a window: the registry fails once, for r2
+      timeZone: (id) => { if (bug && id === 'r2') { bug = false; throw new Error('registry unavailable') } return 'UTC' },
+    })
+    spool.attach({ name: 'forwarder', checkpointsItself: true, consume: (rows) => a.prepare(rows), failed: () => a.failed() })
+    const append = (deviceKey: number, residentId: string, seq: number) =>
+      spool.appendAsync({ deviceKey, deviceId: `d-${residentId}`, residentId, readings: [{ seq, ts: T0 + seq * 1000, hr: 70 + seq }] })
+    await append(1, 'r1', 1)
+    await spool.consumersIdle()
+    bug = true
+    // one commit: r1's reading is folded, then r2's lookup throws in the same batch
+    await Promise.all([append(1, 'r1', 2), append(2, 'r2', 3)])
+    await spool.consumersIdle()
+    expect(spool.consumerStatus().find((c) => c.name === 'forwarder')).toMatchObject({ failures: 1, failing: null, lagRecords: 0 })
+    a.checkpoint()
+    const counts = db.prepare<[], { resident_id: string, state: string }>('SELECT resident_id, state FROM summary_windows ORDER BY resident_id').all()
+      .map((r) => [r.resident_id, JSON.parse(r.state).hr.n])
+    expect(counts).toEqual([['r1', 2], ['r2', 1]])
+    spool.stopConsumers()
+    db.close()
+  })
+})

@@ -35,7 +35,9 @@ export interface FleetOptions {
 
 export interface FleetStats {
   connected: number, sent: number, acked: number, errors: number, alerts: number, elapsedS: number
-  duplicatesSent: number, /** readings whose PUBACK never came (the connection dropped): sent again, so the server may count them as duplicates */ unconfirmed: number, buffered: number, offlineBuffered: number, dropped: number, reconnects: number, localWarnings: number
+  duplicatesSent: number,
+  /** of those, readings the server had refused (implausible, invalid): refused again, so not duplicates */ resentRefused: number,
+  /** readings whose PUBACK never came (the connection dropped): sent again, so the server may count them as duplicates */ unconfirmed: number, buffered: number, offlineBuffered: number, dropped: number, reconnects: number, localWarnings: number
   errorsByCode: Record<string, number>, generatorCpuMs: number
 }
 
@@ -72,6 +74,9 @@ class Device {
   standards: CompiledRule[] = []
   stopped = false
   up = false
+  /** seqs resent as duplicates, and seqs the server refused (its error replies name them) */
+  readonly resent = new Set<number>()
+  readonly refused = new Set<number>()
 
   constructor (readonly creds: DeviceCredentials, readonly index: number, readonly o: FleetOptions, readonly stats: FleetStats, seqBase: number, readonly rand: () => number, scenario: Scenario, readonly simStart: number, host: string, port: number) {
     this.scenario = scenario
@@ -121,8 +126,9 @@ class Device {
     }
     this.stats.errors++
     try {
-      const code = (JSON.parse(payload.toString()) as { code: string }).code
-      this.stats.errorsByCode[code] = (this.stats.errorsByCode[code] ?? 0) + 1
+      const e = JSON.parse(payload.toString()) as { code: string, seq?: number }
+      this.stats.errorsByCode[e.code] = (this.stats.errorsByCode[e.code] ?? 0) + 1
+      if (typeof e.seq === 'number') this.refused.add(e.seq)
     } catch { /* counted above */ }
   }
 
@@ -172,7 +178,7 @@ class Device {
           // counted as sent once acknowledged (a resend lost with its connection may or may not have arrived)
           this.client.publish(`vitals/${this.creds.deviceId}`, payload, 1, (e) => {
             if (e) this.stats.unconfirmed += chunk.length
-            else this.stats.duplicatesSent += chunk.length
+            else { this.stats.duplicatesSent += chunk.length; for (const c of chunk) this.resent.add(c.seq) }
           })
         }
         if (this.inflight === 0) this.flush()
@@ -189,7 +195,7 @@ class Device {
 
 /** Runs a simulated fleet for a while and returns what happened. */
 export async function runFleet (o: FleetOptions): Promise<FleetStats> {
-  const stats: FleetStats = { connected: 0, sent: 0, acked: 0, errors: 0, alerts: 0, elapsedS: 0, duplicatesSent: 0, unconfirmed: 0, buffered: 0, offlineBuffered: 0, dropped: 0, reconnects: 0, localWarnings: 0, errorsByCode: {}, generatorCpuMs: 0 }
+  const stats: FleetStats = { connected: 0, sent: 0, acked: 0, errors: 0, alerts: 0, elapsedS: 0, duplicatesSent: 0, resentRefused: 0, unconfirmed: 0, buffered: 0, offlineBuffered: 0, dropped: 0, reconnects: 0, localWarnings: 0, errorsByCode: {}, generatorCpuMs: 0 }
   const cpu0 = process.cpuUsage()
   const start = Date.now()
   const url = new URL(o.url)
@@ -258,6 +264,7 @@ export async function runFleet (o: FleetOptions): Promise<FleetStats> {
   // a device still inside its offline period holds its readings on purpose
   stats.buffered = devices.reduce((n, d) => n + (d.offlineUntil < 0 ? d.buffer.length : 0), 0)
   stats.offlineBuffered = devices.reduce((n, d) => n + (d.offlineUntil >= 0 ? d.buffer.length : 0), 0)
+  stats.resentRefused = devices.reduce((n, d) => { let k = 0; for (const q of d.resent) if (d.refused.has(q)) k++; return n + k }, 0)
   for (const d of devices) d.stop()
   watcher?.end()
   stats.elapsedS = (Date.now() - start) / 1000

@@ -74,7 +74,8 @@ export const TELEMETRY_MIGRATIONS: Migration[] = [
 export class EmbeddedStore implements TelemetryStore {
   readonly kind = 'embedded'
   private readonly db: DB
-  private readonly insertMany: (rows: readonly StoredReading[]) => void
+  /** the inserts on the caller's thread, when there is no writer thread */
+  private readonly insertMany: ((rows: readonly StoredReading[]) => void) | undefined
   private readonly range
   private readonly replay: ReplayQueries
 
@@ -88,13 +89,15 @@ export class EmbeddedStore implements TelemetryStore {
     this.db = openDatabase(file)
     migrate(this.db, 'telemetry', TELEMETRY_MIGRATIONS)
     this.writer = opts.writeOnThread && file !== ':memory:' ? new StoreWriter(file) : undefined
-    const insert = this.db.prepare('INSERT OR IGNORE INTO readings (resident_id, ts, device_id, seq, hr, sys, dia, activity, motion, confidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)')
-    this.insertMany = this.db.transaction((rows: readonly StoredReading[]) => {
-      for (const r of rows) {
-        insert.run(r.residentId, r.ts, r.deviceId, r.seq, r.hr ?? null, r.sys ?? null, r.dia ?? null,
-          r.activity ?? null, r.motion === undefined ? null : r.motion ? 1 : 0, r.confidence ?? null)
-      }
-    })
+    if (!this.writer) {
+      const insert = this.db.prepare('INSERT OR IGNORE INTO readings (resident_id, ts, device_id, seq, hr, sys, dia, activity, motion, confidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)')
+      this.insertMany = this.db.transaction((rows: readonly StoredReading[]) => {
+        for (const r of rows) {
+          insert.run(r.residentId, r.ts, r.deviceId, r.seq, r.hr ?? null, r.sys ?? null, r.dia ?? null,
+            r.activity ?? null, r.motion === undefined ? null : r.motion ? 1 : 0, r.confidence ?? null)
+        }
+      })
+    }
     // rows as arrays: building each reading straight from one halves the cost of a month of readings (the rule-set backtest reads them all)
     this.range = this.db.prepare<[string, number, number, number], RawRow>('SELECT device_id, seq, ts, hr, sys, dia, activity, motion, confidence FROM readings WHERE resident_id = ? AND ts >= ? AND ts < ? ORDER BY ts, device_id, seq LIMIT ?').raw(true)
     this.replay = new ReplayQueries(this.db)
@@ -108,7 +111,7 @@ export class EmbeddedStore implements TelemetryStore {
 
   async write (rows: readonly StoredReading[]): Promise<void> {
     if (this.writer) await this.writer.write(rows)
-    else this.insertMany(rows)
+    else this.insertMany!(rows)
   }
 
   async queryRange (residentId: string, from: number, to: number, limit: number): Promise<StoredReading[]> {

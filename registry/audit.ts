@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto'
+import type { Transaction } from 'better-sqlite3'
 import { migrate, type Clock, type DB, type Migration } from '../core/index.ts'
 
 export interface AuditEntry { seq: number, at: number, actor: string, action: string, subject: string, detail: unknown, prevHash: string, hash: string }
@@ -47,7 +48,7 @@ export const AUDIT_MIGRATIONS: Migration[] = [
  */
 export class AuditLog {
   private readonly s
-  private last: { seq: number, hash: string }
+  private readonly appendTx: Transaction<(actor: string, action: AuditAction, subject: string, detail: unknown) => AuditEntry>
 
   constructor (private readonly db: DB, private readonly clock: Clock) {
     migrate(db, 'audit', AUDIT_MIGRATIONS)
@@ -59,18 +60,28 @@ export class AuditLog {
         'SELECT * FROM audit WHERE subject = ? AND seq < ? AND actor <> ? AND substr(actor, 1, ?) <> ? ORDER BY seq DESC LIMIT ?'),
       page: db.prepare<[number, number], { seq: number, at: number, actor: string, action: string, subject: string, detail: string, prev_hash: string, hash: string }>('SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?'),
     }
-    this.last = this.s.last.get() ?? { seq: 0, hash: GENESIS }
+    this.appendTx = db.transaction((actor: string, action: AuditAction, subject: string, detail: unknown): AuditEntry => {
+      const last = this.s.last.get() ?? { seq: 0, hash: GENESIS }
+      const e = { seq: last.seq + 1, at: this.clock.now(), actor, action, subject, detail: JSON.stringify(detail) }
+      const hash = entryHash(last.hash, e)
+      this.s.insert.run(e.seq, e.at, e.actor, e.action, e.subject, e.detail, last.hash, hash)
+      return { ...e, detail, prevHash: last.hash, hash }
+    })
   }
 
-  /** Appends an entry; call inside the transaction of the change it records when there is one. */
+  /**
+   * Appends an entry; call inside the transaction of the change it records when there is one.
+   * The chain's head is read from the database each time (one indexed row), not kept in memory:
+   * a head in memory ran ahead of the table when the transaction of an entry rolled back (the
+   * next entry left a gap) and fell behind it when another process on the file (the CLI)
+   * appended (the next entry's seq was taken: the append threw).
+   */
   append (actor: string, action: AuditAction, subject: string, detail: unknown = {}): AuditEntry {
-    const e = { seq: this.last.seq + 1, at: this.clock.now(), actor, action, subject, detail: JSON.stringify(detail) }
-    const hash = entryHash(this.last.hash, e)
-    this.s.insert.run(e.seq, e.at, e.actor, e.action, e.subject, e.detail, this.last.hash, hash)
-    const entry = { ...e, detail, prevHash: this.last.hash, hash }
-    this.last = { seq: e.seq, hash }
-    return entry
+    // IMMEDIATE when on its own: another process's append waits for this one instead of reading the same head
+    return this.appendTx.immediate(actor, action, subject, detail)
   }
+
+
 
   list (afterSeq: number, limit: number): AuditEntry[] {
     return this.s.page.all(afterSeq, limit).map((r) => ({ seq: r.seq, at: r.at, actor: r.actor, action: r.action, subject: r.subject, detail: JSON.parse(r.detail) as unknown, prevHash: r.prev_hash, hash: r.hash }))

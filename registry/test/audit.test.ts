@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { openDatabase, ManualClock } from '../../core/index.ts'
 import { AuditLog } from '../index.ts'
 import { startTestApp } from '../../test/helpers/app.ts'
-import { run, ROOT } from '../../test/helpers/proc.ts'
+import { run, ROOT, tempDir } from '../../test/helpers/proc.ts'
 
 describe('audit log', () => {
   it('is append-only and hash-chained; tampering with one entry fails verification at that entry', () => {
@@ -18,6 +18,21 @@ describe('audit log', () => {
     db.exec('DROP TRIGGER audit_no_update')
     db.prepare(`UPDATE audit SET detail = '{"role":"operator"}' WHERE seq = 3`).run()
     expect(new AuditLog(db, new ManualClock(0)).verify()).toMatchObject({ ok: false, brokenAt: 3, entries: 2, reason: /content/ })
+  })
+
+  it('stays one chain when an append is rolled back with its transaction, and when another process on the file appends', () => {
+    const file = join(tempDir(), 'a.db')
+    const db = openDatabase(file)
+    const log = new AuditLog(db, new ManualClock(1000))
+    log.append('a', 'x', 's1')
+    // the change it records fails after the entry was written (a consumer's transaction, an API call)
+    expect(() => db.transaction(() => { log.append('forwarder', 'x', 's2'); throw new Error('enqueue failed') })()).toThrow('enqueue failed')
+    log.append('a', 'x', 's3')
+    // the CLI next to the server appends through its own connection
+    new AuditLog(openDatabase(file), new ManualClock(2000)).append('cli', 'x', 's4')
+    log.append('a', 'x', 's5')
+    expect(log.verify()).toEqual({ ok: true, entries: 4 })
+    expect(log.list(0, 10).map((e) => e.subject)).toEqual(['s1', 's3', 's4', 's5'])
   })
 
   it('detects a removed entry', () => {

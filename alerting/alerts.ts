@@ -218,7 +218,7 @@ export class AlertBook {
     if (to > from) {
       for (let rows = spool.read(from, 5000); rows.length > 0 && rows[0]!.id <= to; rows = spool.read(rows[rows.length - 1]!.id, 5000)) {
         // a reading the resident's saved timeline already holds (written after the cursor, by a later slice) is not placed again
-        for (const r of rows) if (r.id <= to && r.id > this.stateOf(r.residentId).pos) { this.place(r); rebuilt++ }
+        for (const r of rows) if (r.id <= to && r.id > this.stateOf(r.residentId).pos) { this.place(r); this.noteSeen(r.residentId, r.ts); rebuilt++ }
         this.lastRowId = rows[rows.length - 1]!.id
       }
       this.lastRowId = to
@@ -452,8 +452,21 @@ export class AlertBook {
     if (cursor > 0) this.spool.ack(TIMELINE_CURSOR, cursor)
   }
 
-  /** Writes a resident's timeline and rule state, holding every reading up to spool record `pos`; returns the bytes written. */
+  /**
+   * The newest reading time of a resident; with a spool, the resident is then written by the next
+   * checkpoint. Called while a batch is consumed (before `lastRowId` moves past it), so the
+   * timeline cursor cannot pass the reading before the time it set is written.
+   */
+  private noteSeen (residentId: string, ts: number): void {
+    if ((this.lastSeen.get(residentId) ?? -Infinity) >= ts) return
+    this.lastSeen.set(residentId, ts)
+    if (this.spool) this.markDirty(residentId)
+  }
+
+  /** Writes a resident's timeline and rule state, holding every reading up to spool record `pos`, and when it was last seen; returns the bytes written. */
   private saveTimeline (residentId: string, pos = 0): number {
+    const seen = this.lastSeen.get(residentId)
+    if (seen !== undefined) this.store.seen(residentId, seen)
     const rs = this.residents.get(residentId)
     return rs ? this.store.saveTimeline(residentId, rs.tl.toJSON(), { st: Object.fromEntries(rs.st), snaps: Object.fromEntries(rs.snaps) }, pos) : 0
   }
@@ -483,6 +496,7 @@ export class AlertBook {
   private evaluate (r: EvaluatedReading, p: ResidentInfo, now: number, tx: Tx): void {
     const age = now - r.ts
     if ((tx.seen.get(r.residentId) ?? 0) < r.ts) tx.seen.set(r.residentId, r.ts)
+    this.noteSeen(r.residentId, r.ts)
     const rules = this.index.rulesFor(p, now)
     if (age > this.o.recordHorizonS * 1000) { this.recordOld(r, p, rules, now, tx); return }
     const rs = this.stateOf(r.residentId)
@@ -506,6 +520,7 @@ export class AlertBook {
     const placed: EvaluatedReading[] = []
     for (const r of lates) {
       if ((tx.seen.get(r.residentId) ?? 0) < r.ts) tx.seen.set(r.residentId, r.ts)
+      this.noteSeen(r.residentId, r.ts)
       if (now - r.ts > this.o.recordHorizonS * 1000) { this.recordOld(r, p, rules, now, tx); continue }
       placed.push(r)
     }
@@ -814,8 +829,11 @@ export class AlertBook {
       this.store.saveLife(residentId, ruleKey, this.residents.get(residentId)?.life.get(ruleKey))
     }
     for (const [res, ts] of tx.seen) {
-      this.store.seen(res, ts)
-      if ((this.lastSeen.get(res) ?? 0) < ts) this.lastSeen.set(res, ts)
+      // with a spool, when a resident was last seen is written with the resident's timeline (and
+      // rebuilt with it after a crash): one upsert per resident per transaction was 19% of the
+      // engine's time at small transactions (`bench/alert-engine.ts 5`), and a county's readings
+      // come from a different resident each. Without one (tests, tools), with the transaction.
+      if (!this.spool) this.store.seen(res, ts)
     }
     // quiet alerts of a cool-down that is over by now (or by the newest reading): announced
     if (this.announceAt.size > 0) {

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest'
 import { join } from 'node:path'
 import { openDatabase, silentLogger, ManualClock, type DB } from '../../core/index.ts'
 import { Spool } from '../../ingest/index.ts'
-import { AlertBook, BUILTIN_RULE_SETS } from '../index.ts'
+import { AlertBook, BUILTIN_RULE_SETS, RuleSetDocSchema } from '../index.ts'
 import { tempDir } from '../../test/helpers/proc.ts'
 
 const T0 = Date.UTC(2026, 10, 2, 8, 0)
@@ -120,5 +120,45 @@ describe('a failure inside alerting', () => {
     await send()
     expect(seen('r0')).toEqual(Array.from({ length: 15 }, (_, i) => i))
     spool.stopConsumers()
+  })
+})
+
+describe('when a resident was last seen', () => {
+  it('survives a crash between timeline checkpoints: lost contact counts from the last reading, not from the last checkpoint', async () => {
+    const dir = tempDir()
+    const silent = RuleSetDocSchema.parse({ id: 'rs', version: '1.0.0', publisher: 'p', citation: 'c', effectiveDate: '2026-01-01', audience: { kind: 'all' }, rules: [{ id: 'silent', title: 'No data', kind: 'noData', severity: 'warning', forS: 3600 }] })
+    const start = (db: DB, clock: ManualClock, sent: string[]) => {
+      const spool = new Spool(db, silentLogger(), { deadLetterMax: 10 })
+      const b = new AlertBook({
+        db, clock, logger: silentLogger(), activeRuleSets: () => [silent],
+        resident: (id) => ({ id, birthYear: 1960, conditions: [], region: 'c1', language: 'en', hospitalId: null }), overrides: () => new Map(),
+        hospitalEndpoint: () => undefined, enqueueWebhook: () => {},
+        // the first transaction checkpoints the timelines, the next ones do not (an hour between checkpoints)
+        options: { tickMs: 1000, escalateAfterS: 900, renotifyS: { critical: 0, warning: 0, info: 0 }, checkpointMs: 3_600_000 },
+      })
+      b.setNotifier({ alert: (a, delivered) => { sent.push(`${a.ruleKey} ${a.state}`); delivered() }, status: () => {} })
+      b.attachTo(spool)
+      return { spool, b }
+    }
+    const clock = new ManualClock(T0)
+    const sent: string[] = []
+    const one = start(openDatabase(join(dir, 'a.db')), clock, sent)
+    const at = (minute: number) => T0 + minute * 60_000
+    await one.spool.appendAsync({ deviceKey: 1, deviceId: 'd0', residentId: 'r0', readings: [{ seq: 1, ts: at(0), hr: 70 }] })
+    await one.spool.consumersIdle()
+    clock.set(at(30))
+    await one.spool.appendAsync({ deviceKey: 1, deviceId: 'd0', residentId: 'r0', readings: [{ seq: 2, ts: at(30), hr: 71 }] })
+    await one.spool.consumersIdle()
+    one.spool.stopConsumers() // the process dies here: no stop, no checkpoint after minute 0
+    const two = start(openDatabase(join(dir, 'a.db')), clock, sent)
+    clock.set(at(61))
+    two.b.tick()
+    two.b.flushDelivered()
+    expect(sent).toEqual([]) // 31 minutes since the reading at minute 30
+    clock.set(at(91))
+    two.b.tick()
+    two.b.flushDelivered()
+    expect(sent).toEqual(['rs/silent open'])
+    two.spool.stopConsumers()
   })
 })

@@ -463,6 +463,12 @@ export class AlertBook {
     if (this.spool) this.markDirty(residentId)
   }
 
+  /** A reading of this transaction: its resident's newest reading time, for the transaction and for good. */
+  private seenIn (tx: Tx, r: EvaluatedReading): void {
+    if ((tx.seen.get(r.residentId) ?? 0) < r.ts) tx.seen.set(r.residentId, r.ts)
+    this.noteSeen(r.residentId, r.ts)
+  }
+
   /** Writes a resident's timeline and rule state, holding every reading up to spool record `pos`, and when it was last seen; returns the bytes written. */
   private saveTimeline (residentId: string, pos = 0): number {
     const seen = this.lastSeen.get(residentId)
@@ -495,8 +501,7 @@ export class AlertBook {
 
   private evaluate (r: EvaluatedReading, p: ResidentInfo, now: number, tx: Tx): void {
     const age = now - r.ts
-    if ((tx.seen.get(r.residentId) ?? 0) < r.ts) tx.seen.set(r.residentId, r.ts)
-    this.noteSeen(r.residentId, r.ts)
+    this.seenIn(tx, r)
     const rules = this.index.rulesFor(p, now)
     if (age > this.o.recordHorizonS * 1000) { this.recordOld(r, p, rules, now, tx); return }
     const rs = this.stateOf(r.residentId)
@@ -519,8 +524,7 @@ export class AlertBook {
     const rules = this.index.rulesFor(p, now)
     const placed: EvaluatedReading[] = []
     for (const r of lates) {
-      if ((tx.seen.get(r.residentId) ?? 0) < r.ts) tx.seen.set(r.residentId, r.ts)
-      this.noteSeen(r.residentId, r.ts)
+      this.seenIn(tx, r)
       if (now - r.ts > this.o.recordHorizonS * 1000) { this.recordOld(r, p, rules, now, tx); continue }
       placed.push(r)
     }

@@ -274,8 +274,7 @@ export class Aggregator {
    */
   failed (): void {
     this.open.clear()
-    this.dirty.clear()
-    this.rounds.clear()
+    this.clearDirty()
     this.recent.clear()
     this.loadOpen()
     if (this.d.spool) this.lastSpoolId = this.d.spool.cursor(CURSOR)

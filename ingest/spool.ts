@@ -1,4 +1,4 @@
-import { ActivitySchema, migrate, type DB, type Migration, type Reading, type StoredReading, type Logger } from '../core/index.ts'
+import { ActivitySchema, atomically, migrate, type DB, type Migration, type Reading, type StoredReading, type Logger } from '../core/index.ts'
 import { SeqSet } from './seqset.ts'
 import type { RejectedReading } from './store.ts'
 
@@ -145,7 +145,6 @@ export class Spool {
   private readonly s
   private readonly commitBatch: (batch: Pending[]) => { results: AppendResult[], rows: SpoolRow[] }
   private readonly consumeTx: (a: Attached, rows: readonly SpoolRow[], last: number) => { n: number, bytes: number }
-  private readonly pumpTx: (fn: () => void) => void
   private readonly ackTx: (name: string, id: number, rejected: readonly RejectedReading[]) => { n: number, bytes: number }
   private deadLettersSincePrune = 0
   /** counters for metrics and tests */
@@ -231,7 +230,6 @@ export class Spool {
       }
       return { results, rows }
     })
-    this.pumpTx = db.transaction((fn: () => void) => fn())
     this.consumeTx = db.transaction((a: Attached, rows: readonly SpoolRow[], last: number) => {
       a.c.consume(rows)
       return this.ackTx(a.c.name, last, [])
@@ -350,7 +348,7 @@ export class Spool {
     // before their PUBACK. One fsync fewer on the way from a reading to its alert.
     this.db.pragma('synchronous = NORMAL')
     try {
-      this.pumpTx(() => {
+      atomically(this.db, () => {
         for (const w of work) {
           try {
             if (w.a.c.checkpointsItself) w.a.c.consume(w.rows)

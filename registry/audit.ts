@@ -81,8 +81,6 @@ export class AuditLog {
     return this.appendTx.immediate(actor, action, subject, detail)
   }
 
-
-
   list (afterSeq: number, limit: number): AuditEntry[] {
     return this.s.page.all(afterSeq, limit).map((r) => ({ seq: r.seq, at: r.at, actor: r.actor, action: r.action, subject: r.subject, detail: JSON.parse(r.detail) as unknown, prevHash: r.prev_hash, hash: r.hash }))
   }

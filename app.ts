@@ -66,7 +66,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     : undefined
   const embedded = influx ? undefined : new EmbeddedStore(join(dataDir, 'telemetry.db'), { writeOnThread: true })
   const store: TelemetryStore = influx ?? embedded!
-  const checkpointer = new WalCheckpointer(embedded ? [db, embedded.connection] : [db], logger.child({ component: 'sqlite' }))
+  const checkpointer = new WalCheckpointer(embedded ? [db, embedded.connection] : [db], logger.child({ component: 'sqlite' }), { writtenElsewhere: embedded?.writesOnThread ? [embedded.connection] : [] })
   const rollups = influx && config.store.influx.rollups ? new Rollups(db, influx, clock, logger.child({ component: 'rollups' })) : undefined
   const ruleSets = new RuleSetStore(db)
   const outbox = new Outbox(db, clock, logger.child({ component: 'outbox' }), { ...config.outbox, deadLetterAfterMs: config.outbox.deadLetterAfterS * 1000 })

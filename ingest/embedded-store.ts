@@ -108,6 +108,8 @@ export class EmbeddedStore implements TelemetryStore {
 
   /** the SQLite connection, for the WAL checkpointer (core/checkpointer.ts) */
   get connection (): DB { return this.db }
+  /** inserts run on the writer thread's own connection, not on `connection` */
+  get writesOnThread (): boolean { return this.writer !== undefined }
 
   async write (rows: readonly StoredReading[]): Promise<void> {
     if (this.writer) await this.writer.write(rows)

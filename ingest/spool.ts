@@ -1,4 +1,5 @@
 import { ActivitySchema, atomically, migrate, type DB, type Migration, type Reading, type StoredReading, type Logger } from '../core/index.ts'
+import type { Statement } from 'better-sqlite3'
 import { SeqSet } from './seqset.ts'
 import type { RejectedReading } from './store.ts'
 
@@ -175,6 +176,9 @@ export class Spool {
       head: db.prepare<[], { id: number | null }>('SELECT max(id) AS id FROM spool_records'),
       saveSeqs: db.prepare('INSERT INTO seq_ranges (device_key, ranges) VALUES (?, ?) ON CONFLICT(device_key) DO UPDATE SET ranges = excluded.ranges'),
       quarantine: db.prepare('INSERT INTO quarantine (device_id, resident_id, seq, ts, reading, reason, quarantined_at) VALUES (?, ?, ?, ?, ?, ?, ?)'),
+      // prepared once: db.pragma() prepares its statement on every call (1.2% of the event loop's CPU, perf)
+      syncNormal: db.prepare('PRAGMA synchronous = NORMAL'),
+      syncFull: db.prepare('PRAGMA synchronous = FULL'),
     }
     this.loadDedup()
     const initial = this.s.sizeUpTo.get(Number.MAX_SAFE_INTEGER)!
@@ -241,8 +245,7 @@ export class Spool {
       }
       this.s.setCursor.run(name, id)
       // a row leaves only when every consumer (the store's drain, the forwarder's windows) is past it
-      let upTo = id
-      for (const c of this.consumers) if (c !== name) upTo = Math.min(upTo, this.s.cursor.get(c)?.id ?? 0)
+      let upTo = this.slowestCursor()
       // ... and the de-duplication checkpoint covers it: written now if consumers caught up, the spool is full, or it is due
       if (upTo > this.dedupId && (upTo >= this.headId || this.isFull() || now - this.dedupAt >= (this.opts.dedupCheckpointMs ?? 1000))) this.checkpointDedup(now)
       upTo = Math.min(upTo, this.dedupId)
@@ -286,7 +289,19 @@ export class Spool {
   }
 
   /** Names a consumer that reads the spool from its own cursor; rows stay until every consumer acknowledged them. */
-  addConsumer (name: string): void { this.consumers.add(name) }
+  addConsumer (name: string): void { this.consumers.add(name); this.slowest = undefined }
+
+  private slowest: { names: string[], stmt: Statement<string[], { id: number | null, n: number }> } | undefined
+
+  /** The lowest cursor of every consumer, 0 while one has none: one query per acknowledgement, not one per consumer. */
+  private slowestCursor (): number {
+    if (!this.slowest) {
+      const names = [...this.consumers]
+      this.slowest = { names, stmt: this.db.prepare(`SELECT min(id) AS id, count(*) AS n FROM cursors WHERE name IN (${names.map(() => '?').join(', ')})`) }
+    }
+    const r = this.slowest.stmt.get(...this.slowest.names)!
+    return r.n < this.slowest.names.length ? 0 : r.id ?? 0
+  }
 
   /**
    * Attaches a cursor consumer (see SpoolConsumer). One that never ran starts at the head:
@@ -300,6 +315,7 @@ export class Spool {
       this.s.setCursor.run(c.name, position)
     }
     this.consumers.add(c.name)
+    this.slowest = undefined
     this.attached.push({ c, position, failures: 0, streak: 0, failing: null, timer: undefined })
     this.schedulePump()
   }
@@ -346,7 +362,7 @@ export class Spool {
     // WAL with synchronous=NORMAL: a committed consumer transaction survives the process being
     // killed (the WAL is in the OS), only not a power loss; the readings themselves were fsynced
     // before their PUBACK. One fsync fewer on the way from a reading to its alert.
-    this.db.pragma('synchronous = NORMAL')
+    this.s.syncNormal.run()
     try {
       atomically(this.db, () => {
         for (const w of work) {
@@ -363,7 +379,7 @@ export class Spool {
       done = done.filter((w) => w.a.c.checkpointsItself)
       gone = { n: 0, bytes: 0 }
     } finally {
-      this.db.pragma('synchronous = FULL')
+      this.s.syncFull.run()
     }
     this.afterAck(gone)
     if (failed.length) this.loadDedup() // the de-duplication checkpoint may have been rolled back
@@ -556,7 +572,7 @@ export class Spool {
     // No fsync for this one: if a crash loses the ack, the drain sends the rows again and
     // the store ignores what it already has (writes are idempotent by device and seq).
     // The next fully synced commit makes it durable anyway.
-    this.db.pragma('synchronous = NORMAL')
+    this.s.syncNormal.run()
     let gone
     try {
       gone = this.ackTx(name, id, rejected)
@@ -565,7 +581,7 @@ export class Spool {
       this.loadDedup()
       throw err
     } finally {
-      this.db.pragma('synchronous = FULL')
+      this.s.syncFull.run()
     }
     this.stats.quarantined += rejected.length
     this.afterAck(gone)

@@ -1,13 +1,14 @@
 import { join, resolve } from 'node:path'
+import { hostname } from 'node:os'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import type { AddressInfo } from 'node:net'
 import { Gauge, Registry as MetricsRegistry } from 'prom-client'
 import { atomically, openDatabase, WalCheckpointer, topics, VitalmeshError, type Clock, type Config, type Logger } from './core/index.ts'
-import { Registry, AuditLog, Fleet, ensureDemo, type DemoCredentials } from './registry/index.ts'
+import { Registry, AuditLog, Fleet, CredentialSync, ensureDemo, type DemoCredentials } from './registry/index.ts'
 import { Spool, EmbeddedStore, Drain, Ingest, InfluxStore, Rollups, AlertExport, type TelemetryStore } from './ingest/index.ts'
 import { AlertBook, RuleSetStore, type EscalationChain, type Override } from './alerting/index.ts'
 import { Outbox, Aggregator, parseWindow, hospitalSink, researchSink, parentSink, alertFlagSink, measurementSink, type SummarySink } from './forwarder/index.ts'
-import { createBroker, createClusterBackends, listenTls, listenWss, mqttUpgradeHandler, type Broker, type ClusterBackends, type TlsFiles } from './broker/index.ts'
+import { createBroker, createClusterBackends, redisCredentialLog, listenTls, listenWss, mqttUpgradeHandler, type Broker, type ClusterBackends, type TlsFiles } from './broker/index.ts'
 import { buildApi, alertCareRoutes, alertingRoutes, backtestRoutes, forwarderRoutes, operatorRoutes, dataRoutes, consoleRoutes, LiveHub, registerDeviceRoutes, registerMetricsRoute, reportRoutes, auditViewRoutes, publicStatsRoutes, followerRoutes } from './api/index.ts'
 import { ReportBook, DeviceModelRegister, DEMO_DEVICE_MODELS, reportSink } from './reports/index.ts'
 
@@ -183,7 +184,11 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     },
   })
   const mqtt = broker
-  const credentialWatch = watchCredentials(fleet, mqtt, config.fleet.credentialPollMs, log)
+  // cluster over Redis: every node's registry is its own SQLite file; rotations and revocations reach the others through a Redis stream
+  const credentialSync = config.cluster.redisUrl
+    ? new CredentialSync(db, fleet, redisCredentialLog(config.cluster.redisUrl), `${hostname()}:${process.pid}`, (id, at) => mqtt.disconnectIdentity(id, at), logger.child({ component: 'credential-sync' }))
+    : undefined
+  const credentialWatch = watchCredentials(fleet, mqtt, config.fleet.credentialPollMs, log, credentialSync)
   if (cluster) {
     // mqemitter-redis delivers nothing to a node while its Redis link is down: after a grace
     // period this node ends its sessions, so clients reconnect (through the load balancer)
@@ -300,7 +305,8 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
         fleet,
         isOnline: (id) => mqtt.presence.isOnline(id),
         pendingLastSeen: (id) => mqtt.presence.pendingLastSeen(id),
-        disconnect: (id) => mqtt.disconnectIdentity(id),
+        // and at once what the credential poll does with a change (in a cluster: to the other nodes), not at its next round
+        disconnect: (id) => { const n = mqtt.disconnectIdentity(id); credentialWatch.poll(); return n },
         audited: (actor, action, subject, detail) => { audit.append(actor, action, subject, detail) },
         models: deviceModels,
       }),
@@ -342,6 +348,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       fleet.resetOnline()
       mqtt.presence.start(config.fleet.lastSeenFlushMs)
       credentialWatch.start()
+      credentialSync?.start()
       const tcp = await mqtt.listenTcp(config.mqtt.host, config.mqtt.port)
       await api.listen({ host: config.http.host, port: config.http.port })
       const ports: Listening = { mqttPort: (tcp.address() as AddressInfo).port, httpPort: (api.server.address() as AddressInfo).port }
@@ -358,6 +365,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       if (statsTimer) clearInterval(statsTimer)
       loopDelay.disable()
       credentialWatch.stop()
+      await credentialSync?.stop()
       await api.close()
       for (const c of mqttUpgrade.wss.clients) c.terminate()
       mqttUpgrade.wss.close()
@@ -416,18 +424,20 @@ function consumerMetrics (spool: Spool): MetricsRegistry {
  * Ends the sessions of devices whose credentials were rotated or revoked by anyone (the
  * API of this node, the CLI, another node sharing the registry): a cheap indexed poll.
  */
-function watchCredentials (fleet: Fleet, broker: Broker, everyMs: number, log: Logger) {
+function watchCredentials (fleet: Fleet, broker: Broker, everyMs: number, log: Logger, sync?: CredentialSync) {
   let cursor = fleet.latestChange()
   let timer: NodeJS.Timeout | undefined
   const poll = (): void => {
     try {
       for (const c of fleet.changedSince(cursor)) {
         broker.disconnectIdentity(c.id, c.at)
+        sync?.changed(c.id, c.at)
         cursor = Math.max(cursor, c.at)
       }
     } catch (err) { log.error({ err }, 'could not read credential changes') }
   }
   return {
+    poll,
     start () { timer ??= setInterval(poll, everyMs); timer.unref() },
     stop () { if (timer) clearInterval(timer); timer = undefined },
   }

@@ -2,6 +2,7 @@ import { createRequire } from 'node:module'
 import { Readable } from 'node:stream'
 import { Redis } from 'ioredis'
 import type { Logger } from '../core/index.ts'
+import type { CredentialEntry, CredentialLog } from '../registry/index.ts'
 
 const require = createRequire(import.meta.url)
 
@@ -71,5 +72,42 @@ export function createClusterBackends (redisUrl: string, logger: Logger): Cluste
     status: () => mq.subConn.status === 'ready' && mq.pubConn.status === 'ready' && db.status === 'ready' ? 'ok' : `redis link ${mq.subConn.status}/${db.status}`,
     onLinkChange: (l) => { listeners.push(l) },
     close: async () => { if (db.status !== 'end') db.disconnect() },
+  }
+}
+
+/** entries Redis keeps of the credential log (about; MAXLEN ~): a node away for longer is re-provisioned */
+const CREDENTIAL_LOG_KEEP = 100_000
+
+/**
+ * The cluster's credential changes as a Redis stream (registry/credential-sync.ts): XADD keeps
+ * one order for every node, and each node reads from its own position, so a node whose link was
+ * down reads what it missed (pub/sub would have lost it). Its own connection blocks in XREAD.
+ */
+export function redisCredentialLog (redisUrl: string, key = 'vitalmesh:credentials'): CredentialLog {
+  // an append fails (and is retried by the sync) rather than waiting in ioredis' queue while Redis is away
+  const writer = new Redis(redisUrl, { maxRetriesPerRequest: 1 })
+  const reader = new Redis(redisUrl, { maxRetriesPerRequest: 1 })
+  for (const c of [writer, reader]) c.on('error', () => { /* status and retries are ioredis's; reads and appends report failures */ })
+  return {
+    async append (c) {
+      await writer.xadd(key, 'MAXLEN', '~', String(CREDENTIAL_LOG_KEEP), '*', 'node', c.node, 'id', c.id, 'revoked', c.revoked ? '1' : '0', 'hash', c.secretHash)
+    },
+    async read (position, blockMs) {
+      const res = await reader.xread('COUNT', 500, 'BLOCK', blockMs, 'STREAMS', key, position) as [string, [string, string[]][]][] | null
+      const out: CredentialEntry[] = []
+      for (const [, entries] of res ?? []) {
+        for (const [id, fields] of entries) {
+          const f: Record<string, string> = {}
+          for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i]!] = fields[i + 1]!
+          // an entry not written by vitalmesh has no device id: applying it changes nothing, and the position moves past it
+          out.push({ position: id, node: f.node ?? '', id: f.id ?? '', revoked: f.revoked === '1', secretHash: f.hash ?? '' })
+        }
+      }
+      return out
+    },
+    async close () {
+      reader.disconnect()
+      await writer.quit().catch(() => writer.disconnect())
+    },
   }
 }

@@ -1,5 +1,6 @@
 import { atomically, hashSecret, newSecret, isValidId, SCRYPT_COST, VitalmeshError, type Clock, type DB } from '../core/index.ts'
 import { DEVICE_COLUMNS, deviceRecord, type CredentialChange, type DeviceQuery, type DeviceRecord, type DeviceRow, type NewDevice, type Registry } from './registry.ts'
+import type { CredentialState } from './credential-sync.ts'
 
 export interface ImportOptions {
   /** register a resident (without MQTT password) when a row names one that does not exist */
@@ -42,6 +43,7 @@ export class Fleet {
       changedSince: db.prepare<[number], { id: string, at: number, revoked_at: number | null }>('SELECT id, credentials_changed_at AS at, revoked_at FROM devices WHERE credentials_changed_at > ? ORDER BY credentials_changed_at'),
       lastSeen: db.prepare('UPDATE devices SET last_seen_at = max(coalesce(last_seen_at, 0), ?), online = ? WHERE id = ?'),
       count: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM devices WHERE revoked_at IS NULL'),
+      credentials: db.prepare<[string], { secret_hash: string, revoked_at: number | null }>('SELECT secret_hash, revoked_at FROM devices WHERE id = ?'),
     }
   }
 
@@ -114,6 +116,27 @@ export class Fleet {
       this.q.revoke.run(at, at, id)
     }
     return deviceRecord(this.q.device.get(id)!)
+  }
+
+  /** What every node must hold of a device's credentials (cluster mode: registry/credential-sync.ts). */
+  credentials (id: string): CredentialState | undefined {
+    const r = this.q.credentials.get(id)
+    return r ? { id, revoked: r.revoked_at !== null, secretHash: r.secret_hash } : undefined
+  }
+
+  /**
+   * Makes this registry hold `c` (a change made on another node); returns its stamp when that
+   * changed anything, undefined when the device was revoked or had that secret already, or is
+   * not registered here. A revocation is final: a later rotation does not undo it.
+   */
+  applyCredentials (c: CredentialState): number | undefined {
+    const d = this.q.credentials.get(c.id)
+    if (!d || d.revoked_at !== null) return undefined
+    if (!c.revoked && d.secret_hash === c.secretHash) return undefined
+    const at = this.stamp()
+    if (c.revoked) this.q.revoke.run(at, at, c.id)
+    else this.q.rotate.run(c.secretHash, at, c.id)
+    return at
   }
 
   /**

@@ -112,4 +112,57 @@ describe('cluster over Redis', () => {
     expect(alert).toMatchObject({ residentId: resident.id, state: 'open' })
     await d.endAsync(); await r.endAsync()
   })
+
+  const api = async (n: AppProcess, path: string) => {
+    const res = await fetch(`http://127.0.0.1:${n.httpPort}${path}`, { method: 'POST', headers: { authorization: `Bearer ${a.creds.apiKeys.operator}` } })
+    expect(res.status, await res.clone().text()).toBe(200)
+    return await res.json() as { secret?: string, disconnected: number }
+  }
+  const refused = (n: AppProcess, id: string, secret: string) => connect(n.mqttPort, id, secret, { clientId: `${id}:probe` }).then(async (c) => { await c.endAsync(); return false }, () => true)
+  const hashOn = (dir: string, id: string) => {
+    const db = new Database(join(dir, 'vitalmesh.db'), { readonly: true })
+    try { return db.prepare('SELECT secret_hash AS h, revoked_at AS r FROM devices WHERE id = ?').get(id) as { h: string, r: number | null } } finally { db.close() }
+  }
+
+  it('a device revoked through node A is disconnected from node B within 2 s, and refused on both nodes afterwards', async () => {
+    const dev = a.creds.fleet[0]!
+    const onB = await connect(b.mqttPort, dev.deviceId, dev.secret)
+    const closed = new Promise<number>((res) => onB.once('close', () => res(Date.now())))
+    const t0 = Date.now()
+    await api(a, `/v1/devices/${dev.deviceId}/revoke`)
+    const ms = await Promise.race([closed, new Promise<number>((_, rej) => setTimeout(() => rej(new Error("node B did not end the revoked device's session within 5 s")), 5000))]) - t0
+    console.log(`revocation on node A ended the session on node B after ${ms} ms`)
+    expect(ms).toBeLessThan(2000)
+    expect(await refused(b, dev.deviceId, dev.secret)).toBe(true)
+    expect(await refused(a, dev.deviceId, dev.secret)).toBe(true)
+    expect(hashOn(b.dataDir, dev.deviceId).r).not.toBeNull()
+  })
+
+  it('a rotation through node B ends the old secret on node A too; two rotations at once leave both nodes with the same secret', async () => {
+    const dev = a.creds.fleet[1]!
+    const onA = await connect(a.mqttPort, dev.deviceId, dev.secret)
+    const closed = new Promise<void>((res) => onA.once('close', () => res()))
+    const { secret } = await api(b, `/v1/devices/${dev.deviceId}/rotate`)
+    await Promise.race([closed, new Promise((_, rej) => setTimeout(() => rej(new Error('node A did not end the session of the rotated secret within 5 s')), 5000))])
+    expect(await refused(a, dev.deviceId, dev.secret)).toBe(true)
+    const withNew = await connect(a.mqttPort, dev.deviceId, secret!)
+    await withNew.endAsync()
+    // both nodes rotate one device at once: the log's order decides, the same way on both
+    const other = a.creds.fleet[2]!
+    const [ra, rb] = await Promise.all([api(a, `/v1/devices/${other.deviceId}/rotate`), api(b, `/v1/devices/${other.deviceId}/rotate`)])
+    await waitFor('both registries to hold one secret for the device', () => hashOn(a.dataDir, other.deviceId).h === hashOn(b.dataDir, other.deviceId).h, 10_000)
+    const accepted = await Promise.all([ra.secret!, rb.secret!].map((s) => refused(a, other.deviceId, s).then((no) => !no)))
+    expect(accepted.filter(Boolean)).toHaveLength(1) // one of the two secrets, and it works on node B as well
+    const winner = accepted[0] ? ra.secret! : rb.secret!
+    expect(await refused(b, other.deviceId, winner)).toBe(false)
+  })
+
+  it('a revocation made while Redis is down reaches the other node once Redis is back', async () => {
+    const dev = a.creds.fleet[3]!
+    await redis.stop()
+    await api(a, `/v1/devices/${dev.deviceId}/revoke`) // node A's registry has it; the cluster's log cannot take it now
+    redis = await startRedis(redis.port)
+    await waitFor('node B to refuse the device revoked on node A during the outage', () => refused(b, dev.deviceId, dev.secret), 20_000)
+    expect(hashOn(b.dataDir, dev.deviceId).r).not.toBeNull()
+  })
 })

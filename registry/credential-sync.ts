@@ -1,0 +1,162 @@
+import { migrate, type DB, type Logger, type Migration } from '../core/index.ts'
+import type { Fleet } from './fleet.ts'
+
+/** A device's credentials as every node must hold them: revoked, or accepted with this secret's hash. */
+export interface CredentialState { id: string, revoked: boolean, secretHash: string }
+
+/** One change in the cluster's order of credential changes. */
+export interface CredentialEntry extends CredentialState { position: string, node: string }
+
+/**
+ * The cluster's log of credential changes (Redis stream in cluster mode, broker/cluster.ts):
+ * one order that every node reads, from a position it keeps.
+ */
+export interface CredentialLog {
+  append(change: CredentialState & { node: string }): Promise<void>
+  /** entries after `position` ('0': from the first one kept); waits up to `blockMs` for one */
+  read(position: string, blockMs: number): Promise<CredentialEntry[]>
+  close(): Promise<void>
+}
+
+export const CREDENTIAL_SYNC_MIGRATIONS: Migration[] = [
+  {
+    version: 1,
+    why: "cluster mode: how far this node has applied the cluster's credential changes (rotations, revocations), so a restarted node applies what it missed",
+    // position: the last log entry applied here; published_at: the stamp of the last change of this registry appended to the log
+    up: 'CREATE TABLE IF NOT EXISTS credential_sync (id INTEGER PRIMARY KEY CHECK (id = 1), position TEXT NOT NULL, published_at INTEGER NOT NULL)',
+  },
+]
+
+/**
+ * Carries rotations and revocations from the node (or CLI) where they were made to every node
+ * of a cluster over Redis, whose registries are separate SQLite files: without it, a device
+ * revoked through node A kept its sessions on node C and could connect there again.
+ *
+ * Every node appends the changes its credential poll finds in its own registry, and applies
+ * every entry of the log in the log's order, its own included: two nodes rotating one device
+ * at once end with the same secret (the later entry in the log) instead of each keeping its
+ * own. Applying an entry that changes nothing (a node's own entry, a revocation already
+ * applied) does nothing, so it ends no session of a device that already reconnected with its
+ * new secret. An applied change ends the device's sessions on this node at once.
+ *
+ * This replicates one table's security-relevant columns, not the registry: devices are still
+ * provisioned on every node (cluster mode on PostgreSQL, issue 17, shares the registry itself).
+ */
+export class CredentialSync {
+  private position: string
+  private publishedAt: number
+  private readonly appliedHere = new Set<number>()
+  /** changes of this registry not yet in the log, oldest first */
+  private readonly pending: { id: string, at: number }[] = []
+  private appending: Promise<void> | undefined
+  private retry: NodeJS.Timeout | undefined
+  private running = false
+  private loop: Promise<void> | undefined
+  private readonly q
+
+  constructor (
+    private readonly db: DB,
+    private readonly fleet: Fleet,
+    private readonly log: CredentialLog,
+    private readonly node: string,
+    private readonly disconnect: (id: string, before: number) => void,
+    private readonly logger: Logger,
+  ) {
+    migrate(db, 'credential-sync', CREDENTIAL_SYNC_MIGRATIONS)
+    this.q = {
+      get: db.prepare<[], { position: string, published_at: number }>('SELECT position, published_at FROM credential_sync WHERE id = 1'),
+      setPosition: db.prepare("INSERT INTO credential_sync (id, position, published_at) VALUES (1, ?, 0) ON CONFLICT(id) DO UPDATE SET position = excluded.position"),
+      setPublished: db.prepare("INSERT INTO credential_sync (id, position, published_at) VALUES (1, '0', ?) ON CONFLICT(id) DO UPDATE SET published_at = max(published_at, excluded.published_at)"),
+    }
+    const row = this.q.get.get()
+    // a node that never applied the log applies all of it that Redis keeps: its registry may be a copy older than some of it
+    this.position = row?.position ?? '0'
+    // changes made here while the log could not be written (or before a crash) are appended
+    // again: appending a state every node already holds changes nothing anywhere
+    this.publishedAt = row?.published_at ?? 0
+    for (const c of fleet.changedSince(this.publishedAt)) this.pending.push({ id: c.id, at: c.at })
+  }
+
+  /**
+   * A change the credential poll found in this node's registry (stamped `at`): appended to the
+   * log unless it was this sync that made it, retried until Redis takes it.
+   */
+  changed (id: string, at: number): void {
+    if (at <= this.publishedAt) return
+    if (this.appliedHere.delete(at)) { this.published(at); return }
+    this.pending.push({ id, at })
+    this.appendPending()
+  }
+
+  private published (at: number): void {
+    this.publishedAt = Math.max(this.publishedAt, at)
+    this.q.setPublished.run(this.publishedAt)
+  }
+
+  private appendPending (): void {
+    if (this.appending || this.retry || !this.running) return
+    this.appending = (async () => {
+      while (this.pending.length) {
+        const c = this.pending[0]!
+        // the device's state now, not at the change: a later change is then appended as it is
+        const state = this.fleet.credentials(c.id)
+        if (state) await this.log.append({ ...state, node: this.node })
+        this.pending.shift()
+        this.published(c.at)
+      }
+    })().catch((err: unknown) => {
+      this.logger.warn({ err, code: 'VM_CLUSTER_LINK', pending: this.pending.length }, 'could not append credential changes to the cluster\'s log; retrying in 1 s')
+      this.retry = setTimeout(() => { this.retry = undefined; this.appendPending() }, 1000)
+      this.retry.unref()
+    }).finally(() => { this.appending = undefined })
+  }
+
+  start (): void {
+    if (this.running) return
+    this.running = true
+    this.loop = this.run()
+    this.appendPending()
+  }
+
+  /** Stops reading and closes the log (which ends a read waiting for entries). */
+  async stop (): Promise<void> {
+    this.running = false
+    clearTimeout(this.retry)
+    await this.log.close() // ends an append or a read under way; what is pending is appended at the next start
+    await this.appending
+    await this.loop
+  }
+
+  /** Reads the log and applies it until stopped; a failed read (Redis down) is retried. */
+  private async run (): Promise<void> {
+    while (this.running) {
+      let entries: CredentialEntry[]
+      try {
+        entries = await this.log.read(this.position, 1000)
+      } catch (err) {
+        if (!this.running) break
+        this.logger.warn({ err, code: 'VM_CLUSTER_LINK' }, 'could not read the cluster\'s credential changes; retrying')
+        await new Promise((r) => setTimeout(r, 500))
+        continue
+      }
+      if (entries.length) this.apply(entries)
+    }
+  }
+
+  /** Applies entries in order and moves the position past them, in one transaction. */
+  apply (entries: readonly CredentialEntry[]): void {
+    const ended: { id: string, at: number }[] = []
+    this.db.transaction(() => {
+      for (const e of entries) {
+        const at = this.fleet.applyCredentials(e)
+        if (at !== undefined) { this.appliedHere.add(at); ended.push({ id: e.id, at }) }
+      }
+      this.q.setPosition.run(entries[entries.length - 1]!.position)
+    })()
+    this.position = entries[entries.length - 1]!.position
+    for (const { id, at } of ended) {
+      this.disconnect(id, at)
+      this.logger.info({ id, from: entries.find((e) => e.id === id)?.node }, 'credentials changed on another node applied here; sessions ended')
+    }
+  }
+}

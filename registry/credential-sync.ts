@@ -108,7 +108,11 @@ export class CredentialSync {
       this.logger.warn({ err, code: 'VM_CLUSTER_LINK', pending: this.pending.length }, 'could not append credential changes to the cluster\'s log; retrying in 1 s')
       this.retry = setTimeout(() => { this.retry = undefined; this.appendPending() }, 1000)
       this.retry.unref()
-    }).finally(() => { this.appending = undefined })
+    }).finally(() => {
+      this.appending = undefined
+      // a change that came after the loop's last look at `pending`, before this: append it too
+      if (this.pending.length) this.appendPending()
+    })
   }
 
   start (): void {
@@ -139,7 +143,14 @@ export class CredentialSync {
         await new Promise((r) => setTimeout(r, 500))
         continue
       }
-      if (entries.length) this.apply(entries)
+      if (entries.length === 0) continue
+      try {
+        this.apply(entries)
+      } catch (err) {
+        // the registry could not take them now (busy, disk): the position did not move, so they are read again
+        this.logger.error({ err, entries: entries.length }, 'could not apply credential changes from the cluster\'s log; retrying')
+        await new Promise((r) => setTimeout(r, 500))
+      }
     }
   }
 

@@ -184,9 +184,9 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     },
   })
   const mqtt = broker
-  // cluster over Redis: every node's registry is its own SQLite file; rotations and revocations reach the others through a Redis stream
+  // cluster over Redis: every node's registry is its own SQLite file; rotations and revocations (devices, API keys) reach the others through a Redis stream
   const credentialSync = config.cluster.redisUrl
-    ? new CredentialSync(db, fleet, redisCredentialLog(config.cluster.redisUrl), `${hostname()}:${process.pid}`, (id, at) => mqtt.disconnectIdentity(id, at), logger.child({ component: 'credential-sync' }))
+    ? new CredentialSync(db, fleet, registry, redisCredentialLog(config.cluster.redisUrl), `${hostname()}:${process.pid}`, (id, at) => mqtt.disconnectIdentity(id, at), logger.child({ component: 'credential-sync' }))
     : undefined
   const credentialWatch = watchCredentials(fleet, mqtt, config.fleet.credentialPollMs, log, credentialSync)
   if (cluster) {
@@ -434,6 +434,7 @@ function watchCredentials (fleet: Fleet, broker: Broker, everyMs: number, log: L
         sync?.changed(c.id, c.at)
         cursor = Math.max(cursor, c.at)
       }
+      sync?.pollKeys()
     } catch (err) { log.error({ err }, 'could not read credential changes') }
   }
   return {

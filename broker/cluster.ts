@@ -90,7 +90,7 @@ export function redisCredentialLog (redisUrl: string, key = 'vitalmesh:credentia
   for (const c of [writer, reader]) c.on('error', () => { /* status and retries are ioredis's; reads and appends report failures */ })
   return {
     async append (c) {
-      await writer.xadd(key, 'MAXLEN', '~', String(CREDENTIAL_LOG_KEEP), '*', 'node', c.node, 'id', c.id, 'revoked', c.revoked ? '1' : '0', 'hash', c.secretHash)
+      await writer.xadd(key, 'MAXLEN', '~', String(CREDENTIAL_LOG_KEEP), '*', 'node', c.node, 'kind', c.kind, 'id', c.id, 'revoked', c.revoked ? '1' : '0', 'hash', c.secretHash)
     },
     async read (position, blockMs) {
       const res = await reader.xread('COUNT', 500, 'BLOCK', blockMs, 'STREAMS', key, position) as [string, [string, string[]][]][] | null
@@ -100,7 +100,8 @@ export function redisCredentialLog (redisUrl: string, key = 'vitalmesh:credentia
           const f: Record<string, string> = {}
           for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i]!] = fields[i + 1]!
           // an entry not written by vitalmesh has no device id: applying it changes nothing, and the position moves past it
-          out.push({ position: id, node: f.node ?? '', id: f.id ?? '', revoked: f.revoked === '1', secretHash: f.hash ?? '' })
+          if (f.kind === 'apiKey') out.push({ position: id, node: f.node ?? '', kind: 'apiKey', id: f.id ?? '', revoked: true, secretHash: '' })
+          else out.push({ position: id, node: f.node ?? '', kind: 'device', id: f.id ?? '', revoked: f.revoked === '1', secretHash: f.hash ?? '' })
         }
       }
       return out

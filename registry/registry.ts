@@ -87,6 +87,7 @@ export class Registry {
       revokeApiKey: db.prepare('UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL'),
       apiKeys: db.prepare<[], { id: string, role: Role, scope: string | null, label: string | null, created_at: number, revoked_at: number | null }>('SELECT id, role, scope, label, created_at, revoked_at FROM api_keys ORDER BY created_at'),
       insertApiKey: db.prepare('INSERT INTO api_keys (id, digest, role, scope, label, created_at) VALUES (?, ?, ?, ?, ?, ?)'),
+      keysRevokedSince: db.prepare<[number], { id: string, at: number }>('SELECT id, revoked_at AS at FROM api_keys WHERE revoked_at >= ? ORDER BY revoked_at, id'),
     }
   }
 
@@ -257,6 +258,11 @@ export class Registry {
     const token = `vm_${id}_${newSecret()}`
     this.q.insertApiKey.run(id, digestToken(token), role, scope, label ?? null, Date.now())
     return token
+  }
+
+  /** API keys revoked at or after `t`, oldest first (cluster mode: registry/credential-sync.ts) */
+  apiKeysRevokedSince (t: number): { id: string, at: number }[] {
+    return this.q.keysRevokedSince.all(t)
   }
 
   revokeApiKey (id: string): boolean {

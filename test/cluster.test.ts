@@ -165,4 +165,19 @@ describe('cluster over Redis', () => {
     await waitFor('node B to refuse the device revoked on node A during the outage', () => refused(b, dev.deviceId, dev.secret), 20_000)
     expect(hashOn(b.dataDir, dev.deviceId).r).not.toBeNull()
   })
+
+  it('an API key revoked through node A is refused by node B within 2 s', async () => {
+    const token = a.creds.apiKeys.resident
+    const id = token.split('_')[1]!
+    const get = (n: AppProcess) => fetch(`http://127.0.0.1:${n.httpPort}/v1/residents/${a.creds.resident.id}/alerts`, { headers: { authorization: `Bearer ${token}` } }).then((r) => r.status)
+    expect(await get(b)).toBe(200)
+    const t0 = Date.now()
+    const res = await fetch(`http://127.0.0.1:${a.httpPort}/v1/api-keys/${id}`, { method: 'DELETE', headers: { authorization: `Bearer ${a.creds.apiKeys.operator}` } })
+    expect(res.status).toBe(200)
+    await waitFor('node B to refuse the revoked key', async () => (await get(b)) === 401, 5000)
+    const ms = Date.now() - t0
+    console.log(`API key revoked on node A refused by node B after ${ms} ms`)
+    expect(ms).toBeLessThan(2000)
+    expect(await get(a)).toBe(401)
+  })
 })

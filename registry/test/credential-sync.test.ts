@@ -27,19 +27,20 @@ describe('credential changes across nodes', () => {
     const key = `vitalmesh:credentials:${Math.random().toString(36).slice(2)}`
     const node = (name: string) => {
       const db = openDatabase(join(dir, `${name}.db`))
-      const fleet = new Fleet(new Registry(db), systemClock)
+      const registry = new Registry(db)
+      const fleet = new Fleet(registry, systemClock)
       const ended: string[] = []
       const lines = new PassThrough()
       const logged: string[] = []
       lines.on('data', (b: Buffer) => logged.push(...b.toString().trim().split('\n')))
-      const sync = new CredentialSync(db, fleet, redisCredentialLog(redis.url, key), name, (id) => { ended.push(id) }, createLogger({ level: 'info', pretty: false }, lines))
+      const sync = new CredentialSync(db, fleet, registry, redisCredentialLog(redis.url, key), name, (id) => { ended.push(id) }, createLogger({ level: 'info', pretty: false }, lines))
       sync.start()
       // what the app's credential poll does: hand every change of this registry to the sync
       let cursor = fleet.latestChange()
-      const poll = () => { for (const c of fleet.changedSince(cursor)) { sync.changed(c.id, c.at); cursor = Math.max(cursor, c.at) } }
-      return { db, fleet, sync, ended, logged, poll }
+      const poll = () => { for (const c of fleet.changedSince(cursor)) { sync.changed(c.id, c.at); cursor = Math.max(cursor, c.at) } sync.pollKeys() }
+      return { db, registry, fleet, sync, ended, logged, poll }
     }
-    return { a: node('a'), b: node('b'), secret }
+    return { a: node('a'), b: node('b'), secret, key }
   }
 
   it('a rotation on one node is taken by the other; the old secret stops working on both', async () => {
@@ -73,6 +74,28 @@ describe('credential changes across nodes', () => {
     lock.close()
     await waitFor('node b to apply the revocation', () => b.fleet.credentials('d1')!.revoked)
     expect(b.ended).toEqual(['d1'])
+    await Promise.all([a.sync.stop(), b.sync.stop()])
+  })
+
+  it('an API key revoked on one node is revoked on the other, and its revocation is not appended back', async () => {
+    const { a, b, key } = await twoNodes()
+    // keys are provisioned on every node, like devices: the same key id in both registries
+    const token = a.registry.addApiKey('operator', null, 'desk')
+    const id = token.split('_')[1]!
+    b.db.exec(`ATTACH '${a.db.name}' AS other; INSERT INTO api_keys SELECT * FROM other.api_keys WHERE id = '${id}'; DETACH other`)
+    expect(b.registry.verifyApiKey(token)).toBeDefined()
+    expect(a.registry.revokeApiKey(id)).toBe(true)
+    a.poll()
+    await waitFor('node b to refuse the key', () => b.registry.verifyApiKey(token) === undefined)
+    expect(b.logged.some((l) => l.includes('API key revoked on another node'))).toBe(true)
+    b.poll() // b revoked it because of the log: nothing to append
+    const later = await b.fleet.rotate('d2')
+    b.poll()
+    await waitFor('node a to hold the later change', async () => verifySecret(later, a.fleet.credentials('d2')!.secretHash))
+    const log = redisCredentialLog(redis.url, key)
+    const entries = await log.read('0', 10)
+    await log.close()
+    expect(entries.filter((e) => e.kind === 'apiKey').map((e) => [e.id, e.node])).toEqual([[id, 'a']])
     await Promise.all([a.sync.stop(), b.sync.stop()])
   })
 })

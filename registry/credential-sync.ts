@@ -129,6 +129,8 @@ export class CredentialSync {
   }
 
   private published (kind: 'device' | 'apiKey', at: number): void {
+    // an older change still waiting to be appended keeps the mark where it is: a crash now must not skip it
+    if (this.pending.some((p) => p.kind === kind && p.at < at)) return
     if (kind === 'device') {
       this.publishedAt = Math.max(this.publishedAt, at)
       this.q.setPublished.run(this.publishedAt)

@@ -296,7 +296,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       backtestRoutes({ registry, ruleSets, store, audit, clock, k: config.forwarder.k, alerting: { tickMs: config.alerting.tickMs, flapCount: config.alerting.flapCount, flapWindowS: config.alerting.flapWindowS, liveHorizonS: config.alerting.liveHorizonS } }),
       dataRoutes({ registry, aggregator, audit, windows: windows.map((w) => w.name), k: config.forwarder.k, reportOutcomes: (from, to) => reports.finishedOutcomes(from, to) }),
       operatorRoutes({ registry, audit, residentChanged: (id) => alerts.rulesChanged(id) }),
-      forwarderRoutes({ registry, aggregator, outbox, audit, region: config.region, windows, rollupK: config.forwarder.rollupK ?? config.forwarder.k, residentChanged: (id) => alerts.rulesChanged(id) }),
+      forwarderRoutes({ registry, aggregator, outbox, audit, region: config.region, windows, rollupK: config.forwarder.rollupK ?? config.forwarder.k, residentChanged: (id) => alerts.rulesChanged(id), keyRevoked: () => credentialWatch.poll() }),
       reportRoutes({ registry, reports, audit, timeZoneOf: (id) => alerts.timeZoneOf(id) }),
       auditViewRoutes({ registry, audit }),
       followerRoutes({ registry, audit, disconnect: (id) => mqtt.disconnectIdentity(id) }),

@@ -17,6 +17,8 @@ export interface ForwarderRoutesDeps {
   /** region keys (other nodes) read aggregates without windows of fewer own residents than this */
   rollupK?: number
   residentChanged(residentId: string): void
+  /** an API key was revoked here: in a cluster, the other nodes are told at once, not at the next credential poll */
+  keyRevoked?(): void
 }
 
 export const ApiKeyBody = z.strictObject({
@@ -102,6 +104,7 @@ export function forwarderRoutes (d: ForwarderRoutesDeps) {
         if (!d.registry.revokeApiKey(req.params.id)) throw new VitalmeshError('VM_NOT_FOUND', `no active API key ${req.params.id}`)
         d.audit.append(`operator:${p.keyId}`, 'api-key.revoked', req.params.id)
       })
+      d.keyRevoked?.()
       return { id: req.params.id, revoked: true }
     })
 

@@ -70,7 +70,8 @@ export class WalCheckpointer {
     w.unref()
     w.on('message', (m: { done: number, left: number } | { err: string }) => {
       if ('err' in m) this.logger.warn({ err: m.err }, 'WAL checkpoint failed; retried on the next interval')
-      else if (m.left <= FINISH_FRAMES) setImmediate(() => this.finish(m.done))
+      // a file written by another connection: its last frames are not this one's to copy
+      else if (m.left <= FINISH_FRAMES && !this.opts.writtenElsewhere?.includes(this.files[m.done]!)) setImmediate(() => this.finish(m.done))
     })
     w.on('error', (err) => this.logger.error({ err }, 'WAL checkpointer failed'))
     w.on('exit', () => {
@@ -90,7 +91,7 @@ export class WalCheckpointer {
    */
   private finish (i: number): void {
     const d = this.files[i]
-    if (!this.worker || !d?.open || d.inTransaction || this.opts.writtenElsewhere?.includes(d)) return
+    if (!this.worker || !d?.open || d.inTransaction) return
     try { d.pragma('wal_checkpoint(PASSIVE)') } catch (err) { this.logger.warn({ err }, 'WAL checkpoint failed; retried on the next interval') }
   }
 

@@ -359,28 +359,25 @@ export class Spool {
     let done: typeof work = []
     const failed: { a: Attached, err: unknown }[] = []
     let gone = { n: 0, bytes: 0 }
-    // WAL with synchronous=NORMAL: a committed consumer transaction survives the process being
-    // killed (the WAL is in the OS), only not a power loss; the readings themselves were fsynced
-    // before their PUBACK. One fsync fewer on the way from a reading to its alert.
-    this.s.syncNormal.run()
-    try {
-      atomically(this.db, () => {
-        for (const w of work) {
-          try {
-            if (w.a.c.checkpointsItself) w.a.c.consume(w.rows)
-            else { const g = this.consumeTx(w.a, w.rows, w.last); gone = { n: gone.n + g.n, bytes: gone.bytes + g.bytes } }
-            done.push(w)
-          } catch (err) { failed.push({ a: w.a, err }) }
-        }
-      })
-    } catch (err) {
-      // the transaction itself failed (disk full...): every consumer in it lost its work
-      for (const w of done) if (!w.a.c.checkpointsItself) failed.push({ a: w.a, err })
-      done = done.filter((w) => w.a.c.checkpointsItself)
-      gone = { n: 0, bytes: 0 }
-    } finally {
-      this.s.syncFull.run()
-    }
+    // a consumer transaction is not fsynced (withoutFsync): one fsync fewer on the way from a reading to its alert
+    this.withoutFsync(() => {
+      try {
+        atomically(this.db, () => {
+          for (const w of work) {
+            try {
+              if (w.a.c.checkpointsItself) w.a.c.consume(w.rows)
+              else { const g = this.consumeTx(w.a, w.rows, w.last); gone = { n: gone.n + g.n, bytes: gone.bytes + g.bytes } }
+              done.push(w)
+            } catch (err) { failed.push({ a: w.a, err }) }
+          }
+        })
+      } catch (err) {
+        // the transaction itself failed (disk full...): every consumer in it lost its work
+        for (const w of done) if (!w.a.c.checkpointsItself) failed.push({ a: w.a, err })
+        done = done.filter((w) => w.a.c.checkpointsItself)
+        gone = { n: 0, bytes: 0 }
+      }
+    })
     this.afterAck(gone)
     if (failed.length) this.loadDedup() // the de-duplication checkpoint may have been rolled back
     for (const f of failed) this.fail(f.a, f.err)
@@ -572,19 +569,28 @@ export class Spool {
     // No fsync for this one: if a crash loses the ack, the drain sends the rows again and
     // the store ignores what it already has (writes are idempotent by device and seq).
     // The next fully synced commit makes it durable anyway.
-    this.s.syncNormal.run()
-    let gone
-    try {
-      gone = this.ackTx(name, id, rejected)
-    } catch (err) {
-      // the de-duplication checkpoint may have been rolled back with it
-      this.loadDedup()
-      throw err
-    } finally {
-      this.s.syncFull.run()
-    }
+    const gone = this.withoutFsync(() => {
+      try {
+        return this.ackTx(name, id, rejected)
+      } catch (err) {
+        // the de-duplication checkpoint may have been rolled back with it
+        this.loadDedup()
+        throw err
+      }
+    })
     this.stats.quarantined += rejected.length
     this.afterAck(gone)
+  }
+
+  /**
+   * Runs `fn` (a consumer's or the drain's transaction) with synchronous=NORMAL: in WAL mode a
+   * transaction committed so survives the process being killed (the WAL is in the OS), only not
+   * a power loss, and what it records can be done again; the readings themselves were fsynced
+   * before their PUBACK. The spool's own commits stay FULL.
+   */
+  private withoutFsync<T> (fn: () => T): T {
+    this.s.syncNormal.run()
+    try { return fn() } finally { this.s.syncFull.run() }
   }
 
   private afterAck (gone: { n: number, bytes: number }): void {

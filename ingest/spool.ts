@@ -589,6 +589,9 @@ export class Spool {
    * before their PUBACK. The spool's own commits stay FULL.
    */
   private withoutFsync<T> (fn: () => T): T {
+    // inside a transaction (the forwarder acknowledges from its checkpoint slice, which runs in the
+    // consumers' transaction) SQLite refuses to change the level: that transaction has it already
+    if (this.db.inTransaction) return fn()
     this.s.syncNormal.run()
     try { return fn() } finally { this.s.syncFull.run() }
   }

@@ -162,6 +162,21 @@ describe('de-duplication', () => {
     expect(spool.size()).toBe(2)
   })
 
+  it('a consumer that checkpoints itself may acknowledge from inside its consume (the forwarder\'s checkpoint slice)', async () => {
+    const spool = new Spool(openDatabase(':memory:'), silentLogger(), { deadLetterMax: 10 })
+    const errors: unknown[] = []
+    let acked = 0
+    spool.attach({
+      name: 'forwarder', checkpointsItself: true,
+      // consume runs inside the consumers' transaction: SQLite refuses a change of synchronous there
+      consume: (rows) => { try { spool.ack('forwarder', rows.at(-1)!.id); acked = rows.at(-1)!.id } catch (err) { errors.push(err) } },
+    })
+    await spool.appendAsync(req(1, [1, 2]))
+    await waitFor('the consumer fed', () => acked > 0 || errors.length > 0)
+    expect(errors).toEqual([])
+    expect(spool.cursor('forwarder')).toBe(acked)
+  })
+
   it('moves a database of the row-per-reading format to messages and seq ranges', async () => {
     const file = join(tempDir(), 's.db')
     const db = openDatabase(file)

@@ -10,6 +10,7 @@ import { AlertBook, RuleSetStore, type EscalationChain, type Override } from './
 import { Outbox, Aggregator, parseWindow, hospitalSink, researchSink, parentSink, alertFlagSink, measurementSink, type SummarySink } from './forwarder/index.ts'
 import { createBroker, createClusterBackends, redisCredentialLog, listenTls, listenWss, mqttUpgradeHandler, type Broker, type ClusterBackends, type TlsFiles } from './broker/index.ts'
 import { buildApi, alertCareRoutes, alertingRoutes, backtestRoutes, forwarderRoutes, operatorRoutes, dataRoutes, consoleRoutes, LiveHub, registerDeviceRoutes, registerMetricsRoute, reportRoutes, auditViewRoutes, publicStatsRoutes, followerRoutes } from './api/index.ts'
+import { ClusterNode } from './cluster/node.ts'
 import { ReportBook, DeviceModelRegister, DEMO_DEVICE_MODELS, reportSink } from './reports/index.ts'
 
 export interface AppDeps {
@@ -61,7 +62,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   const registry = new Registry(db)
   const audit = new AuditLog(db, clock)
   const exported = (action: string, subject: string, detail: unknown): void => { audit.append('forwarder', action, subject, detail) }
-  const spool = new Spool(db, logger.child({ component: 'ingest' }), { deadLetterMax: config.ingest.deadLetterMax, maxRows: config.ingest.spoolMaxRows, maxBytes: config.ingest.spoolMaxBytes })
+  const spool = new Spool(db, logger.child({ component: 'ingest' }), { deadLetterMax: config.ingest.deadLetterMax, maxRows: config.ingest.spoolMaxRows, maxBytes: config.ingest.spoolMaxBytes, drainCursor: config.cluster.nats ? 'log' : 'store' })
   const influx = config.store.kind === 'influx'
     ? new InfluxStore(config.store.influx, (id) => registry.device(id), logger.child({ component: 'influx' }))
     : undefined
@@ -69,6 +70,16 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   const store: TelemetryStore = influx ?? embedded!
   const checkpointer = new WalCheckpointer(embedded ? [db, embedded.connection] : [db], logger.child({ component: 'sqlite' }), { writtenElsewhere: embedded?.writesOnThread ? [embedded.connection] : [] })
   const rollups = influx && config.store.influx.rollups ? new Rollups(db, influx, clock, logger.child({ component: 'rollups' })) : undefined
+  // cluster mode over NATS: the spool's drain ships to the reading log, PUBACKs wait for it, and the partitions' owners write the store (cluster/node.ts)
+  const c = config.cluster
+  const clusterNode = c.nats
+    ? await ClusterNode.open({
+      servers: c.nats.split(','), node: c.nodeId ?? `${hostname().replace(/[^A-Za-z0-9_=-]/g, '-')}-${process.pid}`,
+      partitions: c.partitions, replicas: c.replicas, leaseMs: c.leaseMs, postgresUrl: c.postgresUrl!,
+      store, head: () => spool.head(), shippedTo: spool.cursor('log'), onStored: (rows) => rollups?.touch(rows),
+      logger: logger.child({ component: 'cluster' }),
+    })
+    : undefined
   const ruleSets = new RuleSetStore(db)
   const outbox = new Outbox(db, clock, logger.child({ component: 'outbox' }), { ...config.outbox, deadLetterAfterMs: config.outbox.deadLetterAfterS * 1000 })
   const alerts = new AlertBook({
@@ -141,14 +152,18 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   spool.attach({ name: 'hospital-measurements', consume: (rows) => { sendMeasurements(rows) } })
   const sendReports = reportSink({ node: config.region.id, hospitals: () => registry.hospitals(), hospitalOf: (id) => registry.resident(id)?.hospitalId, enqueue: (e) => { outbox.enqueue(e) }, audit: exported })
   const alertExport = influx ? new AlertExport(db, (after, limit) => alerts.eventsAfter(after, limit), influx, (id) => registry.resident(id)?.region, logger.child({ component: 'alert-export' })) : undefined
-  const drain = new Drain(spool, store, logger.child({ component: 'drain' }), { batch: config.ingest.drainBatch, intervalMs: config.ingest.drainIntervalMs, concurrency: config.ingest.drainConcurrency })
-  if (rollups) drain.onDrained((rows) => rollups.touch(rows))
+  // in cluster mode a PUBACK waits for this drain: it ships each commit at once, not gathered for intervalMs
+  const drain = clusterNode
+    ? new Drain(spool, clusterNode.sink, logger.child({ component: 'drain' }), { cursor: 'log', batch: config.ingest.drainBatch, intervalMs: 0, concurrency: config.ingest.drainConcurrency })
+    : new Drain(spool, store, logger.child({ component: 'drain' }), { batch: config.ingest.drainBatch, intervalMs: config.ingest.drainIntervalMs, concurrency: config.ingest.drainConcurrency })
+  if (clusterNode) drain.onDrained(clusterNode.shippedRows)
+  else if (rollups) drain.onDrained((rows) => rollups.touch(rows))
 
   const fleet = new Fleet(registry, clock)
   const cluster: ClusterBackends | undefined = config.cluster.redisUrl ? createClusterBackends(config.cluster.redisUrl, logger) : undefined
 
   let broker: Broker | undefined
-  const ingest = new Ingest(spool, clock, (deviceId, e) => broker?.replyError(deviceId, e))
+  const ingest = new Ingest(spool, clock, (deviceId, e) => broker?.replyError(deviceId, e), undefined, clusterNode?.hold)
   const m = config.mqtt
   broker = await createBroker({
     logger,
@@ -255,6 +270,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       mqttClients: mqtt.aedes.connectedClients, openAlerts: bySeverity, outboxPending: outbox.pending(), drained: drain.stats.drained,
       spoolRows: spool.pressure().rows, backpressureEpisodes: spool.stats.backpressureEpisodes, eventLoopDelayP99Ms: loopDelayP99Ms,
       consumers: spool.consumerStatus(),
+      ...(clusterNode ? { cluster: clusterNode.summary() } : {}),
       rssMb: Math.round(process.memoryUsage().rss / 1048576),
     }
   }
@@ -285,6 +301,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       const checks: Record<string, string> = { app: started && !stopping ? 'ok' : 'starting or stopping' }
       try { await store.ping(); checks.store = 'ok' } catch (e) { checks.store = (e as Error).message }
       if (cluster) checks.redis = cluster.status()
+      if (clusterNode) checks.nats = clusterNode.status()
       // a consumer stopped by a failure: ingest goes on, but what it feeds (alerts, summaries) does not
       for (const c of spool.consumerStatus()) checks[`consumer:${c.name}`] = c.failing ? `${c.failing.code}: ${c.failing.message}` : 'ok'
       return checks
@@ -335,6 +352,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       }
       checkpointer.start()
       drain.start()
+      await clusterNode?.start()
       rollups?.start()
       alertExport?.start()
       alerts.resendUndelivered()
@@ -376,6 +394,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       drain.stop()
       // a pass still writing to the store would read the spool after db.close()
       await drain.settled()
+      await clusterNode?.stop()
       rollups?.stop()
       alertExport?.stop()
       alerts.stop()

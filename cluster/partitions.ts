@@ -255,6 +255,12 @@ export interface PartitionConsumer<S> {
   /** the state of a partition that was never checkpointed */
   initial(partition: number): S
   consume(state: S, entries: readonly LogEntry[]): S
+  /**
+   * An effect outside the checkpoint store, done before the entries' checkpoint commits (the
+   * telemetry store's write): at least once, so it must be idempotent. After a failover the new
+   * owner does it again for the entries after the last checkpoint; a throw retries the batch.
+   */
+  apply?(partition: number, entries: readonly LogEntry[]): Promise<void>
 }
 
 export interface RunnerOptions<S> {
@@ -382,6 +388,7 @@ export class ConsumerRunner<S> {
         batch.push(decodeEntry(partition, m.seq, m.data))
         // commit when caught up (nothing pending on the server) or when the batch is full
         if (m.info.pending > 0 && batch.length < maxBatch) continue
+        if (consumer.apply) await consumer.apply(partition, batch)
         const next = consumer.consume(state, batch)
         const last = batch[batch.length - 1]!.streamSeq
         const c: Checkpoint<S> = { consumer: consumer.name, partition, seq: last, state: next, epoch }

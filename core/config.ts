@@ -45,7 +45,24 @@ export const ConfigSchema = z.strictObject({
     redisUrl: z.string().regex(/^rediss?:\/\//, 'use redis://host:port[/db] or rediss://').optional(),
     /** a node whose Redis link is down this long ends its MQTT sessions, so clients move to a healthy node */
     linkDownDisconnectMs: z.coerce.number().int().min(0).default(5000),
-  }).prefault({}),
+    /**
+     * nats://host:port,nats://host:port,...: cluster mode's reading log (JetStream). Every
+     * accepted reading goes to the log before its PUBACK, and each partition of the log is
+     * stored by exactly one node at a time (cluster/node.ts). Needs `cluster.postgresUrl` and
+     * the InfluxDB store, which every node shares.
+     */
+    nats: z.string().regex(/^(nats|tls):\/\/[^,\s]+(,(nats|tls):\/\/[^,\s]+)*$/, 'use nats://host:port, several separated by commas').optional(),
+    /** postgres://user@host:port/db: the partitions' checkpoints, shared by every node */
+    postgresUrl: z.string().regex(/^postgres(ql)?:\/\//, 'use postgres://user[:password]@host:port/db').optional(),
+    /** fixed when the log is created: residents are spread over this many partitions */
+    partitions: z.coerce.number().int().min(1).max(1024).default(16),
+    /** replicas of the log and the lease bucket: 3 in production (survives one server of three), 1 for a test */
+    replicas: z.coerce.number().int().min(1).max(5).default(3),
+    /** this node's id among the live nodes (default: host name and process id) */
+    nodeId: z.string().regex(/^[A-Za-z0-9_=-]+$/, "letters, digits, '-', '_' and '=' only").optional(),
+    /** a dead node's partitions move to the others after about this long */
+    leaseMs: z.coerce.number().int().min(1000).max(60_000).default(5000),
+  }).prefault({}).refine((c) => c.nats === undefined || c.postgresUrl !== undefined, { message: 'cluster mode over NATS (VITALMESH_NATS_URL) needs PostgreSQL for its checkpoints: set VITALMESH_PG_URL' }),
   fleet: z.strictObject({
     /** how often a node looks for rotated or revoked credentials (CLI, other nodes) */
     credentialPollMs: z.coerce.number().int().min(50).max(60_000).default(1000),
@@ -139,6 +156,9 @@ export const ConfigSchema = z.strictObject({
   demo: z.strictObject({
     enabled: bool.default(true).describe('create a demo resident, device and API key on first start'),
   }).prefault({}),
+}).refine((c) => c.cluster.nats === undefined || c.store.kind === 'influx', {
+  // a partition's readings are stored by whichever node owns it at the time: an embedded store per node would scatter them
+  path: ['store', 'kind'], message: 'cluster mode over NATS stores readings in the InfluxDB every node shares: set VITALMESH_STORE=influx',
 })
 
 export type Config = z.infer<typeof ConfigSchema>
@@ -208,6 +228,12 @@ export const ENV_SETTINGS: Record<string, string> = {
   VITALMESH_TLS_REQUIRE_CLIENT_CERT: 'tls.requireClientCert',
   VITALMESH_REDIS_URL: 'cluster.redisUrl',
   VITALMESH_REDIS_LINK_DOWN_DISCONNECT_MS: 'cluster.linkDownDisconnectMs',
+  VITALMESH_NATS_URL: 'cluster.nats',
+  VITALMESH_PG_URL: 'cluster.postgresUrl',
+  VITALMESH_CLUSTER_PARTITIONS: 'cluster.partitions',
+  VITALMESH_CLUSTER_REPLICAS: 'cluster.replicas',
+  VITALMESH_NODE_ID: 'cluster.nodeId',
+  VITALMESH_LEASE_MS: 'cluster.leaseMs',
   VITALMESH_CREDENTIAL_POLL_MS: 'fleet.credentialPollMs',
   VITALMESH_LAST_SEEN_FLUSH_MS: 'fleet.lastSeenFlushMs',
   VITALMESH_METRICS_REQUIRE_API_KEY: 'metrics.requireApiKey',

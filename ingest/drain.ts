@@ -2,7 +2,6 @@ import type { Logger } from '../core/index.ts'
 import type { Spool, SpoolRow } from './spool.ts'
 import type { TelemetryStore, WriteOutcome } from './store.ts'
 
-const CURSOR = 'store'
 
 /**
  * Moves readings from the spool to the telemetry store in batches. Rows leave the spool
@@ -19,18 +18,25 @@ export class Drain {
   private idleWaiters: (() => void)[] = []
   readonly stats = { drained: 0, batches: 0, failures: 0, quarantined: 0, retryAfterHonoured: 0 }
 
+  private readonly cursor: string
+
   constructor (
     private readonly spool: Spool,
-    private readonly store: TelemetryStore,
+    /** where the rows go: the telemetry store, or in cluster mode the reading log (cluster/node.ts) */
+    private readonly store: Pick<TelemetryStore, 'kind' | 'write'>,
     private readonly logger: Logger,
     private readonly opts: {
+      /** the spool cursor this drain moves (default 'store') */
+      cursor?: string
       batch: number
       intervalMs: number
       maxBackoffMs?: number
       /** batches written at the same time; they are acknowledged in spool order */
       concurrency?: number
     },
-  ) {}
+  ) {
+    this.cursor = opts.cursor ?? 'store'
+  }
 
   private readonly drainedListeners: ((rows: readonly SpoolRow[]) => void)[] = []
   /**
@@ -77,7 +83,7 @@ export class Drain {
     // next one is read and serialised. Batches are acknowledged strictly in spool order.
     const inflight: { rows: SpoolRow[], result: Promise<{ ok: true, value: WriteOutcome | void } | { ok: false, error: unknown }> }[] = []
     try {
-      let after = this.spool.cursor(CURSOR)
+      let after = this.spool.cursor(this.cursor)
       let exhausted = false
       this.again = false
       for (;;) {
@@ -105,7 +111,7 @@ export class Drain {
           this.logger.warn({ store: this.store.kind, quarantined: rejected.length, first: { deviceId: rejected[0]!.row.deviceId, seq: rejected[0]!.row.seq, reason: rejected[0]!.reason } },
             'the telemetry store refused readings for good; they are quarantined in the spool database, the rest of the batch is stored')
         }
-        this.spool.ack(CURSOR, rows[rows.length - 1]!.id, rejected)
+        this.spool.ack(this.cursor, rows[rows.length - 1]!.id, rejected)
         for (const l of this.drainedListeners) l(rows)
         this.stats.drained += rows.length - rejected.length
         this.stats.batches++
@@ -153,9 +159,9 @@ export class Drain {
 
   /** Resolves when the store has everything in the spool (tests and graceful shutdown). */
   async idle (): Promise<void> {
-    if (!this.running && !this.timer && this.spool.pendingFor(CURSOR) === 0) return
+    if (!this.running && !this.timer && this.spool.pendingFor(this.cursor) === 0) return
     await new Promise<void>((resolve) => { this.idleWaiters.push(resolve); this.kick() })
-    if (this.spool.pendingFor(CURSOR) > 0) return this.idle()
+    if (this.spool.pendingFor(this.cursor) > 0) return this.idle()
   }
 
   /**

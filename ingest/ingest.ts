@@ -20,6 +20,12 @@ export class Ingest {
     private readonly clock: Clock,
     private readonly reply: ErrorReply,
     private readonly limits: PlausibilityLimits = defaultPlausibility,
+    /**
+     * Holds the PUBACK after the spool's commit until a further step is done: in cluster mode,
+     * until the reading log acknowledged every record committed so far (cluster/node.ts).
+     * A duplicate waits too: the first copy may not have reached the log yet.
+     */
+    private readonly hold?: (release: () => void) => void,
   ) {}
 
   accept (device: IngestDevice, payload: Buffer, done: (err: Error | null) => void): void {
@@ -34,8 +40,12 @@ export class Ingest {
     }
     this.spool.append(req, (err) => {
       if (err) return done(err)
-      done(null)
-      for (const e of errors) this.reply(device.id, e)
+      const release = (): void => {
+        done(null)
+        for (const e of errors) this.reply(device.id, e)
+      }
+      if (this.hold) this.hold(release)
+      else release()
     })
   }
 }

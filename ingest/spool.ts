@@ -73,6 +73,8 @@ export interface SpoolOptions {
   maxBytes?: number
   /** how often, at most, the de-duplication state is written while consumers lag (default 1000 ms) */
   dedupCheckpointMs?: number
+  /** the cursor of the drain that rows wait for from the start (default 'store'; in cluster mode 'log') */
+  drainCursor?: string
 }
 
 /** Bytes of one spooled record besides its readings (SQLite row, index entry), for the byte bound. */
@@ -152,7 +154,7 @@ export class Spool {
   readonly stats = { commits: 0, accepted: 0, duplicates: 0, backpressureEpisodes: 0, backpressureMs: 0, heldAppends: 0, quarantined: 0, dedupCheckpoints: 0 }
   private rows = 0
   private bytes = 0
-  private readonly consumers = new Set<string>(['store'])
+  private readonly consumers: Set<string>
   private fullSince: number | undefined
   private seqs = new Map<number, SeqSet>()
   private readonly dirtySeqs = new Set<number>()
@@ -163,6 +165,7 @@ export class Spool {
 
   constructor (private readonly db: DB, private readonly logger: Logger, private readonly opts: SpoolOptions) {
     migrate(db, 'spool', SPOOL_MIGRATIONS)
+    this.consumers = new Set([opts.drainCursor ?? 'store'])
     this.s = {
       insert: db.prepare('INSERT INTO spool_records (n, devices, data) VALUES (?, ?, ?)'),
       deadLetter: db.prepare('INSERT INTO dead_letters (device_id, received_at, code, message, payload) VALUES (?, ?, ?, ?, ?)'),
@@ -638,6 +641,9 @@ export class Spool {
   }
 
   /** Readings in the spool. */
+  /** The id of the newest committed record: everything accepted so far is at or before it. */
+  head (): number { return this.headId }
+
   size (): number {
     return this.s.countAfter.get(0)!.n
   }

@@ -1,0 +1,172 @@
+import { connect, type NatsConnection } from 'nats'
+import type { Logger, StoredReading } from '../core/index.ts'
+import type { SpoolRow, TelemetryStore, WriteOutcome } from '../ingest/index.ts'
+import { JetStreamLog, type LogEntry } from './log.ts'
+import { ConsumerRunner, PartitionOwner, leaseBucket, type PartitionConsumer } from './partitions.ts'
+import { PgCheckpointStore } from './pg-checkpoints.ts'
+
+/**
+ * One node of a cluster over NATS JetStream and PostgreSQL (cluster mode).
+ *
+ * Ingest is unchanged up to the spool: a device's readings are committed to this node's spool
+ * (fsync) as on a single node. The spool's drain then ships them to the reading log (cursor
+ * `log`, in spool order, a sliding window of appends) instead of the telemetry store, and the
+ * PUBACK waits for that: `hold` releases it once the log acknowledged every record committed
+ * up to the reading's own commit, i.e. once the reading is on a majority of the log's replicas.
+ * A node that dies after its spool commit and before the log's acknowledgement sent no PUBACK:
+ * the device resends (to whichever node it reaches), and the dead node's spool ships its copy
+ * when it comes back; the log drops the second copy by its message id (device and seq) within
+ * its duplicate window, and the store keeps one point per device and seq in any case.
+ *
+ * Downstream of the log, each partition is processed by the one node that holds its lease
+ * (cluster/partitions.ts): here the store consumer, which writes the partition's readings to
+ * the telemetry store every node shares (InfluxDB) and checkpoints its position in PostgreSQL,
+ * fenced by the lease's epoch. When a node dies, the others take its partitions over after
+ * the lease (`leaseMs`) and resume from the checkpoints.
+ *
+ * Not moved yet (issue 17): alerting, reports, the forwarder's windows and the hospitals'
+ * feed still consume this node's own spool, so they see the readings this node received.
+ */
+export interface ClusterNodeOptions {
+  servers: string[]
+  node: string
+  partitions: number
+  replicas: number
+  leaseMs: number
+  postgresUrl: string
+  /** where the partition owners store readings: shared by every node */
+  store: Pick<TelemetryStore, 'kind' | 'write'>
+  /** the spool's newest committed record (Spool.head) */
+  head: () => number
+  /** the spool position the log had everything up to when this node last stopped (Spool.cursor('log')) */
+  shippedTo: number
+  /** after a partition's readings were stored (roll-ups) */
+  onStored?: (rows: readonly StoredReading[]) => void
+  logger: Logger
+}
+
+interface StoreState { stored: number }
+
+export class ClusterNode {
+  readonly stats = { shipped: 0, stored: 0, quarantined: 0, heldPubacks: 0 }
+  private shipped: number
+  /** PUBACKs waiting for the log, in commit order (their positions only grow) */
+  private waiting: { upTo: number, release: () => void }[] = []
+  private owner: PartitionOwner | undefined
+  private readonly runner: ConsumerRunner<StoreState>
+  private linkUp = true
+
+  private constructor (
+    private readonly o: ClusterNodeOptions,
+    private readonly nc: NatsConnection,
+    readonly log: JetStreamLog,
+    private readonly checkpoints: PgCheckpointStore<StoreState>,
+    private readonly kv: Awaited<ReturnType<typeof leaseBucket>>,
+  ) {
+    this.shipped = o.shippedTo
+    const storer: PartitionConsumer<StoreState> = {
+      name: 'store',
+      initial: () => ({ stored: 0 }),
+      consume: (s, entries) => ({ stored: s.stored + entries.length }),
+      apply: async (partition, entries) => { await this.store(partition, entries) },
+    }
+    this.runner = new ConsumerRunner<StoreState>({ log, store: checkpoints, consumer: storer, logger: o.logger })
+    void (async () => {
+      for await (const s of nc.status()) {
+        if (s.type === 'disconnect') { this.linkUp = false; o.logger.warn({ server: s.data }, 'NATS link down: PUBACKs wait until the reading log is reachable again') }
+        if (s.type === 'reconnect') { this.linkUp = true; o.logger.info({ server: s.data }, 'NATS link up again') }
+      }
+    })().catch(() => {})
+  }
+
+  /** Connects to NATS and PostgreSQL and checks (or creates) the reading log and the lease bucket. */
+  static async open (o: ClusterNodeOptions): Promise<ClusterNode> {
+    let nc: NatsConnection
+    try {
+      nc = await connect({ servers: o.servers, name: o.node, maxReconnectAttempts: -1, reconnectTimeWait: 250 })
+    } catch (err) {
+      throw new Error(`cluster mode: cannot reach NATS at ${o.servers.join(', ')}: ${(err as Error).message}`, { cause: err })
+    }
+    try {
+      const log = await JetStreamLog.open(nc, { partitions: o.partitions, replicas: o.replicas })
+      const kv = await leaseBucket(nc.jetstream(), { replicas: o.replicas, leaseMs: o.leaseMs })
+      const checkpoints = await PgCheckpointStore.open<StoreState>(o.postgresUrl).catch((err: unknown) => {
+        throw new Error(`cluster mode: cannot open the checkpoints in PostgreSQL: ${(err as Error).message}`, { cause: err })
+      })
+      return new ClusterNode(o, nc, log, checkpoints, kv)
+    } catch (err) {
+      await nc.close()
+      throw err
+    }
+  }
+
+  /** The drain's sink: appends a batch of spool rows to the log (the drain retries a failed batch with back-off). */
+  readonly sink = {
+    kind: 'jetstream',
+    write: async (rows: readonly SpoolRow[]): Promise<WriteOutcome | void> => {
+      // the spool's row id is this node's and means nothing in the log
+      await this.log.append(rows.map(({ id: _, ...r }) => r))
+    },
+  }
+
+  /** The drain's onDrained: the log has these rows, so the PUBACKs of their commits go out. */
+  readonly shippedRows = (rows: readonly SpoolRow[]): void => {
+    if (rows.length === 0) return
+    this.shipped = Math.max(this.shipped, rows[rows.length - 1]!.id)
+    this.stats.shipped += rows.length
+    let i = 0
+    while (i < this.waiting.length && this.waiting[i]!.upTo <= this.shipped) this.waiting[i++]!.release()
+    if (i > 0) this.waiting = this.waiting.slice(i)
+  }
+
+  /** Ingest's PUBACK hold: releases once the log has everything committed so far (this append's commit included). */
+  readonly hold = (release: () => void): void => {
+    const upTo = this.o.head()
+    if (upTo <= this.shipped) { release(); return }
+    this.stats.heldPubacks++
+    this.waiting.push({ upTo, release })
+  }
+
+  private async store (partition: number, entries: readonly LogEntry[]): Promise<void> {
+    const rows = entries.map((e) => e.reading)
+    const out = await this.o.store.write(rows)
+    const rejected = out?.rejected ?? []
+    if (rejected.length) {
+      // the single node quarantines these in its spool database; here they stay in the log, which keeps them for its max age
+      this.stats.quarantined += rejected.length
+      this.o.logger.warn({ partition, rejected: rejected.length, first: { deviceId: rejected[0]!.row.deviceId, seq: rejected[0]!.row.seq, reason: rejected[0]!.reason } },
+        'the telemetry store refused readings of the log for good; they are left out, the rest of the batch is stored')
+    }
+    this.stats.stored += rows.length - rejected.length
+    this.o.onStored?.(rows)
+  }
+
+  /** Starts claiming partitions; resolves after the first round of claims. */
+  async start (): Promise<void> {
+    this.owner = await PartitionOwner.start({
+      kv: this.kv, node: this.o.node, partitions: this.o.partitions, leaseMs: this.o.leaseMs, renewMs: Math.floor(this.o.leaseMs * 0.3),
+      onAcquire: (p, epoch) => { this.runner.start(p, epoch) },
+      onRelease: async (p) => { await this.runner.stop(p) },
+      logger: this.o.logger,
+    })
+  }
+
+  /** 'ok', or why not (/readyz). */
+  status (): string { return this.nc.isClosed() ? 'NATS connection closed' : this.linkUp ? 'ok' : 'NATS link down' }
+
+  /** What operators see (/v1/stats). */
+  summary (): Record<string, unknown> {
+    return {
+      node: this.o.node, partitions: this.o.partitions, owned: this.owner?.owned() ?? [], following: this.runner.running(),
+      shippedTo: this.shipped, pubacksWaitingForLog: this.waiting.length, ...this.stats,
+    }
+  }
+
+  /** Releases the partitions (after their last commit), then closes the connections. */
+  async stop (): Promise<void> {
+    await this.owner?.stop()
+    await this.runner.stopAll()
+    await this.checkpoints.pool.end().catch(() => {})
+    await this.nc.drain().catch(() => {})
+  }
+}

@@ -199,9 +199,11 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     },
   })
   const mqtt = broker
-  // cluster over Redis: every node's registry is its own SQLite file; rotations and revocations (devices, API keys) reach the others through a Redis stream
-  const credentialSync = config.cluster.redisUrl
-    ? new CredentialSync(db, fleet, registry, redisCredentialLog(config.cluster.redisUrl), `${hostname()}:${process.pid}`, (id, at) => mqtt.disconnectIdentity(id, at), logger.child({ component: 'credential-sync' }))
+  // in a cluster every node's registry is its own SQLite file; rotations and revocations (devices, API keys) reach the others
+  // through a Redis stream, or with NATS (and no Redis) through a JetStream stream
+  const credentialLog = config.cluster.redisUrl ? redisCredentialLog(config.cluster.redisUrl) : await clusterNode?.credentialLog()
+  const credentialSync = credentialLog
+    ? new CredentialSync(db, fleet, registry, credentialLog, `${hostname()}:${process.pid}`, (id, at) => mqtt.disconnectIdentity(id, at), logger.child({ component: 'credential-sync' }))
     : undefined
   const credentialWatch = watchCredentials(fleet, mqtt, config.fleet.credentialPollMs, log, credentialSync)
   if (cluster) {

@@ -1,6 +1,8 @@
 import { connect, type NatsConnection } from 'nats'
 import type { Logger, StoredReading } from '../core/index.ts'
 import type { SpoolRow, TelemetryStore, WriteOutcome } from '../ingest/index.ts'
+import type { CredentialLog } from '../registry/index.ts'
+import { natsCredentialLog } from './credential-log.ts'
 import { JetStreamLog, type LogEntry } from './log.ts'
 import { ConsumerRunner, PartitionOwner, leaseBucket, type PartitionConsumer } from './partitions.ts'
 import { PgCheckpointStore } from './pg-checkpoints.ts'
@@ -23,6 +25,9 @@ import { PgCheckpointStore } from './pg-checkpoints.ts'
  * the telemetry store every node shares (InfluxDB) and checkpoints its position in PostgreSQL,
  * fenced by the lease's epoch. When a node dies, the others take its partitions over after
  * the lease (`leaseMs`) and resume from the checkpoints.
+ *
+ * Rotations and revocations travel between the nodes' registries on a JetStream stream too
+ * (cluster/credential-log.ts), unless the node also uses Redis, whose stream then carries them.
  *
  * Not moved yet (issue 17): alerting, reports, the forwarder's windows and the hospitals'
  * feed still consume this node's own spool, so they see the readings this node received.
@@ -140,6 +145,9 @@ export class ClusterNode {
     this.stats.stored += rows.length - rejected.length
     this.o.onStored?.(rows)
   }
+
+  /** The cluster's credential log on this connection (rotations and revocations between the nodes' registries). */
+  async credentialLog (): Promise<CredentialLog> { return await natsCredentialLog(this.nc, { replicas: this.o.replicas }) }
 
   /** Starts claiming partitions; resolves after the first round of claims. */
   async start (): Promise<void> {

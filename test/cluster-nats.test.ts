@@ -95,6 +95,22 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
     expect(await waitFor('the reading in InfluxDB', async () => { const s = await stored(dev.deviceId); return s.length ? s : undefined })).toEqual([1])
   })
 
+  it('a device revoked through node A is disconnected from node C within 2 s, and refused on every node (no Redis: the credential log is on JetStream)', async () => {
+    const dev = nodes[0]!.creds.fleet[20]!
+    const onC = await connect(nodes[2]!.mqttPort, dev.deviceId, dev.secret)
+    const closed = new Promise<number>((res) => onC.once('close', () => res(Date.now())))
+    const t0 = Date.now()
+    const res = await fetch(`http://127.0.0.1:${nodes[0]!.httpPort}/v1/devices/${dev.deviceId}/revoke`, { method: 'POST', headers: { authorization: `Bearer ${nodes[0]!.creds.apiKeys.operator}` } })
+    expect(res.status, await res.text()).toBe(200)
+    const ms = await Promise.race([closed, new Promise<number>((_, rej) => setTimeout(() => rej(new Error("node C did not end the revoked device's session within 5 s")), 5000))]) - t0
+    console.log(`cluster-nats: revocation on node a ended the session on node c after ${ms} ms`)
+    expect(ms).toBeLessThan(2000)
+    for (const n of nodes) {
+      const refused = await open(n.mqttPort, dev.deviceId, dev.secret).then((c) => { c.end(true); return false }, () => true)
+      expect(refused).toBe(true)
+    }
+  })
+
   it('kill -9 of a node under load: every acknowledged reading is stored once, and its partitions move within 10 s', async () => {
     const fleet = nodes[0]!.creds.fleet.slice(1, 13)
     const victim = nodes[1]!

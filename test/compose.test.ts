@@ -69,3 +69,47 @@ describe('docker-compose.yml', () => {
     for (const vol of Object.values(s).flatMap((x) => x.volumes ?? []).filter((x) => !x.startsWith('./'))) expect(Object.keys(compose.volumes)).toContain(vol.split(':')[0])
   })
 })
+
+describe('docker-compose.cluster.yml', () => {
+  const cluster = parse(readFileSync(join(ROOT, 'docker-compose.cluster.yml'), 'utf8'), { merge: true }) as { services: Record<string, Service & { command?: string[] }>, volumes: Record<string, unknown> }
+  const c = cluster.services
+  const cenv = { ...env, POSTGRES_PASSWORD: 'pgpw' }
+  const exp = (svc: Service): Record<string, string> => Object.fromEntries(Object.entries(svc.environment).map(([k, v]) => [k, interpolate(String(v), cenv)]))
+  const nodes = ['vitalmesh1', 'vitalmesh2', 'vitalmesh3']
+
+  it('runs three nats-servers with JetStream, routed to each other in one cluster', () => {
+    for (const n of ['nats1', 'nats2', 'nats3']) {
+      const cmd = c[n]!.command!
+      expect(c[n]!.image).toMatch(/^nats:2\.(9|1\d)/)
+      expect(cmd).toContain('-js')
+      expect(cmd[cmd.indexOf('-n') + 1]).toBe(n)
+      expect(cmd[cmd.indexOf('--routes') + 1]!.split(',').sort()).toEqual(['nats://nats1:6222', 'nats://nats2:6222', 'nats://nats3:6222'])
+      expect(c[n]!.healthcheck).toBeDefined()
+    }
+  })
+
+  it('runs three vitalmesh nodes in cluster mode with settings they accept: every nats-server, the PostgreSQL service, distinct node ids and data', () => {
+    const ids = new Set<string>()
+    for (const n of nodes) {
+      const e = exp(c[n]!)
+      for (const k of Object.keys(e)) expect(Object.keys(ENV_SETTINGS), k).toContain(k)
+      const config = loadConfig(e)
+      expect(config.cluster.nats!.split(',').map((u) => new URL(u).hostname).sort()).toEqual(['nats1', 'nats2', 'nats3'])
+      expect(config.cluster.replicas).toBe(3)
+      expect(config.store.kind).toBe('influx')
+      const pg = new URL(config.cluster.postgresUrl!)
+      expect([pg.hostname, pg.username, pg.password, pg.pathname]).toEqual(['postgres', exp(c.postgres!).POSTGRES_USER, 'pgpw', `/${exp(c.postgres!).POSTGRES_DB}`])
+      ids.add(config.cluster.nodeId!)
+      for (const dep of ['postgres', 'influxdb', 'nats1', 'nats2', 'nats3']) expect(c[n]!.depends_on?.[dep]?.condition, `${n} waits for ${dep}`).toBe('service_healthy')
+    }
+    expect(ids.size).toBe(3)
+    expect(new Set(nodes.map((n) => c[n]!.volumes![0]!.split(':')[0])).size).toBe(3)
+    for (const vol of Object.values(c).flatMap((x) => x.volumes ?? []).filter((x) => !x.startsWith('./'))) expect(Object.keys(cluster.volumes)).toContain(vol.split(':')[0])
+  })
+
+  it('refuses cluster mode without PostgreSQL or with the embedded store, naming what to set', () => {
+    const e = exp(c.vitalmesh1!)
+    expect(() => loadConfig({ ...e, VITALMESH_PG_URL: undefined })).toThrow(/VITALMESH_PG_URL/)
+    expect(() => loadConfig({ ...e, VITALMESH_STORE: 'embedded' })).toThrow(/VITALMESH_STORE=influx/)
+  })
+})

@@ -19,6 +19,12 @@ const roundsArg = process.argv.indexOf('--rounds')
 const ROUNDS = roundsArg > 0 ? Number(process.argv[roundsArg + 1]) : 5
 const SECONDS = quick ? 2 : 4 // per round and load
 if (!(ROUNDS >= 1)) throw new Error('--rounds needs a number ≥ 1')
+if (only === 'cluster') {
+  // `npm run bench -- cluster [--rounds N]`: cluster mode over NATS and PostgreSQL against one node (bench/cluster.ts)
+  const { clusterBenchmark } = await import('./cluster.ts')
+  await clusterBenchmark()
+  process.exit(0)
+}
 if (only === 'backtest') {
   // `npm run bench -- backtest [--influx]`: replaying 30 days of 10,000 residents through a draft rule set (bench/backtest.ts)
   const { backtestBenchmark } = await import('./backtest.ts')

@@ -75,7 +75,9 @@ export class ClusterNode {
       consume: (s, entries) => ({ stored: s.stored + entries.length }),
       apply: async (partition, entries) => { await this.store(partition, entries) },
     }
-    this.runner = new ConsumerRunner<StoreState>({ log, store: checkpoints, consumer: storer, logger: o.logger })
+    // lingerMs: one store write and one checkpoint per 100 ms of a partition, not one per reading
+    // under light load (npm run bench -- cluster); a reading is queryable up to 100 ms later
+    this.runner = new ConsumerRunner<StoreState>({ log, store: checkpoints, consumer: storer, logger: o.logger, lingerMs: 100 })
     void (async () => {
       for await (const s of nc.status()) {
         if (s.type === 'disconnect') { this.linkUp = false; o.logger.warn({ server: s.data }, 'NATS link down: PUBACKs wait until the reading log is reachable again') }

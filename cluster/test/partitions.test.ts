@@ -212,4 +212,26 @@ describe('partition ownership on a 3-node nats-server cluster', () => {
     const s1 = await store.open('flaky', 1, 2)
     expect(s1!.state.seqs).toEqual((await log.read(1)).map((e) => e.streamSeq))
   })
+
+  it('with lingerMs, entries trickling in commit together, and a commit the timer makes that fails is retried from the checkpoint', async () => {
+    const log = await JetStreamLog.open(nc, { partitions: 8, replicas: 3 })
+    const store = new MemoryCheckpointStore<SeqState>()
+    const commits: number[] = []
+    let failOnce = true
+    const runner = new ConsumerRunner<SeqState>({
+      log, store, lingerMs: 150, onCommit: (cp) => commits.push(cp.seq),
+      consumer: { ...recorder, name: 'linger', consume: (s, es) => { if (failOnce && es.some((e) => e.reading.seq >= 15)) { failOnce = false; throw new Error('boom') } return recorder.consume(s, es) } },
+    })
+    const r = [...Array(100).keys()].map((i) => `r${i}`).find((x) => log.partitionOf(x) === 3)!
+    runner.start(3, 1)
+    let last = 0
+    // 20 entries, one every 10 ms: each finds the consumer caught up
+    for (let i = 1; i <= 20; i++) { last = (await log.append([reading(r, 'linger-1', i)])).seqs[0]!; await new Promise((res) => setTimeout(res, 10)) }
+    await waitFor('the partition consumed to its end', () => commits.includes(last), 15_000, 20)
+    await runner.stopAll()
+    // a handful of commits, not one per entry (the one that failed was retried with back-off from the checkpoint)
+    expect(commits.length).toBeLessThanOrEqual(5)
+    const s = await store.open('linger', 3, 2)
+    expect(s!.state.seqs).toEqual((await log.read(3)).map((e) => e.streamSeq))
+  })
 })

@@ -1,0 +1,115 @@
+import { cpSync, readdirSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { spawnSync } from 'node:child_process'
+import { cpus, loadavg } from 'node:os'
+import { cpuMs, load, settled, type Server } from './brokers.ts'
+import { ROOT, run, startAppProcess, tempDir, type AppProcess } from '../test/helpers/proc.ts'
+import { startNatsCluster } from '../test/helpers/nats.ts'
+import { startPostgres } from '../test/helpers/postgres.ts'
+import { startInfluxd } from '../test/helpers/influxd.ts'
+
+/**
+ * `npm run bench -- cluster`: server CPU per reading of cluster mode over NATS JetStream and
+ * PostgreSQL (3 vitalmesh nodes, 3 nats-servers, PostgreSQL), summed over the processes,
+ * against one vitalmesh node with the same InfluxDB store, for the same open-loop load spread
+ * over the nodes; then the throughput of the 3 nodes and of the one node under a closed loop.
+ * Every server runs on this host: its two cores bound what a cluster can show here.
+ */
+const ROUNDS = Number(process.argv[process.argv.indexOf('--rounds') + 1]) || 3
+const RATE = 3000
+const SECONDS = 6
+const UNLIMITED = { VITALMESH_PUBLISH_RATE: '1000000', VITALMESH_PUBLISH_BURST: '1000000', VITALMESH_ALERT_FLAP_COUNT: '0' }
+
+/** the postmaster and its backends */
+function postgresPids (dataDir: string): number[] {
+  const master = Number(readFileSync(join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0])
+  const out = [master]
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue
+    try { if (Number(readFileSync(`/proc/${d}/stat`, 'utf8').split(') ')[1]!.split(' ')[1]) === master) out.push(Number(d)) } catch { /* gone */ }
+  }
+  return out
+}
+const pidsOf = (pattern: string): number[] => (spawnSync('pgrep', ['-f', pattern], { encoding: 'utf8' }).stdout ?? '').split('\n').filter(Boolean).map(Number)
+const cpuOf = (pids: number[]): number => pids.reduce((s, p) => { try { return s + cpuMs(p) } catch { return s } }, 0)
+
+const asServer = (a: AppProcess, name: string): Server => ({
+  name, pid: a.proc.pid!, port: a.mqttPort, httpPort: a.httpPort, dataDir: a.dataDir, devices: [a.creds.device, ...a.creds.fleet],
+  operatorKey: a.creds.apiKeys.operator, config: '', stop: async () => { await a.kill('SIGTERM') },
+})
+
+interface Stats { readingsAccepted: number, cluster?: { stored: number } }
+const stats = async (s: Server): Promise<Stats> =>
+  await (await fetch(`http://127.0.0.1:${s.httpPort}/v1/stats`, { headers: { authorization: `Bearer ${s.operatorKey}` } })).json() as Stats
+
+/** every node's own consumers caught up, and the partitions' owners stored every reading the nodes accepted */
+async function clusterSettled (nodes: Server[]): Promise<void> {
+  for (const n of nodes) await settled(n)
+  for (const end = Date.now() + 60_000; ;) {
+    const all = await Promise.all(nodes.map(stats))
+    const accepted = all.reduce((s, x) => s + x.readingsAccepted, 0)
+    const stored = all.reduce((s, x) => s + (x.cluster?.stored ?? 0), 0)
+    if (stored >= accepted) return
+    if (Date.now() > end) throw new Error(`the partitions' owners stored ${stored} of ${accepted} readings after 60 s`)
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}
+
+const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2 }
+const range = (xs: number[], d = 1): string => `${median(xs).toFixed(d)} (${Math.min(...xs).toFixed(d)}–${Math.max(...xs).toFixed(d)})`
+
+export async function clusterBenchmark (): Promise<void> {
+  const [nats, pg, influx] = await Promise.all([startNatsCluster({ size: 3 }), startPostgres(), startInfluxd()])
+  const base = tempDir('vm-bench-cluster-')
+  const made = await run(process.execPath, ['--import', 'tsx', join(ROOT, 'cli.ts'), 'demo'], 60_000, { VITALMESH_DATA_DIR: base })
+  if (made.code !== 0) throw new Error(made.stderr)
+  const dirs = [0, 1, 2, 3].map((i) => { const d = tempDir(`vm-bench-node${i}-`); cpSync(base, d, { recursive: true }); return d })
+  const influxEnv = { VITALMESH_STORE: 'influx', VITALMESH_INFLUX_URL: influx.url, VITALMESH_INFLUX_API: 'v1', VITALMESH_INFLUX_CREATE_DATABASE: 'true' }
+  const single = asServer(await startAppProcess(dirs[3]!, { ...UNLIMITED, ...influxEnv, VITALMESH_INFLUX_DB: 'single' }), 'one node')
+  const clusterEnv = { ...UNLIMITED, ...influxEnv, VITALMESH_INFLUX_DB: 'cluster', VITALMESH_NATS_URL: nats.servers.join(','), VITALMESH_PG_URL: pg.url, VITALMESH_CLUSTER_PARTITIONS: '16', VITALMESH_CLUSTER_REPLICAS: '3' }
+  const nodes: Server[] = []
+  for (let i = 0; i < 3; i++) nodes.push(asServer(await startAppProcess(dirs[i]!, { ...clusterEnv, VITALMESH_NODE_ID: `node${i}` }), `node${i}`))
+  const natsPids = pidsOf(nats.dir)
+  const pgData = join(pg.dir, 'data')
+  try {
+    const rows: { single: number, vm: number, all: number, nats: number, pg: number }[] = []
+    for (let round = 0; round < ROUNDS; round++) {
+      // one node: 60 devices at RATE readings/s in all
+      await settled(single)
+      const c0 = cpuMs(single.pid)
+      const r1 = await load(single, { devices: 60, inflight: 1, seconds: SECONDS, batch: 1, rate: RATE })
+      await settled(single)
+      const singleUs = ((cpuMs(single.pid) - c0) * 1000) / r1.readings
+      // the cluster: the same 60 devices, 20 on each node, RATE / 3 each
+      await clusterSettled(nodes)
+      const v0 = cpuOf(nodes.map((n) => n.pid)); const n0 = cpuOf(natsPids); const p0 = cpuOf(postgresPids(pgData))
+      const rs = await Promise.all(nodes.map((n, i) => load(n, { devices: 20, inflight: 1, seconds: SECONDS, batch: 1, rate: RATE / 3, skip: i * 20 })))
+      await clusterSettled(nodes)
+      const readings = rs.reduce((s, r) => s + r.readings, 0)
+      const vm = ((cpuOf(nodes.map((n) => n.pid)) - v0) * 1000) / readings
+      const natsUs = ((cpuOf(natsPids) - n0) * 1000) / readings
+      const pgUs = ((cpuOf(postgresPids(pgData)) - p0) * 1000) / readings
+      rows.push({ single: singleUs, vm, all: vm + natsUs + pgUs, nats: natsUs, pg: pgUs })
+      console.log(`round ${round + 1}: one node ${singleUs.toFixed(1)} µs/reading; cluster: vitalmesh ×3 ${vm.toFixed(1)}, nats-server ×3 ${natsUs.toFixed(1)}, PostgreSQL ${pgUs.toFixed(1)}, all ${(vm + natsUs + pgUs).toFixed(1)} µs/reading (${readings} readings)`)
+    }
+    // throughput: closed loop, 10 messages in flight per device, 30 devices (10 per node)
+    await settled(single)
+    const t1 = await load(single, { devices: 30, inflight: 10, seconds: SECONDS, batch: 1 })
+    await clusterSettled(nodes)
+    const t3 = await Promise.all(nodes.map((n, i) => load(n, { devices: 10, inflight: 10, seconds: SECONDS, batch: 1, skip: i * 10 })))
+    const t3Rate = t3.reduce((s, r) => s + r.readings / r.seconds, 0)
+    const p99 = Math.max(...t3.map((r) => r.p99))
+    const ratio = rows.map((r) => r.vm / r.single)
+    const ratioAll = rows.map((r) => r.all / r.single)
+    console.log([
+      '',
+      `cluster mode, ${ROUNDS} rounds of ${SECONDS} s at ${RATE} single readings/s (60 devices; in the cluster 20 per node), InfluxDB 1.6 store on this host (its CPU not counted), ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}:`,
+      `  server CPU µs per reading, median (min–max): one node ${range(rows.map((r) => r.single))}; cluster vitalmesh ×3 ${range(rows.map((r) => r.vm))}, nats-server ×3 ${range(rows.map((r) => r.nats))}, PostgreSQL ${range(rows.map((r) => r.pg))}`,
+      `  cluster / one node: vitalmesh processes ${range(ratio, 2)}×, with nats-server and PostgreSQL ${range(ratioAll, 2)}× (goal ≤ 1.5×)`,
+      `  throughput, closed loop (10 in flight per device, 30 devices): one node ${Math.round(t1.readings / t1.seconds)} readings/s (PUBACK p99 ${t1.p99.toFixed(1)} ms); 3 nodes ${Math.round(t3Rate)} readings/s (PUBACK p99 ${p99.toFixed(1)} ms)`,
+    ].join('\n'))
+  } finally {
+    await Promise.all([single, ...nodes].map((s) => s.stop()))
+    await Promise.all([nats.stop(), pg.stop(), influx.destroy()])
+  }
+}

@@ -154,7 +154,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   const alertExport = influx ? new AlertExport(db, (after, limit) => alerts.eventsAfter(after, limit), influx, (id) => registry.resident(id)?.region, logger.child({ component: 'alert-export' })) : undefined
   // in cluster mode a PUBACK waits for this drain: it ships each commit at once, not gathered for intervalMs
   const drain = clusterNode
-    ? new Drain(spool, clusterNode.sink, logger.child({ component: 'drain' }), { cursor: 'log', batch: config.ingest.drainBatch, intervalMs: 0, concurrency: config.ingest.drainConcurrency })
+    ? new Drain(spool, clusterNode.sink, logger.child({ component: 'drain' }), { cursor: 'log', batch: config.ingest.drainBatch, intervalMs: 0, concurrency: config.ingest.drainConcurrency, ackEveryMs: 100 })
     : new Drain(spool, store, logger.child({ component: 'drain' }), { batch: config.ingest.drainBatch, intervalMs: config.ingest.drainIntervalMs, concurrency: config.ingest.drainConcurrency })
   if (clusterNode) drain.onDrained(clusterNode.shippedRows)
   else if (rollups) drain.onDrained((rows) => rollups.touch(rows))

@@ -68,7 +68,9 @@ export async function clusterBenchmark (): Promise<void> {
   const single = asServer(await startAppProcess(dirs[3]!, { ...UNLIMITED, ...influxEnv, VITALMESH_INFLUX_DB: 'single' }), 'one node')
   const clusterEnv = { ...UNLIMITED, ...influxEnv, VITALMESH_INFLUX_DB: 'cluster', VITALMESH_NATS_URL: nats.servers.join(','), VITALMESH_PG_URL: pg.url, VITALMESH_CLUSTER_PARTITIONS: '16', VITALMESH_CLUSTER_REPLICAS: '3' }
   const nodes: Server[] = []
-  for (let i = 0; i < 3; i++) nodes.push(asServer(await startAppProcess(dirs[i]!, { ...clusterEnv, VITALMESH_NODE_ID: `node${i}` }), `node${i}`))
+  // BENCH_CPU_PROF=<dir>: a V8 CPU profile of node0, written when it stops
+  const profiled = (i: number): Record<string, string> => process.env.BENCH_CPU_PROF && i === 0 ? { BENCH_NODE_ARGS: `--cpu-prof --cpu-prof-dir=${process.env.BENCH_CPU_PROF}` } : {}
+  for (let i = 0; i < 3; i++) nodes.push(asServer(await startAppProcess(dirs[i]!, { ...clusterEnv, ...profiled(i), VITALMESH_NODE_ID: `node${i}` }), `node${i}`))
   const natsPids = pidsOf(nats.dir)
   const pgData = join(pg.dir, 'data')
   try {

@@ -1,6 +1,6 @@
 import type { Logger } from '../core/index.ts'
 import type { Spool, SpoolRow } from './spool.ts'
-import type { TelemetryStore, WriteOutcome } from './store.ts'
+import type { RejectedReading, TelemetryStore, WriteOutcome } from './store.ts'
 
 
 /**
@@ -28,6 +28,13 @@ export class Drain {
     private readonly opts: {
       /** the spool cursor this drain moves (default 'store') */
       cursor?: string
+      /**
+       * Moves the spool cursor at most this often (default 0: after every batch). For a sink
+       * where a batch sent again is harmless (the reading log drops it by message id): the
+       * drain's batches under light load are one commit each, and each acknowledgement is a
+       * SQLite transaction. The onDrained listeners are still called after every batch.
+       */
+      ackEveryMs?: number
       batch: number
       intervalMs: number
       maxBackoffMs?: number
@@ -83,7 +90,8 @@ export class Drain {
     // next one is read and serialised. Batches are acknowledged strictly in spool order.
     const inflight: { rows: SpoolRow[], result: Promise<{ ok: true, value: WriteOutcome | void } | { ok: false, error: unknown }> }[] = []
     try {
-      let after = this.spool.cursor(this.cursor)
+      // the sink confirmed up to `unacked` already, even if the cursor was not written yet (ackEveryMs)
+      let after = Math.max(this.spool.cursor(this.cursor), this.unacked ?? 0)
       let exhausted = false
       this.again = false
       for (;;) {
@@ -111,7 +119,7 @@ export class Drain {
           this.logger.warn({ store: this.store.kind, quarantined: rejected.length, first: { deviceId: rejected[0]!.row.deviceId, seq: rejected[0]!.row.seq, reason: rejected[0]!.reason } },
             'the telemetry store refused readings for good; they are quarantined in the spool database, the rest of the batch is stored')
         }
-        this.spool.ack(this.cursor, rows[rows.length - 1]!.id, rejected)
+        this.acknowledge(rows[rows.length - 1]!.id, rejected)
         for (const l of this.drainedListeners) l(rows)
         this.stats.drained += rows.length - rejected.length
         this.stats.batches++
@@ -138,6 +146,36 @@ export class Drain {
     else if (!this.timer) { const w = this.idleWaiters; this.idleWaiters = []; w.forEach((f) => f()) }
   }
 
+  private ackedAt = 0
+  private unacked: number | undefined
+  private ackTimer: NodeJS.Timeout | undefined
+
+  private acknowledge (id: number, rejected: RejectedReading[], force = false): void {
+    const every = this.opts.ackEveryMs ?? 0
+    if (force || every === 0 || rejected.length > 0 || Date.now() - this.ackedAt >= every) {
+      clearTimeout(this.ackTimer)
+      this.ackTimer = undefined
+      this.unacked = undefined
+      this.spool.ack(this.cursor, id, rejected)
+      this.ackedAt = Date.now()
+      return
+    }
+    this.unacked = id
+    this.ackTimer ??= setTimeout(() => { this.ackTimer = undefined; this.flushAck() }, every)
+  }
+
+  /** Moves the cursor to the last batch confirmed (ackEveryMs). */
+  private flushAck (): void {
+    if (this.unacked === undefined) return
+    const id = this.unacked
+    try {
+      this.acknowledge(id, [], true)
+    } catch (err) {
+      // the rows are sent again after a restart, which the sink tolerates (ackEveryMs)
+      this.logger.warn({ err, cursor: this.cursor }, 'could not move the drain\'s spool cursor; it moves with the next batch')
+    }
+  }
+
   /** The next batch after spool id `after`: whole spool records (a record is one commit), about `batch` readings. */
   private take (after: number): SpoolRow[] {
     const limit = this.opts.batch
@@ -159,6 +197,7 @@ export class Drain {
 
   /** Resolves when the store has everything in the spool (tests and graceful shutdown). */
   async idle (): Promise<void> {
+    this.flushAck()
     if (!this.running && !this.timer && this.spool.pendingFor(this.cursor) === 0) return
     await new Promise<void>((resolve) => { this.idleWaiters.push(resolve); this.kick() })
     if (this.spool.pendingFor(this.cursor) > 0) return this.idle()
@@ -174,6 +213,9 @@ export class Drain {
 
   stop (): void {
     this.stopped = true
+    clearTimeout(this.ackTimer)
+    this.ackTimer = undefined
+    this.flushAck()
     if (this.tick) clearTimeout(this.tick)
     if (this.timer) clearTimeout(this.timer)
     this.timer = undefined

@@ -162,6 +162,31 @@ describe('de-duplication', () => {
     expect(spool.size()).toBe(2)
   })
 
+  it('a drain with ackEveryMs (the reading log\'s) writes its cursor at most that often, sends every row once, and leaves the cursor at the head when idle', async () => {
+    const spool = new Spool(openDatabase(':memory:'), silentLogger(), { deadLetterMax: 10, drainCursor: 'log' })
+    const sent: number[] = []
+    let failOn10 = true
+    // the write of seq 10 fails once: the retry reads the spool from the position the sink confirmed, not from the cursor written
+    const drain = new Drain(spool, {
+      kind: 'log',
+      write: async (rows) => { if (failOn10 && rows.some((r) => r.seq === 10)) { failOn10 = false; throw new Error('log unreachable') } for (const r of rows) sent.push(r.seq) },
+    }, silentLogger(), { cursor: 'log', batch: 100, intervalMs: 0, ackEveryMs: 60_000, maxBackoffMs: 20 })
+    let acks = 0
+    const ack = spool.ack.bind(spool)
+    spool.ack = (...a) => { acks++; ack(...a) }
+    const batches: number[] = []
+    drain.onDrained((rows) => batches.push(rows.length))
+    drain.start()
+    // 20 commits, each confirmed by the sink as its own batch
+    for (let i = 1; i <= 20; i++) { await spool.appendAsync(req(1, [i])); await waitFor('the batch confirmed', () => batches.length >= i) }
+    expect(sent).toEqual([...Array(20).keys()].map((i) => i + 1))
+    expect(acks).toBe(1) // the first batch; the others wait for ackEveryMs
+    await drain.idle()
+    expect(spool.cursor('log')).toBe(spool.head())
+    expect(spool.size()).toBe(0)
+    drain.stop()
+  })
+
   it('a consumer that checkpoints itself may acknowledge from inside its consume (the forwarder\'s checkpoint slice)', async () => {
     const spool = new Spool(openDatabase(':memory:'), silentLogger(), { deadLetterMax: 10 })
     const errors: unknown[] = []

@@ -76,7 +76,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     ? await ClusterNode.open({
       servers: c.nats.split(','), node: c.nodeId ?? `${hostname().replace(/[^A-Za-z0-9_=-]/g, '-')}-${process.pid}`,
       partitions: c.partitions, replicas: c.replicas, leaseMs: c.leaseMs, postgresUrl: c.postgresUrl!,
-      store, head: () => spool.head(), shippedTo: spool.cursor('log'), onStored: (rows) => rollups?.touch(rows),
+      store, head: () => spool.head(), shippedTo: spool.cursor('log'), onStored: (rows) => rollups?.touch(rows), onLinkUp: () => drain.retryNow(),
       logger: logger.child({ component: 'cluster' }),
     })
     : undefined

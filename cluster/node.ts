@@ -47,6 +47,8 @@ export interface ClusterNodeOptions {
   shippedTo: number
   /** after a partition's readings were stored (roll-ups) */
   onStored?: (rows: readonly StoredReading[]) => void
+  /** the NATS link is up again: the drain retries at once, so held PUBACKs go out without waiting for its back-off */
+  onLinkUp?: () => void
   logger: Logger
 }
 
@@ -81,7 +83,7 @@ export class ClusterNode {
     void (async () => {
       for await (const s of nc.status()) {
         if (s.type === 'disconnect') { this.linkUp = false; o.logger.warn({ server: s.data }, 'NATS link down: PUBACKs wait until the reading log is reachable again') }
-        if (s.type === 'reconnect') { this.linkUp = true; o.logger.info({ server: s.data }, 'NATS link up again') }
+        if (s.type === 'reconnect') { this.linkUp = true; o.logger.info({ server: s.data }, 'NATS link up again'); o.onLinkUp?.() }
       }
     })().catch(() => {})
   }

@@ -76,6 +76,12 @@ export class Drain {
     this.kick()
   }
 
+  /** Retries at once instead of after the back-off (the sink is reachable again). */
+  retryNow (): void {
+    if (this.timer) { clearTimeout(this.timer); this.timer = undefined }
+    this.kick()
+  }
+
   /** Asks for a drain pass; passes never overlap. */
   kick (): void {
     if (this.stopped) return

@@ -329,7 +329,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
         audited: (actor, action, subject, detail) => { audit.append(actor, action, subject, detail) },
         models: deviceModels,
       }),
-      (app) => registerMetricsRoute(app, [mqtt.metrics.registry, consumerMetrics(spool)], { requireApiKey: config.metrics.requireApiKey, verifyApiKey: (t) => registry.verifyApiKey(t), logger }),
+      (app) => registerMetricsRoute(app, [mqtt.metrics.registry, consumerMetrics(spool, clusterNode)], { requireApiKey: config.metrics.requireApiKey, verifyApiKey: (t) => registry.verifyApiKey(t), logger }),
     ],
   })
   const tlsFiles: TlsFiles | undefined = config.tls.cert && config.tls.key
@@ -414,8 +414,19 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
 }
 
 /** Lag and failures of each spool consumer, read when /metrics is scraped. */
-function consumerMetrics (spool: Spool): MetricsRegistry {
+function consumerMetrics (spool: Spool, cluster?: ClusterNode): MetricsRegistry {
   const registry = new MetricsRegistry()
+  if (cluster) {
+    // cluster mode over NATS: what this node owns of the reading log, and how far behind it is
+    new Gauge({
+      name: 'vitalmesh_partition_lag_entries', help: 'entries of a partition this node owns that are not stored and checkpointed yet', labelNames: ['partition'], registers: [registry],
+      collect () { this.reset(); for (const [p, n] of cluster.partitionLag()) this.set({ partition: String(p) }, n) },
+    })
+    new Gauge({
+      name: 'vitalmesh_pubacks_waiting_for_log', help: 'PUBACKs held until the reading log acknowledges their readings', registers: [registry],
+      collect () { this.set(cluster.pubacksWaiting()) },
+    })
+  }
   new Gauge({
     name: 'vitalmesh_spool_consumer_lag_records', help: 'committed spool records a consumer has not consumed yet', labelNames: ['consumer'], registers: [registry],
     collect () { this.reset(); for (const c of spool.consumerStatus()) this.set({ consumer: c.name }, c.lagRecords) },

@@ -164,6 +164,12 @@ export class ClusterNode {
     })
   }
 
+  /** entries of each partition this node follows that are not stored and checkpointed yet (/metrics) */
+  partitionLag (): Map<number, number> { return this.runner.lag() }
+
+  /** PUBACKs waiting for the log's acknowledgement (/metrics) */
+  pubacksWaiting (): number { return this.waiting.length }
+
   /** 'ok', or why not (/readyz). */
   status (): string { return this.nc.isClosed() ? 'NATS connection closed' : this.linkUp ? 'ok' : 'NATS link down' }
 

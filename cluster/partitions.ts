@@ -301,6 +301,14 @@ export class ConsumerRunner<S> {
 
   running (): number[] { return [...this.tasks.keys()].sort((a, b) => a - b) }
 
+  /** entries of each followed partition not committed yet: what the server said was pending after the last delivery, and the batch not yet committed */
+  private readonly behind = new Map<number, { pending: number, batch: number }>()
+  lag (): Map<number, number> {
+    const out = new Map<number, number>()
+    for (const p of this.tasks.keys()) { const b = this.behind.get(p); out.set(p, b ? b.pending + b.batch : 0) }
+    return out
+  }
+
   /** Starts following p under `epoch` (PartitionOwner's onAcquire). */
   start (partition: number, epoch: number): void {
     const prev = this.tasks.get(partition)
@@ -405,6 +413,8 @@ export class ConsumerRunner<S> {
       state = next
       seq = last
       this.o.onCommit?.(c)
+      const b = this.behind.get(partition)
+      if (b) b.batch = batch.length
     }
     const queue = (): Promise<void> => (committing = committing.then(commit))
     try {
@@ -413,6 +423,7 @@ export class ConsumerRunner<S> {
         // a fresh consumer numbers its deliveries 1, 2, 3...: a gap is a message lost on the way
         if (m.info.deliverySequence !== ++delivered) throw new Error(`partition ${partition}: delivery ${delivered} missing (got ${m.info.deliverySequence})`)
         batch.push(decodeEntry(partition, m.seq, m.data))
+        this.behind.set(partition, { pending: m.info.pending, batch: batch.length })
         // commit when caught up (nothing pending on the server), after lingerMs, or when the batch is full
         if (batch.length >= maxBatch) await queue()
         else if (m.info.pending === 0) {

@@ -83,6 +83,11 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
   it('the live nodes share the partitions, each owned by one node', async () => {
     const owners = await waitFor('every partition owned by exactly one node', () => ownership(nodes), 20_000)
     expect(new Set(owners.values())).toEqual(new Set(['a', 'b', 'c']))
+    // /metrics: a lag per owned partition (0: nothing published yet), and the PUBACKs held for the log
+    const text = await (await fetch(`http://127.0.0.1:${nodes[0]!.httpPort}/metrics`)).text()
+    const lagged = [...text.matchAll(/^vitalmesh_partition_lag_entries\{partition="(\d+)"\} (\d+)/gm)].map((m) => Number(m[1])).sort((x, y) => x - y)
+    expect(lagged).toEqual([...owners].filter(([, n]) => n === 'a').map(([p]) => p).sort((x, y) => x - y))
+    expect(text).toMatch(/^vitalmesh_pubacks_waiting_for_log 0$/m)
   })
 
   it('a PUBACK follows the reading log\'s acknowledgement, and the partition\'s owner stores the reading', async () => {

@@ -10,7 +10,7 @@ import { AlertBook, RuleSetStore, type EscalationChain, type Override } from './
 import { Outbox, Aggregator, parseWindow, hospitalSink, researchSink, parentSink, alertFlagSink, measurementSink, type SummarySink } from './forwarder/index.ts'
 import { createBroker, createClusterBackends, redisCredentialLog, listenTls, listenWss, mqttUpgradeHandler, type Broker, type ClusterBackends, type TlsFiles } from './broker/index.ts'
 import { buildApi, alertCareRoutes, alertingRoutes, backtestRoutes, forwarderRoutes, operatorRoutes, dataRoutes, consoleRoutes, LiveHub, registerDeviceRoutes, registerMetricsRoute, reportRoutes, auditViewRoutes, publicStatsRoutes, followerRoutes } from './api/index.ts'
-import { ClusterNode } from './cluster/node.ts'
+import { ClusterNode, LOG_CURSOR } from './cluster/node.ts'
 import { ReportBook, DeviceModelRegister, DEMO_DEVICE_MODELS, reportSink } from './reports/index.ts'
 
 export interface AppDeps {
@@ -62,7 +62,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   const registry = new Registry(db)
   const audit = new AuditLog(db, clock)
   const exported = (action: string, subject: string, detail: unknown): void => { audit.append('forwarder', action, subject, detail) }
-  const spool = new Spool(db, logger.child({ component: 'ingest' }), { deadLetterMax: config.ingest.deadLetterMax, maxRows: config.ingest.spoolMaxRows, maxBytes: config.ingest.spoolMaxBytes, drainCursor: config.cluster.nats ? 'log' : 'store' })
+  const spool = new Spool(db, logger.child({ component: 'ingest' }), { deadLetterMax: config.ingest.deadLetterMax, maxRows: config.ingest.spoolMaxRows, maxBytes: config.ingest.spoolMaxBytes, drainCursor: config.cluster.nats ? LOG_CURSOR : 'store' })
   const influx = config.store.kind === 'influx'
     ? new InfluxStore(config.store.influx, (id) => registry.device(id), logger.child({ component: 'influx' }))
     : undefined
@@ -76,7 +76,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     ? await ClusterNode.open({
       servers: c.nats.split(','), node: c.nodeId ?? `${hostname().replace(/[^A-Za-z0-9_=-]/g, '-')}-${process.pid}`,
       partitions: c.partitions, replicas: c.replicas, leaseMs: c.leaseMs, postgresUrl: c.postgresUrl!,
-      store, head: () => spool.head(), shippedTo: spool.cursor('log'), onStored: (rows) => rollups?.touch(rows), onLinkUp: () => drain.retryNow(),
+      store, head: () => spool.head(), shippedTo: spool.cursor(LOG_CURSOR), onStored: (rows) => rollups?.touch(rows), onLinkUp: () => drain.retryNow(),
       logger: logger.child({ component: 'cluster' }),
     })
     : undefined
@@ -154,7 +154,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   const alertExport = influx ? new AlertExport(db, (after, limit) => alerts.eventsAfter(after, limit), influx, (id) => registry.resident(id)?.region, logger.child({ component: 'alert-export' })) : undefined
   // in cluster mode a PUBACK waits for this drain: it ships each commit at once, not gathered for intervalMs
   const drain = clusterNode
-    ? new Drain(spool, clusterNode.sink, logger.child({ component: 'drain' }), { cursor: 'log', batch: config.ingest.drainBatch, intervalMs: 0, concurrency: config.ingest.drainConcurrency, ackEveryMs: 100 })
+    ? new Drain(spool, clusterNode.sink, logger.child({ component: 'drain' }), { cursor: LOG_CURSOR, batch: config.ingest.drainBatch, intervalMs: 0, concurrency: config.ingest.drainConcurrency, ackEveryMs: 100 })
     : new Drain(spool, store, logger.child({ component: 'drain' }), { batch: config.ingest.drainBatch, intervalMs: config.ingest.drainIntervalMs, concurrency: config.ingest.drainConcurrency })
   if (clusterNode) drain.onDrained(clusterNode.shippedRows)
   else if (rollups) drain.onDrained((rows) => rollups.touch(rows))

@@ -61,17 +61,18 @@ export async function natsCredentialLog (nc: NatsConnection, opts: { replicas: n
     },
     async read (position, blockMs) {
       const after = Number(position) || 0
-      // armed before the first look, so an entry published in between wakes the wait
-      let woken = false
-      const waited = new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, blockMs)
-        wake = () => { woken = true; clearTimeout(timer); resolve() }
-      })
-      const first = await readNow(after)
-      if (first.length || woken) { wake = undefined; return first.length ? first : await readNow(after) }
-      await waited
-      wake = undefined
-      return await readNow(after)
+      // armed before the first look, so an entry published in between ends the wait at once
+      let timer: NodeJS.Timeout | undefined
+      const woken = new Promise<void>((resolve) => { wake = resolve; timer = setTimeout(resolve, blockMs) })
+      try {
+        const now = await readNow(after)
+        if (now.length) return now
+        await woken
+        return await readNow(after)
+      } finally {
+        clearTimeout(timer)
+        wake = undefined
+      }
     },
     async close () {
       wake?.()

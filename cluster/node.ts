@@ -32,6 +32,9 @@ import { PgCheckpointStore } from './pg-checkpoints.ts'
  * Not moved yet (issue 17): alerting, reports, the forwarder's windows and the hospitals'
  * feed still consume this node's own spool, so they see the readings this node received.
  */
+/** The spool cursor of the drain that ships to the log (the single node's drain moves 'store'). */
+export const LOG_CURSOR = 'log'
+
 export interface ClusterNodeOptions {
   servers: string[]
   node: string
@@ -43,7 +46,7 @@ export interface ClusterNodeOptions {
   store: Pick<TelemetryStore, 'kind' | 'write'>
   /** the spool's newest committed record (Spool.head) */
   head: () => number
-  /** the spool position the log had everything up to when this node last stopped (Spool.cursor('log')) */
+  /** the spool position the log had everything up to when this node last stopped (Spool.cursor(LOG_CURSOR)) */
   shippedTo: number
   /** after a partition's readings were stored (roll-ups) */
   onStored?: (rows: readonly StoredReading[]) => void

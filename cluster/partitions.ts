@@ -394,6 +394,8 @@ export class ConsumerRunner<S> {
         }
       }
     })().catch(() => {})
+    // what a partition followed before (by an earlier task) had behind says nothing of this one
+    this.behind.delete(partition)
     const lingerMs = this.o.lingerMs ?? 0
     let batch: LogEntry[] = []
     let linger: NodeJS.Timeout | undefined

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { cpSync } from 'node:fs'
 import { join } from 'node:path'
 import { connect as natsConnect, type NatsConnection } from 'nats'
-import mqtt, { type MqttClient } from 'mqtt'
+import type { MqttClient } from 'mqtt'
 import { connect } from './helpers/mqtt.ts'
 import { ROOT, run, startAppProcess, tempDir, waitFor, type AppProcess } from './helpers/proc.ts'
 import { startNatsCluster, type NatsCluster } from './helpers/nats.ts'
@@ -18,15 +18,6 @@ import { JetStreamLog } from '../cluster/log.ts'
  */
 const PARTITIONS = 8
 
-/** An MQTT session that rejects when the node is gone (refused, or closed before the CONNACK). */
-function open (port: number, username: string, password: string): Promise<MqttClient> {
-  const c = mqtt.connect(`mqtt://127.0.0.1:${port}`, { clientId: username, username, password, reconnectPeriod: 0, protocolVersion: 4, connectTimeout: 2000 })
-  return new Promise((resolve, reject) => {
-    c.once('connect', () => resolve(c))
-    c.once('error', (e) => { c.end(true); reject(e) })
-    c.once('close', () => reject(new Error('closed before CONNACK')))
-  })
-}
 describe('cluster over NATS JetStream and PostgreSQL', () => {
   let nats: NatsCluster
   let pg: PostgresServer
@@ -113,7 +104,7 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
     expect(ms).toBeLessThan(2000)
     // every node applies the log on its own: each refuses the device within the same 2 s
     for (const [i, n] of nodes.entries()) {
-      await waitFor(`node ${'abc'[i]} to refuse the revoked device`, () => open(n.mqttPort, dev.deviceId, dev.secret).then((c) => { c.end(true); return false }, () => true), Math.max(100, t0 + 2000 - Date.now()), 50)
+      await waitFor(`node ${'abc'[i]} to refuse the revoked device`, () => connect(n.mqttPort, dev.deviceId, dev.secret).then((c) => { c.end(true); return false }, () => true), Math.max(100, t0 + 2000 - Date.now()), 50)
     }
   })
 
@@ -133,7 +124,7 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
       let client: MqttClient | undefined
       for (let seq = 1; !stop;) {
         try {
-          client ??= await open(nodes[at]!.mqttPort, dev.deviceId, dev.secret)
+          client ??= await connect(nodes[at]!.mqttPort, dev.deviceId, dev.secret, { connectTimeout: 2000 })
           const c = client
           await new Promise<void>((resolve, reject) => {
             const closed = (): void => reject(new Error('closed'))

@@ -225,8 +225,16 @@ describe('partition ownership on a 3-node nats-server cluster', () => {
     const r = [...Array(100).keys()].map((i) => `r${i}`).find((x) => log.partitionOf(x) === 3)!
     runner.start(3, 1)
     let last = 0
-    // 20 entries, one every 10 ms: each finds the consumer caught up
-    for (let i = 1; i <= 20; i++) { last = (await log.append([reading(r, 'linger-1', i)])).seqs[0]!; await new Promise((res) => setTimeout(res, 10)) }
+    // the server has delivered stream seq `seq` to the runner's consumer of partition 3
+    const delivered = async (seq: number): Promise<boolean> => {
+      for await (const ci of log.jsm.consumers.list(log.stream)) if (ci.config.filter_subject === log.subject(3) && ci.delivered.stream_seq >= seq) return true
+      return false
+    }
+    // 20 entries, each appended once the one before was delivered: each finds the consumer caught up
+    for (let i = 1; i <= 20; i++) {
+      last = (await log.append([reading(r, 'linger-1', i)])).seqs[0]!
+      await waitFor(`entry ${i} delivered`, () => delivered(last), 10_000, 2)
+    }
     await waitFor('the partition consumed to its end', () => commits.includes(last), 15_000, 20)
     await runner.stopAll()
     // a handful of commits, not one per entry (the one that failed was retried with back-off from the checkpoint)

@@ -7,6 +7,8 @@ export async function connect (port: number, username: string, password: string,
   await new Promise<void>((res, rej) => {
     c.once('connect', () => res())
     c.once('error', (e) => rej(e))
+    // a node that is gone (connection refused, or closed before the CONNACK) ends the wait too
+    c.once('close', () => rej(new Error('closed before CONNACK')))
   })
   return c
 }

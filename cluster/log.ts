@@ -105,7 +105,10 @@ export async function whileClusterForms<T> (call: () => Promise<T>, timeoutMs = 
     try {
       return await call()
     } catch (err) {
-      const forming = /no suitable peers|insufficient resources|jetstream cluster not available|jetstream system temporarily unavailable/i.test((err as Error).message)
+      // TIMEOUT: the JetStream API got no answer within the request timeout, which a cluster
+      // that is still electing its meta leader (or a loaded host) gives too; every call retried
+      // here is safe to repeat (info, or an add whose second try reports 'already in use')
+      const forming = /no suitable peers|insufficient resources|jetstream cluster not available|jetstream system temporarily unavailable|^timeout$/i.test((err as Error).message)
       if (!forming || Date.now() + wait > until) throw err
       await new Promise((r) => setTimeout(r, wait))
     }
@@ -152,7 +155,7 @@ export class JetStreamLog {
     const want = streamConfig(o)
     let have: Partial<StreamConfig> | undefined
     try {
-      have = (await jsm.streams.info(o.stream)).config
+      have = (await whileClusterForms(async () => await jsm.streams.info(o.stream))).config
     } catch (err) {
       if (!/stream not found/i.test((err as Error).message)) throw err
     }

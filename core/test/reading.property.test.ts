@@ -78,7 +78,7 @@ describe('the fast path of the reading check agrees with the zod schema', () => 
           expect(typeof (z.data as { ts: unknown }).ts).toBe('string')
         }
       }), { numRuns: 5000 })
-      expect(fastAccepted).toBeGreaterThan(250) // the property was exercised on accepted readings, not only on refusals
+      expect(fastAccepted).toBeGreaterThan(100) // the property was exercised on accepted readings, not only on refusals (about 5% of candidates are accepted: 242-300 of 5,000 seen)
       expect(zodOnly).toBeGreaterThan(0)
     })
   }

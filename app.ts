@@ -11,6 +11,7 @@ import { Outbox, Aggregator, parseWindow, hospitalSink, researchSink, parentSink
 import { createBroker, createClusterBackends, redisCredentialLog, listenTls, listenWss, mqttUpgradeHandler, type Broker, type ClusterBackends, type TlsFiles } from './broker/index.ts'
 import { buildApi, alertCareRoutes, alertingRoutes, backtestRoutes, forwarderRoutes, operatorRoutes, dataRoutes, consoleRoutes, LiveHub, registerDeviceRoutes, registerMetricsRoute, reportRoutes, auditViewRoutes, publicStatsRoutes, followerRoutes } from './api/index.ts'
 import { ClusterNode, LOG_CURSOR } from './cluster/node.ts'
+import { AuditShipper, ClusterAuditChain, auditSource } from './cluster/audit-chain.ts'
 import { ReportBook, DeviceModelRegister, DEMO_DEVICE_MODELS, reportSink } from './reports/index.ts'
 
 export interface AppDeps {
@@ -72,14 +73,21 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   const rollups = influx && config.store.influx.rollups ? new Rollups(db, influx, clock, logger.child({ component: 'rollups' })) : undefined
   // cluster mode over NATS: the spool's drain ships to the reading log, PUBACKs wait for it, and the partitions' owners write the store (cluster/node.ts)
   const c = config.cluster
+  const nodeId = c.nodeId ?? `${hostname().replace(/[^A-Za-z0-9_=-]/g, '-')}-${process.pid}`
   const clusterNode = c.nats
     ? await ClusterNode.open({
-      servers: c.nats.split(','), node: c.nodeId ?? `${hostname().replace(/[^A-Za-z0-9_=-]/g, '-')}-${process.pid}`,
+      servers: c.nats.split(','), node: nodeId,
       partitions: c.partitions, replicas: c.replicas, leaseMs: c.leaseMs, postgresUrl: c.postgresUrl!,
       store, head: () => spool.head(), shippedTo: spool.cursor(LOG_CURSOR), onStored: (rows) => rollups?.touch(rows), onLinkUp: () => drain.retryNow(),
       logger: logger.child({ component: 'cluster' }),
     })
     : undefined
+  // cluster mode over NATS: this node's audit trail is shipped to the cluster's one chain in PostgreSQL, which the API reads
+  const auditChain = clusterNode
+    ? await ClusterAuditChain.open(c.postgresUrl!).catch((err: unknown) => { throw new Error(`cluster mode: cannot open the audit chain in PostgreSQL: ${(err as Error).message}`, { cause: err }) })
+    : undefined
+  const auditShipper = auditChain && new AuditShipper({ local: audit, chain: auditChain, source: auditSource(db, nodeId), logger: logger.child({ component: 'audit' }) })
+  const auditTrail = auditShipper ?? audit
   const ruleSets = new RuleSetStore(db)
   const outbox = new Outbox(db, clock, logger.child({ component: 'outbox' }), { ...config.outbox, deadLetterAfterMs: config.outbox.deadLetterAfterS * 1000 })
   const alerts = new AlertBook({
@@ -272,7 +280,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       mqttClients: mqtt.aedes.connectedClients, openAlerts: bySeverity, outboxPending: outbox.pending(), drained: drain.stats.drained,
       spoolRows: spool.pressure().rows, backpressureEpisodes: spool.stats.backpressureEpisodes, eventLoopDelayP99Ms: loopDelayP99Ms,
       consumers: spool.consumerStatus(),
-      ...(clusterNode ? { cluster: clusterNode.summary() } : {}),
+      ...(clusterNode ? { cluster: { ...clusterNode.summary(), audit: auditShipper?.summary() } } : {}),
       rssMb: Math.round(process.memoryUsage().rss / 1048576),
     }
   }
@@ -304,6 +312,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       try { await store.ping(); checks.store = 'ok' } catch (e) { checks.store = (e as Error).message }
       if (cluster) checks.redis = cluster.status()
       if (clusterNode) checks.nats = clusterNode.status()
+      if (auditShipper) checks.audit = auditShipper.status()
       // a consumer stopped by a failure: ingest goes on, but what it feeds (alerts, summaries) does not
       for (const c of spool.consumerStatus()) checks[`consumer:${c.name}`] = c.failing ? `${c.failing.code}: ${c.failing.message}` : 'ok'
       return checks
@@ -315,9 +324,9 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       backtestRoutes({ registry, ruleSets, store, audit, clock, k: config.forwarder.k, alerting: { tickMs: config.alerting.tickMs, flapCount: config.alerting.flapCount, flapWindowS: config.alerting.flapWindowS, liveHorizonS: config.alerting.liveHorizonS } }),
       dataRoutes({ registry, aggregator, audit, windows: windows.map((w) => w.name), k: config.forwarder.k, reportOutcomes: (from, to) => reports.finishedOutcomes(from, to) }),
       operatorRoutes({ registry, audit, residentChanged: (id) => alerts.rulesChanged(id) }),
-      forwarderRoutes({ registry, aggregator, outbox, audit, region: config.region, windows, rollupK: config.forwarder.rollupK ?? config.forwarder.k, residentChanged: (id) => alerts.rulesChanged(id), keyRevoked: () => credentialWatch.poll() }),
+      forwarderRoutes({ registry, aggregator, outbox, audit, auditTrail, region: config.region, windows, rollupK: config.forwarder.rollupK ?? config.forwarder.k, residentChanged: (id) => alerts.rulesChanged(id), keyRevoked: () => credentialWatch.poll() }),
       reportRoutes({ registry, reports, audit, timeZoneOf: (id) => alerts.timeZoneOf(id) }),
-      auditViewRoutes({ registry, audit }),
+      auditViewRoutes({ registry, audit, auditTrail }),
       followerRoutes({ registry, audit, disconnect: (id) => mqtt.disconnectIdentity(id) }),
       publicStatsRoutes({ aggregator, region: config.region, windows, k: config.forwarder.k }),
       (app) => registerDeviceRoutes(app, {
@@ -355,6 +364,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       checkpointer.start()
       drain.start()
       await clusterNode?.start()
+      auditShipper?.start()
       rollups?.start()
       alertExport?.start()
       alerts.resendUndelivered()
@@ -397,6 +407,8 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       // a pass still writing to the store would read the spool after db.close()
       await drain.settled()
       await clusterNode?.stop()
+      await auditShipper?.stop()
+      await auditChain?.close()
       rollups?.stop()
       alertExport?.stop()
       alerts.stop()

@@ -1,12 +1,17 @@
 import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
 import { VitalmeshError } from '../core/index.ts'
-import type { AuditLog, Registry } from '../registry/index.ts'
+import type { AuditLog, AuditTrail, Registry } from '../registry/index.ts'
 import { mayAccessResident, auditRead } from './access.ts'
 import { ResidentParams } from './schemas.ts'
 import type { ZodTypeProvider } from './zod.ts'
 
-export interface AuditViewsDeps { registry: Registry, audit: AuditLog }
+export interface AuditViewsDeps {
+  registry: Registry
+  audit: AuditLog
+  /** what the access log reads: this node's trail (default), or in cluster mode the cluster's one chain */
+  auditTrail?: AuditTrail
+}
 
 export const AccessLogQuery = z.strictObject({
   before: z.coerce.number().int().positive().optional().describe('entries before this audit sequence number (paging: the last `seq` of the page before)'),
@@ -39,7 +44,7 @@ export function auditViewRoutes (d: AuditViewsDeps) {
       if (!mayAccessResident(p, id, (r) => d.registry.resident(r)?.hospitalId)) throw new VitalmeshError('VM_FORBIDDEN', `this key may not read the access log of resident ${id}`)
       if (!d.registry.resident(id)) throw new VitalmeshError('VM_NOT_FOUND', `resident ${id} is not registered`)
       const q = req.query
-      const entries = d.audit.aboutSubject(id, { exceptActor: `resident:${id}`, beforeSeq: q.before, limit: q.limit })
+      const entries = await (d.auditTrail ?? d.audit).aboutSubject(id, { exceptActor: `resident:${id}`, beforeSeq: q.before, limit: q.limit })
       // an operator reading it is itself a read of the resident's data
       auditRead(d.audit, p, 'pull.access-log', id, { count: entries.length })
       return {

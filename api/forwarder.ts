@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
 import { VitalmeshError } from '../core/index.ts'
-import type { Registry, Role, AuditLog } from '../registry/index.ts'
+import type { Registry, Role, AuditLog, AuditTrail } from '../registry/index.ts'
 import { checkRollup, type Aggregator, type Outbox, type RegionRollup, type WindowKind } from '../forwarder/index.ts'
 import { RollupSchema } from '../forwarder/index.ts'
 import type { ZodTypeProvider } from './zod.ts'
@@ -12,6 +12,8 @@ export interface ForwarderRoutesDeps {
   aggregator: Aggregator
   outbox: Outbox
   audit: AuditLog
+  /** what /v1/audit reads: this node's trail (default), or in cluster mode the cluster's one chain */
+  auditTrail?: AuditTrail
   region: { id: string, level: string }
   windows: WindowKind[]
   /** region keys (other nodes) read aggregates without windows of fewer own residents than this */
@@ -111,11 +113,11 @@ export function forwarderRoutes (d: ForwarderRoutesDeps) {
     app.get<{ Querystring: { after?: string, limit?: string } }>('/v1/audit', { schema: { summary: 'The audit trail', tags: ['audit'] }, config: OPERATOR }, async (req) => {
       const after = Math.max(0, Number(req.query.after ?? 0) || 0)
       const limit = Math.min(1000, Math.max(1, Number(req.query.limit ?? 100) || 100))
-      return { entries: d.audit.list(after, limit) }
+      return { entries: await (d.auditTrail ?? d.audit).list(after, limit) }
     })
 
     app.get('/v1/audit/verify', { schema: { summary: "Verify the audit trail's hash chain", tags: ['audit'] }, config: OPERATOR }, async (req) => {
-      return d.audit.verify()
+      return await (d.auditTrail ?? d.audit).verify()
     })
 
     app.put<{ Params: { id: string }, Body: z.output<typeof ConsentBody> }>('/v1/residents/:id/consent', {

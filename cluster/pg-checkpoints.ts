@@ -1,4 +1,5 @@
 import pg from 'pg'
+import { pgMigrate, pgTransaction, type PgStep } from './pg.ts'
 import { StaleEpochError, type Checkpoint, type CheckpointStore } from './checkpoints.ts'
 
 /**
@@ -10,7 +11,7 @@ import { StaleEpochError, type Checkpoint, type CheckpointStore } from './checkp
 export type Effects = (tx: pg.PoolClient) => Promise<void>
 
 /** Versioned schema steps of this component (PostgreSQL); never edit a shipped step: add one. */
-const STEPS: { version: number, why: string, sql: string }[] = [{
+const STEPS: PgStep[] = [{
   version: 1,
   why: 'partition checkpoints: a consumer\'s state and position in a partition of the reading log, fenced by the lease epoch',
   sql: `CREATE TABLE IF NOT EXISTS partition_checkpoints (
@@ -35,22 +36,12 @@ export class PgCheckpointStore<S = unknown> implements CheckpointStore<S> {
     // an idle client's connection dropped by the server (a restart): the pool replaces it; without
     // a listener the error would end the process
     pool.on('error', () => {})
-    const c = await pool.connect()
     try {
-      await c.query('BEGIN')
-      await c.query("SELECT pg_advisory_xact_lock(hashtext('vitalmesh-migrations'))")
-      await c.query('CREATE TABLE IF NOT EXISTS schema_versions (component TEXT PRIMARY KEY, version INTEGER NOT NULL)')
-      const have = (await c.query<{ version: number }>("SELECT version FROM schema_versions WHERE component = 'cluster-checkpoints'")).rows[0]?.version ?? 0
-      for (const step of STEPS.filter((s) => s.version > have)) await c.query(step.sql)
-      await c.query("INSERT INTO schema_versions (component, version) VALUES ('cluster-checkpoints', $1) ON CONFLICT (component) DO UPDATE SET version = excluded.version", [STEPS.at(-1)!.version])
-      await c.query('COMMIT')
+      await pgMigrate(pool, 'cluster-checkpoints', STEPS)
     } catch (err) {
-      await c.query('ROLLBACK').catch(() => {})
-      c.release()
       await pool.end()
       throw err
     }
-    c.release()
     return new PgCheckpointStore<S>(pool)
   }
 
@@ -90,18 +81,5 @@ export class PgCheckpointStore<S = unknown> implements CheckpointStore<S> {
     return row ? { epoch: Number(row.epoch), seq: Number(row.seq), state: row.state } : { epoch: 0, seq: 0, state: null }
   }
 
-  private async tx<T> (f: (c: pg.PoolClient) => Promise<T>): Promise<T> {
-    const c = await this.pool.connect()
-    try {
-      await c.query('BEGIN')
-      const out = await f(c)
-      await c.query('COMMIT')
-      return out
-    } catch (err) {
-      await c.query('ROLLBACK').catch(() => {})
-      throw err
-    } finally {
-      c.release()
-    }
-  }
+  private async tx<T> (f: (c: pg.PoolClient) => Promise<T>): Promise<T> { return await pgTransaction(this.pool, f) }
 }

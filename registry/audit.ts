@@ -2,7 +2,57 @@ import { createHash } from 'node:crypto'
 import type { Transaction } from 'better-sqlite3'
 import { migrate, type Clock, type DB, type Migration } from '../core/index.ts'
 
-export interface AuditEntry { seq: number, at: number, actor: string, action: string, subject: string, detail: unknown, prevHash: string, hash: string }
+export interface AuditEntry {
+  seq: number, at: number, actor: string, action: string, subject: string, detail: unknown, prevHash: string, hash: string
+  /** in a cluster's chain (cluster/audit-chain.ts): the node whose audit trail recorded it, and its seq there */
+  node?: string, nodeSeq?: number
+}
+
+/** the link of a chain's first entry */
+export const GENESIS = '0'.repeat(64)
+
+function entryHash (prevHash: string, e: { seq: number, at: number, actor: string, action: string, subject: string, detail: string }): string {
+  return createHash('sha256').update(prevHash).update('\n').update(JSON.stringify([e.seq, e.at, e.actor, e.action, e.subject, e.detail])).digest('hex')
+}
+
+/** What the API reads of an audit trail: this node's (AuditLog), or the cluster's one chain in PostgreSQL. */
+export interface AuditTrail {
+  list(afterSeq: number, limit: number): AuditEntry[] | Promise<AuditEntry[]>
+  aboutSubject(subject: string, opts: { exceptActor?: string, beforeSeq?: number, limit: number }): AuditEntry[] | Promise<AuditEntry[]>
+  verify(): ChainCheck | Promise<ChainCheck>
+}
+
+export interface ChainCheck { ok: boolean, entries: number, brokenAt?: number, reason?: string }
+
+/** A stored entry as a chain check reads it: detail as stored (JSON text), hash links as stored. */
+export interface StoredLink { seq: number, prev_hash: string, hash: string }
+
+/**
+ * Checks a chain a page at a time, in order: `page` reports the first entry that is missing,
+ * does not link to the one before, or whose content does not match its hash (`hashOf(prevHash,
+ * entry)`); `done` says the chain held. One walk for this node's trail (synchronous pages) and
+ * the cluster's (pages read from PostgreSQL).
+ */
+export class ChainWalk<R extends StoredLink> {
+  private prev = GENESIS
+  private expectSeq = 1
+  private n = 0
+  constructor (private readonly hashOf: (prevHash: string, r: R) => string) {}
+
+  page (rows: readonly R[]): ChainCheck | undefined {
+    for (const r of rows) {
+      if (r.seq !== this.expectSeq) return { ok: false, entries: this.n, brokenAt: this.expectSeq, reason: `entry ${this.expectSeq} is missing` }
+      if (r.prev_hash !== this.prev) return { ok: false, entries: this.n, brokenAt: r.seq, reason: 'it does not link to the entry before it' }
+      if (this.hashOf(this.prev, r) !== r.hash) return { ok: false, entries: this.n, brokenAt: r.seq, reason: 'its content does not match its hash' }
+      this.prev = r.hash
+      this.expectSeq++
+      this.n++
+    }
+    return undefined
+  }
+
+  done (): ChainCheck { return { ok: true, entries: this.n } }
+}
 
 export type AuditAction =
   | 'api-key.created' | 'api-key.revoked'
@@ -15,12 +65,6 @@ export type AuditAction =
   | 'resident.registered' | 'device.registered'
   | 'outbox.redrive'
   | (string & {})
-
-const GENESIS = '0'.repeat(64)
-
-function entryHash (prevHash: string, e: { seq: number, at: number, actor: string, action: string, subject: string, detail: string }): string {
-  return createHash('sha256').update(prevHash).update('\n').update(JSON.stringify([e.seq, e.at, e.actor, e.action, e.subject, e.detail])).digest('hex')
-}
 
 /** The audit trail's table (component 'audit'). Never edit a shipped step: add one. */
 export const AUDIT_MIGRATIONS: Migration[] = [
@@ -46,7 +90,7 @@ export const AUDIT_MIGRATIONS: Migration[] = [
  * entry storing the hash of the one before, so changing or removing an entry breaks every
  * hash after it and `verify` names the first entry that does not match.
  */
-export class AuditLog {
+export class AuditLog implements AuditTrail {
   private readonly s
   private readonly appendTx: Transaction<(actor: string, action: AuditAction, subject: string, detail: unknown) => AuditEntry>
 
@@ -96,23 +140,14 @@ export class AuditLog {
   }
 
   /** Recomputes the chain; reports the first entry whose content or link does not match. */
-  verify (): { ok: boolean, entries: number, brokenAt?: number, reason?: string } {
-    let prev = GENESIS
-    let expectSeq = 1
-    let n = 0
+  verify (): ChainCheck {
+    const walk = new ChainWalk<StoredLink & Parameters<typeof entryHash>[1]>(entryHash)
     for (let after = 0; ;) {
       const rows = this.s.page.all(after, 1000)
-      if (rows.length === 0) break
-      for (const r of rows) {
-        if (r.seq !== expectSeq) return { ok: false, entries: n, brokenAt: expectSeq, reason: `entry ${expectSeq} is missing` }
-        if (r.prev_hash !== prev) return { ok: false, entries: n, brokenAt: r.seq, reason: 'it does not link to the entry before it' }
-        if (entryHash(prev, r) !== r.hash) return { ok: false, entries: n, brokenAt: r.seq, reason: 'its content does not match its hash' }
-        prev = r.hash
-        expectSeq++
-        n++
-      }
+      if (rows.length === 0) return walk.done()
+      const broken = walk.page(rows)
+      if (broken) return broken
       after = rows[rows.length - 1]!.seq
     }
-    return { ok: true, entries: n }
   }
 }

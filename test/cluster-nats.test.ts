@@ -108,6 +108,34 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
     }
   })
 
+  it('the audit trail is one chain in PostgreSQL: what node A and node C recorded is read on node B, in one order, and verifies', async () => {
+    const dev = nodes[0]!.creds.fleet[21]!
+    const op = (i: number): Record<string, string> => ({ authorization: `Bearer ${nodes[i]!.creds.apiKeys.operator}` })
+    expect((await fetch(`http://127.0.0.1:${nodes[0]!.httpPort}/v1/devices/${dev.deviceId}/revoke`, { method: 'POST', headers: op(0) })).status).toBe(200)
+    const key = await fetch(`http://127.0.0.1:${nodes[2]!.httpPort}/v1/api-keys`, { method: 'POST', headers: { ...op(2), 'content-type': 'application/json' }, body: JSON.stringify({ role: 'operator', label: 'made on node c' }) })
+    expect(key.status, await key.clone().text()).toBe(201)
+    const keyId = (await key.json() as { id: string }).id
+    interface Entry { seq: number, action: string, subject: string, node: string }
+    // node b recorded neither: they reach it through the chain, shipped by a and c (within their 250 ms timers)
+    const entries = await waitFor('both entries in node b\'s /v1/audit', async () => {
+      const res = await fetch(`http://127.0.0.1:${nodes[1]!.httpPort}/v1/audit?limit=1000`, { headers: op(1) })
+      expect(res.status).toBe(200)
+      const all = (await res.json() as { entries: Entry[] }).entries
+      const revoked = all.find((e) => e.action === 'device.revoked' && e.subject === dev.deviceId)
+      const created = all.find((e) => e.action === 'api-key.created' && e.subject === keyId)
+      return revoked && created ? { all, revoked, created } : undefined
+    }, 10_000)
+    expect(entries.revoked.node).toMatch(/^a~/)
+    expect(entries.created.node).toMatch(/^c~/)
+    expect(entries.all.map((e) => e.seq)).toEqual(entries.all.map((_, i) => i + 1))
+    const verify = await (await fetch(`http://127.0.0.1:${nodes[1]!.httpPort}/v1/audit/verify`, { headers: op(1) })).json() as { ok: boolean, entries: number }
+    expect(verify.ok).toBe(true)
+    expect(verify.entries).toBeGreaterThanOrEqual(entries.all.length)
+    // the same chain on every node
+    const onA = await (await fetch(`http://127.0.0.1:${nodes[0]!.httpPort}/v1/audit?limit=1000`, { headers: op(0) })).json() as { entries: Entry[] }
+    expect(onA.entries.slice(0, entries.all.length)).toEqual(entries.all)
+  })
+
   it('kill -9 of a node under load: every acknowledged reading is stored once, and its partitions move within 10 s', async () => {
     const fleet = nodes[0]!.creds.fleet.slice(1, 13)
     const victim = nodes[1]!

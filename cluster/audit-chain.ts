@@ -1,0 +1,267 @@
+import { createHash, randomBytes } from 'node:crypto'
+import { hostname } from 'node:os'
+import pg from 'pg'
+import { VitalmeshError, migrate, type DB, type Logger, type Migration } from '../core/index.ts'
+import { ChainWalk, GENESIS, type AuditEntry, type AuditLog, type AuditTrail, type ChainCheck } from '../registry/index.ts'
+import { pgMigrate, pgTransaction, type PgStep } from './pg.ts'
+
+/**
+ * The cluster's audit trail: one hash chain in PostgreSQL that holds every node's entries.
+ *
+ * Each node keeps recording into its own trail (registry/audit.ts, SQLite), in the transaction
+ * of the change it records, so an entry exists exactly when its change does. That trail is this
+ * chain's outbox: a shipper (AuditShipper) appends its entries here in the node's order, each
+ * batch in one transaction that holds the chain's lock, links every entry to the chain's head
+ * and records which node and which of its entries it came from. So:
+ * - there is one chain, in one order, whichever node an operator, a hospital or the forwarder
+ *   acted on, and `verify` checks all of it;
+ * - a node never ships an entry twice (the node's position is in the chain itself, `node_seq`,
+ *   read in the same locked transaction), whatever crashed when;
+ * - while PostgreSQL is unreachable the node goes on recording, and ships once it is back.
+ * Reads on any node first ship what that node has recorded, so a node reads its own writes.
+ *
+ * A node ships as a `source` it keeps in its database (`audit_shipping`), not as its node id,
+ * which defaults to host name and process id and changes at every start. Each shipped entry
+ * keeps the node's own hash of it: a second node shipping as the same source (a copied data
+ * directory) has other entries at the same positions, and the shipper refuses to go on.
+ */
+
+/** The chain's tables in PostgreSQL (component 'cluster-audit'); never edit a shipped step: add one. */
+const STEPS: PgStep[] = [{
+  version: 1,
+  why: "the cluster's audit trail: every node's entries in one hash chain, append-only",
+  sql: `
+    CREATE TABLE IF NOT EXISTS cluster_audit (
+      seq BIGINT PRIMARY KEY, at BIGINT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, subject TEXT NOT NULL, detail TEXT NOT NULL,
+      source TEXT NOT NULL, source_seq BIGINT NOT NULL, source_hash TEXT NOT NULL,
+      prev_hash TEXT NOT NULL, hash TEXT NOT NULL, UNIQUE (source, source_seq));
+    CREATE INDEX IF NOT EXISTS cluster_audit_subject ON cluster_audit (subject, seq);
+    CREATE OR REPLACE FUNCTION cluster_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS
+      $$ BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$;
+    DROP TRIGGER IF EXISTS cluster_audit_no_change ON cluster_audit;
+    CREATE TRIGGER cluster_audit_no_change BEFORE UPDATE OR DELETE ON cluster_audit FOR EACH ROW EXECUTE FUNCTION cluster_audit_append_only();
+    DROP TRIGGER IF EXISTS cluster_audit_no_truncate ON cluster_audit;
+    CREATE TRIGGER cluster_audit_no_truncate BEFORE TRUNCATE ON cluster_audit FOR EACH STATEMENT EXECUTE FUNCTION cluster_audit_append_only();`,
+}]
+
+interface Row { seq: string, at: string, actor: string, action: string, subject: string, detail: string, source: string, source_seq: string, source_hash: string, prev_hash: string, hash: string }
+
+/**
+ * PostgreSQL's text holds no NUL character, which a SQLite trail may (an id in a path): one entry
+ * it refused would stop the node's shipping for good. The chain keeps U+FFFD in its place, and
+ * its hash covers what it keeps. (The detail is JSON, where NUL is escaped already.)
+ */
+function pgText (s: string): string { return s.includes('\u0000') ? s.replaceAll('\u0000', '\uFFFD') : s }
+
+/** The entry's hash covers where it came from too: moving an entry to another node's name breaks the chain. */
+function chainHash (prevHash: string, e: { seq: number, at: number, actor: string, action: string, subject: string, detail: string, source: string, sourceSeq: number }): string {
+  return createHash('sha256').update(prevHash).update('\n')
+    .update(JSON.stringify([e.seq, e.at, e.actor, e.action, e.subject, e.detail, e.source, e.sourceSeq])).digest('hex')
+}
+
+// BIGINT comes back as a string; sequence numbers and milliseconds stay far below 2^53
+function fromRow (r: Row): AuditEntry {
+  return {
+    seq: Number(r.seq), at: Number(r.at), actor: r.actor, action: r.action, subject: r.subject, detail: JSON.parse(r.detail) as unknown,
+    prevHash: r.prev_hash, hash: r.hash, node: r.source, nodeSeq: Number(r.source_seq),
+  }
+}
+
+const linkOf = (r: Row): { seq: number, prev_hash: string, hash: string, row: Row } => ({ seq: Number(r.seq), prev_hash: r.prev_hash, hash: r.hash, row: r })
+
+export class ClusterAuditChain {
+  private constructor (readonly pool: pg.Pool) {}
+
+  static async open (connectionString: string): Promise<ClusterAuditChain> {
+    const pool = new pg.Pool({ connectionString, max: 3 })
+    pool.on('error', () => {}) // an idle connection the server dropped: the pool replaces it
+    try {
+      await pgMigrate(pool, 'cluster-audit', STEPS)
+    } catch (err) {
+      await pool.end()
+      throw err
+    }
+    return new ClusterAuditChain(pool)
+  }
+
+  /** The last entry of `source` in the chain (seq 0: none yet) and the source's own hash of it. */
+  async shippedUpTo (source: string): Promise<{ seq: number, hash: string | null }> {
+    const r = await this.pool.query<{ source_seq: string, source_hash: string }>('SELECT source_seq, source_hash FROM cluster_audit WHERE source = $1 ORDER BY source_seq DESC LIMIT 1', [source])
+    const row = r.rows[0]
+    return row ? { seq: Number(row.source_seq), hash: row.source_hash } : { seq: 0, hash: null }
+  }
+
+  /**
+   * Appends a source's entries (its own seq order, as its trail lists them) after the chain's
+   * head, in one transaction under the chain's lock; the ones the chain has already are skipped.
+   * Returns the source's last seq in the chain.
+   */
+  async append (source: string, entries: readonly AuditEntry[]): Promise<number> {
+    return await pgTransaction(this.pool, async (c) => {
+      // one appender at a time across the cluster: two heads read at once would fork the chain
+      await c.query("SELECT pg_advisory_xact_lock(hashtext('vitalmesh-cluster-audit'))")
+      const have = (await c.query<{ n: string | null }>('SELECT max(source_seq) AS n FROM cluster_audit WHERE source = $1', [source])).rows[0]?.n
+      const upTo = have == null ? 0 : Number(have)
+      const fresh = entries.filter((e) => e.seq > upTo)
+      if (fresh.length === 0) return upTo
+      if (fresh[0]!.seq !== upTo + 1) throw new Error(`audit entries of ${source} would leave a gap: the chain has them up to ${upTo}, the next given is ${fresh[0]!.seq}`)
+      const head = (await c.query<{ seq: string, hash: string }>('SELECT seq, hash FROM cluster_audit ORDER BY seq DESC LIMIT 1')).rows[0]
+      let seq = head ? Number(head.seq) : 0
+      let prev = head?.hash ?? GENESIS
+      const values: unknown[] = []
+      const tuples: string[] = []
+      for (const e of fresh) {
+        seq++
+        const x = { at: e.at, actor: pgText(e.actor), action: pgText(e.action), subject: pgText(e.subject), detail: JSON.stringify(e.detail) }
+        const hash = chainHash(prev, { seq, ...x, source, sourceSeq: e.seq })
+        const b = values.length
+        tuples.push(`(${Array.from({ length: 11 }, (_, i) => `$${b + i + 1}`).join(', ')})`)
+        values.push(seq, x.at, x.actor, x.action, x.subject, x.detail, source, e.seq, e.hash, prev, hash)
+        prev = hash
+      }
+      await c.query(`INSERT INTO cluster_audit (seq, at, actor, action, subject, detail, source, source_seq, source_hash, prev_hash, hash) VALUES ${tuples.join(', ')}`, values)
+      return fresh[fresh.length - 1]!.seq
+    })
+  }
+
+  async list (afterSeq: number, limit: number): Promise<AuditEntry[]> {
+    const r = await this.pool.query<Row>('SELECT * FROM cluster_audit WHERE seq > $1 ORDER BY seq LIMIT $2', [afterSeq, limit])
+    return r.rows.map(fromRow)
+  }
+
+  /** As AuditLog.aboutSubject: newest first, without the entries of `exceptActor` and of its keys. */
+  async aboutSubject (subject: string, opts: { exceptActor?: string, beforeSeq?: number, limit: number }): Promise<AuditEntry[]> {
+    const except = opts.exceptActor === undefined ? null : pgText(opts.exceptActor)
+    const r = await this.pool.query<Row>(
+      'SELECT * FROM cluster_audit WHERE subject = $1 AND seq < $2 AND ($3::text IS NULL OR (actor <> $3 AND left(actor, $4) <> $5)) ORDER BY seq DESC LIMIT $6',
+      [pgText(subject), opts.beforeSeq ?? Number.MAX_SAFE_INTEGER, except, (except?.length ?? 0) + 1, `${except ?? ''}:`, opts.limit])
+    return r.rows.map(fromRow)
+  }
+
+  async verify (): Promise<ChainCheck> {
+    const walk = new ChainWalk<ReturnType<typeof linkOf>>((prev, l) => chainHash(prev, {
+      seq: l.seq, at: Number(l.row.at), actor: l.row.actor, action: l.row.action, subject: l.row.subject, detail: l.row.detail, source: l.row.source, sourceSeq: Number(l.row.source_seq),
+    }))
+    for (let after = 0; ;) {
+      const rows = (await this.pool.query<Row>('SELECT * FROM cluster_audit WHERE seq > $1 ORDER BY seq LIMIT 1000', [after])).rows.map(linkOf)
+      if (rows.length === 0) return walk.done()
+      const broken = walk.page(rows)
+      if (broken) return broken
+      after = rows[rows.length - 1]!.seq
+    }
+  }
+
+  async close (): Promise<void> { await this.pool.end() }
+}
+
+/** Where this node's trail ships from (component 'audit-shipping'). */
+export const AUDIT_SHIPPING_MIGRATIONS: Migration[] = [{
+  version: 1,
+  why: "cluster mode: the name under which this node's audit trail is shipped to the cluster's chain, fixed at its first start",
+  up: 'CREATE TABLE IF NOT EXISTS audit_shipping (id INTEGER PRIMARY KEY CHECK (id = 1), source TEXT NOT NULL)',
+}]
+
+/** This node's source name: the one stored, else `${node}` (or the host name) with a random suffix, stored now. */
+export function auditSource (db: DB, node: string): string {
+  migrate(db, 'audit-shipping', AUDIT_SHIPPING_MIGRATIONS)
+  const row = db.prepare<[], { source: string }>('SELECT source FROM audit_shipping WHERE id = 1').get()
+  if (row) return row.source
+  const source = `${node || hostname()}~${randomBytes(4).toString('hex')}`
+  db.prepare('INSERT INTO audit_shipping (id, source) VALUES (1, ?)').run(source)
+  return source
+}
+
+export interface AuditShipperOptions {
+  local: Pick<AuditLog, 'list'>
+  chain: ClusterAuditChain
+  source: string
+  logger: Logger
+  /** how often the trail is looked at for new entries (default 250 ms) */
+  intervalMs?: number
+  /** entries per transaction (default 500) */
+  batch?: number
+}
+
+/**
+ * Ships this node's audit trail to the cluster's chain, a batch per transaction, in its order.
+ * `flush` ships what is recorded now (reads call it first); a timer ships the rest.
+ */
+export class AuditShipper implements AuditTrail {
+  private upTo: number | undefined
+  private running: Promise<void> | undefined
+  private timer: NodeJS.Timeout | undefined
+  private problem: string | undefined
+  readonly stats = { shipped: 0 }
+
+  constructor (private readonly o: AuditShipperOptions) {}
+
+  /** Ships every entry recorded before the call; concurrent calls take turns. */
+  async flush (): Promise<void> {
+    while (this.running) await this.running.catch(() => {})
+    this.running = this.ship()
+    try {
+      await this.running
+      if (this.problem) this.o.logger.info('audit trail shipped to the cluster\'s chain again')
+      this.problem = undefined
+    } catch (err) {
+      const msg = (err as Error).message
+      if (this.problem !== msg) this.o.logger.warn({ err: msg }, 'cannot ship the audit trail to the cluster\'s chain in PostgreSQL; entries wait here and are shipped once it can')
+      this.problem = msg
+      throw err
+    } finally {
+      this.running = undefined
+    }
+  }
+
+  private async ship (): Promise<void> {
+    if (this.upTo === undefined) {
+      const at = await this.o.chain.shippedUpTo(this.o.source)
+      const mine = at.seq > 0 ? this.o.local.list(at.seq - 1, 1)[0] : undefined
+      if (at.seq > 0 && mine?.hash !== at.hash) {
+        throw new Error(`the cluster's audit chain has entry ${at.seq} of source ${this.o.source}, and it is not this node's: two nodes ship as one source (was a data directory copied?). Give this node's audit_shipping row another source`)
+      }
+      this.upTo = at.seq
+    }
+    for (;;) {
+      const entries = this.o.local.list(this.upTo, this.o.batch ?? 500)
+      if (entries.length === 0) return
+      const upTo = await this.o.chain.append(this.o.source, entries)
+      this.stats.shipped += upTo - this.upTo
+      this.upTo = upTo
+    }
+  }
+
+  start (): void {
+    const loop = (): void => {
+      this.flush().catch(() => {}).finally(() => { if (this.timer) this.timer = setTimeout(loop, this.o.intervalMs ?? 250) })
+    }
+    this.timer = setTimeout(loop, 0)
+  }
+
+  /** Stops the timer after one last pass (entries left are shipped at the next start). */
+  async stop (): Promise<void> {
+    if (this.timer) clearTimeout(this.timer)
+    this.timer = undefined
+    await this.flush().catch(() => {})
+  }
+
+  /** 'ok', or why the trail cannot be shipped now (/readyz). */
+  status (): string { return this.problem === undefined ? 'ok' : `audit trail not shipped: ${this.problem}` }
+
+  /** What operators see (/v1/stats). */
+  summary (): Record<string, unknown> { return { source: this.o.source, shippedTo: this.upTo ?? null, shipped: this.stats.shipped, problem: this.problem ?? null } }
+
+  // reads: the cluster's chain, after shipping what this node recorded (a node reads its own writes)
+  private async fresh<T> (read: () => Promise<T>): Promise<T> {
+    try {
+      await this.flush()
+      return await read()
+    } catch (err) {
+      throw new VitalmeshError('VM_STORE_UNAVAILABLE', `the cluster's audit trail in PostgreSQL cannot be read now: ${(err as Error).message}`, { cause: err })
+    }
+  }
+
+  async list (afterSeq: number, limit: number): Promise<AuditEntry[]> { return await this.fresh(async () => await this.o.chain.list(afterSeq, limit)) }
+  async aboutSubject (subject: string, opts: { exceptActor?: string, beforeSeq?: number, limit: number }): Promise<AuditEntry[]> { return await this.fresh(async () => await this.o.chain.aboutSubject(subject, opts)) }
+  async verify (): Promise<ChainCheck> { return await this.fresh(async () => await this.o.chain.verify()) }
+}

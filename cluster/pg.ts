@@ -1,0 +1,45 @@
+import type pg from 'pg'
+
+/** One schema step of a component's PostgreSQL tables; never edit a shipped step: add one. */
+export interface PgStep { version: number, why: string, sql: string }
+
+/**
+ * Applies a component's steps not applied yet, recorded in `schema_versions` (the PostgreSQL
+ * counterpart of core/migrations.ts). One advisory lock for all components: several nodes start
+ * at once, and the second must find the first's tables, not create them beside it.
+ */
+export async function pgMigrate (pool: pg.Pool, component: string, steps: readonly PgStep[]): Promise<void> {
+  const c = await pool.connect()
+  try {
+    await c.query('BEGIN')
+    await c.query("SELECT pg_advisory_xact_lock(hashtext('vitalmesh-migrations'))")
+    await c.query('CREATE TABLE IF NOT EXISTS schema_versions (component TEXT PRIMARY KEY, version INTEGER NOT NULL)')
+    const have = (await c.query<{ version: number }>('SELECT version FROM schema_versions WHERE component = $1', [component])).rows[0]?.version ?? 0
+    const newest = steps.at(-1)!.version
+    if (have > newest) throw new Error(`the PostgreSQL tables of ${component} are at version ${have}, written by a newer vitalmesh than this one (${newest}): a downgrade`)
+    for (const step of steps.filter((s) => s.version > have)) await c.query(step.sql)
+    await c.query('INSERT INTO schema_versions (component, version) VALUES ($1, $2) ON CONFLICT (component) DO UPDATE SET version = excluded.version', [component, newest])
+    await c.query('COMMIT')
+  } catch (err) {
+    await c.query('ROLLBACK').catch(() => {})
+    throw err
+  } finally {
+    c.release()
+  }
+}
+
+/** Runs `f` in a transaction on a client of its own; rolls back when it throws. */
+export async function pgTransaction<T> (pool: pg.Pool, f: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+  const c = await pool.connect()
+  try {
+    await c.query('BEGIN')
+    const out = await f(c)
+    await c.query('COMMIT')
+    return out
+  } catch (err) {
+    await c.query('ROLLBACK').catch(() => {})
+    throw err
+  } finally {
+    c.release()
+  }
+}

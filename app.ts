@@ -4,14 +4,16 @@ import { monitorEventLoopDelay } from 'node:perf_hooks'
 import type { AddressInfo } from 'node:net'
 import { Gauge, Registry as MetricsRegistry } from 'prom-client'
 import { atomically, openDatabase, WalCheckpointer, topics, VitalmeshError, type Clock, type Config, type Logger } from './core/index.ts'
-import { Registry, AuditLog, Fleet, CredentialSync, ensureDemo, type DemoCredentials } from './registry/index.ts'
+import { Registry, AuditLog, Fleet, CredentialSync, RegistryReplica, ensureDemo, type DemoCredentials } from './registry/index.ts'
 import { Spool, EmbeddedStore, Drain, Ingest, InfluxStore, Rollups, AlertExport, type TelemetryStore } from './ingest/index.ts'
 import { AlertBook, RuleSetStore, type EscalationChain, type Override } from './alerting/index.ts'
 import { Outbox, Aggregator, parseWindow, hospitalSink, researchSink, parentSink, alertFlagSink, measurementSink, type SummarySink } from './forwarder/index.ts'
 import { createBroker, createClusterBackends, redisCredentialLog, listenTls, listenWss, mqttUpgradeHandler, type Broker, type ClusterBackends, type TlsFiles } from './broker/index.ts'
 import { buildApi, alertCareRoutes, alertingRoutes, backtestRoutes, forwarderRoutes, operatorRoutes, dataRoutes, consoleRoutes, LiveHub, registerDeviceRoutes, registerMetricsRoute, reportRoutes, auditViewRoutes, publicStatsRoutes, followerRoutes } from './api/index.ts'
 import { ClusterNode, LOG_CURSOR } from './cluster/node.ts'
-import { AuditShipper, ClusterAuditChain, auditSource } from './cluster/audit-chain.ts'
+import { AuditShipper, ClusterAuditChain } from './cluster/audit-chain.ts'
+import { nodeSource } from './cluster/node-source.ts'
+import { ClusterRegistryLog, RegistrySync } from './cluster/registry-log.ts'
 import { ReportBook, DeviceModelRegister, DEMO_DEVICE_MODELS, reportSink } from './reports/index.ts'
 
 export interface AppDeps {
@@ -86,7 +88,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   const auditChain = clusterNode
     ? await ClusterAuditChain.open(c.postgresUrl!).catch((err: unknown) => { throw new Error(`cluster mode: cannot open the audit chain in PostgreSQL: ${(err as Error).message}`, { cause: err }) })
     : undefined
-  const auditShipper = auditChain && new AuditShipper({ local: audit, chain: auditChain, source: auditSource(db, nodeId), logger: logger.child({ component: 'audit' }) })
+  const auditShipper = auditChain && new AuditShipper({ local: audit, chain: auditChain, source: nodeSource(db, nodeId), logger: logger.child({ component: 'audit' }) })
   const auditTrail = auditShipper ?? audit
   const ruleSets = new RuleSetStore(db)
   const outbox = new Outbox(db, clock, logger.child({ component: 'outbox' }), { ...config.outbox, deadLetterAfterMs: config.outbox.deadLetterAfterS * 1000 })
@@ -266,6 +268,21 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     if (!residentId) publishStandards()
   }
 
+  // cluster mode over NATS: the registry is the cluster's (cluster/registry-log.ts); this node's
+  // SQLite is a replica of it, kept in step every 100 ms. Every registry table exists by now
+  const registryLog = clusterNode
+    ? await ClusterRegistryLog.open(c.postgresUrl!).catch((err: unknown) => { throw new Error(`cluster mode: cannot open the registry log in PostgreSQL: ${(err as Error).message}`, { cause: err }) })
+    : undefined
+  if (!registryLog) RegistryReplica.uninstall(db)
+  const registrySync = registryLog && new RegistrySync({
+    replica: new RegistryReplica(db), log: registryLog, source: nodeSource(db, nodeId), clock, logger: logger.child({ component: 'registry-sync' }),
+    applied: (ch) => {
+      if (ch.tables.has('api_keys') || ch.tables.has('residents') || ch.tables.has('followers')) registry.changedElsewhere()
+      if (ch.tables.has('rule_sets') || ch.tables.has('rule_set_active')) rulesChanged(undefined, 'cluster')
+      else for (const id of ch.residents) alerts.rulesChanged(id, 'cluster')
+    },
+  })
+
   // node statistics for operators (console, /v1/stats), sampled once a second
   let lastAccepted = 0
   let readingsPerS = 0
@@ -280,7 +297,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       mqttClients: mqtt.aedes.connectedClients, openAlerts: bySeverity, outboxPending: outbox.pending(), drained: drain.stats.drained,
       spoolRows: spool.pressure().rows, backpressureEpisodes: spool.stats.backpressureEpisodes, eventLoopDelayP99Ms: loopDelayP99Ms,
       consumers: spool.consumerStatus(),
-      ...(clusterNode ? { cluster: { ...clusterNode.summary(), audit: auditShipper?.summary() } } : {}),
+      ...(clusterNode ? { cluster: { ...clusterNode.summary(), audit: auditShipper?.summary(), registry: registrySync?.summary() } } : {}),
       rssMb: Math.round(process.memoryUsage().rss / 1048576),
     }
   }
@@ -313,6 +330,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       if (cluster) checks.redis = cluster.status()
       if (clusterNode) checks.nats = clusterNode.status()
       if (auditShipper) checks.audit = auditShipper.status()
+      if (registrySync) checks.registry = registrySync.status()
       // a consumer stopped by a failure: ingest goes on, but what it feeds (alerts, summaries) does not
       for (const c of spool.consumerStatus()) checks[`consumer:${c.name}`] = c.failing ? `${c.failing.code}: ${c.failing.message}` : 'ok'
       return checks
@@ -365,6 +383,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       drain.start()
       await clusterNode?.start()
       auditShipper?.start()
+      registrySync?.start()
       rollups?.start()
       alertExport?.start()
       alerts.resendUndelivered()
@@ -409,6 +428,8 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       await clusterNode?.stop()
       await auditShipper?.stop()
       await auditChain?.close()
+      await registrySync?.stop()
+      await registryLog?.close()
       rollups?.stop()
       alertExport?.stop()
       alerts.stop()

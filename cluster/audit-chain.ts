@@ -1,9 +1,8 @@
-import { createHash, randomBytes } from 'node:crypto'
-import { hostname } from 'node:os'
+import { createHash } from 'node:crypto'
 import pg from 'pg'
-import { VitalmeshError, migrate, type DB, type Logger, type Migration } from '../core/index.ts'
+import { VitalmeshError, type Logger } from '../core/index.ts'
 import { ChainWalk, GENESIS, type AuditEntry, type AuditLog, type AuditTrail, type ChainCheck } from '../registry/index.ts'
-import { pgMigrate, pgTransaction, type PgStep } from './pg.ts'
+import { pgMigrate, pgPool, pgTransaction, type PgStep } from './pg.ts'
 
 /**
  * The cluster's audit trail: one hash chain in PostgreSQL that holds every node's entries.
@@ -20,8 +19,8 @@ import { pgMigrate, pgTransaction, type PgStep } from './pg.ts'
  * - while PostgreSQL is unreachable the node goes on recording, and ships once it is back.
  * Reads on any node first ship what that node has recorded, so a node reads its own writes.
  *
- * A node ships as a `source` it keeps in its database (`audit_shipping`), not as its node id,
- * which defaults to host name and process id and changes at every start. Each shipped entry
+ * A node ships as the source name it keeps in its database (cluster/node-source.ts), not as its
+ * node id, which defaults to host name and process id and changes at every start. Each shipped entry
  * keeps the node's own hash of it: a second node shipping as the same source (a copied data
  * directory) has other entries at the same positions, and the shipper refuses to go on.
  */
@@ -43,6 +42,10 @@ const STEPS: PgStep[] = [{
     DROP TRIGGER IF EXISTS cluster_audit_no_truncate ON cluster_audit;
     CREATE TRIGGER cluster_audit_no_truncate BEFORE TRUNCATE ON cluster_audit FOR EACH STATEMENT EXECUTE FUNCTION cluster_audit_append_only();`,
 }]
+
+function twoSources (source: string, seq: number): string {
+  return `the cluster's audit chain has entry ${seq} of source ${source}, and it is not this node's: two nodes ship as one source (was a data directory copied?); give the copy's node_source row a source of its own`
+}
 
 interface Row { seq: string, at: string, actor: string, action: string, subject: string, detail: string, source: string, source_seq: string, source_hash: string, prev_hash: string, hash: string }
 
@@ -73,8 +76,7 @@ export class ClusterAuditChain {
   private constructor (readonly pool: pg.Pool) {}
 
   static async open (connectionString: string): Promise<ClusterAuditChain> {
-    const pool = new pg.Pool({ connectionString, max: 3 })
-    pool.on('error', () => {}) // an idle connection the server dropped: the pool replaces it
+    const pool = pgPool(connectionString, 3)
     try {
       await pgMigrate(pool, 'cluster-audit', STEPS)
     } catch (err) {
@@ -100,8 +102,13 @@ export class ClusterAuditChain {
     return await pgTransaction(this.pool, async (c) => {
       // one appender at a time across the cluster: two heads read at once would fork the chain
       await c.query("SELECT pg_advisory_xact_lock(hashtext('vitalmesh-cluster-audit'))")
-      const have = (await c.query<{ n: string | null }>('SELECT max(source_seq) AS n FROM cluster_audit WHERE source = $1', [source])).rows[0]?.n
-      const upTo = have == null ? 0 : Number(have)
+      const last = (await c.query<{ source_seq: string, source_hash: string }>('SELECT source_seq, source_hash FROM cluster_audit WHERE source = $1 ORDER BY source_seq DESC LIMIT 1', [source])).rows[0]
+      const upTo = last ? Number(last.source_seq) : 0
+      // the chain's last entry of this source must be this trail's: a copy of a node's data
+      // directory has the same entries up to the copy and its own after, which would otherwise be
+      // taken for entries shipped already and dropped without a word
+      const mine = entries.find((e) => e.seq === upTo)?.hash ?? entries.find((e) => e.seq === upTo + 1)?.prevHash
+      if (last && mine !== undefined && mine !== last.source_hash) throw new Error(twoSources(source, upTo))
       const fresh = entries.filter((e) => e.seq > upTo)
       if (fresh.length === 0) return upTo
       if (fresh[0]!.seq !== upTo + 1) throw new Error(`audit entries of ${source} would leave a gap: the chain has them up to ${upTo}, the next given is ${fresh[0]!.seq}`)
@@ -154,23 +161,6 @@ export class ClusterAuditChain {
   async close (): Promise<void> { await this.pool.end() }
 }
 
-/** Where this node's trail ships from (component 'audit-shipping'). */
-export const AUDIT_SHIPPING_MIGRATIONS: Migration[] = [{
-  version: 1,
-  why: "cluster mode: the name under which this node's audit trail is shipped to the cluster's chain, fixed at its first start",
-  up: 'CREATE TABLE IF NOT EXISTS audit_shipping (id INTEGER PRIMARY KEY CHECK (id = 1), source TEXT NOT NULL)',
-}]
-
-/** This node's source name: the one stored, else `${node}` (or the host name) with a random suffix, stored now. */
-export function auditSource (db: DB, node: string): string {
-  migrate(db, 'audit-shipping', AUDIT_SHIPPING_MIGRATIONS)
-  const row = db.prepare<[], { source: string }>('SELECT source FROM audit_shipping WHERE id = 1').get()
-  if (row) return row.source
-  const source = `${node || hostname()}~${randomBytes(4).toString('hex')}`
-  db.prepare('INSERT INTO audit_shipping (id, source) VALUES (1, ?)').run(source)
-  return source
-}
-
 export interface AuditShipperOptions {
   local: Pick<AuditLog, 'list'>
   chain: ClusterAuditChain
@@ -218,7 +208,7 @@ export class AuditShipper implements AuditTrail {
       const at = await this.o.chain.shippedUpTo(this.o.source)
       const mine = at.seq > 0 ? this.o.local.list(at.seq - 1, 1)[0] : undefined
       if (at.seq > 0 && mine?.hash !== at.hash) {
-        throw new Error(`the cluster's audit chain has entry ${at.seq} of source ${this.o.source}, and it is not this node's: two nodes ship as one source (was a data directory copied?). Give this node's audit_shipping row another source`)
+        throw new Error(twoSources(this.o.source, at.seq))
       }
       this.upTo = at.seq
     }

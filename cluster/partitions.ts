@@ -353,6 +353,8 @@ export class ConsumerRunner<S> {
           t.stopped = true
           return
         }
+        // stopped meanwhile (the lease went): nothing to retry, and stop() must not wait out a back-off
+        if (t.stopped) return
         streak++
         const backoffMs = Math.min(30_000, 500 * 2 ** Math.min(6, streak - 1))
         this.logger.error({ err, code: 'VM_CONSUMER_FAILED', consumer: this.o.consumer.name, partition, retryInMs: backoffMs },
@@ -438,6 +440,11 @@ export class ConsumerRunner<S> {
       await committing
       if (!t.stopped) throw new Error(`the messages of partition ${partition} ended`)
     } finally {
+      // a commit the linger timer started must end before this task does: otherwise stop() would
+      // release the lease (and the next follow read the checkpoint) with it still writing
+      clearTimeout(linger)
+      linger = undefined
+      await committing.catch(() => {})
       messages.stop()
       await log.jsm.consumers.delete(log.stream, name).catch(() => {})
     }

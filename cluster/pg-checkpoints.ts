@@ -1,5 +1,5 @@
 import pg from 'pg'
-import { pgMigrate, pgTransaction, type PgStep } from './pg.ts'
+import { pgMigrate, pgPool, pgTransaction, type PgStep } from './pg.ts'
 import { StaleEpochError, type Checkpoint, type CheckpointStore } from './checkpoints.ts'
 
 /**
@@ -32,10 +32,7 @@ export class PgCheckpointStore<S = unknown> implements CheckpointStore<S> {
 
   /** Connects and applies the schema steps not applied yet (one advisory lock: several nodes may start at once). */
   static async open<S = unknown> (connectionString: string, opts: { max?: number } = {}): Promise<PgCheckpointStore<S>> {
-    const pool = new pg.Pool({ connectionString, max: opts.max ?? 4 })
-    // an idle client's connection dropped by the server (a restart): the pool replaces it; without
-    // a listener the error would end the process
-    pool.on('error', () => {})
+    const pool = pgPool(connectionString, opts.max ?? 4)
     try {
       await pgMigrate(pool, 'cluster-checkpoints', STEPS)
     } catch (err) {

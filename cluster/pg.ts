@@ -1,4 +1,22 @@
-import type pg from 'pg'
+import pg from 'pg'
+
+/**
+ * A pool to the cluster's PostgreSQL with limits, so that a stuck peer or a dead link ends in an
+ * error (logged, retried, shown in /readyz) rather than in a wait without end: a connection
+ * attempt 5 s, a lock wait 5 s (a node that froze holding a chain's lock), a statement 30 s, a
+ * transaction left idle 60 s (the server ends a frozen node's session and frees its locks), and
+ * TCP keepalive for a peer that vanished.
+ */
+export function pgPool (connectionString: string, max: number): pg.Pool {
+  const pool = new pg.Pool({
+    connectionString, max, connectionTimeoutMillis: 5000, keepAlive: true,
+    options: '-c lock_timeout=5000 -c statement_timeout=30000 -c idle_in_transaction_session_timeout=60000',
+  })
+  // an idle client's connection dropped by the server (a restart): the pool replaces it; without
+  // a listener the error would end the process
+  pool.on('error', () => {})
+  return pool
+}
 
 /** One schema step of a component's PostgreSQL tables; never edit a shipped step: add one. */
 export interface PgStep { version: number, why: string, sql: string }

@@ -78,9 +78,13 @@ export class Drain {
 
   /** Retries at once instead of after the back-off (the sink is reachable again). */
   retryNow (): void {
+    // a pass failing right now would otherwise arm its back-off after this (up to 30 s of held PUBACKs)
+    this.retrySoon = true
     if (this.timer) { clearTimeout(this.timer); this.timer = undefined }
     this.kick()
   }
+
+  private retrySoon = false
 
   /** Asks for a drain pass; passes never overlap. */
   kick (): void {
@@ -88,6 +92,7 @@ export class Drain {
     if (this.running) { this.again = true; return }
     if (this.timer) return // a retry is scheduled
     this.running = true
+    this.retrySoon = false // this pass is the retry
     setImmediate(() => { void this.pass() })
   }
 
@@ -141,7 +146,8 @@ export class Drain {
       // The server's Retry-After (429/503) wins over our own exponential back-off with jitter.
       const retryAfter = (err as { retryAfterMs?: unknown }).retryAfterMs
       const backoff = Math.min(this.opts.maxBackoffMs ?? 30_000, 100 * 2 ** Math.min(this.failures, 10)) * (0.5 + Math.random() / 2)
-      const delay = typeof retryAfter === 'number' && retryAfter >= 0 ? retryAfter : backoff
+      const delay = this.retrySoon ? 0 : typeof retryAfter === 'number' && retryAfter >= 0 ? retryAfter : backoff
+      this.retrySoon = false
       if (delay === retryAfter) this.stats.retryAfterHonoured++
       this.logger.warn({ err, store: this.store.kind, retryInMs: Math.round(delay), retryAfter: delay === retryAfter, spooled: this.spool.size() }, 'telemetry store write failed; readings stay in the spool')
       this.timer = setTimeout(() => { this.timer = undefined; this.kick() }, delay)
@@ -158,7 +164,8 @@ export class Drain {
 
   private acknowledge (id: number, rejected: RejectedReading[], force = false): void {
     const every = this.opts.ackEveryMs ?? 0
-    if (force || every === 0 || rejected.length > 0 || Date.now() - this.ackedAt >= every) {
+    // after stop() at once: a timer would fire after the database is closed, and the rows be sent again at restart
+    if (force || every === 0 || this.stopped || rejected.length > 0 || Date.now() - this.ackedAt >= every) {
       clearTimeout(this.ackTimer)
       this.ackTimer = undefined
       this.unacked = undefined
@@ -215,6 +222,7 @@ export class Drain {
    */
   async settled (): Promise<void> {
     while (this.running) await new Promise((resolve) => setTimeout(resolve, 5))
+    this.flushAck()
   }
 
   stop (): void {

@@ -276,6 +276,9 @@ export class Registry {
    * or through another connection to the database (the CLI): cheap enough to compare before
    * every live message, so what was checked at a revision is cached until the next.
    */
+  /** Another writer changed keys or residents on this connection (the cluster's registry being applied, registry/replica.ts). */
+  changedElsewhere (): void { this.changes++ }
+
   revision (): string {
     return `${this.changes}:${this.dataVersion.get()!.data_version}`
   }

@@ -136,6 +136,35 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
     expect(onA.entries.slice(0, entries.all.length)).toEqual(entries.all)
   })
 
+  it('the registry is the cluster\'s: a resident and device registered through node A publish through node C, and a key made on node B opens node A', async () => {
+    const post = async (i: number, path: string, body: unknown): Promise<Response> => await fetch(`http://127.0.0.1:${nodes[i]!.httpPort}${path}`, {
+      method: 'POST', headers: { authorization: `Bearer ${nodes[i]!.creds.apiKeys.operator}`, 'content-type': 'application/json' }, body: JSON.stringify(body),
+    })
+    const t0 = Date.now()
+    expect((await post(0, '/v1/residents', { id: 'res-joined', name: '李明', language: 'zh-CN', mqttPassword: false })).status).toBe(201)
+    const dev = await post(0, '/v1/devices', { id: 'cuff-joined', residentId: 'res-joined', model: 'omron-hem-7361t' })
+    expect(dev.status).toBe(201)
+    const { secret } = await dev.json() as { secret: string }
+    // node c learns the device from the cluster's registry (every 100 ms): it accepts it, and the PUBACK means the reading is in the log
+    const d = await waitFor('node c to accept the device registered through node a', () => connect(nodes[2]!.mqttPort, 'cuff-joined', secret).catch(() => undefined), 5_000, 50)
+    console.log(`cluster-nats: a device registered through node a was accepted by node c ${Date.now() - t0} ms later`)
+    await d.publishAsync('vitals/cuff-joined', JSON.stringify({ v: 1, seq: 1, ts: Date.now(), sys: 128, dia: 82, hr: 70 }), { qos: 1 })
+    await d.endAsync()
+    expect((await log.read(log.partitionOf('res-joined'))).map((e) => e.reading)).toContainEqual(expect.objectContaining({ deviceId: 'cuff-joined', residentId: 'res-joined', seq: 1, sys: 128 }))
+    // an operator key made on node b
+    const made = await post(1, '/v1/api-keys', { role: 'operator', label: 'made on node b' })
+    expect(made.status).toBe(201)
+    const { key } = await made.json() as { key: string }
+    const res = await waitFor('node a to accept the key made on node b', async () => {
+      const r = await fetch(`http://127.0.0.1:${nodes[0]!.httpPort}/v1/residents/res-joined`, { headers: { authorization: `Bearer ${key}` } })
+      return r.status === 200 ? r : undefined
+    }, 5_000, 50)
+    expect(await res.json()).toMatchObject({ id: 'res-joined', name: '李明', language: 'zh-CN' })
+    // the same registry on every node: /v1/stats shows each node's position in the one log
+    const positions = await Promise.all(nodes.map(async (n) => (await stats(n) as unknown as { cluster: { registry: { position: number } } }).cluster.registry.position))
+    expect(Math.min(...positions)).toBeGreaterThan(0)
+  })
+
   it('kill -9 of a node under load: every acknowledged reading is stored once, and its partitions move within 10 s', async () => {
     const fleet = nodes[0]!.creds.fleet.slice(1, 13)
     const victim = nodes[1]!

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { realpathSync } from 'node:fs'
 import { join } from 'node:path'
 import pg from 'pg'
 import pino from 'pino'
@@ -6,7 +7,8 @@ import { ManualClock, openDatabase, type DB } from '../../core/index.ts'
 import { AuditLog } from '../../registry/index.ts'
 import { startPostgres, type PostgresServer } from '../../test/helpers/postgres.ts'
 import { tempDir } from '../../test/helpers/proc.ts'
-import { AuditShipper, ClusterAuditChain, auditSource } from '../audit-chain.ts'
+import { AuditShipper, ClusterAuditChain } from '../audit-chain.ts'
+import { nodeSource } from '../node-source.ts'
 
 const logger = pino({ level: 'silent' })
 
@@ -26,7 +28,7 @@ describe('the cluster\'s audit chain in PostgreSQL', () => {
     const audit = new AuditLog(db, clock)
     const chain = await ClusterAuditChain.open(server.url)
     chains.push(chain)
-    return { db, audit, chain, shipper: new AuditShipper({ local: audit, chain, source: auditSource(db, name), logger, batch: o.batch }) }
+    return { db, audit, chain, shipper: new AuditShipper({ local: audit, chain, source: nodeSource(db, name), logger, batch: o.batch }) }
   }
 
   beforeAll(async () => {
@@ -96,19 +98,50 @@ describe('the cluster\'s audit chain in PostgreSQL', () => {
     expect(mine.map((e) => [e.nodeSeq, e.action])).toEqual([[1, 'rule-set.activated'], [2, 'rule-set.deactivated']])
   })
 
-  it('a second node shipping as the same source (a copied data directory) is refused, with the reason, and ships nothing', async () => {
+  it('a data directory copied to make another node gets a source of its own at its first start: both trails reach the chain in full', async () => {
     const orig = await node('orig')
     orig.audit.append('operator:k', 'hospital.registered', 'h-9')
     await orig.shipper.flush()
-    // the copy has the source row but entries of its own at the same positions
-    const copyDb = openDatabase(join(tempDir('vm-audit-copy-'), 'vitalmesh.db'))
-    copyDb.exec("CREATE TABLE IF NOT EXISTS audit_shipping (id INTEGER PRIMARY KEY CHECK (id = 1), source TEXT NOT NULL)")
-    copyDb.prepare('INSERT INTO audit_shipping (id, source) VALUES (1, ?)').run(orig.shipper.summary().source)
-    const copy = await node('copy', { db: copyDb })
+    const dir = tempDir('vm-audit-copy-')
+    await orig.db.backup(join(dir, 'vitalmesh.db'))
+    const copy = await node('copy', { db: openDatabase(join(dir, 'vitalmesh.db')) })
+    expect(copy.shipper.summary().source).not.toBe(orig.shipper.summary().source)
+    orig.audit.append('operator:k', 'hospital.feeds', 'h-9')
     copy.audit.append('operator:k', 'institution.registered', 'inst-1')
+    await Promise.all([orig.shipper.flush(), copy.shipper.flush()])
+    const all = await copy.chain.list(0, 10_000)
+    const of = (s: AuditShipper): string[] => all.filter((e) => e.node === s.summary().source).map((e) => e.action)
+    expect(of(orig.shipper)).toEqual(['hospital.registered', 'hospital.feeds'])
+    // the copy's whole trail, the entry it was copied with included: twice in the chain, never lost
+    expect(of(copy.shipper)).toEqual(['hospital.registered', 'institution.registered'])
+  })
+
+  it('two trails that ship as one source anyway (the name set by hand) are refused with the reason as soon as they part, and ship nothing of it', async () => {
+    const orig = await node('twin')
+    orig.audit.append('operator:k', 'hospital.registered', 'h-10')
+    await orig.shipper.flush()
+    const dir = tempDir('vm-audit-twin-')
+    await orig.db.backup(join(dir, 'vitalmesh.db'))
+    const copyDb = openDatabase(join(dir, 'vitalmesh.db'))
+    copyDb.prepare('UPDATE node_source SET path = ? WHERE id = 1').run(realpathSync(join(dir, 'vitalmesh.db')))
+    const copy = await node('twin-copy', { db: copyDb })
+    expect(copy.shipper.summary().source).toBe(orig.shipper.summary().source)
+    await copy.shipper.flush() // the same entry 1 as shipped: nothing to say yet
+    orig.audit.append('operator:k', 'hospital.feeds', 'h-10')
+    copy.audit.append('operator:k', 'institution.registered', 'inst-2')
+    await orig.shipper.flush()
+    // the copy's entry 2 is not the chain's entry 2 of this source: refused, not taken for shipped
     await expect(copy.shipper.flush()).rejects.toThrow(/two nodes ship as one source/)
     expect(copy.shipper.status()).toMatch(/two nodes ship as one source/)
-    expect((await copy.chain.list(0, 10_000)).filter((e) => e.action === 'institution.registered')).toEqual([])
+    expect((await copy.chain.list(0, 10_000)).filter((e) => e.action === 'institution.registered' && e.subject === 'inst-2')).toEqual([])
+    // and one that started out as a copy with other entries at the chain's last position
+    const other = openDatabase(join(tempDir('vm-audit-other-'), 'vitalmesh.db'))
+    const third = await node('other', { db: other })
+    other.prepare('UPDATE node_source SET source = ? WHERE id = 1').run(orig.shipper.summary().source)
+    third.audit.append('operator:k', 'institution.registered', 'inst-3')
+    third.audit.append('operator:k', 'institution.registered', 'inst-4')
+    const again = new AuditShipper({ local: third.audit, chain: third.chain, source: orig.shipper.summary().source as string, logger })
+    await expect(again.flush()).rejects.toThrow(/two nodes ship as one source/)
   })
 
   it('is append-only, and an entry changed behind the trigger\'s back is named by verify', async () => {

@@ -278,6 +278,8 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     replica: new RegistryReplica(db), log: registryLog, source: nodeSource(db, nodeId), clock, logger: logger.child({ component: 'registry-sync' }),
     applied: (ch) => {
       if (ch.tables.has('api_keys') || ch.tables.has('residents') || ch.tables.has('followers')) registry.changedElsewhere()
+      for (const id of ch.newDevices) credentialSync?.deviceAppeared(id)
+      for (const d of ch.revokedDevices) mqtt.disconnectIdentity(d.id, d.at)
       if (ch.tables.has('rule_sets') || ch.tables.has('rule_set_active')) rulesChanged(undefined, 'cluster')
       else for (const id of ch.residents) alerts.rulesChanged(id, 'cluster')
     },

@@ -2,7 +2,8 @@ import { createHash } from 'node:crypto'
 import pg from 'pg'
 import { VitalmeshError, type Logger } from '../core/index.ts'
 import { ChainWalk, GENESIS, type AuditEntry, type AuditLog, type AuditTrail, type ChainCheck } from '../registry/index.ts'
-import { pgMigrate, pgPool, pgTransaction, type PgStep } from './pg.ts'
+import { LinkState } from './link-state.ts'
+import { pgOpen, pgTransaction, type PgStep } from './pg.ts'
 
 /**
  * The cluster's audit trail: one hash chain in PostgreSQL that holds every node's entries.
@@ -76,14 +77,7 @@ export class ClusterAuditChain {
   private constructor (readonly pool: pg.Pool) {}
 
   static async open (connectionString: string): Promise<ClusterAuditChain> {
-    const pool = pgPool(connectionString, 3)
-    try {
-      await pgMigrate(pool, 'cluster-audit', STEPS)
-    } catch (err) {
-      await pool.end()
-      throw err
-    }
-    return new ClusterAuditChain(pool)
+    return new ClusterAuditChain(await pgOpen(connectionString, 3, 'cluster-audit', STEPS))
   }
 
   /** The last entry of `source` in the chain (seq 0: none yet) and the source's own hash of it. */
@@ -180,27 +174,22 @@ export class AuditShipper implements AuditTrail {
   private upTo: number | undefined
   private running: Promise<void> | undefined
   private timer: NodeJS.Timeout | undefined
-  private problem: string | undefined
+  private readonly link: LinkState
   readonly stats = { shipped: 0 }
 
-  constructor (private readonly o: AuditShipperOptions) {}
+  constructor (private readonly o: AuditShipperOptions) {
+    this.link = new LinkState(o.logger, {
+      failing: "cannot ship the audit trail to the cluster's chain in PostgreSQL; entries wait here and are shipped once it can",
+      back: "audit trail shipped to the cluster's chain again",
+      notOk: 'audit trail not shipped',
+    })
+  }
 
   /** Ships every entry recorded before the call; concurrent calls take turns. */
   async flush (): Promise<void> {
     while (this.running) await this.running.catch(() => {})
     this.running = this.ship()
-    try {
-      await this.running
-      if (this.problem) this.o.logger.info('audit trail shipped to the cluster\'s chain again')
-      this.problem = undefined
-    } catch (err) {
-      const msg = (err as Error).message
-      if (this.problem !== msg) this.o.logger.warn({ err: msg }, 'cannot ship the audit trail to the cluster\'s chain in PostgreSQL; entries wait here and are shipped once it can')
-      this.problem = msg
-      throw err
-    } finally {
-      this.running = undefined
-    }
+    try { await this.link.watch(this.running) } finally { this.running = undefined }
   }
 
   private async ship (): Promise<void> {
@@ -236,10 +225,10 @@ export class AuditShipper implements AuditTrail {
   }
 
   /** 'ok', or why the trail cannot be shipped now (/readyz). */
-  status (): string { return this.problem === undefined ? 'ok' : `audit trail not shipped: ${this.problem}` }
+  status (): string { return this.link.status() }
 
   /** What operators see (/v1/stats). */
-  summary (): Record<string, unknown> { return { source: this.o.source, shippedTo: this.upTo ?? null, shipped: this.stats.shipped, problem: this.problem ?? null } }
+  summary (): Record<string, unknown> { return { source: this.o.source, shippedTo: this.upTo ?? null, shipped: this.stats.shipped, problem: this.link.current } }
 
   // reads: the cluster's chain, after shipping what this node recorded (a node reads its own writes)
   private async fresh<T> (read: () => Promise<T>): Promise<T> {

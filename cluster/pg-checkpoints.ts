@@ -1,5 +1,5 @@
 import pg from 'pg'
-import { pgMigrate, pgPool, pgTransaction, type PgStep } from './pg.ts'
+import { pgOpen, pgTransaction, type PgStep } from './pg.ts'
 import { StaleEpochError, type Checkpoint, type CheckpointStore } from './checkpoints.ts'
 
 /**
@@ -32,14 +32,7 @@ export class PgCheckpointStore<S = unknown> implements CheckpointStore<S> {
 
   /** Connects and applies the schema steps not applied yet (one advisory lock: several nodes may start at once). */
   static async open<S = unknown> (connectionString: string, opts: { max?: number } = {}): Promise<PgCheckpointStore<S>> {
-    const pool = pgPool(connectionString, opts.max ?? 4)
-    try {
-      await pgMigrate(pool, 'cluster-checkpoints', STEPS)
-    } catch (err) {
-      await pool.end()
-      throw err
-    }
-    return new PgCheckpointStore<S>(pool)
+    return new PgCheckpointStore<S>(await pgOpen(connectionString, opts.max ?? 4, 'cluster-checkpoints', STEPS))
   }
 
   async open (consumer: string, partition: number, epoch: number): Promise<{ seq: number, state: S } | undefined> {

@@ -61,3 +61,15 @@ export async function pgTransaction<T> (pool: pg.Pool, f: (c: pg.PoolClient) => 
     c.release()
   }
 }
+
+/** A pool (pgPool) with the component's schema steps applied; closed again when they cannot be. */
+export async function pgOpen (connectionString: string, max: number, component: string, steps: readonly PgStep[]): Promise<pg.Pool> {
+  const pool = pgPool(connectionString, max)
+  try {
+    await pgMigrate(pool, component, steps)
+  } catch (err) {
+    await pool.end()
+    throw err
+  }
+  return pool
+}

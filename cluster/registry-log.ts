@@ -1,7 +1,8 @@
 import pg from 'pg'
 import type { Logger } from '../core/index.ts'
-import type { RegistryReplica, RowChange } from '../registry/index.ts'
-import { pgMigrate, pgPool, pgTransaction, type PgStep } from './pg.ts'
+import type { AppliedChanges, RegistryReplica, RowChange } from '../registry/index.ts'
+import { LinkState } from './link-state.ts'
+import { pgOpen, pgTransaction, type PgStep } from './pg.ts'
 
 /**
  * The cluster's registry in PostgreSQL: one ordered log of every change to the shared registry
@@ -31,14 +32,7 @@ export class ClusterRegistryLog {
   private constructor (readonly pool: pg.Pool) {}
 
   static async open (connectionString: string): Promise<ClusterRegistryLog> {
-    const pool = pgPool(connectionString, 2)
-    try {
-      await pgMigrate(pool, 'cluster-registry', STEPS)
-    } catch (err) {
-      await pool.end()
-      throw err
-    }
-    return new ClusterRegistryLog(pool)
+    return new ClusterRegistryLog(await pgOpen(connectionString, 2, 'cluster-registry', STEPS))
   }
 
   /** Appends a node's outbox entries (its id order) after the log's last; returns the node's last id in the log. */
@@ -78,7 +72,7 @@ export interface RegistrySyncOptions {
   clock: { now(): number }
   logger: Logger
   /** after changes were applied here: caches and rule indexes that hold registry data */
-  applied?(changes: ReturnType<RegistryReplica['apply']>): void
+  applied?(changes: AppliedChanges): void
   /** how often the outbox and the log are looked at (default 100 ms) */
   intervalMs?: number
 }
@@ -92,27 +86,22 @@ export class RegistrySync {
   private timer: NodeJS.Timeout | undefined
   private running: Promise<void> | undefined
   private again = false
-  private problem: string | undefined
+  private readonly link: LinkState
   readonly stats = { shipped: 0, applied: 0 }
 
-  constructor (private readonly o: RegistrySyncOptions) {}
+  constructor (private readonly o: RegistrySyncOptions) {
+    this.link = new LinkState(o.logger, {
+      failing: "cannot ship or apply the cluster's registry changes (PostgreSQL); this node's changes wait in its outbox",
+      back: 'registry in step with the cluster again',
+      notOk: 'registry not in step with the cluster',
+    })
+  }
 
   /** Ships and applies until nothing is left; a call during a pass is served by that pass, which goes round once more. */
   async sync (): Promise<void> {
     if (this.running) { this.again = true; return await this.running }
     this.running = (async () => { do { this.again = false; await this.pass() } while (this.again) })()
-    try {
-      await this.running
-      if (this.problem) this.o.logger.info('registry in step with the cluster again')
-      this.problem = undefined
-    } catch (err) {
-      const msg = (err as Error).message
-      if (this.problem !== msg) this.o.logger.warn({ err: msg }, "cannot ship or apply the cluster's registry changes (PostgreSQL); this node's changes wait in its outbox")
-      this.problem = msg
-      throw err
-    } finally {
-      this.running = undefined
-    }
+    try { await this.link.watch(this.running) } finally { this.running = undefined }
   }
 
   private async pass (): Promise<void> {
@@ -146,7 +135,7 @@ export class RegistrySync {
   }
 
   /** 'ok', or why the registry is not in step (/readyz). */
-  status (): string { return this.problem === undefined ? 'ok' : `registry not in step with the cluster: ${this.problem}` }
+  status (): string { return this.link.status() }
 
-  summary (): Record<string, unknown> { return { source: this.o.source, position: this.o.replica.position(), ...this.stats, problem: this.problem ?? null } }
+  summary (): Record<string, unknown> { return { source: this.o.source, position: this.o.replica.position(), ...this.stats, problem: this.link.current } }
 }

@@ -38,6 +38,11 @@ export const CREDENTIAL_SYNC_MIGRATIONS: Migration[] = [
     // last device change / API key revocation of this registry appended to the log
     up: 'CREATE TABLE IF NOT EXISTS credential_sync (id INTEGER PRIMARY KEY CHECK (id = 1), position TEXT NOT NULL, published_at INTEGER NOT NULL, keys_published_at INTEGER NOT NULL DEFAULT 0)',
   },
+  {
+    version: 2,
+    why: "cluster mode on PostgreSQL: a device's credential change that arrived before the device itself (its registration travels on the registry's log), kept until the registration is applied",
+    up: 'CREATE TABLE IF NOT EXISTS credential_parked (id TEXT PRIMARY KEY, entry TEXT NOT NULL)',
+  },
 ]
 
 /**
@@ -89,6 +94,9 @@ export class CredentialSync {
       get: db.prepare<[], { position: string, published_at: number, keys_published_at: number }>('SELECT position, published_at, keys_published_at FROM credential_sync WHERE id = 1'),
       setPosition: db.prepare("INSERT INTO credential_sync (id, position, published_at) VALUES (1, ?, 0) ON CONFLICT(id) DO UPDATE SET position = excluded.position"),
       setPublished: db.prepare("INSERT INTO credential_sync (id, position, published_at) VALUES (1, '0', ?) ON CONFLICT(id) DO UPDATE SET published_at = max(published_at, excluded.published_at)"),
+      park: db.prepare('INSERT INTO credential_parked (id, entry) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET entry = excluded.entry'),
+      parked: db.prepare<[string], { entry: string }>('SELECT entry FROM credential_parked WHERE id = ?'),
+      unpark: db.prepare('DELETE FROM credential_parked WHERE id = ?'),
       setKeysPublished: db.prepare("INSERT INTO credential_sync (id, position, published_at, keys_published_at) VALUES (1, '0', 0, ?) ON CONFLICT(id) DO UPDATE SET keys_published_at = max(keys_published_at, excluded.keys_published_at)"),
     }
     const row = this.q.get.get()
@@ -206,6 +214,23 @@ export class CredentialSync {
     }
   }
 
+  /**
+   * A device this registry did not have was registered by the registry's log (cluster mode on
+   * PostgreSQL): a credential change that came for it before is applied now, so a rotation made
+   * right after the registration is not lost on the nodes that heard of the rotation first.
+   */
+  deviceAppeared (id: string): void {
+    const row = this.q.parked.get(id)
+    if (!row) return
+    this.q.unpark.run(id)
+    const e = JSON.parse(row.entry) as CredentialEntry
+    const at = this.fleet.applyCredentials(e)
+    if (at === undefined) return
+    this.appliedHere.add(at)
+    this.disconnect(id, at)
+    this.logger.info({ id, from: e.node }, 'credential change that came before the device\'s registration applied')
+  }
+
   /** Applies entries in order and moves the position past them, in one transaction. */
   apply (entries: readonly CredentialEntry[]): void {
     const ended: { id: string, at: number }[] = []
@@ -216,6 +241,10 @@ export class CredentialSync {
           if (this.keys.revokeApiKey(e.id)) keys.push(e.id)
           continue
         }
+        // not registered here (yet): with a shared registry its registration may still be on the
+        // way (the registry's log is read apart from this one); kept until it arrives, the later
+        // change of the same device replacing it
+        if (this.fleet.credentials(e.id) === undefined) { this.q.park.run(e.id, JSON.stringify(e)); continue }
         const at = this.fleet.applyCredentials(e)
         if (at !== undefined) { this.appliedHere.add(at); ended.push({ id: e.id, at }) }
       }

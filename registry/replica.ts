@@ -16,6 +16,12 @@ export interface ReplicatedTable {
    * which orders rotations and revocations and ends the sessions they concern
    */
   insertOnly?: readonly string[]
+  /**
+   * insert-only columns that a later image may still set, never unset: a revocation. Both logs
+   * then agree (a revocation is final on the credential log too), and a key or device revoked
+   * before another node had it arrives there revoked, whichever log is read first
+   */
+  sticky?: readonly string[]
 }
 
 /** In the order a node seeds them: a device's resident before the device (foreign key). */
@@ -24,13 +30,23 @@ export const REPLICATED_TABLES: readonly ReplicatedTable[] = [
   { table: 'hospitals', key: ['id'] },
   { table: 'research_institutions', key: ['id'] },
   { table: 'device_models', key: ['model'] },
-  { table: 'devices', key: ['id'], local: ['key', 'firmware', 'last_seen_at', 'online'], insertOnly: ['secret_hash', 'revoked_at', 'credentials_changed_at'] },
-  { table: 'api_keys', key: ['id'], insertOnly: ['digest', 'revoked_at'] },
+  { table: 'devices', key: ['id'], local: ['key', 'firmware', 'last_seen_at', 'online'], insertOnly: ['secret_hash', 'revoked_at', 'credentials_changed_at'], sticky: ['revoked_at'] },
+  { table: 'api_keys', key: ['id'], insertOnly: ['digest', 'revoked_at'], sticky: ['revoked_at'] },
   { table: 'overrides', key: ['resident_id', 'rule_key'] },
   { table: 'followers', key: ['id'] },
   { table: 'rule_sets', key: ['id', 'version'] },
   { table: 'rule_set_active', key: ['id'] },
 ]
+
+/** What an application of the log changed, for what holds registry data elsewhere (caches, rule indexes, sessions). */
+export interface AppliedChanges {
+  tables: Set<string>
+  residents: Set<string>
+  /** devices this node did not have: a credential change parked for one of them applies now (CredentialSync.deviceAppeared) */
+  newDevices: string[]
+  /** devices revoked by a row image (a device revoked before this node had it): their sessions end */
+  revokedDevices: { id: string, at: number }[]
+}
 
 /** One change of a replicated row: its image after the change, or null when it was deleted. */
 export interface RowChange { tbl: string, key: string, image: string | null }
@@ -145,8 +161,8 @@ export class RegistryReplica {
    * transaction with the triggers quiet. Returns what changed, for the caches and rule indexes
    * that hold registry data: tables, residents, and devices new to this node.
    */
-  apply (entries: readonly (RowChange & { pos: number })[]): { tables: Set<string>, residents: Set<string>, newDevices: string[] } {
-    const out = { tables: new Set<string>(), residents: new Set<string>(), newDevices: [] as string[] }
+  apply (entries: readonly (RowChange & { pos: number })[]): AppliedChanges {
+    const out: AppliedChanges = { tables: new Set<string>(), residents: new Set<string>(), newDevices: [], revokedDevices: [] }
     if (entries.length === 0) return out
     this.db.transaction(() => {
       this.s.applying.run(1)
@@ -166,9 +182,13 @@ export class RegistryReplica {
             const image = JSON.parse(e.image) as Record<string, unknown>
             // columns this node does not have (a newer node's) are left out; ones it has and the image lacks keep their default
             const cols = this.columns.get(t.table)!.filter((c) => c in image)
-            const isNew = t.table === 'devices' && this.existsOf(t).get(...key) === undefined
+            const before = t.table === 'devices' ? this.existsOf(t).get(...key) as { revoked_at: number | null } | undefined : undefined
             this.upsertOf(t, cols).run(...cols.map((c) => image[c]))
-            if (isNew) out.newDevices.push(String(key[0]))
+            if (t.table === 'devices') {
+              const id = String(key[0])
+              if (before === undefined) out.newDevices.push(id)
+              else if (before.revoked_at === null && typeof image.revoked_at === 'number') out.revokedDevices.push({ id, at: image.revoked_at })
+            }
             if (typeof image.resident_id === 'string') out.residents.add(image.resident_id)
           }
           if (t.table === 'residents') out.residents.add(String(key[0]))
@@ -186,9 +206,11 @@ export class RegistryReplica {
     const sig = `${t.table}|${cols.join(',')}`
     let st = this.upserts.get(sig)
     if (!st) {
-      const update = cols.filter((c) => !t.key.includes(c) && !(t.insertOnly ?? []).includes(c))
+      const sticky = t.sticky ?? []
+      const update = cols.filter((c) => !t.key.includes(c) && (!(t.insertOnly ?? []).includes(c) || sticky.includes(c)))
+        .map((c) => sticky.includes(c) ? `${q(c)} = coalesce(${q(t.table)}.${q(c)}, excluded.${q(c)})` : `${q(c)} = excluded.${q(c)}`)
       st = this.db.prepare(`INSERT INTO ${q(t.table)} (${cols.map(q).join(', ')}) VALUES (${cols.map(() => '?').join(', ')})
-        ON CONFLICT (${t.key.map(q).join(', ')}) DO ${update.length ? `UPDATE SET ${update.map((c) => `${q(c)} = excluded.${q(c)}`).join(', ')}` : 'NOTHING'}`)
+        ON CONFLICT (${t.key.map(q).join(', ')}) DO ${update.length ? `UPDATE SET ${update.join(', ')}` : 'NOTHING'}`)
       this.upserts.set(sig, st)
     }
     return st
@@ -202,7 +224,7 @@ export class RegistryReplica {
 
   private existsOf (t: ReplicatedTable): { get(...a: unknown[]): unknown } {
     let st = this.exists.get(t.table)
-    if (!st) this.exists.set(t.table, st = this.db.prepare(`SELECT 1 FROM ${q(t.table)} WHERE ${t.key.map((k) => `${q(k)} = ?`).join(' AND ')}`))
+    if (!st) this.exists.set(t.table, st = this.db.prepare(`SELECT ${t.sticky?.length ? t.sticky.map(q).join(', ') : '1'} FROM ${q(t.table)} WHERE ${t.key.map((k) => `${q(k)} = ?`).join(' AND ')}`))
     return st
   }
 }

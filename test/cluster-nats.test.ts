@@ -169,6 +169,7 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
     const fleet = nodes[0]!.creds.fleet.slice(1, 13)
     const victim = nodes[1]!
     const acked = new Map<string, Set<number>>()
+    const reconnects = new Map<string, number>()
     let stop = false
     let killedAt = 0
     // each device publishes seq 1, 2, 3... to "its" node; when that node is gone it moves to the
@@ -183,6 +184,9 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
         try {
           client ??= await connect(nodes[at]!.mqttPort, dev.deviceId, dev.secret, { connectTimeout: 2000 })
           const c = client
+          // closed while the device waited between readings: its 'close' has been and gone, and a
+          // publish on it would wait for a reconnect that never comes (reconnectPeriod 0)
+          if (!c.connected) { reconnects.set(dev.deviceId, (reconnects.get(dev.deviceId) ?? 0) + 1); throw new Error('closed') }
           await new Promise<void>((resolve, reject) => {
             const closed = (): void => reject(new Error('closed'))
             c.once('close', closed)
@@ -214,7 +218,13 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
     expect(takeoverMs).toBeLessThan(10_000)
     // go on for a while on the survivors, then stop
     const mark = new Map([...acked].map(([k, s]) => [k, s.size]))
-    await waitFor('more readings acknowledged after the takeover', () => [...acked].every(([k, s]) => s.size >= mark.get(k)! + 10), 20_000)
+    await waitFor('more readings acknowledged after the takeover', () => [...acked].every(([k, s]) => s.size >= mark.get(k)! + 10), 20_000).catch(async (err: unknown) => {
+      const stuck = [...acked].filter(([k, s]) => s.size < mark.get(k)! + 10).map(([k, s]) => `${k} ${s.size - mark.get(k)!} more`)
+      const clients = await Promise.all(live.map(async (n) => (await stats(n) as unknown as { mqttClients: number }).mqttClients))
+      throw new Error(`${(err as Error).message}: ${stuck.join(', ')}; MQTT clients on a and c ${clients.join(', ')}; closed while idle ${JSON.stringify([...reconnects])}\n` +
+        live.map((n) => n.output().split('\n').slice(-30).join('\n')).join('\n---\n'))
+    })
+    if (reconnects.size) console.log(`cluster-nats: connections closed while idle (device: times) ${JSON.stringify([...reconnects])}`)
     stop = true
     await Promise.all(load)
     let total = 0

@@ -2,11 +2,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { join } from 'node:path'
 import pino from 'pino'
 import { ManualClock, openDatabase, type DB } from '../../core/index.ts'
-import { Fleet, Registry, RegistryReplica } from '../../registry/index.ts'
+import { CredentialSync, Fleet, Registry, RegistryReplica } from '../../registry/index.ts'
+import { redisCredentialLog } from '../../broker/index.ts'
+import { startRedis } from '../../test/helpers/redis.ts'
 import { BUILTIN_RULE_SETS, RuleSetStore } from '../../alerting/index.ts'
 import { DeviceModelRegister } from '../../reports/index.ts'
 import { startPostgres, type PostgresServer } from '../../test/helpers/postgres.ts'
-import { tempDir } from '../../test/helpers/proc.ts'
+import { tempDir, waitFor } from '../../test/helpers/proc.ts'
 import { ClusterRegistryLog, RegistrySync } from '../registry-log.ts'
 import { nodeSource } from '../node-source.ts'
 
@@ -132,6 +134,51 @@ describe("the cluster's registry: one log in PostgreSQL, a replica in each node'
     }
     expect(d.registry.resident('res-1')?.birthYear).toBe(1952)
     expect(d.registry.device('cuff-1')?.residentId).toBe('res-1')
+  })
+
+  it('a revocation travels with the row too, and never comes undone: a device revoked on A before B had it arrives revoked; one B had is revoked there', async () => {
+    const [a, b] = nodes as [Node, Node]
+    const secret = await a.registry.addDevice({ id: 'cuff-gone', residentId: 'res-1' })
+    a.fleet.revoke('cuff-gone')
+    const kept = await a.registry.addDevice({ id: 'cuff-kept', residentId: 'res-1' })
+    await settle(a, b)
+    expect(await b.registry.authenticate('cuff-gone', secret)).toBeUndefined()
+    expect(await b.registry.authenticate('cuff-kept', kept)).toBeDefined()
+    a.fleet.revoke('cuff-kept')
+    await a.sync.sync()
+    const applied = b.replica.apply(await b.log.read(b.replica.position(), 100))
+    expect(applied.revokedDevices.map((d) => d.id)).toEqual(['cuff-kept']) // app.ts ends its sessions
+    expect(await b.registry.authenticate('cuff-kept', kept)).toBeUndefined()
+  })
+
+  it('a rotation that reaches B on the credential log before the device\'s registration does is kept, and applied when the registration comes', async () => {
+    const [a, b] = nodes as [Node, Node]
+    const redis = await startRedis()
+    try {
+      const key = `vitalmesh:credentials:${Math.random().toString(36).slice(2)}`
+      const ended: string[] = []
+      const credA = new CredentialSync(a.db, a.fleet, a.registry, redisCredentialLog(redis.url, key), 'a', () => {}, logger)
+      const credB = new CredentialSync(b.db, b.fleet, b.registry, redisCredentialLog(redis.url, key), 'b', (id) => { ended.push(id) }, logger)
+      credA.start(); credB.start()
+      await a.registry.addDevice({ id: 'watch-new', residentId: 'res-1' })
+      const rotated = await a.fleet.rotate('watch-new')
+      // a's credential poll hands the rotation to its sync (app.ts), before a's registry has synced
+      const at = a.fleet.changedSince(0).find((c) => c.id === 'watch-new')!.at
+      credA.changed('watch-new', at)
+      await waitFor('node b to keep the rotation of a device it does not have yet', () => b.db.prepare('SELECT 1 FROM credential_parked WHERE id = ?').get('watch-new') !== undefined, 5000, 20)
+      // the registration arrives: app.ts hands each new device to the credential sync
+      for (let i = 0; i < 2; i++) for (const n of [a, b]) {
+        await n.sync.sync()
+      }
+      expect(b.registry.device('watch-new')).toBeDefined()
+      const before = await b.registry.authenticate('watch-new', rotated)
+      credB.deviceAppeared('watch-new')
+      expect(before).toBeUndefined() // the registration alone carries the first secret
+      expect(await b.registry.authenticate('watch-new', rotated)).toMatchObject({ id: 'watch-new' })
+      await credA.stop(); await credB.stop()
+    } finally {
+      await redis.stop()
+    }
   })
 
   it('a change made while PostgreSQL is unreachable waits in the outbox, and /readyz says why', async () => {

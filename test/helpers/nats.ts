@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { connect, StorageType } from 'nats'
 import { freePort } from './redis.ts'
 import { tempDir, waitFor } from './proc.ts'
 
@@ -45,8 +46,22 @@ async function jsz (httpPort: number): Promise<Jsz> {
  * every node knows and that knows every node, i.e. once streams of 3 replicas can be placed.
  */
 export async function startNatsCluster (opts: { size?: number, name?: string } = {}): Promise<NatsCluster> {
+  // a JetStream cluster that cannot place a stream of all its servers within a minute of electing
+  // its meta leader (seen twice in CI, right after another test's cluster was torn down) is thrown
+  // away and a new one started, once: the tests are about vitalmesh, not about that
+  try {
+    return await startNatsClusterOnce(opts)
+  } catch (err) {
+    if (!/cannot place/.test((err as Error).message)) throw err
+    console.warn(`nats test cluster: ${(err as Error).message.split('\n')[0]}; starting a new one`)
+    return await startNatsClusterOnce(opts)
+  }
+}
+
+async function startNatsClusterOnce (opts: { size?: number, name?: string }): Promise<NatsCluster> {
   const size = opts.size ?? 3
-  const clusterName = opts.name ?? 'vmtest'
+  // a name of its own: servers of another test's cluster that are still going can never join this one
+  const clusterName = opts.name ?? `vmtest-${Math.random().toString(36).slice(2, 8)}`
   const dir = tempDir('vm-nats-')
   const ports: { client: number, cluster: number, http: number }[] = []
   for (let i = 0; i < size; i++) ports.push({ client: await freePort(), cluster: await freePort(), http: await freePort() })
@@ -128,10 +143,34 @@ cluster {
 
   try {
     await metaLeader()
+    await canPlace(nodes.map((n) => n.url), size)
   } catch (err) {
     const logs = nodes.map((n) => `--- ${n.name}\n${n.output().slice(-3000)}`).join('\n')
     await stop()
     throw new Error(`${(err as Error).message}\n${logs}`)
   }
   return { nodes, servers: nodes.map((n) => n.url), dir, metaLeader, stop }
+}
+
+/** Resolves once the cluster places (and removes) a file stream with a replica on every server. */
+async function canPlace (servers: string[], replicas: number): Promise<void> {
+  const nc = await connect({ servers, maxReconnectAttempts: -1, reconnectTimeWait: 100 })
+  try {
+    const jsm = await nc.jetstreamManager()
+    const name = `PLACEMENT_PROBE_${Math.random().toString(36).slice(2, 8)}`
+    const until = Date.now() + 60_000
+    for (;;) {
+      try {
+        await jsm.streams.add({ name, subjects: [`probe.${name}`], num_replicas: replicas, storage: StorageType.File })
+        await jsm.streams.delete(name)
+        return
+      } catch (err) {
+        if (/already in use/i.test((err as Error).message)) { await jsm.streams.delete(name).catch(() => {}); return }
+        if (Date.now() > until) throw new Error(`the JetStream cluster cannot place a stream of ${replicas} replicas: ${(err as Error).message}`)
+        await new Promise((r) => setTimeout(r, 250))
+      }
+    }
+  } finally {
+    await nc.close()
+  }
 }

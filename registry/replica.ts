@@ -80,8 +80,8 @@ const triggerNames = (t: string): string[] => ['ins', 'upd', 'del'].map((k) => `
 export class RegistryReplica {
   private readonly s
   private readonly columns = new Map<string, string[]>()
-  private readonly upserts = new Map<string, { run(...a: unknown[]): unknown }>()
-  private readonly deletes = new Map<string, { run(...a: unknown[]): unknown }>()
+  private readonly upserts = new Map<string, { run(...a: unknown[]): { changes: number } }>()
+  private readonly deletes = new Map<string, { run(...a: unknown[]): { changes: number } }>()
   private readonly exists = new Map<string, { get(...a: unknown[]): unknown }>()
 
   constructor (private readonly db: DB, private readonly tables: readonly ReplicatedTable[] = REPLICATED_TABLES) {
@@ -177,13 +177,13 @@ export class RegistryReplica {
           if (this.s.unshipped.get(e.tbl, e.key)) continue
           const key = JSON.parse(e.key) as unknown[]
           if (e.image === null) {
-            this.deleteOf(t).run(...key)
+            if (this.deleteOf(t).run(...key).changes === 0) continue
           } else {
             const image = JSON.parse(e.image) as Record<string, unknown>
             // columns this node does not have (a newer node's) are left out; ones it has and the image lacks keep their default
             const cols = this.columns.get(t.table)!.filter((c) => c in image)
             const before = t.table === 'devices' ? this.existsOf(t).get(...key) as { revoked_at: number | null } | undefined : undefined
-            this.upsertOf(t, cols).run(...cols.map((c) => image[c]))
+            if (this.upsertOf(t, cols).run(...cols.map((c) => image[c])).changes === 0) continue
             if (t.table === 'devices') {
               const id = String(key[0])
               if (before === undefined) out.newDevices.push(id)
@@ -202,21 +202,26 @@ export class RegistryReplica {
     return out
   }
 
-  private upsertOf (t: ReplicatedTable, cols: string[]): { run(...a: unknown[]): unknown } {
+  private upsertOf (t: ReplicatedTable, cols: string[]): { run(...a: unknown[]): { changes: number } } {
     const sig = `${t.table}|${cols.join(',')}`
     let st = this.upserts.get(sig)
     if (!st) {
       const sticky = t.sticky ?? []
-      const update = cols.filter((c) => !t.key.includes(c) && (!(t.insertOnly ?? []).includes(c) || sticky.includes(c)))
-        .map((c) => sticky.includes(c) ? `${q(c)} = coalesce(${q(t.table)}.${q(c)}, excluded.${q(c)})` : `${q(c)} = excluded.${q(c)}`)
+      const set = cols.filter((c) => !t.key.includes(c) && (!(t.insertOnly ?? []).includes(c) || sticky.includes(c)))
+        .map((c) => ({ c, to: sticky.includes(c) ? `coalesce(${q(t.table)}.${q(c)}, excluded.${q(c)})` : `excluded.${q(c)}` }))
+      // only when something changes: a row applied again (a node's own change coming back, the
+      // seeds of nodes provisioned alike) reports no change, and re-reads no resident's rules
+      const update = set.length
+        ? `UPDATE SET ${set.map((x) => `${q(x.c)} = ${x.to}`).join(', ')} WHERE ${set.map((x) => `${x.to} IS NOT ${q(t.table)}.${q(x.c)}`).join(' OR ')}`
+        : 'NOTHING'
       st = this.db.prepare(`INSERT INTO ${q(t.table)} (${cols.map(q).join(', ')}) VALUES (${cols.map(() => '?').join(', ')})
-        ON CONFLICT (${t.key.map(q).join(', ')}) DO ${update.length ? `UPDATE SET ${update.join(', ')}` : 'NOTHING'}`)
+        ON CONFLICT (${t.key.map(q).join(', ')}) DO ${update}`)
       this.upserts.set(sig, st)
     }
     return st
   }
 
-  private deleteOf (t: ReplicatedTable): { run(...a: unknown[]): unknown } {
+  private deleteOf (t: ReplicatedTable): { run(...a: unknown[]): { changes: number } } {
     let st = this.deletes.get(t.table)
     if (!st) this.deletes.set(t.table, st = this.db.prepare(`DELETE FROM ${q(t.table)} WHERE ${t.key.map((k) => `${q(k)} = ?`).join(' AND ')}`))
     return st

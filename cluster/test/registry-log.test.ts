@@ -108,6 +108,20 @@ describe("the cluster's registry: one log in PostgreSQL, a replica in each node'
     expect(a.outbox()).toBe(0)
   })
 
+  it('applying what a node holds already changes nothing and reports nothing (its own changes coming back, seeds of nodes provisioned alike)', async () => {
+    const [a, b] = nodes as [Node, Node]
+    // each row's last image in the log: what both nodes hold now
+    const last = new Map<string, Awaited<ReturnType<ClusterRegistryLog['read']>>[number]>()
+    for (const e of await b.log.read(0, 10_000)) last.set(`${e.tbl}|${e.key}`, e)
+    expect(last.size).toBeGreaterThan(5)
+    const position = Math.max(...[...last.values()].map((e) => e.pos))
+    for (const n of [a, b]) {
+      const applied = n.replica.apply([...last.values()].sort((x, y) => x.pos - y.pos).map((e) => ({ ...e, pos: position })))
+      expect([...applied.tables, ...applied.residents, ...applied.newDevices, ...applied.revokedDevices]).toEqual([])
+    }
+    expect(b.registry.resident('res-1')).toEqual(a.registry.resident('res-1'))
+  })
+
   it('credentials change on the credential log, not here: a rotation on A is not undone on A by the registry, nor copied to B by it', async () => {
     const [a, b] = nodes as [Node, Node]
     const first = (b.db.prepare('SELECT secret_hash FROM devices WHERE id = ?').get('cuff-1') as { secret_hash: string }).secret_hash

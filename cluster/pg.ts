@@ -73,3 +73,43 @@ export async function pgOpen (connectionString: string, max: number, component: 
   }
   return pool
 }
+
+/**
+ * LISTEN on a channel of its own connection: `notified` is called for each NOTIFY, and once
+ * after every (re)connection, since what was notified while the connection was down is lost.
+ * A dropped connection is made again after a second, for as long as the listener is open.
+ */
+export function pgListen (connectionString: string, channel: string, notified: () => void): { ready: Promise<void>, close(): Promise<void> } {
+  let client: pg.Client | undefined
+  let closed = false
+  let listening!: () => void
+  const ready = new Promise<void>((resolve) => { listening = resolve })
+  let retry: NodeJS.Timeout | undefined
+  const again = (): void => { if (!closed) retry ??= setTimeout(() => { retry = undefined; void open() }, 1000) }
+  const open = async (): Promise<void> => {
+    const c = new pg.Client({ connectionString, connectionTimeoutMillis: 5000, keepAlive: true })
+    client = c
+    c.on('error', () => { again() })
+    c.on('end', () => { again() })
+    c.on('notification', () => { notified() })
+    try {
+      await c.connect()
+      await c.query(`LISTEN ${channel}`)
+      if (closed) { await c.end(); return }
+      listening()
+      notified()
+    } catch {
+      await c.end().catch(() => {})
+      again()
+    }
+  }
+  void open()
+  return {
+    ready,
+    close: async () => {
+      closed = true
+      clearTimeout(retry)
+      await client?.end().catch(() => {})
+    },
+  }
+}

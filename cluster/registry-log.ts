@@ -2,7 +2,7 @@ import pg from 'pg'
 import type { Logger } from '../core/index.ts'
 import type { AppliedChanges, RegistryReplica, RowChange } from '../registry/index.ts'
 import { LinkState } from './link-state.ts'
-import { pgOpen, pgTransaction, type PgStep } from './pg.ts'
+import { pgListen, pgOpen, pgTransaction, type PgStep } from './pg.ts'
 
 /**
  * The cluster's registry in PostgreSQL: one ordered log of every change to the shared registry
@@ -28,12 +28,17 @@ const STEPS: PgStep[] = [{
     tbl TEXT NOT NULL, key TEXT NOT NULL, image TEXT, UNIQUE (source, source_id))`,
 }]
 
+const REGISTRY_CHANNEL = 'vitalmesh_registry'
+
 export class ClusterRegistryLog {
-  private constructor (readonly pool: pg.Pool) {}
+  private constructor (readonly pool: pg.Pool, private readonly connectionString: string) {}
 
   static async open (connectionString: string): Promise<ClusterRegistryLog> {
-    return new ClusterRegistryLog(await pgOpen(connectionString, 2, 'cluster-registry', STEPS))
+    return new ClusterRegistryLog(await pgOpen(connectionString, 2, 'cluster-registry', STEPS), connectionString)
   }
+
+  /** Calls `appended` when any node appended (and once at each (re)connection of the listener). */
+  listen (appended: () => void): ReturnType<typeof pgListen> { return pgListen(this.connectionString, REGISTRY_CHANNEL, appended) }
 
   /** Appends a node's outbox entries (its id order) after the log's last; returns the node's last id in the log. */
   async append (source: string, entries: readonly (RowChange & { id: number })[], at: number): Promise<number> {
@@ -52,6 +57,8 @@ export class ClusterRegistryLog {
         values.push(++pos, source, e.id, at, e.tbl, e.key, e.image)
       }
       await c.query(`INSERT INTO registry_log (pos, source, source_id, at, tbl, key, image) VALUES ${tuples.join(', ')}`, values)
+      // delivered at the commit: every node's listener reads the log now instead of at its next look
+      await c.query(`SELECT pg_notify('${REGISTRY_CHANNEL}', '')`)
       return fresh[fresh.length - 1]!.id
     })
   }
@@ -73,19 +80,26 @@ export interface RegistrySyncOptions {
   logger: Logger
   /** after changes were applied here: caches and rule indexes that hold registry data */
   applied?(changes: AppliedChanges): void
-  /** how often the outbox and the log are looked at (default 100 ms) */
+  /** how often this node's outbox is looked at (default 100 ms) */
   intervalMs?: number
+  /** how often the log is read without a notification from PostgreSQL (default 5000 ms; a lost NOTIFY is read within this) */
+  readEveryMs?: number
 }
 
 /**
  * Keeps one node's registry in step with the cluster's: ships the node's outbox to the log, then
- * applies the log from the node's position, every `intervalMs` and whenever `kick` is called
- * (after a change through this node's API, so another node sees it within one interval).
+ * applies the log from the node's position. The outbox (this node's SQLite) is looked at every
+ * `intervalMs`; the log (PostgreSQL) is read when a node appended to it (LISTEN/NOTIFY), and
+ * every `readEveryMs` in case a notification was lost. Idle, a node sends PostgreSQL nothing.
  */
 export class RegistrySync {
   private timer: NodeJS.Timeout | undefined
   private running: Promise<void> | undefined
   private again = false
+  private listener: ReturnType<ClusterRegistryLog['listen']> | undefined
+  /** the log has (or may have) entries this node has not read */
+  private unread = true
+  private readAt = 0
   private readonly link: LinkState
   readonly stats = { shipped: 0, applied: 0 }
 
@@ -111,10 +125,18 @@ export class RegistrySync {
       this.o.replica.shipped(out[out.length - 1]!.id)
       this.stats.shipped += out.length
     }
-    for (let log = await this.o.log.read(this.o.replica.position(), 500); log.length > 0; log = await this.o.log.read(this.o.replica.position(), 500)) {
-      const changes = this.o.replica.apply(log)
-      this.stats.applied += log.length
-      this.o.applied?.(changes)
+    // a notification during the read below is not lost: it sets `unread` again
+    this.unread = false
+    this.readAt = this.o.clock.now()
+    try {
+      for (let log = await this.o.log.read(this.o.replica.position(), 500); log.length > 0; log = await this.o.log.read(this.o.replica.position(), 500)) {
+        const changes = this.o.replica.apply(log)
+        this.stats.applied += log.length
+        this.o.applied?.(changes)
+      }
+    } catch (err) {
+      this.unread = true
+      throw err
     }
   }
 
@@ -124,13 +146,20 @@ export class RegistrySync {
   start (): void {
     const seeded = this.o.replica.seedOnce()
     if (seeded) this.o.logger.info({ rows: seeded }, "this node's registry goes into the cluster's registry (first start in the cluster)")
-    const loop = (): void => { this.sync().catch(() => {}).finally(() => { if (this.timer) this.timer = setTimeout(loop, this.o.intervalMs ?? 100) }) }
+    this.listener = this.o.log.listen(() => { this.unread = true; this.kick() })
+    // a pass when there is something to ship or to read: idle, PostgreSQL hears nothing from this node
+    const due = (): boolean => this.unread || this.o.replica.pending(0, 1).length > 0 || this.o.clock.now() - this.readAt >= (this.o.readEveryMs ?? 5000)
+    const loop = (): void => { (due() ? this.sync() : Promise.resolve()).catch(() => {}).finally(() => { if (this.timer) this.timer = setTimeout(loop, this.o.intervalMs ?? 100) }) }
     this.timer = setTimeout(loop, 0)
   }
+
+  /** Resolves once this node hears the log's notifications (after start). */
+  async listening (): Promise<void> { await this.listener?.ready }
 
   async stop (): Promise<void> {
     if (this.timer) clearTimeout(this.timer)
     this.timer = undefined
+    await this.listener?.close()
     await this.running?.catch(() => {})
   }
 

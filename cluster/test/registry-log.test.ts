@@ -195,6 +195,23 @@ describe("the cluster's registry: one log in PostgreSQL, a replica in each node'
     }
   })
 
+  it('running, a node reads the log when another appended to it (LISTEN/NOTIFY), not on a timer', async () => {
+    const [a, b] = nodes as [Node, Node]
+    // timed reads every 10 minutes (the manual clock does not move): only a notification makes b read
+    const started = [a, b].map((n) => new RegistrySync({ replica: n.replica, log: n.log, source: nodeSource(n.db, n.name), clock, logger, readEveryMs: 600_000 }))
+    for (const s of started) s.start()
+    try {
+      await Promise.all(started.map(async (s) => { await s.listening() }))
+      await Promise.all(started.map(async (s) => { await s.sync() })) // what the listeners' first notification started is done
+      a.registry.addHospital({ id: 'hosp-notified', name: '乡镇卫生院' })
+      const t0 = Date.now()
+      await waitFor('node b to hold the hospital made on node a', () => b.registry.hospital('hosp-notified'), 5000, 10)
+      console.log(`registry-log: a change on node a was applied on node b ${Date.now() - t0} ms later (outbox looked at every 100 ms, the log read on notification)`)
+    } finally {
+      for (const s of started) await s.stop()
+    }
+  })
+
   it('a change made while PostgreSQL is unreachable waits in the outbox, and /readyz says why', async () => {
     const [a] = nodes as [Node, Node]
     await server.stop()

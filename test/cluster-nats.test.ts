@@ -170,6 +170,7 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
     const victim = nodes[1]!
     const acked = new Map<string, Set<number>>()
     const reconnects = new Map<string, number>()
+    const errors: string[] = []
     let stop = false
     let killedAt = 0
     // each device publishes seq 1, 2, 3... to "its" node; when that node is gone it moves to the
@@ -195,7 +196,9 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
           })
           got.add(seq++)
           await new Promise((r) => setTimeout(r, 20))
-        } catch {
+        } catch (err) {
+          // why, for the summary below (a connect that timed out, a close while waiting for a PUBACK...)
+          if (killedAt && nodes[at] !== victim) errors.push(`${dev.deviceId}@${'abc'[at]} +${Date.now() - killedAt} ms: ${(err as Error).message}`)
           client?.end(true)
           client = undefined
           if (killedAt && nodes[at] === victim) at = (at + 1) % 3
@@ -225,6 +228,7 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
         live.map((n) => n.output().split('\n').slice(-30).join('\n')).join('\n---\n'))
     })
     if (reconnects.size) console.log(`cluster-nats: connections closed while idle (device: times) ${JSON.stringify([...reconnects])}`)
+    if (errors.length) console.log(`cluster-nats: after the kill, devices on the live nodes had to reconnect: ${errors.slice(0, 12).join('; ')}`)
     stop = true
     await Promise.all(load)
     let total = 0

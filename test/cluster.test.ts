@@ -118,7 +118,11 @@ describe('cluster over Redis', () => {
     expect(res.status, await res.clone().text()).toBe(200)
     return await res.json() as { secret?: string, disconnected: number }
   }
-  const refused = (n: AppProcess, id: string, secret: string) => connect(n.mqttPort, id, secret, { clientId: `${id}:probe` }).then(async (c) => { await c.endAsync(); return false }, () => true)
+  // a clientId of its own per probe: two probes of one device at once (the two rotations below)
+  // share nothing then (the broker keeps one session per clientId, and a second CONNECT of it
+  // ends the first); once, both probes of that test were refused, which this may have been
+  let probes = 0
+  const refused = (n: AppProcess, id: string, secret: string) => connect(n.mqttPort, id, secret, { clientId: `${id}:probe${++probes}` }).then(async (c) => { await c.endAsync(); return false }, () => true)
   const hashOn = (dir: string, id: string) => {
     const db = new Database(join(dir, 'vitalmesh.db'), { readonly: true })
     try { return db.prepare('SELECT secret_hash AS h, revoked_at AS r FROM devices WHERE id = ?').get(id) as { h: string, r: number | null } } finally { db.close() }

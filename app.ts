@@ -14,6 +14,7 @@ import { ClusterNode, LOG_CURSOR } from './cluster/node.ts'
 import { AuditShipper, ClusterAuditChain } from './cluster/audit-chain.ts'
 import { nodeSource } from './cluster/node-source.ts'
 import { ClusterRegistryLog, RegistrySync } from './cluster/registry-log.ts'
+import { AlertMirror, ClusterAlerts } from './cluster/alert-mirror.ts'
 import { ReportBook, DeviceModelRegister, DEMO_DEVICE_MODELS, reportSink } from './reports/index.ts'
 
 export interface AppDeps {
@@ -268,6 +269,13 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     if (!residentId) publishStandards()
   }
 
+  // cluster mode over NATS: every node's alerts are read through any node (cluster/alert-mirror.ts)
+  const clusterAlerts = clusterNode
+    ? await ClusterAlerts.open(c.postgresUrl!).catch((err: unknown) => { throw new Error(`cluster mode: cannot open the cluster's alerts in PostgreSQL: ${(err as Error).message}`, { cause: err }) })
+    : undefined
+  if (!clusterAlerts) AlertMirror.uninstall(db)
+  const alertMirror = clusterAlerts && new AlertMirror({ db, alert: (id) => alerts.get(id), cluster: clusterAlerts, source: nodeSource(db, nodeId), logger: logger.child({ component: 'alert-mirror' }) })
+
   // cluster mode over NATS: the registry is the cluster's (cluster/registry-log.ts); this node's
   // SQLite is a replica of it, kept in step every 100 ms. Every registry table exists by now
   const registryLog = clusterNode
@@ -299,7 +307,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       mqttClients: mqtt.aedes.connectedClients, openAlerts: bySeverity, outboxPending: outbox.pending(), drained: drain.stats.drained,
       spoolRows: spool.pressure().rows, backpressureEpisodes: spool.stats.backpressureEpisodes, eventLoopDelayP99Ms: loopDelayP99Ms,
       consumers: spool.consumerStatus(),
-      ...(clusterNode ? { cluster: { ...clusterNode.summary(), audit: auditShipper?.summary(), registry: registrySync?.summary() } } : {}),
+      ...(clusterNode ? { cluster: { ...clusterNode.summary(), audit: auditShipper?.summary(), registry: registrySync?.summary(), alerts: alertMirror?.summary() } } : {}),
       rssMb: Math.round(process.memoryUsage().rss / 1048576),
     }
   }
@@ -333,14 +341,15 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       if (clusterNode) checks.nats = clusterNode.status()
       if (auditShipper) checks.audit = auditShipper.status()
       if (registrySync) checks.registry = registrySync.status()
+      if (alertMirror) checks.alerts = alertMirror.status()
       // a consumer stopped by a failure: ingest goes on, but what it feeds (alerts, summaries) does not
       for (const c of spool.consumerStatus()) checks[`consumer:${c.name}`] = c.failing ? `${c.failing.code}: ${c.failing.message}` : 'ok'
       return checks
     },
     routes: [
       consoleRoutes({ registry, audit, stats }),
-      alertingRoutes({ registry, ruleSets, alerts, audit, rulesChanged }),
-      alertCareRoutes({ registry, alerts, audit }),
+      alertingRoutes({ registry, ruleSets, alerts, alertReads: alertMirror, audit, rulesChanged }),
+      alertCareRoutes({ registry, alerts, alertReads: alertMirror, audit }),
       backtestRoutes({ registry, ruleSets, store, audit, clock, k: config.forwarder.k, alerting: { tickMs: config.alerting.tickMs, flapCount: config.alerting.flapCount, flapWindowS: config.alerting.flapWindowS, liveHorizonS: config.alerting.liveHorizonS } }),
       dataRoutes({ registry, aggregator, audit, windows: windows.map((w) => w.name), k: config.forwarder.k, reportOutcomes: (from, to) => reports.finishedOutcomes(from, to) }),
       operatorRoutes({ registry, audit, residentChanged: (id) => alerts.rulesChanged(id) }),
@@ -386,6 +395,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       await clusterNode?.start()
       auditShipper?.start()
       registrySync?.start()
+      alertMirror?.start()
       rollups?.start()
       alertExport?.start()
       alerts.resendUndelivered()
@@ -432,6 +442,8 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       await auditChain?.close()
       await registrySync?.stop()
       await registryLog?.close()
+      await alertMirror?.stop()
+      await clusterAlerts?.close()
       rollups?.stop()
       alertExport?.stop()
       alerts.stop()

@@ -12,6 +12,12 @@ import { inQuietHours, planNotifications, type Candidate } from './notify.ts'
 export type { Alert, AlertEvent, AlertNote, AlertState, FollowerNotice, Preferences } from './store.ts'
 export type { EvaluatedReading } from './timeline.ts'
 
+/** The duty desk's order: the furthest along the escalation chain first (hospital, desk, followers), then by severity, then the oldest. */
+export function byAttention (x: Alert, y: Alert): number {
+  const step = (a: Alert): number => (a.escalatedAt !== null ? 3 : a.deskAt !== null ? 2 : a.followersAt !== null ? 1 : 0)
+  return step(y) - step(x) || RANK[y.severity] - RANK[x.severity] || x.openedAt - y.openedAt
+}
+
 /** The alert as it is at this moment: what an announcement made now says, whatever happens to it later in the same readings. */
 function snapshot (a: Alert): Alert { return { ...a, messages: { ...a.messages } } }
 
@@ -1275,10 +1281,7 @@ export class AlertBook {
 
   /** What someone must still look at: active alerts, and criticals whose standard was withdrawn until a person closes them. */
   needingAttention (residentIds?: (id: string) => boolean): Alert[] {
-    // the furthest along the escalation chain first (hospital, desk, followers), then by severity, then the oldest
-    const step = (a: Alert): number => (a.escalatedAt !== null ? 3 : a.deskAt !== null ? 2 : a.followersAt !== null ? 1 : 0)
-    const all = [...this.activeAlerts(), ...this.store.attention()]
-      .sort((x, y) => step(y) - step(x) || RANK[y.severity] - RANK[x.severity] || x.openedAt - y.openedAt)
+    const all = [...this.activeAlerts(), ...this.store.attention()].sort(byAttention)
     return residentIds ? all.filter((a) => residentIds(a.residentId)) : all
   }
 

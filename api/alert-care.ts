@@ -5,9 +5,16 @@ import type { Registry, AuditLog } from '../registry/index.ts'
 import { ConcernSchema, type AlertBook } from '../alerting/index.ts'
 import { mayAccessResident, auditRead, actorOf, requireResident } from './access.ts'
 import { ResidentParams } from './schemas.ts'
+import type { AlertReads } from './alerting.ts'
 import { orEmpty, type ZodTypeProvider } from './zod.ts'
 
-export interface AlertCareDeps { registry: Registry, alerts: AlertBook, audit: AuditLog }
+export interface AlertCareDeps {
+  registry: Registry
+  alerts: AlertBook
+  /** where the worklist is read: this node's alerts (default), or in cluster mode every node's */
+  alertReads?: AlertReads
+  audit: AuditLog
+}
 
 const HHMM = z.string().regex(/^([01]\d|2[0-3]):[0-5]\d$/, 'a local time such as 22:00')
 export const AlertPreferencesBody = orEmpty(z.strictObject({
@@ -88,7 +95,7 @@ export function alertCareRoutes (d: AlertCareDeps) {
       config: { roles: ['operator', 'hospital'], scope: 'hospital (its residents)' },
     }, async (req) => {
       const p = req.principal!
-      const alerts = d.alerts.needingAttention(p.role === 'hospital' ? (id) => hospitalOf(id) === p.scope : undefined)
+      const alerts = await (d.alertReads ?? d.alerts).needingAttention(p.role === 'hospital' ? (id) => hospitalOf(id) === p.scope : undefined)
       auditRead(d.audit, p, 'pull.alerts-attention', p.scope ?? 'all', { count: alerts.length })
       return { alerts }
     })

@@ -3,16 +3,24 @@ import { parse as parseYaml } from 'yaml'
 import { z } from 'zod'
 import { VitalmeshError } from '../core/index.ts'
 import type { Registry, AuditLog } from '../registry/index.ts'
-import { RuleSetDocSchema, type AlertBook, type RuleSetStore } from '../alerting/index.ts'
+import { RuleSetDocSchema, type Alert, type AlertBook, type RuleSetStore } from '../alerting/index.ts'
 import { mayAccessResident, mayReadAlerts, auditRead, requireResident } from './access.ts'
 import { followerView } from './live.ts'
 import { ResidentParams } from './schemas.ts'
 import type { ZodTypeProvider } from './zod.ts'
 
+/** The alert lists the API reads: this node's AlertBook, or the cluster's copy of every node's alerts. */
+export interface AlertReads {
+  forResident(residentId: string, limit: number): Alert[] | Promise<Alert[]>
+  needingAttention(residentIds?: (id: string) => boolean): Alert[] | Promise<Alert[]>
+}
+
 export interface AlertingRoutesDeps {
   registry: Registry
   ruleSets: RuleSetStore
   alerts: AlertBook
+  /** where a resident's alerts are read: this node's (default), or in cluster mode every node's (cluster/alert-mirror.ts) */
+  alertReads?: AlertReads
   audit: AuditLog
   /** called after a rule set was activated or deactivated, or an override changed */
   rulesChanged(residentId?: string, actor?: string): void
@@ -98,7 +106,7 @@ export function alertingRoutes (d: AlertingRoutesDeps) {
       const id = req.params.id
       guardAlerts(p, id)
       const limit = Math.min(1000, Math.max(1, Number(req.query.limit ?? 100) || 100))
-      const alerts = d.alerts.forResident(id, limit)
+      const alerts = await (d.alertReads ?? d.alerts).forResident(id, limit)
       auditRead(d.audit, p, 'pull.alerts', id, { count: alerts.length })
       return { residentId: id, alerts: p.role === 'follower' ? alerts.map(followerView) : alerts }
     })

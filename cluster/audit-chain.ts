@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto'
 import pg from 'pg'
-import { VitalmeshError, type Logger } from '../core/index.ts'
+import type { Logger } from '../core/index.ts'
 import { ChainWalk, GENESIS, type AuditEntry, type AuditLog, type AuditTrail, type ChainCheck } from '../registry/index.ts'
-import { LinkState } from './link-state.ts'
+import { LinkState, every, readShipped } from './link-state.ts'
 import { pgOpen, pgTransaction, type PgStep } from './pg.ts'
 
 /**
@@ -173,7 +173,7 @@ export interface AuditShipperOptions {
 export class AuditShipper implements AuditTrail {
   private upTo: number | undefined
   private running: Promise<void> | undefined
-  private timer: NodeJS.Timeout | undefined
+  private timer: { stop(): void } | undefined
   private readonly link: LinkState
   readonly stats = { shipped: 0 }
 
@@ -210,17 +210,11 @@ export class AuditShipper implements AuditTrail {
     }
   }
 
-  start (): void {
-    const loop = (): void => {
-      this.flush().catch(() => {}).finally(() => { if (this.timer) this.timer = setTimeout(loop, this.o.intervalMs ?? 250) })
-    }
-    this.timer = setTimeout(loop, 0)
-  }
+  start (): void { this.timer = every(this.o.intervalMs ?? 250, async () => { await this.flush() }) }
 
   /** Stops the timer after one last pass (entries left are shipped at the next start). */
   async stop (): Promise<void> {
-    if (this.timer) clearTimeout(this.timer)
-    this.timer = undefined
+    this.timer?.stop()
     await this.flush().catch(() => {})
   }
 
@@ -231,14 +225,8 @@ export class AuditShipper implements AuditTrail {
   summary (): Record<string, unknown> { return { source: this.o.source, shippedTo: this.upTo ?? null, shipped: this.stats.shipped, problem: this.link.current } }
 
   // reads: the cluster's chain, after shipping what this node recorded (a node reads its own writes)
-  private async fresh<T> (read: () => Promise<T>): Promise<T> {
-    try {
-      await this.flush()
-      return await read()
-    } catch (err) {
-      throw new VitalmeshError('VM_STORE_UNAVAILABLE', `the cluster's audit trail in PostgreSQL cannot be read now: ${(err as Error).message}`, { cause: err })
-    }
-  }
+  private async fresh<T> (read: () => Promise<T>): Promise<T> { return await readShipped("the cluster's audit trail", async () => { await this.flush() }, read) }
+
 
   async list (afterSeq: number, limit: number): Promise<AuditEntry[]> { return await this.fresh(async () => await this.o.chain.list(afterSeq, limit)) }
   async aboutSubject (subject: string, opts: { exceptActor?: string, beforeSeq?: number, limit: number }): Promise<AuditEntry[]> { return await this.fresh(async () => await this.o.chain.aboutSubject(subject, opts)) }

@@ -1,4 +1,4 @@
-import type { Logger } from '../core/index.ts'
+import { VitalmeshError, type Logger } from '../core/index.ts'
 
 /**
  * What a background loop that talks to a shared server (the audit chain's shipper, the
@@ -37,4 +37,26 @@ export class LinkState {
   status (): string { return this.problem === undefined ? 'ok' : `${this.words.notOk}: ${this.problem}` }
 
   get current (): string | null { return this.problem ?? null }
+}
+
+/**
+ * A read of a shared copy in PostgreSQL after this node shipped what it holds (a node reads its
+ * own writes); a failure of either is the API's 503 VM_STORE_UNAVAILABLE, saying what.
+ */
+export async function readShipped<T> (what: string, ship: () => Promise<void>, read: () => Promise<T>): Promise<T> {
+  try {
+    await ship()
+    return await read()
+  } catch (err) {
+    throw new VitalmeshError('VM_STORE_UNAVAILABLE', `${what} in PostgreSQL cannot be read now: ${(err as Error).message}`, { cause: err })
+  }
+}
+
+/** Runs `pass` now and then `ms` after each pass has ended (a failed pass included: it has said why), until stopped. */
+export function every (ms: number, pass: () => Promise<unknown>): { stop(): void } {
+  let timer: NodeJS.Timeout | undefined
+  let stopped = false
+  const loop = (): void => { pass().catch(() => {}).finally(() => { if (!stopped) timer = setTimeout(loop, ms) }) }
+  timer = setTimeout(loop, 0)
+  return { stop: () => { stopped = true; clearTimeout(timer) } }
 }

@@ -1,7 +1,7 @@
 import pg from 'pg'
 import type { Logger } from '../core/index.ts'
 import type { AppliedChanges, RegistryReplica, RowChange } from '../registry/index.ts'
-import { LinkState } from './link-state.ts'
+import { LinkState, every } from './link-state.ts'
 import { pgListen, pgOpen, pgTransaction, type PgStep } from './pg.ts'
 
 /**
@@ -93,7 +93,7 @@ export interface RegistrySyncOptions {
  * every `readEveryMs` in case a notification was lost. Idle, a node sends PostgreSQL nothing.
  */
 export class RegistrySync {
-  private timer: NodeJS.Timeout | undefined
+  private timer: { stop(): void } | undefined
   private running: Promise<void> | undefined
   private again = false
   private listener: ReturnType<ClusterRegistryLog['listen']> | undefined
@@ -149,16 +149,14 @@ export class RegistrySync {
     this.listener = this.o.log.listen(() => { this.unread = true; this.kick() })
     // a pass when there is something to ship or to read: idle, PostgreSQL hears nothing from this node
     const due = (): boolean => this.unread || this.o.replica.pending(0, 1).length > 0 || this.o.clock.now() - this.readAt >= (this.o.readEveryMs ?? 5000)
-    const loop = (): void => { (due() ? this.sync() : Promise.resolve()).catch(() => {}).finally(() => { if (this.timer) this.timer = setTimeout(loop, this.o.intervalMs ?? 100) }) }
-    this.timer = setTimeout(loop, 0)
+    this.timer = every(this.o.intervalMs ?? 100, async () => { if (due()) await this.sync() })
   }
 
   /** Resolves once this node hears the log's notifications (after start). */
   async listening (): Promise<void> { await this.listener?.ready }
 
   async stop (): Promise<void> {
-    if (this.timer) clearTimeout(this.timer)
-    this.timer = undefined
+    this.timer?.stop()
     await this.listener?.close()
     await this.running?.catch(() => {})
   }

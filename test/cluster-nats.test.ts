@@ -165,6 +165,25 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
     expect(Math.min(...positions)).toBeGreaterThan(0)
   })
 
+  it('every node\'s alerts are read through any node: a crisis raised on node A is in the resident\'s alerts on node C and on the duty desk\'s worklist on node B', async () => {
+    const { device, resident } = nodes[0]!.creds
+    const d = await connect(nodes[0]!.mqttPort, device.deviceId, device.secret)
+    await d.publishAsync(`vitals/${device.deviceId}`, JSON.stringify({ v: 1, seq: 1, ts: Date.now(), sys: 192, dia: 118, hr: 90 }), { qos: 1 })
+    await d.endAsync()
+    const get = async (i: number, path: string): Promise<{ alerts: { id: string, residentId: string, severity: string, state: string }[] }> => {
+      const res = await fetch(`http://127.0.0.1:${nodes[i]!.httpPort}${path}`, { headers: { authorization: `Bearer ${nodes[i]!.creds.apiKeys.operator}` } })
+      expect(res.status).toBe(200)
+      return await res.json() as { alerts: { id: string, residentId: string, severity: string, state: string }[] }
+    }
+    // raised on node a, where the reading arrived (alerting is not on the partitions yet)
+    const raised = await waitFor('the crisis alert on node a', async () => (await get(0, `/v1/residents/${resident.id}/alerts`)).alerts.find((a) => a.severity === 'critical'), 10_000)
+    const t0 = Date.now()
+    const onC = await waitFor('the same alert in the resident\'s alerts on node c', async () => (await get(2, `/v1/residents/${resident.id}/alerts`)).alerts.find((a) => a.id === raised.id), 5_000, 50)
+    console.log(`cluster-nats: an alert raised on node a was in node c's list ${Date.now() - t0} ms after node a's`)
+    expect(onC).toMatchObject({ residentId: resident.id, severity: 'critical', state: 'open' })
+    expect((await get(1, '/v1/alerts/attention')).alerts.map((a) => a.id)).toContain(raised.id)
+  })
+
   it('kill -9 of a node under load: every acknowledged reading is stored once, and its partitions move within 10 s', async () => {
     const fleet = nodes[0]!.creds.fleet.slice(1, 13)
     const victim = nodes[1]!

@@ -1,0 +1,157 @@
+import pg from 'pg'
+import { migrate, type DB, type Logger, type Migration } from '../core/index.ts'
+import { byAttention, type Alert } from '../alerting/index.ts'
+import { LinkState, every, readShipped } from './link-state.ts'
+import { pgOpen, pgTransaction, type PgStep } from './pg.ts'
+
+/**
+ * Every node's alerts, readable on every node: the duty desk's worklist and a resident's alerts
+ * answer the same through any node of a cluster.
+ *
+ * Alerting still runs on the node that received the readings (issue 17: not moved onto the
+ * partitions yet), and keeps its alerts in that node's SQLite. A trigger notes every change of
+ * an alert row there (`alert_mirror_outbox`, in the transaction of the change), and the node
+ * ships the alert as it is then to `cluster_alerts` in PostgreSQL, every 250 ms and before every
+ * read. An alert is written by the one node that raised it, so the copy in PostgreSQL is simply
+ * the last one shipped. Acting on an alert (acknowledge, assign, close) still goes through the
+ * node that raised it.
+ */
+const STEPS: PgStep[] = [{
+  version: 1,
+  why: "every node's alerts as they are now, for the worklists and alert lists of every node",
+  sql: `
+    CREATE TABLE IF NOT EXISTS cluster_alerts (
+      id TEXT PRIMARY KEY, source TEXT NOT NULL, resident_id TEXT NOT NULL, severity TEXT NOT NULL, state TEXT NOT NULL,
+      opened_at BIGINT NOT NULL, closed_at BIGINT, body JSONB NOT NULL);
+    CREATE INDEX IF NOT EXISTS cluster_alerts_resident ON cluster_alerts (resident_id, opened_at DESC);
+    CREATE INDEX IF NOT EXISTS cluster_alerts_state ON cluster_alerts (state);`,
+}]
+
+export const ALERT_MIRROR_MIGRATIONS: Migration[] = [{
+  version: 1,
+  why: "cluster mode: alerts changed on this node that the cluster's copy may not have yet (a trigger on alerts fills it)",
+  up: `
+    CREATE TABLE IF NOT EXISTS alert_mirror_outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, alert_id TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS alert_mirror_state (id INTEGER PRIMARY KEY CHECK (id = 1), seeded INTEGER NOT NULL DEFAULT 0);
+    INSERT OR IGNORE INTO alert_mirror_state (id) VALUES (1);`,
+}]
+
+const TRIGGERS = ['alert_mirror_ins', 'alert_mirror_upd']
+
+export class ClusterAlerts {
+  private constructor (readonly pool: pg.Pool) {}
+
+  static async open (connectionString: string): Promise<ClusterAlerts> {
+    return new ClusterAlerts(await pgOpen(connectionString, 2, 'cluster-alerts', STEPS))
+  }
+
+  async put (source: string, alerts: readonly Alert[]): Promise<void> {
+    if (alerts.length === 0) return
+    await pgTransaction(this.pool, async (c) => {
+      for (const a of alerts) {
+        await c.query(`INSERT INTO cluster_alerts (id, source, resident_id, severity, state, opened_at, closed_at, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+          ON CONFLICT (id) DO UPDATE SET source = excluded.source, severity = excluded.severity, state = excluded.state, closed_at = excluded.closed_at, body = excluded.body`,
+        [a.id, source, a.residentId, a.severity, a.state, a.openedAt, a.closedAt, JSON.stringify(a)])
+      }
+    })
+  }
+
+  /** As AlertBook.forResident: newest first. */
+  async forResident (residentId: string, limit: number): Promise<Alert[]> {
+    const r = await this.pool.query<{ body: Alert }>('SELECT body FROM cluster_alerts WHERE resident_id = $1 ORDER BY opened_at DESC, id DESC LIMIT $2', [residentId, limit])
+    return r.rows.map((x) => x.body)
+  }
+
+  /** As AlertBook.needingAttention: open and acknowledged alerts, and criticals whose standard was withdrawn until someone closes them. */
+  async needingAttention (residentIds?: (id: string) => boolean): Promise<Alert[]> {
+    const r = await this.pool.query<{ body: Alert }>(`SELECT body FROM cluster_alerts WHERE state IN ('open', 'acknowledged')
+      OR (state IN ('withdrawn', 'superseded') AND severity = 'critical' AND closed_at IS NULL)`)
+    const all = r.rows.map((x) => x.body).sort(byAttention)
+    return residentIds ? all.filter((a) => residentIds(a.residentId)) : all
+  }
+
+  async close (): Promise<void> { await this.pool.end() }
+}
+
+export interface AlertMirrorOptions {
+  db: DB
+  /** the alert as this node holds it now */
+  alert(id: string): Alert | undefined
+  cluster: ClusterAlerts
+  source: string
+  logger: Logger
+  /** how often the outbox is looked at (default 250 ms) */
+  intervalMs?: number
+}
+
+/** Ships this node's alert changes to the cluster's copy; reads the cluster's copy (after shipping this node's). */
+export class AlertMirror {
+  private readonly s
+  private readonly link: LinkState
+  private running: Promise<void> | undefined
+  private timer: { stop(): void } | undefined
+  readonly stats = { shipped: 0 }
+
+  constructor (private readonly o: AlertMirrorOptions) {
+    migrate(o.db, 'alert-mirror', ALERT_MIRROR_MIGRATIONS)
+    for (const t of TRIGGERS) o.db.exec(`DROP TRIGGER IF EXISTS ${t}`)
+    o.db.exec('CREATE TRIGGER alert_mirror_ins AFTER INSERT ON alerts BEGIN INSERT INTO alert_mirror_outbox (alert_id) VALUES (NEW.id); END')
+    o.db.exec('CREATE TRIGGER alert_mirror_upd AFTER UPDATE ON alerts BEGIN INSERT INTO alert_mirror_outbox (alert_id) VALUES (NEW.id); END')
+    this.s = {
+      pending: o.db.prepare<[number], { id: number, alert_id: string }>('SELECT id, alert_id FROM alert_mirror_outbox ORDER BY id LIMIT ?'),
+      shipped: o.db.prepare('DELETE FROM alert_mirror_outbox WHERE id <= ?'),
+      seeded: o.db.prepare<[], { seeded: number }>('SELECT seeded FROM alert_mirror_state WHERE id = 1'),
+      seed: o.db.prepare('INSERT INTO alert_mirror_outbox (alert_id) SELECT id FROM alerts ORDER BY opened_at'),
+      markSeeded: o.db.prepare('UPDATE alert_mirror_state SET seeded = 1 WHERE id = 1'),
+    }
+    this.link = new LinkState(o.logger, {
+      failing: "cannot ship this node's alerts to the cluster's copy in PostgreSQL; other nodes do not see its latest changes until it can",
+      back: "alerts shipped to the cluster's copy again",
+      notOk: 'alerts not shipped',
+    })
+  }
+
+  /** A node not in a cluster notes nothing: the triggers an earlier cluster start left are dropped. */
+  static uninstall (db: DB): void { for (const t of TRIGGERS) db.exec(`DROP TRIGGER IF EXISTS ${t}`) }
+
+  /** Ships every change noted before the call; concurrent calls take turns. */
+  async flush (): Promise<void> {
+    while (this.running) await this.running.catch(() => {})
+    this.running = this.ship()
+    try { await this.link.watch(this.running) } finally { this.running = undefined }
+  }
+
+  private async ship (): Promise<void> {
+    for (let rows = this.s.pending.all(500); rows.length > 0; rows = this.s.pending.all(500)) {
+      const alerts: Alert[] = []
+      for (const id of new Set(rows.map((r) => r.alert_id))) {
+        const a = this.o.alert(id)
+        if (a) alerts.push(a)
+      }
+      await this.o.cluster.put(this.o.source, alerts)
+      this.s.shipped.run(rows[rows.length - 1]!.id)
+      this.stats.shipped += alerts.length
+    }
+  }
+
+  start (): void {
+    // a node that joins with alerts of its own (or a history from before cluster mode) brings them in
+    if (!this.s.seeded.get()!.seeded) this.o.db.transaction(() => { this.s.seed.run(); this.s.markSeeded.run() })()
+    this.timer = every(this.o.intervalMs ?? 250, async () => { await this.flush() })
+  }
+
+  async stop (): Promise<void> {
+    this.timer?.stop()
+    await this.flush().catch(() => {})
+  }
+
+  status (): string { return this.link.status() }
+
+  summary (): Record<string, unknown> { return { shipped: this.stats.shipped, problem: this.link.current } }
+
+  private async fresh<T> (read: () => Promise<T>): Promise<T> { return await readShipped("the cluster's alerts", async () => { await this.flush() }, read) }
+
+
+  async forResident (residentId: string, limit: number): Promise<Alert[]> { return await this.fresh(async () => await this.o.cluster.forResident(residentId, limit)) }
+  async needingAttention (residentIds?: (id: string) => boolean): Promise<Alert[]> { return await this.fresh(async () => await this.o.cluster.needingAttention(residentIds)) }
+}

@@ -5,7 +5,7 @@ import type { Registry, AuditLog } from '../registry/index.ts'
 import { ConcernSchema, type AlertBook } from '../alerting/index.ts'
 import { mayAccessResident, auditRead, actorOf, requireResident } from './access.ts'
 import { ResidentParams } from './schemas.ts'
-import type { AlertReads } from './alerting.ts'
+import { alertHere, type AlertReads } from './alerting.ts'
 import { orEmpty, type ZodTypeProvider } from './zod.ts'
 
 export interface AlertCareDeps {
@@ -101,9 +101,8 @@ export function alertCareRoutes (d: AlertCareDeps) {
     })
 
     /** an alert the key may handle: the operator any, a hospital its residents' */
-    const handled = (p: Parameters<typeof mayAccessResident>[0], alertId: string) => {
-      const a = d.alerts.get(alertId)
-      if (!a) throw new VitalmeshError('VM_NOT_FOUND', `no alert ${alertId}`)
+    const handled = async (p: Parameters<typeof mayAccessResident>[0], alertId: string) => {
+      const a = await alertHere(d.alerts, d.alertReads, alertId)
       if (!mayAccessResident(p, a.residentId, hospitalOf)) throw new VitalmeshError('VM_FORBIDDEN', `this key may not access alert ${alertId}`)
       return a
     }
@@ -114,7 +113,7 @@ export function alertCareRoutes (d: AlertCareDeps) {
       config: WORKLIST,
     }, async (req) => {
       const p = req.principal!
-      const a = handled(p, req.params.id)
+      const a = await handled(p, req.params.id)
       const out = d.alerts.assign(a.id, req.body.to, actor(p))
       d.audit.append(actorOf(p), 'alert.assigned', a.residentId, { alertId: a.id, to: req.body.to })
       return out
@@ -125,7 +124,7 @@ export function alertCareRoutes (d: AlertCareDeps) {
       config: WORKLIST,
     }, async (req, reply) => {
       const p = req.principal!
-      const a = handled(p, req.params.id)
+      const a = await handled(p, req.params.id)
       const note = d.alerts.addNote(a.id, req.body.text, actor(p))
       d.audit.append(actorOf(p), 'alert.note', a.residentId, { alertId: a.id })
       return reply.status(201).send({ alertId: a.id, note, notes: d.alerts.notes(a.id) })
@@ -136,7 +135,7 @@ export function alertCareRoutes (d: AlertCareDeps) {
       config: WORKLIST,
     }, async (req) => {
       const p = req.principal!
-      const a = handled(p, req.params.id)
+      const a = await handled(p, req.params.id)
       const out = d.alerts.resolveByHand(a.id, req.body.reason, actor(p))
       d.audit.append(actorOf(p), 'alert.resolved-by-hand', a.residentId, { alertId: a.id, reason: req.body.reason })
       return out
@@ -147,8 +146,7 @@ export function alertCareRoutes (d: AlertCareDeps) {
       config: { roles: ['operator', 'hospital'], scope: 'hospital (its residents)' },
     }, async (req) => {
       const p = req.principal!
-      const a = d.alerts.get(req.params.id)
-      if (!a) throw new VitalmeshError('VM_NOT_FOUND', `no alert ${req.params.id}`)
+      const a = await alertHere(d.alerts, d.alertReads, req.params.id)
       if (!mayAccessResident(p, a.residentId, hospitalOf)) throw new VitalmeshError('VM_FORBIDDEN', `this key may not access alert ${req.params.id}`)
       const body = req.body
       const closed = d.alerts.close(a.id, actor(p), body.reason)

@@ -13,6 +13,21 @@ import type { ZodTypeProvider } from './zod.ts'
 export interface AlertReads {
   forResident(residentId: string, limit: number): Alert[] | Promise<Alert[]>
   needingAttention(residentIds?: (id: string) => boolean): Alert[] | Promise<Alert[]>
+  /** the node that raised an alert this node does not hold (cluster mode) */
+  raisedOn?(alertId: string): Promise<string | undefined>
+}
+
+/**
+ * The alert as this node holds it, for acting on it or reading its history. In a cluster an
+ * alert raised on another node is handled there (alerting does not run on the partitions yet):
+ * the answer names that node instead of saying there is no such alert.
+ */
+export async function alertHere (alerts: Pick<AlertBook, 'get'>, reads: AlertReads | undefined, alertId: string): Promise<Alert> {
+  const a = alerts.get(alertId)
+  if (a) return a
+  const node = await reads?.raisedOn?.(alertId)
+  if (node) throw new VitalmeshError('VM_CONFLICT', `alert ${alertId} was raised on node ${node} and is handled there: send this request to that node`)
+  throw new VitalmeshError('VM_NOT_FOUND', `no alert ${alertId}`)
 }
 
 export interface AlertingRoutesDeps {
@@ -116,8 +131,7 @@ export function alertingRoutes (d: AlertingRoutesDeps) {
       config: { roles: ['operator', 'resident', 'hospital', 'follower'], scope: ALERT_READERS },
     }, async (req) => {
       const p = req.principal!
-      const a = d.alerts.get(req.params.id)
-      if (!a) throw new VitalmeshError('VM_NOT_FOUND', `no alert ${req.params.id}`)
+      const a = await alertHere(d.alerts, d.alertReads, req.params.id)
       if (!mayReadAlerts(p, a.residentId, hospitalOf, followed)) throw new VitalmeshError('VM_FORBIDDEN', `this key may not access alert ${req.params.id}`)
       auditRead(d.audit, p, 'pull.alert-history', a.residentId, { alertId: a.id })
       // who was told at each step: the followers' notices, by follower id and kind (their words stay with them)
@@ -128,8 +142,7 @@ export function alertingRoutes (d: AlertingRoutesDeps) {
 
     app.post<{ Params: { id: string } }>('/v1/alerts/:id/ack', { schema: { summary: 'Acknowledge an alert (stops its escalation chain)', tags: ALERTS }, config: { roles: ['operator', 'resident', 'follower'], scope: 'resident (own), follower (the resident it follows)' } }, async (req) => {
       const p = req.principal!
-      const existing = d.alerts.get(req.params.id)
-      if (!existing) throw new VitalmeshError('VM_NOT_FOUND', `no alert ${req.params.id}`)
+      const existing = await alertHere(d.alerts, d.alertReads, req.params.id)
       if (p.role === 'resident' && existing.residentId !== p.scope) throw new VitalmeshError('VM_FORBIDDEN', 'residents acknowledge only their own alerts')
       if (p.role === 'follower' && followed(p.scope ?? '') !== existing.residentId) throw new VitalmeshError('VM_FORBIDDEN', 'followers acknowledge only the alerts of the resident they follow')
       const a = d.alerts.acknowledge(req.params.id, `${p.role}:${p.scope ?? p.keyId}`, p.role === 'operator' ? undefined : existing.residentId)

@@ -70,6 +70,11 @@ export class ClusterAlerts {
     return residentIds ? all.filter((a) => residentIds(a.residentId)) : all
   }
 
+  /** the node that shipped the alert (its source name), if any did */
+  async sourceOf (alertId: string): Promise<string | undefined> {
+    return (await this.pool.query<{ source: string }>('SELECT source FROM cluster_alerts WHERE id = $1', [alertId])).rows[0]?.source
+  }
+
   async close (): Promise<void> { await this.pool.end() }
 }
 
@@ -154,4 +159,5 @@ export class AlertMirror {
 
   async forResident (residentId: string, limit: number): Promise<Alert[]> { return await this.fresh(async () => await this.o.cluster.forResident(residentId, limit)) }
   async needingAttention (residentIds?: (id: string) => boolean): Promise<Alert[]> { return await this.fresh(async () => await this.o.cluster.needingAttention(residentIds)) }
+  async raisedOn (alertId: string): Promise<string | undefined> { return await this.fresh(async () => await this.o.cluster.sourceOf(alertId)) }
 }

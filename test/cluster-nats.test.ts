@@ -182,6 +182,14 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
     console.log(`cluster-nats: an alert raised on node a was in node c's list ${Date.now() - t0} ms after node a's`)
     expect(onC).toMatchObject({ residentId: resident.id, severity: 'critical', state: 'open' })
     expect((await get(1, '/v1/alerts/attention')).alerts.map((a) => a.id)).toContain(raised.id)
+    // acting on it goes through the node that raised it; another node says which one
+    const ack = async (i: number): Promise<Response> => await fetch(`http://127.0.0.1:${nodes[i]!.httpPort}/v1/alerts/${raised.id}/ack`, { method: 'POST', headers: { authorization: `Bearer ${nodes[i]!.creds.apiKeys.operator}` } })
+    const elsewhere = await ack(2)
+    expect(elsewhere.status).toBe(409)
+    expect(await elsewhere.json()).toMatchObject({ code: 'VM_CONFLICT', message: expect.stringMatching(/raised on node a~[0-9a-f]+ and is handled there/) })
+    expect((await ack(0)).status).toBe(200)
+    const acked = await waitFor('the acknowledgement in node c\'s list', async () => (await get(2, `/v1/residents/${resident.id}/alerts`)).alerts.find((a) => a.id === raised.id && a.state === 'acknowledged'), 5_000, 50)
+    expect(acked.state).toBe('acknowledged')
   })
 
   it('kill -9 of a node under load: every acknowledged reading is stored once, and its partitions move within 10 s', async () => {

@@ -20,7 +20,8 @@ export default defineConfig({
       },
       {
         extends: true,
-        test: { name: 'cluster', include: CLUSTER, fileParallelism: false, sequence: { groupOrder: 1 } },
+        // hooks get 3 minutes: starting a server cluster may take a second try (test/helpers/nats.ts)
+        test: { name: 'cluster', include: CLUSTER, fileParallelism: false, sequence: { groupOrder: 1 }, hookTimeout: 180_000 },
       },
     ],
   },

@@ -4,12 +4,21 @@ import { tempDir } from './proc.ts'
 
 export interface RedisServer { port: number, url: string, proc: ChildProcess, stop(): Promise<void> }
 
-export function freePort (): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => { const { port } = s.address() as { port: number }; s.close(() => resolve(port)) })
-  })
+export async function freePort (): Promise<number> {
+  // below the kernel's range for outgoing connections (32768-60999 on Debian): a port taken from
+  // that range (listen on 0) could be handed to some client's connection before the server we
+  // start binds it, and a nats-server that cannot bind its route port exits, leaving a cluster of
+  // two that cannot place three replicas (the cause of the cluster tests' rare placement timeouts)
+  for (let i = 0; ; i++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000)
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = createServer()
+      s.once('error', () => resolve(false))
+      s.listen(port, '127.0.0.1', () => { s.close(() => resolve(true)) })
+    })
+    if (ok) return port
+    if (i > 200) throw new Error('no free port between 20000 and 32000')
+  }
 }
 
 /** Debian's redis-server on a free port, without persistence, in a temporary directory. */

@@ -89,7 +89,9 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   const auditChain = clusterNode
     ? await ClusterAuditChain.open(c.postgresUrl!).catch((err: unknown) => { throw new Error(`cluster mode: cannot open the audit chain in PostgreSQL: ${(err as Error).message}`, { cause: err }) })
     : undefined
-  const auditShipper = auditChain && new AuditShipper({ local: audit, chain: auditChain, source: nodeSource(db, nodeId), logger: logger.child({ component: 'audit' }) })
+  // this node's name in the cluster's shared logs (audit chain, registry, alerts), read once
+  const source = clusterNode ? nodeSource(db, nodeId) : ''
+  const auditShipper = auditChain && new AuditShipper({ local: audit, chain: auditChain, source, logger: logger.child({ component: 'audit' }) })
   const auditTrail = auditShipper ?? audit
   const ruleSets = new RuleSetStore(db)
   const outbox = new Outbox(db, clock, logger.child({ component: 'outbox' }), { ...config.outbox, deadLetterAfterMs: config.outbox.deadLetterAfterS * 1000 })
@@ -274,7 +276,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     ? await ClusterAlerts.open(c.postgresUrl!).catch((err: unknown) => { throw new Error(`cluster mode: cannot open the cluster's alerts in PostgreSQL: ${(err as Error).message}`, { cause: err }) })
     : undefined
   if (!clusterAlerts) AlertMirror.uninstall(db)
-  const alertMirror = clusterAlerts && new AlertMirror({ db, alert: (id) => alerts.get(id), cluster: clusterAlerts, source: nodeSource(db, nodeId), logger: logger.child({ component: 'alert-mirror' }) })
+  const alertMirror = clusterAlerts && new AlertMirror({ db, alert: (id) => alerts.get(id), cluster: clusterAlerts, source, logger: logger.child({ component: 'alert-mirror' }) })
 
   // cluster mode over NATS: the registry is the cluster's (cluster/registry-log.ts); this node's
   // SQLite is a replica of it, kept in step every 100 ms. Every registry table exists by now
@@ -283,7 +285,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     : undefined
   if (!registryLog) RegistryReplica.uninstall(db)
   const registrySync = registryLog && new RegistrySync({
-    replica: new RegistryReplica(db), log: registryLog, source: nodeSource(db, nodeId), clock, logger: logger.child({ component: 'registry-sync' }),
+    replica: new RegistryReplica(db), log: registryLog, source, clock, logger: logger.child({ component: 'registry-sync' }),
     applied: (ch) => {
       if (ch.tables.has('api_keys') || ch.tables.has('residents') || ch.tables.has('followers')) registry.changedElsewhere()
       for (const id of ch.newDevices) credentialSync?.deviceAppeared(id)

@@ -31,6 +31,16 @@ describe('the cluster\'s audit chain in PostgreSQL', () => {
     return { db, audit, chain, shipper: new AuditShipper({ local: audit, chain, source: nodeSource(db, name), logger, batch: o.batch }) }
   }
 
+  /** a node that recorded and shipped one entry, and a copy of its database made after that (a data directory copied to make another node) */
+  const shippedThenCopied = async (name: string, hospital: string): Promise<{ orig: Awaited<ReturnType<typeof node>>, copyFile: string }> => {
+    const orig = await node(name)
+    orig.audit.append('operator:k', 'hospital.registered', hospital)
+    await orig.shipper.flush()
+    const copyFile = join(tempDir(`vm-audit-${name}-copy-`), 'vitalmesh.db')
+    await orig.db.backup(copyFile)
+    return { orig, copyFile }
+  }
+
   beforeAll(async () => {
     server = await startPostgres()
     admin = new pg.Client({ connectionString: server.url })
@@ -99,12 +109,8 @@ describe('the cluster\'s audit chain in PostgreSQL', () => {
   })
 
   it('a data directory copied to make another node gets a source of its own at its first start: both trails reach the chain in full', async () => {
-    const orig = await node('orig')
-    orig.audit.append('operator:k', 'hospital.registered', 'h-9')
-    await orig.shipper.flush()
-    const dir = tempDir('vm-audit-copy-')
-    await orig.db.backup(join(dir, 'vitalmesh.db'))
-    const copy = await node('copy', { db: openDatabase(join(dir, 'vitalmesh.db')) })
+    const { orig, copyFile } = await shippedThenCopied('orig', 'h-9')
+    const copy = await node('copy', { db: openDatabase(copyFile) })
     expect(copy.shipper.summary().source).not.toBe(orig.shipper.summary().source)
     orig.audit.append('operator:k', 'hospital.feeds', 'h-9')
     copy.audit.append('operator:k', 'institution.registered', 'inst-1')
@@ -117,13 +123,9 @@ describe('the cluster\'s audit chain in PostgreSQL', () => {
   })
 
   it('two trails that ship as one source anyway (the name set by hand) are refused with the reason as soon as they part, and ship nothing of it', async () => {
-    const orig = await node('twin')
-    orig.audit.append('operator:k', 'hospital.registered', 'h-10')
-    await orig.shipper.flush()
-    const dir = tempDir('vm-audit-twin-')
-    await orig.db.backup(join(dir, 'vitalmesh.db'))
-    const copyDb = openDatabase(join(dir, 'vitalmesh.db'))
-    copyDb.prepare('UPDATE node_source SET path = ? WHERE id = 1').run(realpathSync(join(dir, 'vitalmesh.db')))
+    const { orig, copyFile } = await shippedThenCopied('twin', 'h-10')
+    const copyDb = openDatabase(copyFile)
+    copyDb.prepare('UPDATE node_source SET path = ? WHERE id = 1').run(realpathSync(copyFile))
     const copy = await node('twin-copy', { db: copyDb })
     expect(copy.shipper.summary().source).toBe(orig.shipper.summary().source)
     await copy.shipper.flush() // the same entry 1 as shipped: nothing to say yet

@@ -3,9 +3,9 @@ import { hostname } from 'node:os'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import type { AddressInfo } from 'node:net'
 import { Gauge, Registry as MetricsRegistry } from 'prom-client'
-import { atomically, openDatabase, WalCheckpointer, topics, VitalmeshError, type Clock, type Config, type Logger } from './core/index.ts'
+import { atomically, openDatabase, WalCheckpointer, topics, VitalmeshError, type Clock, type Config, type Logger, type StoredReading } from './core/index.ts'
 import { Registry, AuditLog, Fleet, CredentialSync, RegistryReplica, ensureDemo, type DemoCredentials } from './registry/index.ts'
-import { Spool, EmbeddedStore, Drain, Ingest, InfluxStore, Rollups, AlertExport, type TelemetryStore } from './ingest/index.ts'
+import { Spool, EmbeddedStore, Drain, Ingest, InfluxStore, Rollups, AlertExport, type AppendRequest, type ConsumerStatus, type TelemetryStore } from './ingest/index.ts'
 import { AlertBook, RuleSetStore, type EscalationChain, type Override } from './alerting/index.ts'
 import { Outbox, Aggregator, parseWindow, hospitalSink, researchSink, parentSink, alertFlagSink, measurementSink, type SummarySink } from './forwarder/index.ts'
 import { createBroker, createClusterBackends, redisCredentialLog, listenTls, listenWss, mqttUpgradeHandler, type Broker, type ClusterBackends, type TlsFiles } from './broker/index.ts'
@@ -66,13 +66,22 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   const registry = new Registry(db)
   const audit = new AuditLog(db, clock)
   const exported = (action: string, subject: string, detail: unknown): void => { audit.append('forwarder', action, subject, detail) }
-  const spool = new Spool(db, logger.child({ component: 'ingest' }), { deadLetterMax: config.ingest.deadLetterMax, maxRows: config.ingest.spoolMaxRows, maxBytes: config.ingest.spoolMaxBytes, drainCursor: config.cluster.nats ? LOG_CURSOR : 'store' })
+  // cluster mode over NATS: what devices send here is committed to a spool of its own, which only
+  // ships to the reading log; the node's database holds the feed, the readings of the partitions
+  // this node owns, which alerting, the forwarder and the reports consume (cluster/node.ts)
+  const ingestDb = config.cluster.nats ? openDatabase(join(dataDir, 'ingest-spool.db')) : db
+  const spool = new Spool(ingestDb, logger.child({ component: 'ingest' }), { deadLetterMax: config.ingest.deadLetterMax, maxRows: config.ingest.spoolMaxRows, maxBytes: config.ingest.spoolMaxBytes, drainCursor: config.cluster.nats ? LOG_CURSOR : 'store' })
+  // the feed's rows leave once alerting and every other consumer has them (no drain: the partition's owner stores readings from the log)
+  const feed = config.cluster.nats ? new Spool(db, logger.child({ component: 'feed' }), { deadLetterMax: config.ingest.deadLetterMax, drainCursor: 'alerting' }) : spool
+  if (feed !== spool) await shipUnshippedOfOldLayout(feed, spool, registry, log)
+  /** every cursor consumer of the node: the spool's, and in cluster mode the feed's (/readyz, /v1/stats, /metrics) */
+  const consumerStatus = (): ConsumerStatus[] => feed === spool ? spool.consumerStatus() : [...spool.consumerStatus(), ...feed.consumerStatus()]
   const influx = config.store.kind === 'influx'
     ? new InfluxStore(config.store.influx, (id) => registry.device(id), logger.child({ component: 'influx' }))
     : undefined
   const embedded = influx ? undefined : new EmbeddedStore(join(dataDir, 'telemetry.db'), { writeOnThread: true })
   const store: TelemetryStore = influx ?? embedded!
-  const checkpointer = new WalCheckpointer(embedded ? [db, embedded.connection] : [db], logger.child({ component: 'sqlite' }), { writtenElsewhere: embedded?.writesOnThread ? [embedded.connection] : [] })
+  const checkpointer = new WalCheckpointer([db, ...(ingestDb !== db ? [ingestDb] : []), ...(embedded ? [embedded.connection] : [])], logger.child({ component: 'sqlite' }), { writtenElsewhere: embedded?.writesOnThread ? [embedded.connection] : [] })
   const rollups = influx && config.store.influx.rollups ? new Rollups(db, influx, clock, logger.child({ component: 'rollups' })) : undefined
   // cluster mode over NATS: the spool's drain ships to the reading log, PUBACKs wait for it, and the partitions' owners write the store (cluster/node.ts)
   const c = config.cluster
@@ -82,6 +91,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       servers: c.nats.split(','), node: nodeId,
       partitions: c.partitions, replicas: c.replicas, leaseMs: c.leaseMs, postgresUrl: c.postgresUrl!,
       store, head: () => spool.head(), shippedTo: spool.cursor(LOG_CURSOR), onStored: (rows) => rollups?.touch(rows), onLinkUp: () => drain.retryNow(),
+      feed: (_partition, rows) => appendToFeed(feed, registry, rows),
       logger: logger.child({ component: 'cluster' }),
     })
     : undefined
@@ -114,6 +124,8 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       followers: registry.followers.active(id).map((f) => ({ id: f.id, language: f.language, channels: f.channels, notify: f.notify })),
     }),
     followerActive: (id) => registry.followers.isActive(id),
+    // cluster mode: only the owner of the resident's partition acts on time passing
+    ...(clusterNode ? { owns: (id: string) => clusterNode.owns(id) } : {}),
     criticalAlert: alertFlagSink({ node: config.region.id, clock, hospital: (id) => registry.hospital(id), enqueue: (e) => { outbox.enqueue(e) }, audit: exported }),
     options: {
       tickMs: config.alerting.tickMs,
@@ -132,7 +144,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     },
   })
   // alerting is a cursor consumer of the spool: it runs after the PUBACK, so nothing in it can stop ingest
-  alerts.attachTo(spool)
+  alerts.attachTo(feed)
 
   const windows = config.forwarder.windows.split(',').map((w) => parseWindow(w))
   const sinks: SummarySink[] = [
@@ -141,7 +153,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   ]
   if (config.region.parentUrl) sinks.push(parentSink({ parentUrl: config.region.parentUrl, token: config.region.parentToken ?? null, enqueue: (e) => { outbox.enqueue(e) }, audit: exported }))
   const aggregator = new Aggregator({
-    db, clock, spool, logger: logger.child({ component: 'forwarder' }), windows,
+    db, clock, spool: feed, logger: logger.child({ component: 'forwarder' }), windows,
     latenessMs: config.forwarder.latenessS * 1000, retainMs: config.forwarder.retainS * 1000,
     region: { id: config.region.id, level: config.region.level }, rollupK: config.forwarder.rollupK ?? config.forwarder.k,
     resident: (id) => {
@@ -154,15 +166,15 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     sinks,
   })
   // the forwarder keeps its windows in memory and writes them with its cursor every few seconds
-  spool.attach({ name: 'forwarder', checkpointsItself: true, consume: (rows) => aggregator.prepare(rows), failed: () => aggregator.failed() })
+  feed.attach({ name: 'forwarder', checkpointsItself: true, consume: (rows) => aggregator.prepare(rows), failed: () => aggregator.failed() })
   // clinical reports (issue 15): readings feed protocol runs, their state committed with the reports cursor; finished reports go to hospitals through the outbox
   // the validated-device register (operators, PUT /v1/device-models/:model); the demo's two models are built in while the demo is on
   const deviceModels = new DeviceModelRegister(db, clock, config.demo.enabled ? DEMO_DEVICE_MODELS : [])
   const reports = new ReportBook({ db, clock, logger: logger.child({ component: 'reports' }), deviceModel: (id) => registry.device(id)?.model, catalogue: deviceModels })
-  spool.attach({ name: 'reports', consume: (rows) => reports.consume(rows) })
+  feed.attach({ name: 'reports', consume: (rows) => reports.consume(rows) })
   // the hospitals' `measurements` FHIR feed: every reading as an Observation, enqueued with this consumer's cursor
   const sendMeasurements = measurementSink({ node: config.region.id, maxEntries: config.forwarder.fhirMaxEntries, clock, hospitals: () => registry.hospitals(), hospitalOf: (id) => registry.resident(id)?.hospitalId, enqueue: (e) => { outbox.enqueue(e) }, audit: exported })
-  spool.attach({ name: 'hospital-measurements', consume: (rows) => { sendMeasurements(rows) } })
+  feed.attach({ name: 'hospital-measurements', consume: (rows) => { sendMeasurements(rows) } })
   const sendReports = reportSink({ node: config.region.id, hospitals: () => registry.hospitals(), hospitalOf: (id) => registry.resident(id)?.hospitalId, enqueue: (e) => { outbox.enqueue(e) }, audit: exported })
   const alertExport = influx ? new AlertExport(db, (after, limit) => alerts.eventsAfter(after, limit), influx, (id) => registry.resident(id)?.region, logger.child({ component: 'alert-export' })) : undefined
   // in cluster mode a PUBACK waits for this drain: it ships each commit at once, not gathered for intervalMs
@@ -308,7 +320,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       at: clock.now(), readingsPerS, readingsAccepted: spool.stats.accepted, duplicates: spool.stats.duplicates,
       mqttClients: mqtt.aedes.connectedClients, openAlerts: bySeverity, outboxPending: outbox.pending(), drained: drain.stats.drained,
       spoolRows: spool.pressure().rows, backpressureEpisodes: spool.stats.backpressureEpisodes, eventLoopDelayP99Ms: loopDelayP99Ms,
-      consumers: spool.consumerStatus(),
+      consumers: consumerStatus(),
       ...(clusterNode ? { cluster: { ...clusterNode.summary(), audit: auditShipper?.summary(), registry: registrySync?.summary(), alerts: alertMirror?.summary() } } : {}),
       rssMb: Math.round(process.memoryUsage().rss / 1048576),
     }
@@ -345,7 +357,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       if (registrySync) checks.registry = registrySync.status()
       if (alertMirror) checks.alerts = alertMirror.status()
       // a consumer stopped by a failure: ingest goes on, but what it feeds (alerts, summaries) does not
-      for (const c of spool.consumerStatus()) checks[`consumer:${c.name}`] = c.failing ? `${c.failing.code}: ${c.failing.message}` : 'ok'
+      for (const c of consumerStatus()) checks[`consumer:${c.name}`] = c.failing ? `${c.failing.code}: ${c.failing.message}` : 'ok'
       return checks
     },
     routes: [
@@ -369,7 +381,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
         audited: (actor, action, subject, detail) => { audit.append(actor, action, subject, detail) },
         models: deviceModels,
       }),
-      (app) => registerMetricsRoute(app, [mqtt.metrics.registry, consumerMetrics(spool, clusterNode)], { requireApiKey: config.metrics.requireApiKey, verifyApiKey: (t) => registry.verifyApiKey(t), logger }),
+      (app) => registerMetricsRoute(app, [mqtt.metrics.registry, consumerMetrics(spool, consumerStatus, clusterNode)], { requireApiKey: config.metrics.requireApiKey, verifyApiKey: (t) => registry.verifyApiKey(t), logger }),
     ],
   })
   const tlsFiles: TlsFiles | undefined = config.tls.cert && config.tls.key
@@ -439,7 +451,9 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       drain.stop()
       // a pass still writing to the store would read the spool after db.close()
       await drain.settled()
+      // the partitions' last batches reach the feed before its consumers stop
       await clusterNode?.stop()
+      if (feed !== spool) { feed.flush(); feed.stopConsumers() }
       await auditShipper?.stop()
       await auditChain?.close()
       await registrySync?.stop()
@@ -457,13 +471,59 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       await checkpointer.stop()
       await store.close()
       db.close()
+      if (ingestDb !== db) ingestDb.close()
       log.info('vitalmesh stopped')
     },
   }
 }
 
+/**
+ * Appends readings of an owned partition to the node's feed (cluster mode), one request per
+ * device; resolves once they are committed (fsync). The feed de-duplicates by device and seq
+ * like the spool, so a batch the log delivers again (its checkpoint did not commit) is dropped.
+ */
+async function appendToFeed (feed: Spool, registry: Registry, rows: readonly StoredReading[]): Promise<void> {
+  const byDevice = new Map<string, AppendRequest>()
+  for (const r of rows) {
+    let req = byDevice.get(r.deviceId)
+    if (!req) {
+      // the device's key in this node's registry (the replica of the cluster's): the registration reaches every node within a second or two
+      const key = registry.device(r.deviceId)?.key
+      if (key === undefined) throw new VitalmeshError('VM_NOT_FOUND', `device ${r.deviceId} is not in this node's registry yet; the partition is retried`)
+      byDevice.set(r.deviceId, req = { deviceKey: key, deviceId: r.deviceId, residentId: r.residentId, readings: [] })
+    }
+    const { deviceId: _d, residentId: _r, ...reading } = r
+    req.readings.push(reading)
+  }
+  await Promise.all([...byDevice.values()].map((req) => feed.appendAsync(req)))
+}
+
+/**
+ * A node's database from before the feed (cluster mode's first layout) held the spool of what
+ * devices sent, shipped to the log from cursor `log`: what it had not shipped yet moves to the
+ * ingest spool, which ships it; the rest was consumed there already, and its seqs stay in the
+ * feed's de-duplication, so the log's copies are not consumed twice.
+ */
+async function shipUnshippedOfOldLayout (feed: Spool, ingest: Spool, registry: Registry, log: Logger): Promise<void> {
+  const from = feed.cursor(LOG_CURSOR)
+  if (from === 0 || from >= feed.head()) return
+  let moved = 0
+  for (let rows = feed.read(from, 5000); rows.length > 0; rows = feed.read(rows[rows.length - 1]!.id, 5000)) {
+    const byDevice = new Map<string, AppendRequest>()
+    for (const { id: _, deviceId, residentId, ...reading } of rows) {
+      let req = byDevice.get(deviceId)
+      if (!req) byDevice.set(deviceId, req = { deviceKey: registry.device(deviceId)?.key ?? -1, deviceId, residentId, readings: [] })
+      req.readings.push(reading)
+    }
+    await Promise.all([...byDevice.values()].map((req) => ingest.appendAsync(req)))
+    moved += rows.length
+  }
+  feed.ack(LOG_CURSOR, feed.head())
+  log.warn({ moved }, 'readings this node had not shipped to the reading log moved from the database of the earlier layout to the ingest spool, which ships them')
+}
+
 /** Lag and failures of each spool consumer, read when /metrics is scraped. */
-function consumerMetrics (spool: Spool, cluster?: ClusterNode): MetricsRegistry {
+function consumerMetrics (spool: Spool, consumerStatus: () => ConsumerStatus[], cluster?: ClusterNode): MetricsRegistry {
   const registry = new MetricsRegistry()
   if (cluster) {
     // cluster mode over NATS: what this node owns of the reading log, and how far behind it is
@@ -478,15 +538,15 @@ function consumerMetrics (spool: Spool, cluster?: ClusterNode): MetricsRegistry 
   }
   new Gauge({
     name: 'vitalmesh_spool_consumer_lag_records', help: 'committed spool records a consumer has not consumed yet', labelNames: ['consumer'], registers: [registry],
-    collect () { this.reset(); for (const c of spool.consumerStatus()) this.set({ consumer: c.name }, c.lagRecords) },
+    collect () { this.reset(); for (const c of consumerStatus()) this.set({ consumer: c.name }, c.lagRecords) },
   })
   new Gauge({
     name: 'vitalmesh_spool_consumer_failures', help: 'failures of a spool consumer since the process started', labelNames: ['consumer'], registers: [registry],
-    collect () { this.reset(); for (const c of spool.consumerStatus()) this.set({ consumer: c.name }, c.failures) },
+    collect () { this.reset(); for (const c of consumerStatus()) this.set({ consumer: c.name }, c.failures) },
   })
   new Gauge({
     name: 'vitalmesh_spool_consumer_failing', help: '1 while a consumer is stopped by a failure', labelNames: ['consumer'], registers: [registry],
-    collect () { this.reset(); for (const c of spool.consumerStatus()) this.set({ consumer: c.name }, c.failing ? 1 : 0) },
+    collect () { this.reset(); for (const c of consumerStatus()) this.set({ consumer: c.name }, c.failing ? 1 : 0) },
   })
   // counters read from the spool's own: commits against readings is the group commit's size, the
   // lever on the cost of an fsync per reading

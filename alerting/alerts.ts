@@ -53,6 +53,13 @@ export interface AlertingDeps {
   followers?(residentId: string): { residentName: string, followers: readonly FollowerTarget[] }
   /** is this follower still one (a removed follower is sent nothing more, not even what a crash left unsent) */
   followerActive?(followerId: string): boolean
+  /**
+   * Is this node the one that judges the resident now (cluster mode: it owns the resident's
+   * partition)? Time passing (no data, hold-down expiry, re-notification, the escalation chain)
+   * acts only on the residents it owns: a node that lost a partition never escalates what it
+   * no longer follows. Unset: every resident (a single node).
+   */
+  owns?(residentId: string): boolean
   options: {
     escalateAfterS: number
     /** an unacknowledged critical (or lost-contact) alert reaches the duty desk after this long (default 300 s), before the hospital */
@@ -903,7 +910,9 @@ export class AlertBook {
   private timePassed (): void {
     const tx = this.tx!
     const now = this.d.clock.now()
+    const owns = this.d.owns
     if (this.index.hasNoData) for (const [res, last] of this.lastSeen) {
+      if (owns && !owns(res)) continue
       const p = this.profile(res)
       if (!p) continue
       for (const rule of this.index.rulesFor(p, now)) {
@@ -919,6 +928,7 @@ export class AlertBook {
       }
     }
     for (const [res, m] of [...this.open]) {
+      if (owns && !owns(res)) continue
       const p = this.profile(res)
       for (const a of [...m.values()]) {
         const rule = p ? this.index.rulesFor(p, now).find((c) => c.key === a.ruleKey) : undefined

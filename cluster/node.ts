@@ -29,8 +29,14 @@ import { PgCheckpointStore } from './pg-checkpoints.ts'
  * Rotations and revocations travel between the nodes' registries on a JetStream stream too
  * (cluster/credential-log.ts), unless the node also uses Redis, whose stream then carries them.
  *
- * Not moved yet (issue 17): alerting, reports, the forwarder's windows and the hospitals'
- * feed still consume this node's own spool, so they see the readings this node received.
+ * Everything after the store (alerting, the forwarder's windows, clinical reports, the hospitals'
+ * feed) runs on the partition's owner too: a second consumer of each owned partition, `feed`,
+ * appends the partition's readings to this node's feed (a spool of its own, on the database
+ * those consumers keep their state in), and they consume the feed exactly as a single node's
+ * consume its spool. So every reading of a resident, from any device through any node, is
+ * judged on one timeline by one node, as one node would. The feed's append is durable (fsync)
+ * before the partition's position commits; a reading appended on a node that died before that
+ * commit is appended again by the next owner (the window: one PostgreSQL commit).
  */
 /** The spool cursor of the drain that ships to the log (the single node's drain moves 'store'). */
 export const LOG_CURSOR = 'log'
@@ -50,20 +56,27 @@ export interface ClusterNodeOptions {
   shippedTo: number
   /** after a partition's readings were stored (roll-ups) */
   onStored?: (rows: readonly StoredReading[]) => void
+  /**
+   * Hands an owned partition's readings to this node's downstream consumers (the feed spool);
+   * resolves once they are durable there. Without it, only the store consumer runs.
+   */
+  feed?: (partition: number, rows: readonly StoredReading[]) => Promise<void>
   /** the NATS link is up again: the drain retries at once, so held PUBACKs go out without waiting for its back-off */
   onLinkUp?: () => void
   logger: Logger
 }
 
 interface StoreState { stored: number }
+interface FeedState { fed: number }
 
 export class ClusterNode {
-  readonly stats = { shipped: 0, stored: 0, quarantined: 0, heldPubacks: 0 }
+  readonly stats = { shipped: 0, stored: 0, fed: 0, quarantined: 0, heldPubacks: 0 }
   private shipped: number
   /** PUBACKs waiting for the log, in commit order (their positions only grow) */
   private waiting: { upTo: number, release: () => void }[] = []
   private owner: PartitionOwner | undefined
   private readonly runner: ConsumerRunner<StoreState>
+  private readonly feedRunner: ConsumerRunner<FeedState> | undefined
   private linkUp = true
 
   private constructor (
@@ -83,6 +96,17 @@ export class ClusterNode {
     // lingerMs: one store write and one checkpoint per 100 ms of a partition, not one per reading
     // under light load (npm run bench -- cluster); a reading is queryable up to 100 ms later
     this.runner = new ConsumerRunner<StoreState>({ log, store: checkpoints, consumer: storer, logger: o.logger, lingerMs: 100 })
+    const feed = o.feed
+    if (feed) {
+      const feeder: PartitionConsumer<FeedState> = {
+        name: 'feed',
+        initial: () => ({ fed: 0 }),
+        consume: (s, entries) => ({ fed: s.fed + entries.length }),
+        apply: async (partition, entries) => { await feed(partition, entries.map((e) => e.reading)); this.stats.fed += entries.length },
+      }
+      // no linger: a resident waits for an alert, so each batch goes to the feed as it arrives
+      this.feedRunner = new ConsumerRunner<FeedState>({ log, store: checkpoints as unknown as PgCheckpointStore<FeedState>, consumer: feeder, logger: o.logger })
+    }
     void (async () => {
       for await (const s of nc.status()) {
         if (s.type === 'disconnect') { this.linkUp = false; o.logger.warn({ server: s.data }, 'NATS link down: PUBACKs wait until the reading log is reachable again') }
@@ -161,14 +185,23 @@ export class ClusterNode {
   async start (): Promise<void> {
     this.owner = await PartitionOwner.start({
       kv: this.kv, node: this.o.node, partitions: this.o.partitions, leaseMs: this.o.leaseMs, renewMs: Math.floor(this.o.leaseMs * 0.3),
-      onAcquire: (p, epoch) => { this.runner.start(p, epoch) },
-      onRelease: async (p) => { await this.runner.stop(p) },
+      onAcquire: (p, epoch) => { this.runner.start(p, epoch); this.feedRunner?.start(p, epoch) },
+      onRelease: async (p) => { await Promise.all([this.runner.stop(p), this.feedRunner?.stop(p)]) },
       logger: this.o.logger,
     })
   }
 
-  /** entries of each partition this node follows that are not stored and checkpointed yet (/metrics) */
-  partitionLag (): Map<number, number> { return this.runner.lag() }
+  /** entries of each partition this node follows that are not stored, or not fed, and checkpointed yet: the larger (/metrics) */
+  partitionLag (): Map<number, number> {
+    const lag = this.runner.lag()
+    for (const [p, n] of this.feedRunner?.lag() ?? []) lag.set(p, Math.max(lag.get(p) ?? 0, n))
+    return lag
+  }
+
+  /** Does this node own the resident's partition now (its alerts' timers run here)? */
+  owns (residentId: string): boolean {
+    return this.owner?.owned().includes(this.log.partitionOf(residentId)) ?? false
+  }
 
   /** PUBACKs waiting for the log's acknowledgement (/metrics) */
   pubacksWaiting (): number { return this.waiting.length }
@@ -187,7 +220,7 @@ export class ClusterNode {
   /** Releases the partitions (after their last commit), then closes the connections. */
   async stop (): Promise<void> {
     await this.owner?.stop()
-    await this.runner.stopAll()
+    await Promise.all([this.runner.stopAll(), this.feedRunner?.stopAll()])
     await this.checkpoints.pool.end().catch(() => {})
     await this.nc.drain().catch(() => {})
   }

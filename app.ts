@@ -91,7 +91,20 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       servers: c.nats.split(','), node: nodeId,
       partitions: c.partitions, replicas: c.replicas, leaseMs: c.leaseMs, postgresUrl: c.postgresUrl!,
       store, head: () => spool.head(), shippedTo: spool.cursor(LOG_CURSOR), onStored: (rows) => rollups?.touch(rows), onLinkUp: () => drain.retryNow(),
-      feed: (_partition, rows) => appendToFeed(feed, registry, rows),
+      feed: {
+        append: async (_partition, rows) => {
+          await appendToFeed(feed, registry, rows)
+          // the partition's position commits only once alerting judged these readings and the
+          // cluster's copy has the alerts they raised: a node that takes the partition over then
+          // resumes after them holding those alerts, and neither judges a reading twice nor misses one
+          await feed.whenConsumed('alerting', feed.head())
+          await alertMirror!.flush()
+        },
+        takeOver: async (partition) => {
+          const theirs = (id: string): boolean => clusterNode!.log.partitionOf(id) === partition
+          alerts.adopt(theirs, await clusterAlerts!.handedOver(theirs, alerts.activeOf(theirs)))
+        },
+      },
       logger: logger.child({ component: 'cluster' }),
     })
     : undefined
@@ -288,7 +301,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     ? await ClusterAlerts.open(c.postgresUrl!).catch((err: unknown) => { throw new Error(`cluster mode: cannot open the cluster's alerts in PostgreSQL: ${(err as Error).message}`, { cause: err }) })
     : undefined
   if (!clusterAlerts) AlertMirror.uninstall(db)
-  const alertMirror = clusterAlerts && new AlertMirror({ db, alert: (id) => alerts.get(id), cluster: clusterAlerts, source, logger: logger.child({ component: 'alert-mirror' }) })
+  const alertMirror = clusterAlerts && new AlertMirror({ db, alert: (id) => alerts.get(id), handover: (id) => alerts.handover(id), cluster: clusterAlerts, source, logger: logger.child({ component: 'alert-mirror' }) })
 
   // cluster mode over NATS: the registry is the cluster's (cluster/registry-log.ts); this node's
   // SQLite is a replica of it, kept in step every 100 ms. Every registry table exists by now

@@ -5,11 +5,11 @@ import { RuleIndex, type CompiledRule, type Detail, type Override, type Resident
 import type { Concern, RuleSetDoc, Severity } from './ruleset.ts'
 import { alertMessage, describe, endedMessage, followerMessage, languageOf, localTime, resolvedMessage, textIn, LANGUAGES, type Language } from './messages.ts'
 import { RANK, end, expire, onVerdict, type Effect, type Policy, type RuleLife } from './lifecycle.ts'
-import { AlertStore, type Alert, type AlertEvent, type AlertNote, type FollowerNotice, type Preferences } from './store.ts'
+import { AlertStore, type Alert, type AlertEvent, type AlertHandover, type AlertNote, type FollowerNotice, type Preferences } from './store.ts'
 import { Timeline, type EvaluatedReading } from './timeline.ts'
 import { inQuietHours, planNotifications, type Candidate } from './notify.ts'
 
-export type { Alert, AlertEvent, AlertNote, AlertState, FollowerNotice, Preferences } from './store.ts'
+export type { Alert, AlertEvent, AlertHandover, AlertNote, AlertState, FollowerNotice, Preferences } from './store.ts'
 export type { EvaluatedReading } from './timeline.ts'
 
 /** The duty desk's order: the furthest along the escalation chain first (hospital, desk, followers), then by severity, then the oldest. */
@@ -159,7 +159,7 @@ export class AlertBook {
   private checkpointedAt = 0
   private spool: AlertSpool | undefined
   private retainMs = 0
-  readonly stats = { followers: 0, desk: 0, opened: 0, resolved: 0, acknowledged: 0, suppressed: 0, escalated: 0, renotified: 0, historic: 0, recorded: 0, covered: 0, snoozed: 0, digested: 0, flapping: 0, ended: 0 }
+  readonly stats = { elsewhere: 0, followers: 0, desk: 0, opened: 0, resolved: 0, acknowledged: 0, suppressed: 0, escalated: 0, renotified: 0, historic: 0, recorded: 0, covered: 0, snoozed: 0, digested: 0, flapping: 0, ended: 0 }
   private readonly log: Logger
   private readonly o: Required<Omit<AlertingDeps['options'], 'primaryRuleSets' | 'chainByRegion'>> & { primaryRuleSets: Record<string, string>, chainByRegion: Record<string, Partial<EscalationChain>> }
   private noticesPending: number[] = []
@@ -185,6 +185,49 @@ export class AlertBook {
     }
     this.retainMs = lookback + (this.o?.liveHorizonS ?? 3600) * 1000
     return idx
+  }
+
+  /** An alert's hand-over state as this node holds it (cluster mode ships it with the alert). */
+  handover (id: string): AlertHandover | undefined { return this.store.handover(id) }
+
+  /**
+   * Cluster mode: this node now judges the residents `theirs` accepts (it took their partition
+   * over). What it held of them from an earlier time it judged them is dropped (timelines, rule
+   * lifecycles: another node judged them since), and their alerts are written as the cluster's
+   * copy has them: every active one, and any this node held active. An adopted open alert gets
+   * its lifecycle from itself (stateOf), so a reading of the same concern is de-duplicated
+   * against it instead of opening another, and its escalation chain goes on from where it was.
+   * Alerts whose delivery was not confirmed are sent again.
+   */
+  adopt (theirs: (residentId: string) => boolean, handed: readonly { alert: Alert, handover: AlertHandover }[]): void {
+    const forget = new Set<string>([...this.residents.keys(), ...this.store.residentsWithState()].filter(theirs))
+    this.store.transaction(() => {
+      for (const id of forget) this.store.forget(id)
+      for (const { alert, handover } of handed) this.store.adopt(alert, handover)
+    })
+    for (const id of forget) this.residents.delete(id)
+    for (const { alert: a, handover: h } of handed) {
+      const mine = this.openOf(a.residentId)?.get(a.ruleKey)
+      if (mine && mine.id !== a.id) this.unsetOpen(mine)
+      if (a.state === 'open' || a.state === 'acknowledged') {
+        this.setOpen(a)
+        this.lastNotified.set(a.id, h.lastNotifiedAt ?? a.openedAt)
+        this.escalateFrom.set(a.id, h.escalateFrom ?? (a.historic ? null : a.openedAt))
+        if (h.announceAt !== null) this.announceAt.set(a.id, h.announceAt); else this.announceAt.delete(a.id)
+      } else {
+        if (mine?.id === a.id) this.unsetOpen(a)
+        this.lastNotified.delete(a.id); this.escalateFrom.delete(a.id); this.announceAt.delete(a.id)
+      }
+    }
+    if (handed.length || forget.size) this.log.info({ alerts: handed.length, residents: forget.size }, 'took over alerts and dropped stale state of residents whose partition this node now owns')
+    if (handed.some((x) => x.handover.deliveredAt === null)) this.resendUndelivered()
+  }
+
+  /** The ids of the active alerts this node holds of the residents `theirs` accepts (what adopt must be told about). */
+  activeOf (theirs: (residentId: string) => boolean): string[] {
+    const out: string[] = []
+    for (const [res, m] of this.open) if (theirs(res)) for (const a of m.values()) out.push(a.id)
+    return out
   }
 
   /** (Re)loads what the engine keeps in memory from the database. */
@@ -372,6 +415,9 @@ export class AlertBook {
       l.push(r)
     }
     for (const [residentId, list] of by) {
+      // cluster mode: a reading of a resident this node no longer judges was left in its feed by a
+      // crash before the partition's position committed; the partition's owner judges it from the log
+      if (this.d.owns && !this.d.owns(residentId)) { this.stats.elsewhere += list.length; continue }
       if (list.length > 1) list.sort((a, b) => a.ts - b.ts)
       const p = this.profile(residentId)
       if (!p) continue

@@ -146,6 +146,13 @@ export const ALERT_MIGRATIONS: Migration[] = [
   },
 ]
 
+/**
+ * What a node needs besides the alert itself to go on with it where another node left it
+ * (cluster mode: the resident's partition moved): when it was last sent, from when its
+ * escalation chain counts, when a quiet opening is announced, whether the broker took it.
+ */
+export interface AlertHandover { lastNotifiedAt: number | null, escalateFrom: number | null, announceAt: number | null, deliveredAt: number | null }
+
 /** A note a staff member added to an alert (the worklist). */
 export interface AlertNote { at: number, actor: string, text: string }
 
@@ -195,6 +202,11 @@ export class AlertStore {
       addNotice: db.prepare('INSERT INTO follower_notices (follower_id, alert_id, kind, at, body) VALUES (?, ?, ?, ?, ?)'),
       noticeDelivered: db.prepare('UPDATE follower_notices SET delivered_at = ? WHERE id = ?'),
       undeliveredNotices: db.prepare<[], { id: number, follower_id: string, alert_id: string, kind: 'alert' | 'escalation', at: number, body: string }>('SELECT * FROM follower_notices WHERE delivered_at IS NULL ORDER BY id'),
+      handover: db.prepare<[string], { last_notified_at: number | null, escalate_from: number | null, announce_at: number | null, delivered_at: number | null }>('SELECT last_notified_at, escalate_from, announce_at, delivered_at FROM alerts WHERE id = ?'),
+      setHandover: db.prepare('UPDATE alerts SET last_notified_at = ?, escalate_from = ?, announce_at = ?, delivered_at = ? WHERE id = ?'),
+      withState: db.prepare<[], { resident_id: string }>('SELECT resident_id FROM rule_life UNION SELECT resident_id FROM alert_timelines'),
+      forgetLives: db.prepare('DELETE FROM rule_life WHERE resident_id = ?'),
+      forgetTimeline: db.prepare('DELETE FROM alert_timelines WHERE resident_id = ?'),
       noticesOf: db.prepare<[string], { id: number, follower_id: string, alert_id: string, kind: 'alert' | 'escalation', at: number, body: string, delivered_at: number | null }>('SELECT * FROM follower_notices WHERE alert_id = ? ORDER BY id'),
     }
   }
@@ -213,6 +225,24 @@ export class AlertStore {
       endedReason: a.endedReason, closedAt: a.closedAt, closedBy: a.closedBy, escalateFrom, clearedFrom: a.clearedFrom, deskAt: a.deskAt, followersAt: a.followersAt, assignedTo: a.assignedTo,
     })
   }
+
+  handover (id: string): AlertHandover | undefined {
+    const r = this.s.handover.get(id)
+    return r && { lastNotifiedAt: r.last_notified_at, escalateFrom: r.escalate_from, announceAt: r.announce_at, deliveredAt: r.delivered_at }
+  }
+
+  /** Writes an alert as another node left it (inserted, or over what this node had of it). */
+  adopt (a: Alert, h: AlertHandover): void {
+    if (this.s.byId.get(a.id)) this.save(a, h.escalateFrom)
+    else this.insert(a, h.escalateFrom)
+    this.s.setHandover.run(h.lastNotifiedAt, h.escalateFrom, h.announceAt, h.deliveredAt, a.id)
+  }
+
+  /** Residents with a saved timeline or rule lifecycle. */
+  residentsWithState (): string[] { return this.s.withState.all().map((r) => r.resident_id) }
+
+  /** Drops a resident's saved timeline and rule lifecycles (another node judged it since). */
+  forget (residentId: string): void { this.s.forgetLives.run(residentId); this.s.forgetTimeline.run(residentId) }
 
   /** the alert is to be sent: until the broker took it, a restart sends it again */
   pending (id: string, at: number): void { this.s.pending.run(at, id) }

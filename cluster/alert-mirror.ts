@@ -1,6 +1,6 @@
 import pg from 'pg'
 import { migrate, type DB, type Logger, type Migration } from '../core/index.ts'
-import { byAttention, type Alert } from '../alerting/index.ts'
+import { byAttention, type Alert, type AlertHandover } from '../alerting/index.ts'
 import { LinkState, every, readShipped } from './link-state.ts'
 import { pgOpen, pgTransaction, type PgStep } from './pg.ts'
 
@@ -8,13 +8,14 @@ import { pgOpen, pgTransaction, type PgStep } from './pg.ts'
  * Every node's alerts, readable on every node: the duty desk's worklist and a resident's alerts
  * answer the same through any node of a cluster.
  *
- * Alerting still runs on the node that received the readings (issue 17: not moved onto the
- * partitions yet), and keeps its alerts in that node's SQLite. A trigger notes every change of
- * an alert row there (`alert_mirror_outbox`, in the transaction of the change), and the node
- * ships the alert as it is then to `cluster_alerts` in PostgreSQL, every 250 ms and before every
- * read. An alert is written by the one node that raised it, so the copy in PostgreSQL is simply
- * the last one shipped. Acting on an alert (acknowledge, assign, close) still goes through the
- * node that raised it.
+ * Alerting runs on the node that owns the resident's partition, and keeps its alerts in that
+ * node's SQLite. A trigger notes every change of an alert row there (`alert_mirror_outbox`, in
+ * the transaction of the change), and the node ships the alert as it is then, with what the next
+ * owner needs to go on with it (`handover`), to `cluster_alerts` in PostgreSQL: before a
+ * partition's position commits, every 250 ms, and before every read. An alert is written by one
+ * node at a time (the resident's judge), so the copy in PostgreSQL is simply the last one shipped;
+ * a node that takes a partition over adopts its residents' active alerts from it. Acting on an
+ * alert (acknowledge, assign, close) goes through the node that shipped it last.
  */
 const STEPS: PgStep[] = [{
   version: 1,
@@ -25,6 +26,10 @@ const STEPS: PgStep[] = [{
       opened_at BIGINT NOT NULL, closed_at BIGINT, body JSONB NOT NULL);
     CREATE INDEX IF NOT EXISTS cluster_alerts_resident ON cluster_alerts (resident_id, opened_at DESC);
     CREATE INDEX IF NOT EXISTS cluster_alerts_state ON cluster_alerts (state);`,
+}, {
+  version: 2,
+  why: 'what the next owner of a resident\'s partition needs to go on with an alert (last sent, escalation start, announcement, delivery)',
+  sql: 'ALTER TABLE cluster_alerts ADD COLUMN IF NOT EXISTS handover JSONB',
 }]
 
 export const ALERT_MIRROR_MIGRATIONS: Migration[] = [{
@@ -45,15 +50,27 @@ export class ClusterAlerts {
     return new ClusterAlerts(await pgOpen(connectionString, 2, 'cluster-alerts', STEPS))
   }
 
-  async put (source: string, alerts: readonly Alert[]): Promise<void> {
+  async put (source: string, alerts: readonly (Alert | { alert: Alert, handover?: AlertHandover })[]): Promise<void> {
     if (alerts.length === 0) return
     await pgTransaction(this.pool, async (c) => {
-      for (const a of alerts) {
-        await c.query(`INSERT INTO cluster_alerts (id, source, resident_id, severity, state, opened_at, closed_at, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-          ON CONFLICT (id) DO UPDATE SET source = excluded.source, severity = excluded.severity, state = excluded.state, closed_at = excluded.closed_at, body = excluded.body`,
-        [a.id, source, a.residentId, a.severity, a.state, a.openedAt, a.closedAt, JSON.stringify(a)])
+      for (const x of alerts) {
+        const { alert: a, handover } = 'alert' in x ? x : { alert: x, handover: undefined }
+        await c.query(`INSERT INTO cluster_alerts (id, source, resident_id, severity, state, opened_at, closed_at, body, handover) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+          ON CONFLICT (id) DO UPDATE SET source = excluded.source, severity = excluded.severity, state = excluded.state, closed_at = excluded.closed_at, body = excluded.body, handover = excluded.handover`,
+        [a.id, source, a.residentId, a.severity, a.state, a.openedAt, a.closedAt, JSON.stringify(a), handover ? JSON.stringify(handover) : null])
       }
     })
+  }
+
+  /**
+   * What a node taking over a partition adopts (AlertBook.adopt): the active alerts of the
+   * residents `theirs` accepts, and the alerts `ids` (those it held active) as they are now.
+   */
+  async handedOver (theirs: (residentId: string) => boolean, ids: readonly string[]): Promise<{ alert: Alert, handover: AlertHandover }[]> {
+    const r = await this.pool.query<{ body: Alert, handover: AlertHandover | null }>(
+      "SELECT body, handover FROM cluster_alerts WHERE state IN ('open', 'acknowledged') OR id = ANY($1::text[])", [ids])
+    const none: AlertHandover = { lastNotifiedAt: null, escalateFrom: null, announceAt: null, deliveredAt: null }
+    return r.rows.filter((x) => theirs(x.body.residentId)).map((x) => ({ alert: x.body, handover: x.handover ?? none }))
   }
 
   /** As AlertBook.forResident: newest first. */
@@ -82,6 +99,8 @@ export interface AlertMirrorOptions {
   db: DB
   /** the alert as this node holds it now */
   alert(id: string): Alert | undefined
+  /** what the next owner of the resident's partition needs to go on with it */
+  handover?(id: string): AlertHandover | undefined
   cluster: ClusterAlerts
   source: string
   logger: Logger
@@ -128,10 +147,10 @@ export class AlertMirror {
 
   private async ship (): Promise<void> {
     for (let rows = this.s.pending.all(500); rows.length > 0; rows = this.s.pending.all(500)) {
-      const alerts: Alert[] = []
+      const alerts: { alert: Alert, handover?: AlertHandover }[] = []
       for (const id of new Set(rows.map((r) => r.alert_id))) {
         const a = this.o.alert(id)
-        if (a) alerts.push(a)
+        if (a) alerts.push({ alert: a, handover: this.o.handover?.(id) })
       }
       await this.o.cluster.put(this.o.source, alerts)
       this.s.shipped.run(rows[rows.length - 1]!.id)

@@ -56,11 +56,13 @@ export interface ClusterNodeOptions {
   shippedTo: number
   /** after a partition's readings were stored (roll-ups) */
   onStored?: (rows: readonly StoredReading[]) => void
-  /**
-   * Hands an owned partition's readings to this node's downstream consumers (the feed spool);
-   * resolves once they are durable there. Without it, only the store consumer runs.
-   */
-  feed?: (partition: number, rows: readonly StoredReading[]) => Promise<void>
+  /** This node's downstream consumers of the partitions it owns. Without it, only the store consumer runs. */
+  feed?: {
+    /** hands an owned partition's readings to the feed; resolves once the partition's position may commit past them */
+    append(partition: number, rows: readonly StoredReading[]): Promise<void>
+    /** before the partition's first readings reach the feed: take over what the previous owner held of its residents */
+    takeOver?(partition: number): Promise<void>
+  }
   /** the NATS link is up again: the drain retries at once, so held PUBACKs go out without waiting for its back-off */
   onLinkUp?: () => void
   logger: Logger
@@ -102,7 +104,8 @@ export class ClusterNode {
         name: 'feed',
         initial: () => ({ fed: 0 }),
         consume: (s, entries) => ({ fed: s.fed + entries.length }),
-        apply: async (partition, entries) => { await feed(partition, entries.map((e) => e.reading)); this.stats.fed += entries.length },
+        apply: async (partition, entries) => { await feed.append(partition, entries.map((e) => e.reading)); this.stats.fed += entries.length },
+        prepare: async (partition) => { await feed.takeOver?.(partition) },
       }
       // no linger: a resident waits for an alert, so each batch goes to the feed as it arrives
       this.feedRunner = new ConsumerRunner<FeedState>({ log, store: checkpoints as unknown as PgCheckpointStore<FeedState>, consumer: feeder, logger: o.logger })
@@ -198,9 +201,15 @@ export class ClusterNode {
     return lag
   }
 
-  /** Does this node own the resident's partition now (its alerts' timers run here)? */
+  /**
+   * Does this node judge the resident now: does it follow the resident's partition into its
+   * feed? From the lease's acquisition until the partition's last batch was judged and committed
+   * after its release (so a batch in flight at a release is still judged here). Without a feed,
+   * whether it holds the lease.
+   */
   owns (residentId: string): boolean {
-    return this.owner?.owned().includes(this.log.partitionOf(residentId)) ?? false
+    const p = this.log.partitionOf(residentId)
+    return this.feedRunner ? this.feedRunner.following(p) : this.owner?.owned().includes(p) ?? false
   }
 
   /** PUBACKs waiting for the log's acknowledgement (/metrics) */

@@ -261,6 +261,11 @@ export interface PartitionConsumer<S> {
    * owner does it again for the entries after the last checkpoint; a throw retries the batch.
    */
   apply?(partition: number, entries: readonly LogEntry[]): Promise<void>
+  /**
+   * Before the first entry of each time the partition is followed (its checkpoint claimed, at
+   * `fromSeq`): what this node needs to take the partition over from another (alerting's hand-over).
+   */
+  prepare?(partition: number, fromSeq: number): Promise<void>
 }
 
 export interface RunnerOptions<S> {
@@ -300,6 +305,9 @@ export class ConsumerRunner<S> {
   }
 
   running (): number[] { return [...this.tasks.keys()].sort((a, b) => a - b) }
+
+  /** Is p followed now (from start until its last commit after stop)? */
+  following (partition: number): boolean { return this.tasks.has(partition) }
 
   /** entries of each followed partition not committed yet: what the server said was pending after the last delivery, and the batch not yet committed */
   private readonly behind = new Map<number, { pending: number, batch: number }>()
@@ -371,6 +379,8 @@ export class ConsumerRunner<S> {
     const cp = await store.open(consumer.name, partition, epoch)
     let state = cp ? cp.state : consumer.initial(partition)
     let seq = cp?.seq ?? 0
+    if (t.stopped) return
+    await consumer.prepare?.(partition, seq)
     if (t.stopped) return
     this.o.onStart?.(partition, seq)
     // Our own ephemeral consumer rather than nats.js's ordered one: nats-server 2.9 may place

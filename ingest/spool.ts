@@ -405,6 +405,7 @@ export class Spool {
 
   private succeed (a: Attached, last: number): void {
     a.position = last
+    if (this.waiters.length) this.wakeWaiters()
     a.failing = null
     if (a.streak > 0) this.logger.info({ consumer: a.c.name, failures: a.streak }, `spool consumer ${a.c.name} recovered`)
     a.streak = 0
@@ -443,6 +444,30 @@ export class Spool {
     return out
   }
 
+  private waiters: { name: string, id: number, resolve: () => void, reject: (err: Error) => void }[] = []
+
+  private wakeWaiters (): void {
+    this.waiters = this.waiters.filter((w) => {
+      const a = this.attached.find((x) => x.c.name === w.name)
+      if (!a || a.position < w.id) return true
+      w.resolve()
+      return false
+    })
+  }
+
+  /**
+   * Resolves once the attached consumer `name` has committed every record up to `id` (cluster
+   * mode: a partition's position commits only after alerting judged what it appended). Rejects
+   * when the spool stops first; waits as long as the consumer fails.
+   */
+  async whenConsumed (name: string, id: number): Promise<void> {
+    const a = this.attached.find((x) => x.c.name === name)
+    if (!a) throw new Error(`no spool consumer named ${name} is attached`)
+    if (a.position >= id) return
+    if (this.stopped) throw new Error('the spool stopped')
+    await new Promise<void>((resolve, reject) => { this.waiters.push({ name, id, resolve, reject }) })
+  }
+
   /** Resolves once every attached consumer has consumed everything committed so far (tests, shutdown). */
   async consumersIdle (timeoutMs = 10_000): Promise<void> {
     const until = Date.now() + timeoutMs
@@ -457,6 +482,7 @@ export class Spool {
     if (!this.stopped) this.pump() // what is committed is consumed before the database closes
     this.stopped = true
     for (const a of this.attached) if (a.timer) clearTimeout(a.timer)
+    for (const w of this.waiters.splice(0)) w.reject(new Error('the spool stopped'))
   }
 
   /** Called after each commit with the readings it accepted: a wake-up for tails that keep no state (the live stream, the drain's timer). */

@@ -39,6 +39,8 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
       VITALMESH_STORE: 'influx', VITALMESH_INFLUX_URL: influx.url, VITALMESH_INFLUX_DB: 'cluster', VITALMESH_INFLUX_CREATE_DATABASE: 'true', VITALMESH_INFLUX_API: 'v1',
       // each test device publishes about 40 readings a second, above a device's default rate limit (10/s)
       VITALMESH_PUBLISH_RATE: '1000',
+      // an unacknowledged critical reaches the duty desk after 6 s (not 5 min), so a takeover's test sees the chain go on
+      VITALMESH_FOLLOWERS_AFTER_S: '3', VITALMESH_DESK_AFTER_S: '6',
     }
     // one at a time: the first creates the stream and the bucket, the others check them
     for (const [i, d] of dirs.entries()) nodes.push(await startAppProcess(d, { ...env, VITALMESH_NODE_ID: 'abc'[i]! }))
@@ -294,6 +296,46 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
     }, 30_000, 100)
     expect(new Set(owners.values())).toEqual(new Set(['a', 'b', 'c']))
   }, 60_000)
+
+  it('kill -9 of the node judging a resident with an open crisis: the next owner adopts the alert, its escalation goes on from where it was, and a new crisis reading opens no second alert', async () => {
+    type A = { id: string, residentId: string, severity: string, state: string, concern: string, openedAt: number, deskAt: number | null }
+    const get = async (i: number, path: string): Promise<A[]> => {
+      const res = await fetch(`http://127.0.0.1:${nodes[i]!.httpPort}${path}`, { headers: { authorization: `Bearer ${nodes[i]!.creds.apiKeys.operator}` } })
+      expect(res.status).toBe(200)
+      return (await res.json() as { alerts: A[] }).alerts
+    }
+    const owners = (await waitFor('every partition owned once', () => ownership(nodes), 20_000))!
+    // a resident judged by node b or c (node a stays up for the next test), whose device publishes to a node that survives
+    const dev = nodes[0]!.creds.fleet.slice(40).find((f) => owners.get(log.partitionOf(f.residentId)) !== 'a')!
+    const victim = 'abc'.indexOf(owners.get(log.partitionOf(dev.residentId))!)
+    const heir = victim === 1 ? 2 : 1
+    const d = await connect(nodes[0]!.mqttPort, dev.deviceId, dev.secret)
+    await d.publishAsync(`vitals/${dev.deviceId}`, JSON.stringify({ v: 1, seq: 1, ts: Date.now(), sys: 194, dia: 122, hr: 88 }), { qos: 1 })
+    const crisis = await waitFor('the crisis alert', async () => (await get(0, `/v1/residents/${dev.residentId}/alerts`)).find((a) => a.severity === 'critical'), 10_000)
+    expect(crisis.deskAt).toBeNull()
+    const killedAt = Date.now()
+    await nodes[victim]!.kill('SIGKILL')
+    // the partition moves; its new owner adopts the alert (acting on it goes through that node now)
+    const live = nodes.filter((_, i) => i !== victim)
+    const after = await waitFor('the survivors own every partition', () => ownership(live), 20_000, 100)
+    const newOwner = 'abc'.indexOf(after.get(log.partitionOf(dev.residentId))!)
+    console.log(`cluster-nats: node ${'abc'[victim]} judged ${dev.residentId} with an open crisis; node ${'abc'[newOwner]} took the partition over ${Date.now() - killedAt} ms after kill -9`)
+    // the chain goes on where it was: the duty desk 6 s after the alert opened, not 6 s after the takeover
+    const desk = await waitFor('the adopted alert reaching the duty desk', async () => (await get(heir, `/v1/residents/${dev.residentId}/alerts`)).find((a) => a.id === crisis.id && a.deskAt !== null), 20_000, 100)
+    expect(desk.deskAt! - crisis.openedAt).toBeLessThan(6_000 + 2_500)
+    // a new crisis reading (and an extreme heart rate, a concern of its own, to know when it was judged): no second BP alert
+    await d.publishAsync(`vitals/${dev.deviceId}`, JSON.stringify({ v: 1, seq: 2, ts: Date.now(), sys: 198, dia: 124, hr: 190 }), { qos: 1 })
+    await d.endAsync()
+    const alerts = await waitFor('the heart-rate alert of the second reading', async () => {
+      const all = await get(heir, `/v1/residents/${dev.residentId}/alerts`)
+      return all.some((a) => a.id !== crisis.id && a.concern !== crisis.concern) ? all : undefined
+    }, 10_000, 100)
+    expect(alerts.filter((a) => a.concern === crisis.concern && (a.state === 'open' || a.state === 'acknowledged')).map((a) => a.id)).toEqual([crisis.id])
+    // acknowledged through the node that judges the resident now
+    const ack = await fetch(`http://127.0.0.1:${nodes[newOwner]!.httpPort}/v1/alerts/${crisis.id}/ack`, { method: 'POST', headers: { authorization: `Bearer ${nodes[newOwner]!.creds.apiKeys.operator}` } })
+    expect(ack.status, await ack.clone().text()).toBe(200)
+    nodes[victim] = await startAppProcess(dirs[victim]!, { ...env, VITALMESH_NODE_ID: 'abc'[victim]! })
+  }, 90_000)
 
   it('while every nats-server is down a reading gets no PUBACK and /readyz says why; once NATS is back the PUBACK comes and the reading is stored', async () => {
     const dev = nodes[0]!.creds.fleet[30]!

@@ -100,9 +100,15 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
           await feed.whenConsumed('alerting', feed.head())
           await alertMirror!.flush()
         },
-        takeOver: async (partition) => {
+        takeOver: async (partition, fromSeq) => {
           const theirs = (id: string): boolean => clusterNode!.log.partitionOf(id) === partition
           alerts.adopt(theirs, await clusterAlerts!.handedOver(theirs, alerts.activeOf(theirs)))
+          // the residents' recent past, up to where the partition resumes: readings arrive after they are taken, so
+          // whatever the rules look back on reached the log within the look-back (a phone's old history is recorded only)
+          const t0 = Date.now()
+          const past = await clusterNode!.log.readSince(partition, clock.now() - alerts.lookbackMs, fromSeq)
+          alerts.warm(past.map((e) => e.reading))
+          if (past.length) log.info({ partition, readings: past.length, ms: Date.now() - t0 }, 'timelines of the partition\'s residents rebuilt from the reading log')
         },
       },
       logger: logger.child({ component: 'cluster' }),

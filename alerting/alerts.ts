@@ -159,6 +159,8 @@ export class AlertBook {
   private checkpointedAt = 0
   private spool: AlertSpool | undefined
   private retainMs = 0
+  /** how far back in reading time the active rules look (sustained windows, rates, hold-downs) */
+  private lookback = 0
   readonly stats = { elsewhere: 0, followers: 0, desk: 0, opened: 0, resolved: 0, acknowledged: 0, suppressed: 0, escalated: 0, renotified: 0, historic: 0, recorded: 0, covered: 0, snoozed: 0, digested: 0, flapping: 0, ended: 0 }
   private readonly log: Logger
   private readonly o: Required<Omit<AlertingDeps['options'], 'primaryRuleSets' | 'chainByRegion'>> & { primaryRuleSets: Record<string, string>, chainByRegion: Record<string, Partial<EscalationChain>> }
@@ -184,6 +186,7 @@ export class AlertBook {
       if (r.kind === 'nOfM' || r.kind === 'sustained' || r.kind === 'rateOfChange' || r.kind === 'threshold' || r.kind === 'classification') lookback = Math.max(lookback, (r.clear.holdDownS) * 1000)
     }
     this.retainMs = lookback + (this.o?.liveHorizonS ?? 3600) * 1000
+    this.lookback = lookback
     return idx
   }
 
@@ -221,6 +224,19 @@ export class AlertBook {
     }
     if (handed.length || forget.size) this.log.info({ alerts: handed.length, residents: forget.size }, 'took over alerts and dropped stale state of residents whose partition this node now owns')
     if (handed.some((x) => x.handover.deliveredAt === null)) this.resendUndelivered()
+  }
+
+  /** How far back (ms of reading time) the active rules look: what a node taking residents over must see of their past. */
+  get lookbackMs (): number { return this.lookback }
+
+  /**
+   * Places readings on their residents' timelines without judging them (their verdicts were
+   * the previous owner's): a node that took residents over rebuilds their recent past from the
+   * reading log, so a sustained tachycardia that began on the node that died is still seen
+   * whole, and the no-data rule counts from their last reading.
+   */
+  warm (rows: readonly EvaluatedReading[]): void {
+    for (const r of [...rows].sort((a, b) => a.ts - b.ts)) { this.place(r); this.noteSeen(r.residentId, r.ts) }
   }
 
   /** The ids of the active alerts this node holds of the residents `theirs` accepts (what adopt must be told about). */

@@ -1,4 +1,4 @@
-import { nanos, type JetStreamClient, type JetStreamManager, type NatsConnection, type StreamConfig } from 'nats'
+import { AckPolicy, DeliverPolicy, nanos, nuid, type JetStreamClient, type JetStreamManager, type NatsConnection, type StreamConfig } from 'nats'
 import type { StoredReading } from '../core/index.ts'
 
 /**
@@ -207,6 +207,42 @@ export class JetStreamLog {
     const info = await this.jsm.streams.info(this.stream, { subjects_filter: `${this.subjectPrefix}.*` })
     const per = (info.state.subjects ?? {}) as Record<string, number>
     return Array.from({ length: this.partitions }, (_, p) => per[this.subject(p)] ?? 0)
+  }
+
+  /**
+   * The entries of a partition that reached the log at or after `sinceMs` (wall clock), up to
+   * stream sequence `upToSeq`: what a node taking a partition over reads to rebuild the recent
+   * past of its residents (alerting's timelines) before it follows the partition from `upToSeq`.
+   * An ephemeral consumer of its own, as ConsumerRunner's (see there why not an ordered one).
+   */
+  async readSince (partition: number, sinceMs: number, upToSeq: number, opts: { batch?: number } = {}): Promise<LogEntry[]> {
+    const out: LogEntry[] = []
+    if (upToSeq <= 0) return out
+    const name = `vm-warm-p${partition}-${nuid.next()}`
+    await this.jsm.consumers.add(this.stream, {
+      name, filter_subject: this.subject(partition),
+      deliver_policy: DeliverPolicy.StartTime, opt_start_time: new Date(sinceMs).toISOString(),
+      ack_policy: AckPolicy.None, mem_storage: true, num_replicas: 1, inactive_threshold: nanos(30_000),
+    })
+    try {
+      const consumer = await this.js.consumers.get(this.stream, name)
+      for (;;) {
+        const batch = await consumer.fetch({ max_messages: opts.batch ?? 1000, expires: 2000 })
+        let got = 0
+        let last = 0
+        for await (const m of batch) {
+          got++
+          last = m.info.pending
+          if (m.seq > upToSeq) return out
+          out.push(decodeEntry(partition, m.seq, m.data))
+          if (m.seq === upToSeq) return out
+        }
+        // nothing more in the partition, or nothing up to upToSeq left
+        if (got === 0 || last === 0) return out
+      }
+    } finally {
+      await this.jsm.consumers.delete(this.stream, name).catch(() => {})
+    }
   }
 
   /**

@@ -60,8 +60,8 @@ export interface ClusterNodeOptions {
   feed?: {
     /** hands an owned partition's readings to the feed; resolves once the partition's position may commit past them */
     append(partition: number, rows: readonly StoredReading[]): Promise<void>
-    /** before the partition's first readings reach the feed: take over what the previous owner held of its residents */
-    takeOver?(partition: number): Promise<void>
+    /** before the partition's readings after `fromSeq` reach the feed: take over what the previous owner held of its residents */
+    takeOver?(partition: number, fromSeq: number): Promise<void>
   }
   /** the NATS link is up again: the drain retries at once, so held PUBACKs go out without waiting for its back-off */
   onLinkUp?: () => void
@@ -105,7 +105,7 @@ export class ClusterNode {
         initial: () => ({ fed: 0 }),
         consume: (s, entries) => ({ fed: s.fed + entries.length }),
         apply: async (partition, entries) => { await feed.append(partition, entries.map((e) => e.reading)); this.stats.fed += entries.length },
-        prepare: async (partition) => { await feed.takeOver?.(partition) },
+        prepare: async (partition, fromSeq) => { await feed.takeOver?.(partition, fromSeq) },
       }
       // no linger: a resident waits for an alert, so each batch goes to the feed as it arrives
       this.feedRunner = new ConsumerRunner<FeedState>({ log, store: checkpoints as unknown as PgCheckpointStore<FeedState>, consumer: feeder, logger: o.logger })

@@ -297,7 +297,7 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
     expect(new Set(owners.values())).toEqual(new Set(['a', 'b', 'c']))
   }, 60_000)
 
-  it('kill -9 of the node judging a resident with an open crisis: the next owner adopts the alert, its escalation goes on from where it was, and a new crisis reading opens no second alert', async () => {
+  it('kill -9 of the node judging residents with an open crisis and a tachycardia under way: the next owner adopts the alert (its escalation goes on from where it was, a new crisis reading opens no second alert) and sees the tachycardia whole', async () => {
     type A = { id: string, residentId: string, severity: string, state: string, concern: string, openedAt: number, deskAt: number | null }
     const get = async (i: number, path: string): Promise<A[]> => {
       const res = await fetch(`http://127.0.0.1:${nodes[i]!.httpPort}${path}`, { headers: { authorization: `Bearer ${nodes[i]!.creds.apiKeys.operator}` } })
@@ -309,10 +309,17 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
     const dev = nodes[0]!.creds.fleet.slice(40).find((f) => owners.get(log.partitionOf(f.residentId)) !== 'a')!
     const victim = 'abc'.indexOf(owners.get(log.partitionOf(dev.residentId))!)
     const heir = victim === 1 ? 2 : 1
+    // another resident the same node judges, whose heart rate at rest has been above 120 for 6 minutes (of the 10 the rule needs)
+    const watch = nodes[0]!.creds.fleet.slice(41).find((f) => f.residentId !== dev.residentId && owners.get(log.partitionOf(f.residentId)) === 'abc'[victim])!
+    const w = await connect(nodes[0]!.mqttPort, watch.deviceId, watch.secret)
+    const t0 = Date.now()
+    const tachy = (seq: number, minutesAgo: number): string => JSON.stringify({ v: 1, seq, ts: t0 - minutesAgo * 60_000, hr: 132, activity: 'rest' })
+    for (const [seq, ago] of [[1, 11], [2, 9], [3, 7], [4, 5]] as const) await w.publishAsync(`vitals/${watch.deviceId}`, tachy(seq, ago), { qos: 1 })
     const d = await connect(nodes[0]!.mqttPort, dev.deviceId, dev.secret)
     await d.publishAsync(`vitals/${dev.deviceId}`, JSON.stringify({ v: 1, seq: 1, ts: Date.now(), sys: 194, dia: 122, hr: 88 }), { qos: 1 })
     const crisis = await waitFor('the crisis alert', async () => (await get(0, `/v1/residents/${dev.residentId}/alerts`)).find((a) => a.severity === 'critical'), 10_000)
     expect(crisis.deskAt).toBeNull()
+    expect(await get(0, `/v1/residents/${watch.residentId}/alerts`)).toEqual([])
     const killedAt = Date.now()
     await nodes[victim]!.kill('SIGKILL')
     // the partition moves; its new owner adopts the alert (acting on it goes through that node now)
@@ -331,6 +338,11 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
       return all.some((a) => a.id !== crisis.id && a.concern !== crisis.concern) ? all : undefined
     }, 10_000, 100)
     expect(alerts.filter((a) => a.concern === crisis.concern && (a.state === 'open' || a.state === 'acknowledged')).map((a) => a.id)).toEqual([crisis.id])
+    // the tachycardia goes on past 10 minutes: the new owner sees it whole (the first 6 minutes were judged on the dead node)
+    for (const [seq, ago] of [[5, 3], [6, 1]] as const) await w.publishAsync(`vitals/${watch.deviceId}`, tachy(seq, ago), { qos: 1 })
+    await w.endAsync()
+    const sustained = await waitFor('the sustained tachycardia alert', async () => (await get(heir, `/v1/residents/${watch.residentId}/alerts`)).find((a) => a.state === 'open'), 10_000, 100)
+    expect(sustained).toMatchObject({ severity: 'warning', concern: expect.stringMatching(/hr/) })
     // acknowledged through the node that judges the resident now
     const ack = await fetch(`http://127.0.0.1:${nodes[newOwner]!.httpPort}/v1/alerts/${crisis.id}/ack`, { method: 'POST', headers: { authorization: `Bearer ${nodes[newOwner]!.creds.apiKeys.operator}` } })
     expect(ack.status, await ack.clone().text()).toBe(200)

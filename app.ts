@@ -103,12 +103,17 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
         takeOver: async (partition, fromSeq) => {
           const theirs = (id: string): boolean => clusterNode!.log.partitionOf(id) === partition
           alerts.adopt(theirs, await clusterAlerts!.handedOver(theirs, alerts.activeOf(theirs)))
-          // the residents' recent past, up to where the partition resumes: readings arrive after they are taken, so
-          // whatever the rules look back on reached the log within the look-back (a phone's old history is recorded only)
+          // the residents' recent past, up to where the partition resumes: what the rules look back on, and the
+          // summary windows still open (a day's, from the resident's local midnight). Readings reach the log after
+          // they are taken, so all of it reached the log within that span (a phone's old history is recorded only)
           const t0 = Date.now()
-          const past = await clusterNode!.log.readSince(partition, clock.now() - alerts.lookbackMs, fromSeq)
-          alerts.warm(past.map((e) => e.reading))
-          if (past.length) log.info({ partition, readings: past.length, ms: Date.now() - t0 }, 'timelines of the partition\'s residents rebuilt from the reading log')
+          const now = clock.now()
+          const windowSpan = Math.max(0, ...windows.map((w) => w.ms)) + 3600_000 + config.forwarder.latenessS * 1000
+          const past = (await clusterNode!.log.readSince(partition, now - Math.max(alerts.lookbackMs, windowSpan), fromSeq)).map((e) => e.reading)
+          alerts.warm(past.filter((r) => r.ts >= now - alerts.lookbackMs))
+          // a window that closed while the partition had no owner (the lease of a dead node runs out first) is sent by this one
+          aggregator.takeOver(theirs, past, now - 3 * config.cluster.leaseMs)
+          log.info({ partition, fromSeq, readings: past.length, ms: Date.now() - t0 }, 'took the partition over: its residents\' alerts adopted, their timelines and open summary windows rebuilt from the reading log')
         },
       },
       logger: logger.child({ component: 'cluster' }),
@@ -183,6 +188,8 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     timeZone: (id) => alerts.timeZoneOf(id),
     alertsIn: (id, from, to) => alerts.openedBetween(id, from, to),
     sinks,
+    // cluster mode: only the resident's judge sends its windows
+    ...(clusterNode ? { owns: (id: string) => clusterNode.owns(id) } : {}),
   })
   // the forwarder keeps its windows in memory and writes them with its cursor every few seconds
   feed.attach({ name: 'forwarder', checkpointsItself: true, consume: (rows) => aggregator.prepare(rows), failed: () => aggregator.failed() })

@@ -150,6 +150,12 @@ export interface AggregatorDeps {
   timeZone?(residentId: string): string
   alertsIn(residentId: string, from: number, to: number): number
   sinks: SummarySink[]
+  /**
+   * Cluster mode: does this node judge the resident now (it owns the resident's partition)?
+   * Only the resident's judge sends its windows: a node that lost the resident to another
+   * keeps no say in its summaries. Unset: every resident (a single node).
+   */
+  owns?(residentId: string): boolean
 }
 
 const CURSOR = 'forwarder'
@@ -212,6 +218,8 @@ export class Aggregator {
   private recent = new Map<string, (ResidentWindow | undefined)[]>()
   private lastSpoolId = 0
   private checkpointedAt = 0
+  /** while windows are rebuilt (takeOver): windows that closed before this time are left alone */
+  private warming: number | undefined
   private readonly s
   private timer: NodeJS.Timeout | undefined
   readonly stats = { windowsClosed: 0, corrections: 0, lateReadings: 0, tooLate: 0 }
@@ -236,6 +244,7 @@ export class Aggregator {
       residentWindows: db.prepare<[string, string, number, number, number], { start: number, state: string }>('SELECT start, state FROM summary_windows WHERE resident_id = ? AND kind = ? AND start >= ? AND start < ? ORDER BY start LIMIT ?'),
       groupStarts: db.prepare<[string, number, number, number], GroupRow>('SELECT start, version, end_ts, time_zone FROM summary_groups WHERE kind = ? AND start >= ? AND start < ? AND version > 0 ORDER BY start LIMIT ?'),
       pruneWindows: db.prepare('DELETE FROM summary_windows WHERE kind = ? AND start < ?'),
+      forgetWindow: db.prepare('DELETE FROM summary_windows WHERE kind = ? AND start = ? AND resident_id = ?'),
       pruneGroups: db.prepare('DELETE FROM summary_groups WHERE kind = ? AND start < ? AND dirty = 0'),
       pruneChildren: db.prepare('DELETE FROM child_rollups WHERE kind = ? AND start < ?'),
     }
@@ -280,6 +289,36 @@ export class Aggregator {
     if (this.d.spool) this.lastSpoolId = this.d.spool.cursor(CURSOR)
   }
 
+  /**
+   * Cluster mode: this node now judges the residents `theirs` accepts (it took their partition
+   * over). Their open windows as this node held them from an earlier time are dropped (another
+   * node counted their readings since), and rebuilt from `past`, the readings of their partition
+   * that reached the reading log before the point the partition resumes from; the readings
+   * after it come through the feed. Windows that closed before `closedSince` stay as they
+   * were: the node that held them then sent them. One that closed since (while the partition
+   * had no owner, between a node's death and the takeover) is rebuilt and sent: twice, if the
+   * dead node sent it just before it died, rather than never.
+   */
+  takeOver (theirs: (residentId: string) => boolean, past: readonly (Reading & { residentId: string })[], closedSince = this.d.clock.now()): void {
+    this.checkpoint()
+    const now = this.d.clock.now()
+    const dropped: ResidentWindow[] = []
+    for (const [key, acc] of this.open) if (theirs(acc.residentId)) { this.open.delete(key); dropped.push(acc) }
+    for (const id of [...this.recent.keys()]) if (theirs(id)) this.recent.delete(id)
+    atomically(this.d.db, () => {
+      for (const w of this.d.windows) {
+        for (const row of this.s.openWindows.all(w.name, now - 2 * w.ms - 2 * HOUR)) {
+          if (!theirs(row.resident_id)) continue
+          if (fromJSON(row.state, w.ms).end + this.d.latenessMs >= now) this.s.forgetWindow.run(w.name, row.start, row.resident_id)
+        }
+      }
+    })
+    this.warming = closedSince
+    try { this.fold(past) } finally { this.warming = undefined }
+    this.checkpoint()
+    if (dropped.length || past.length) this.d.logger.info({ dropped: dropped.length, readings: past.length }, 'open windows of residents this node took over rebuilt from the reading log')
+  }
+
   /** A resident's zone, looked up when a reading leaves the resident's current window (not for every reading). */
   private zoneOf (residentId: string): string {
     const tz = this.d.timeZone?.(residentId)
@@ -290,6 +329,8 @@ export class Aggregator {
     const key = `${w.name}|${b.start}|${residentId}`
     let acc = this.open.get(key) ?? late.get(key) ?? this.dirty.get(key)
     if (acc) return acc
+    // rebuilding windows a node took over: a window that closed before the previous owner could have been gone was sent by it
+    if (this.warming !== undefined && b.end + this.d.latenessMs < this.warming) return undefined
     if (b.end + this.d.retainMs < now) { this.stats.tooLate++; return undefined }
     const row = this.s.load.get(w.name, b.start, residentId)
     acc = row ? fromJSON(row.state, w.ms) : newWindow(residentId, w.name, b, timeZone)
@@ -514,7 +555,9 @@ export class Aggregator {
   private emit (w: WindowKind, g: GroupRow, version: number): void {
     const start = g.start
     const { end, timeZone } = this.period(w, g, start)
-    const rows = this.residentRows(w, start)
+    const owns = this.d.owns
+    // cluster mode: the windows of residents another node judges now are that node's to send
+    const rows = owns ? this.residentRows(w, start).filter((r) => owns(r.w.residentId)) : this.residentRows(w, start)
     const all = rows.map((r) => r.w)
     const changed = rows.filter((r) => r.dirty).map((r) => this.summaryOf(r.w, w, version))
     const children = this.childRollups(w.name, start)

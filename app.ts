@@ -172,7 +172,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
 
   const windows = config.forwarder.windows.split(',').map((w) => parseWindow(w))
   const sinks: SummarySink[] = [
-    hospitalSink({ node: config.region.id, maxEntries: config.forwarder.fhirMaxEntries, clock, hospitals: () => registry.hospitals(), enqueue: (e) => { outbox.enqueue(e) }, audit: exported }),
+    hospitalSink({ node: config.region.id, ...(source ? { sender: source } : {}), maxEntries: config.forwarder.fhirMaxEntries, clock, hospitals: () => registry.hospitals(), enqueue: (e) => { outbox.enqueue(e) }, audit: exported }),
     researchSink({ k: config.forwarder.k, institutions: () => registry.institutions(), enqueue: (e) => { outbox.enqueue(e) }, audit: exported }),
   ]
   if (config.region.parentUrl) sinks.push(parentSink({ parentUrl: config.region.parentUrl, token: config.region.parentToken ?? null, enqueue: (e) => { outbox.enqueue(e) }, audit: exported }))

@@ -1,4 +1,4 @@
-import { createHmac } from 'node:crypto'
+import { createHash, createHmac } from 'node:crypto'
 import type { Clock } from '../core/index.ts'
 import type { ClosedWindow, SummarySink } from './aggregator.ts'
 import type { OutboxEntry } from './outbox.ts'
@@ -24,8 +24,15 @@ export interface HospitalTarget {
 /**
  * Hospitals that chose the `summaries` feed: every closed window's changed resident summaries,
  * as FHIR R4 transaction Bundles to each hospital's FHIR base URL, for its patients only.
+ * `sender` (cluster mode: this node's name in the cluster) goes into the Bundle's id and
+ * Idempotency-Key: every node of a cluster closes the same windows, for the residents of its
+ * own partitions, and numbers their versions itself. Without it, the Bundles of two nodes for
+ * one window had one key, and a hospital that applies a key once dropped all but the first.
+ * The Observations' identifiers stay the region's, as on a single node.
  */
-export function hospitalSink (d: { node: string, maxEntries: number, clock: Clock, hospitals(): HospitalTarget[], enqueue: Enqueue, audit: Audit }): SummarySink {
+export function hospitalSink (d: { node: string, sender?: string, maxEntries: number, clock: Clock, hospitals(): HospitalTarget[], enqueue: Enqueue, audit: Audit }): SummarySink {
+  // as 8 hex digits of its hash: a FHIR id has letters, digits, '-' and '.' only, and at most 64 of them
+  const from = d.sender ? `${d.node}-${createHash('sha256').update(d.sender).digest('hex').slice(0, 8)}` : d.node
   return {
     name: 'hospital-fhir',
     emit (w: ClosedWindow) {
@@ -41,7 +48,7 @@ export function hospitalSink (d: { node: string, maxEntries: number, clock: Cloc
         const entries = byHospital.get(h.id)
         if (!h.fhirUrl || !h.feeds.includes('summaries') || !entries?.length) continue
         for (let i = 0, chunk = 0; i < entries.length; i += d.maxEntries, chunk++) {
-          const id = `${d.node}-${h.id}-${w.kind}-${w.start}-v${w.version}-${chunk}`
+          const id = `${from}-${h.id}-${w.kind}-${w.start}-v${w.version}-${chunk}`
           const body = JSON.stringify(transactionBundle(entries.slice(i, i + d.maxEntries), id, d.clock.now()))
           d.enqueue({ sink: 'hospital-fhir', url: h.fhirUrl, headers: { ...signedHeaders(h.fhirAuth, h.fhirSecret, body), 'content-type': 'application/fhir+json' }, body, idempotencyKey: `fhir:${id}` })
           d.audit('export.fhir', h.id, { bundle: id, observations: Math.min(d.maxEntries, entries.length - i), residents: [...new Set(entries.slice(i, i + d.maxEntries).map((e) => (e.resource.subject as { identifier: { value: string } }).identifier.value))] })

@@ -15,6 +15,7 @@ import { AuditShipper, ClusterAuditChain } from './cluster/audit-chain.ts'
 import { nodeSource } from './cluster/node-source.ts'
 import { ClusterRegistryLog, RegistrySync } from './cluster/registry-log.ts'
 import { AlertMirror, ClusterAlerts } from './cluster/alert-mirror.ts'
+import { WindowMirror } from './cluster/window-mirror.ts'
 import { ReportBook, DeviceModelRegister, DEMO_DEVICE_MODELS, reportSink } from './reports/index.ts'
 
 export interface AppDeps {
@@ -173,9 +174,12 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   const windows = config.forwarder.windows.split(',').map((w) => parseWindow(w))
   const sinks: SummarySink[] = [
     hospitalSink({ node: config.region.id, ...(source ? { sender: source } : {}), maxEntries: config.forwarder.fhirMaxEntries, clock, hospitals: () => registry.hospitals(), enqueue: (e) => { outbox.enqueue(e) }, audit: exported }),
-    researchSink({ k: config.forwarder.k, institutions: () => registry.institutions(), enqueue: (e) => { outbox.enqueue(e) }, audit: exported }),
   ]
-  if (config.region.parentUrl) sinks.push(parentSink({ parentUrl: config.region.parentUrl, token: config.region.parentToken ?? null, enqueue: (e) => { outbox.enqueue(e) }, audit: exported }))
+  // what is about the whole region (research cells, the parent's roll-up) needs every resident's window: in cluster
+  // mode one node sends it, from the cluster's copy of every node's windows (cluster/window-mirror.ts)
+  const regionSinks: SummarySink[] = [researchSink({ k: config.forwarder.k, institutions: () => registry.institutions(), enqueue: (e) => { outbox.enqueue(e) }, audit: exported })]
+  if (config.region.parentUrl) regionSinks.push(parentSink({ parentUrl: config.region.parentUrl, token: config.region.parentToken ?? null, enqueue: (e) => { outbox.enqueue(e) }, audit: exported }))
+  if (!clusterNode) sinks.push(...regionSinks)
   const aggregator = new Aggregator({
     db, clock, spool: feed, logger: logger.child({ component: 'forwarder' }), windows,
     latenessMs: config.forwarder.latenessS * 1000, retainMs: config.forwarder.retainS * 1000,
@@ -314,6 +318,18 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     ? await ClusterAlerts.open(c.postgresUrl!).catch((err: unknown) => { throw new Error(`cluster mode: cannot open the cluster's alerts in PostgreSQL: ${(err as Error).message}`, { cause: err }) })
     : undefined
   if (!clusterAlerts) AlertMirror.uninstall(db)
+  if (!clusterNode) WindowMirror.uninstall(db)
+  const windowMirror = clusterNode
+    ? await WindowMirror.open({
+      db, postgresUrl: c.postgresUrl!, clock, logger: logger.child({ component: 'window-mirror' }), source, windows,
+      latenessMs: config.forwarder.latenessS * 1000, retainMs: config.forwarder.retainS * 1000, region: config.region, rollupK: config.forwarder.rollupK ?? config.forwarder.k,
+      sinks: regionSinks, emitter: () => clusterNode.follows(0), alertsIn: async (id, from, to) => await clusterAlerts!.openedBetween(id, from, to),
+      facts: (id) => {
+        const r = registry.resident(id)
+        return r && { region: r.region, birthYear: r.birthYear, hospitalId: r.hospitalId, researchConsent: r.researchConsent }
+      },
+    }).catch((err: unknown) => { throw new Error(`cluster mode: cannot open the cluster's summary windows in PostgreSQL: ${(err as Error).message}`, { cause: err }) })
+    : undefined
   const alertMirror = clusterAlerts && new AlertMirror({ db, alert: (id) => alerts.get(id), handover: (id) => alerts.handover(id), cluster: clusterAlerts, source, logger: logger.child({ component: 'alert-mirror' }) })
 
   // cluster mode over NATS: the registry is the cluster's (cluster/registry-log.ts); this node's
@@ -347,7 +363,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       mqttClients: mqtt.aedes.connectedClients, openAlerts: bySeverity, outboxPending: outbox.pending(), drained: drain.stats.drained,
       spoolRows: spool.pressure().rows, backpressureEpisodes: spool.stats.backpressureEpisodes, eventLoopDelayP99Ms: loopDelayP99Ms,
       consumers: consumerStatus(),
-      ...(clusterNode ? { cluster: { ...clusterNode.summary(), audit: auditShipper?.summary(), registry: registrySync?.summary(), alerts: alertMirror?.summary() } } : {}),
+      ...(clusterNode ? { cluster: { ...clusterNode.summary(), audit: auditShipper?.summary(), registry: registrySync?.summary(), alerts: alertMirror?.summary(), windows: windowMirror?.summary() } } : {}),
       rssMb: Math.round(process.memoryUsage().rss / 1048576),
     }
   }
@@ -382,6 +398,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       if (auditShipper) checks.audit = auditShipper.status()
       if (registrySync) checks.registry = registrySync.status()
       if (alertMirror) checks.alerts = alertMirror.status()
+      if (windowMirror) checks.windows = windowMirror.status()
       // a consumer stopped by a failure: ingest goes on, but what it feeds (alerts, summaries) does not
       for (const c of consumerStatus()) checks[`consumer:${c.name}`] = c.failing ? `${c.failing.code}: ${c.failing.message}` : 'ok'
       return checks
@@ -391,13 +408,13 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       alertingRoutes({ registry, ruleSets, alerts, alertReads: alertMirror, audit, rulesChanged }),
       alertCareRoutes({ registry, alerts, alertReads: alertMirror, audit }),
       backtestRoutes({ registry, ruleSets, store, audit, clock, k: config.forwarder.k, alerting: { tickMs: config.alerting.tickMs, flapCount: config.alerting.flapCount, flapWindowS: config.alerting.flapWindowS, liveHorizonS: config.alerting.liveHorizonS } }),
-      dataRoutes({ registry, aggregator, audit, windows: windows.map((w) => w.name), k: config.forwarder.k, reportOutcomes: (from, to) => reports.finishedOutcomes(from, to) }),
+      dataRoutes({ registry, aggregator, windowReads: windowMirror, audit, windows: windows.map((w) => w.name), k: config.forwarder.k, reportOutcomes: (from, to) => reports.finishedOutcomes(from, to) }),
       operatorRoutes({ registry, audit, residentChanged: (id) => alerts.rulesChanged(id) }),
-      forwarderRoutes({ registry, aggregator, outbox, audit, auditTrail, region: config.region, windows, rollupK: config.forwarder.rollupK ?? config.forwarder.k, residentChanged: (id) => alerts.rulesChanged(id), keyRevoked: () => credentialWatch.poll() }),
+      forwarderRoutes({ registry, aggregator, windowReads: windowMirror, outbox, audit, auditTrail, region: config.region, windows, rollupK: config.forwarder.rollupK ?? config.forwarder.k, residentChanged: (id) => alerts.rulesChanged(id), keyRevoked: () => credentialWatch.poll() }),
       reportRoutes({ registry, reports, audit, timeZoneOf: (id) => alerts.timeZoneOf(id) }),
       auditViewRoutes({ registry, audit, auditTrail }),
       followerRoutes({ registry, audit, disconnect: (id) => mqtt.disconnectIdentity(id) }),
-      publicStatsRoutes({ aggregator, region: config.region, windows, k: config.forwarder.k }),
+      publicStatsRoutes({ aggregator, windowReads: windowMirror, region: config.region, windows, k: config.forwarder.k }),
       (app) => registerDeviceRoutes(app, {
         fleet,
         isOnline: (id) => mqtt.presence.isOnline(id),
@@ -436,6 +453,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       auditShipper?.start()
       registrySync?.start()
       alertMirror?.start()
+      windowMirror?.start()
       rollups?.start()
       alertExport?.start()
       alerts.resendUndelivered()
@@ -485,6 +503,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       await registrySync?.stop()
       await registryLog?.close()
       await alertMirror?.stop()
+      await windowMirror?.stop()
       await clusterAlerts?.close()
       rollups?.stop()
       alertExport?.stop()

@@ -2,13 +2,15 @@ import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
 import { VitalmeshError } from '../core/index.ts'
 import type { Registry, AuditLog } from '../registry/index.ts'
-import { researchPayload, researchReportPayload, type Aggregator, type ReportOutcomeInput, type ResearchCell } from '../forwarder/index.ts'
+import { researchPayload, researchReportPayload, type Aggregator, type ReportOutcomeInput, type ResearchCell, type WindowReads } from '../forwarder/index.ts'
 import { mayAccessResident } from './access.ts'
 import { ResidentParams } from './schemas.ts'
 import type { ZodTypeProvider } from './zod.ts'
 
 export interface DataRoutesDeps {
   registry: Registry, aggregator: Aggregator, audit: AuditLog, windows: string[], k: number
+  /** cluster mode: windows are read from the cluster's copy of every node's (default: the aggregator's) */
+  windowReads?: WindowReads
   /** finished clinical reports, for report-level research aggregates (reports/book.ts finishedOutcomes) */
   reportOutcomes(from: number, to: number): ReportOutcomeInput[]
 }
@@ -80,7 +82,7 @@ export function dataRoutes (d: DataRoutesDeps) {
       const kind = windowOf(q.window)
       const to = q.to ?? Date.now()
       const from = q.from ?? to - 7 * 86400_000
-      const summaries = d.aggregator.residentSummaries(id, kind, from, to)
+      const summaries = await (d.windowReads ?? d.aggregator).residentSummaries(id, kind, from, to)
       if (p.role !== 'resident') d.audit.append(`${p.role}:${p.scope ?? ''}:${p.keyId}`, 'pull.summaries', id, { window: kind, from, to, count: summaries.length })
       return { residentId: id, window: kind, summaries }
     })
@@ -119,7 +121,7 @@ export function dataRoutes (d: DataRoutesDeps) {
       const kind = windowOf(q.window)
       const to = q.to ?? Date.now()
       const from = Math.max(q.from ?? to - 7 * 86400_000, q.cursor !== undefined ? q.cursor + 1 : 0)
-      const windows = d.aggregator.closedWindows(kind, from, to, q.limit)
+      const windows = await (d.windowReads ?? d.aggregator).closedWindows(kind, from, to, q.limit)
       const pages = windows.map((w) => {
         const payload = researchPayload(w, { id: inst.id, pseudonymKey: inst.pseudonymKey }, d.k)
         payload.cells = payload.cells.filter((c) => (!q.region || c.region === q.region) && (!q.ageBand || c.ageBand === q.ageBand))

@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
 import { VitalmeshError } from '../core/index.ts'
 import type { Registry, Role, AuditLog, AuditTrail } from '../registry/index.ts'
-import { checkRollup, type Aggregator, type Outbox, type RegionRollup, type WindowKind } from '../forwarder/index.ts'
+import { checkRollup, type Aggregator, type Outbox, type RegionRollup, type WindowKind, type WindowReads } from '../forwarder/index.ts'
 import { RollupSchema } from '../forwarder/index.ts'
 import type { ZodTypeProvider } from './zod.ts'
 export { RollupSchema }
@@ -10,6 +10,8 @@ export { RollupSchema }
 export interface ForwarderRoutesDeps {
   registry: Registry
   aggregator: Aggregator
+  /** cluster mode: windows are read from the cluster's copy of every node's (default: the aggregator's) */
+  windowReads?: WindowReads
   outbox: Outbox
   audit: AuditLog
   /** what /v1/audit reads: this node's trail (default), or in cluster mode the cluster's one chain */
@@ -67,7 +69,7 @@ export function forwarderRoutes (d: ForwarderRoutesDeps) {
       const from = Number(req.query.from ?? to - 7 * 86400_000)
       if (!Number.isFinite(from) || !Number.isFinite(to)) throw new VitalmeshError('VM_BAD_REQUEST', 'from and to are epoch milliseconds')
       // another node (a region key) gets what a roll-up would carry: no window of fewer own residents than rollupK
-      return { region: d.region, window: kind, aggregates: d.aggregator.regionAggregates(kind, from, to, p.role === 'region' ? d.rollupK ?? 1 : 1) }
+      return { region: d.region, window: kind, aggregates: await (d.windowReads ?? d.aggregator).regionAggregates(kind, from, to, p.role === 'region' ? d.rollupK ?? 1 : 1) }
     })
 
     app.get('/v1/outbox/dead', { schema: { summary: 'Deliveries set aside after failing too long', tags: ['operators'] }, config: OPERATOR }, async (req) => {

@@ -1,10 +1,12 @@
 import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
 import { VitalmeshError } from '../core/index.ts'
-import type { Aggregator, WindowKind } from '../forwarder/index.ts'
+import type { Aggregator, WindowKind, WindowReads } from '../forwarder/index.ts'
 
 export interface PublicStatsDeps {
   aggregator: Pick<Aggregator, 'regionAggregates' | 'ownAlerts'>
+  /** cluster mode: windows are read from the cluster's copy of every node's (default: the aggregator's) */
+  windowReads?: WindowReads
   region: { id: string, level: string }
   windows: WindowKind[]
   /** a cell covering fewer residents than this is not published (config forwarder.k) */
@@ -36,8 +38,8 @@ const IN_RANGE = new Set(['normal', 'elevated'])
  * k-suppressed. The alert rate is over this node's own residents (child roll-ups carry no
  * alerts), suppressed on its own when they are fewer than k.
  */
-export function publicRegionWindows (d: PublicStatsDeps, kind: string, from: number, to: number): PublicWindow[] {
-  return d.aggregator.regionAggregates(kind, from, to, d.k).map((a) => {
+export async function publicRegionWindows (d: PublicStatsDeps, kind: string, from: number, to: number): Promise<PublicWindow[]> {
+  return (await (d.windowReads ?? d.aggregator).regionAggregates(kind, from, to, d.k)).map((a) => {
     const suppressed = a.residents < d.k
     const bpTotal = Object.values(a.bpCategories).reduce((x, y) => x + y, 0)
     const bpIn = Object.entries(a.bpCategories).filter(([c]) => IN_RANGE.has(c)).reduce((x, [, n]) => x + n, 0)
@@ -70,7 +72,7 @@ export function publicStatsRoutes (d: PublicStatsDeps) {
       const to = Date.now()
       const from = to - q.data.days * 86400_000
       reply.header('cache-control', 'public, max-age=60')
-      return { region: d.region, window: kind, k: d.k, from, to, windows: publicRegionWindows(d, kind, from, to) }
+      return { region: d.region, window: kind, k: d.k, from, to, windows: await publicRegionWindows(d, kind, from, to) }
     })
   }
 }

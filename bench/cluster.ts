@@ -38,21 +38,22 @@ const asServer = (a: AppProcess, name: string): Server => ({
   operatorKey: a.creds.apiKeys.operator, config: '', stop: async () => { await a.kill('SIGTERM') },
 })
 
-interface Stats { readingsAccepted: number, cluster?: { stored: number } }
+interface Stats { readingsAccepted: number, cluster?: { stored: number, fed: number } }
 const stats = async (s: Server): Promise<Stats> =>
   await (await fetch(`http://127.0.0.1:${s.httpPort}/v1/stats`, { headers: { authorization: `Bearer ${s.operatorKey}` } })).json() as Stats
 
-/** every node's own consumers caught up, and the partitions' owners stored every reading the nodes accepted */
+/** the partitions' owners stored and fed every reading the nodes accepted, and then every node's consumers (its feed's among them) caught up */
 async function clusterSettled (nodes: Server[]): Promise<void> {
-  for (const n of nodes) await settled(n)
   for (const end = Date.now() + 60_000; ;) {
     const all = await Promise.all(nodes.map(stats))
     const accepted = all.reduce((s, x) => s + x.readingsAccepted, 0)
     const stored = all.reduce((s, x) => s + (x.cluster?.stored ?? 0), 0)
-    if (stored >= accepted) return
-    if (Date.now() > end) throw new Error(`the partitions' owners stored ${stored} of ${accepted} readings after 60 s`)
+    const fed = all.reduce((s, x) => s + (x.cluster?.fed ?? 0), 0)
+    if (stored >= accepted && fed >= accepted) break
+    if (Date.now() > end) throw new Error(`the partitions' owners stored ${stored} and fed ${fed} of ${accepted} readings after 60 s`)
     await new Promise((r) => setTimeout(r, 50))
   }
+  for (const n of nodes) await settled(n)
 }
 
 const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2 }

@@ -87,6 +87,12 @@ export class ClusterAlerts {
     return residentIds ? all.filter((a) => residentIds(a.residentId)) : all
   }
 
+  /** Alerts opened for a resident in [from, to), as AlertBook.openedBetween (a summary window counts them). */
+  async openedBetween (residentId: string, from: number, to: number): Promise<number> {
+    const r = await this.pool.query<{ n: string }>("SELECT count(*) AS n FROM cluster_alerts WHERE resident_id = $1 AND opened_at >= $2 AND opened_at < $3 AND state != 'recorded'", [residentId, from, to])
+    return Number(r.rows[0]!.n)
+  }
+
   /** the node that shipped the alert (its source name), if any did */
   async sourceOf (alertId: string): Promise<string | undefined> {
     return (await this.pool.query<{ source: string }>('SELECT source FROM cluster_alerts WHERE id = $1', [alertId])).rows[0]?.source

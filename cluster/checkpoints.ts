@@ -13,11 +13,14 @@ import { migrate, openDatabase, type DB, type Migration } from '../core/index.ts
  * work counts.
  *
  * Cluster mode keeps this in PostgreSQL (cluster/pg-checkpoints.ts), not in SQLite (one node's disk, which the next
- * owner cannot read) nor in JetStream's key-value store: a consumer's effects (alerts and
- * their history, outbox rows for the hospital's summaries) live in PostgreSQL, and the state,
- * the position and those effects must commit in one transaction, fenced by the epoch in that
- * same transaction, or a crash between two of them loses or repeats an alert. The KV store has
- * no transaction across keys and limits a value's size, which rule timelines and windows outgrow.
+ * owner cannot read) nor in JetStream's key-value store: an effect a consumer keeps in
+ * PostgreSQL commits in the checkpoint's transaction, fenced by the epoch in that same
+ * transaction (`commit(cp, effects)`), and what must be there before a position passes the
+ * readings behind it (the alerts they raised, cluster/alert-mirror.ts) is written before the
+ * commit, in the same database the next owner reads. The KV store has no transaction across
+ * keys and limits a value's size, which rule timelines and windows outgrow. Those timelines and
+ * windows are derived from readings, so they are each node's cache, rebuilt from the log by
+ * the node that takes a partition over (README, "Where the processing state lives").
  * The SQLite store here serves one machine: the tests' processes, and the embedded mode if it
  * ever runs partitions.
  */

@@ -201,6 +201,11 @@ export class ClusterNode {
     return lag
   }
 
+  /** Does this node follow partition p now (as `owns` for a resident)? */
+  follows (partition: number): boolean {
+    return this.feedRunner ? this.feedRunner.following(partition) : this.owner?.owned().includes(partition) ?? false
+  }
+
   /**
    * Does this node judge the resident now: does it follow the resident's partition into its
    * feed? From the lease's acquisition until the partition's last batch was judged and committed

@@ -170,18 +170,18 @@ function newWindow (residentId: string, kind: string, b: WindowBounds, timeZone:
   return { residentId, kind, start: b.start, end: b.end, timeZone, hr: emptyStats(), sys: emptyStats(), dia: emptyStats(), cats: {}, bpIn: 0, hrIn: 0 }
 }
 
-function toJSON (w: ResidentWindow): string {
+export function windowToJSON (w: ResidentWindow): string {
   return JSON.stringify({ ...w, hr: statsToJSON(w.hr), sys: statsToJSON(w.sys), dia: statsToJSON(w.dia) })
 }
 
 /** `ms`: the window's size, for states written before windows kept their end (they were UTC-aligned) */
-function fromJSON (s: string, ms: number): ResidentWindow {
+export function windowFromJSON (s: string, ms: number): ResidentWindow {
   const j = JSON.parse(s) as ResidentWindow & { hr: ReturnType<typeof statsToJSON>, sys: ReturnType<typeof statsToJSON>, dia: ReturnType<typeof statsToJSON> }
   return { ...j, end: j.end ?? j.start + ms, timeZone: j.timeZone ?? 'UTC', hr: statsFromJSON(j.hr), sys: statsFromJSON(j.sys), dia: statsFromJSON(j.dia) }
 }
 
 /** A region's aggregate for one window: its own residents' windows and its child regions' roll-ups, merged exactly. */
-function mergeRegion (all: readonly ResidentWindow[], children: readonly RegionRollup[]): { residents: number, hr: MetricStats, sys: MetricStats, dia: MetricStats, cats: Record<string, number> } {
+export function mergeRegion (all: readonly ResidentWindow[], children: readonly RegionRollup[]): { residents: number, hr: MetricStats, sys: MetricStats, dia: MetricStats, cats: Record<string, number> } {
   const hr = emptyStats(); const sys = emptyStats(); const dia = emptyStats()
   const cats: Record<string, number> = {}
   let residents = all.length
@@ -195,6 +195,46 @@ function mergeRegion (all: readonly ResidentWindow[], children: readonly RegionR
     residents += c.residents
   }
   return { residents, hr, sys, dia, cats }
+}
+
+/** A region's aggregate for one window, as the API reads it. */
+export interface RegionAggregate { window: { kind: string, start: number, end: number }, residents: number, hr: StatsSummary, sys: StatsSummary, dia: StatsSummary, bpCategories: Record<string, number>, children: { region: string, residents: number, readings: number }[] }
+
+/** What the API reads of windows: the aggregator's own, or in cluster mode the cluster's copy of every node's (cluster/window-mirror.ts). */
+export interface WindowReads {
+  residentSummaries(residentId: string, kind: string, from: number, to: number, limit?: number): ResidentSummary[] | Promise<ResidentSummary[]>
+  closedWindows(kind: string, from: number, to: number, limit: number): ClosedWindow[] | Promise<ClosedWindow[]>
+  regionAggregates(kind: string, from: number, to: number, minOwn?: number): RegionAggregate[] | Promise<RegionAggregate[]>
+}
+
+/** A resident's window as hospitals receive it; `alerts`: the alerts opened for the resident in it. */
+export function residentSummary (acc: ResidentWindow, w: WindowKind, version: number, alerts: number): ResidentSummary {
+  const bpN = acc.sys.n
+  return {
+    residentId: acc.residentId,
+    window: { kind: w.name, start: acc.start, end: acc.end },
+    version,
+    hr: summarize(acc.hr), sys: summarize(acc.sys), dia: summarize(acc.dia),
+    bpCategories: { ...acc.cats },
+    timeInRange: { bp: bpN ? Math.round((acc.bpIn / bpN) * 1000) / 1000 : null, hr: acc.hr.n ? Math.round((acc.hrIn / acc.hr.n) * 1000) / 1000 : null },
+    alerts,
+  }
+}
+
+/** The region's roll-up of one window: its residents' windows (left out when fewer than `rollupK`) and its child regions' roll-ups, merged exactly. */
+export function regionRollup (region: { id: string, level: string }, rollupK: number, w: WindowKind, period: { start: number, end: number, timeZone: string }, version: number, all: readonly ResidentWindow[], children: readonly RegionRollup[]): RegionRollup {
+  const { start, end, timeZone } = period
+  // the roll-up names its window as the parent checks it: a window of its zone (the longer of two sharing a start is local to the node)
+  const cut = windowAt(w, start, timeZone)
+  // fewer own residents than rollupK: the window goes up without them (children are k-protected by their own nodes)
+  const suppressed = all.length > 0 && all.length < rollupK
+  const { residents, hr, sys, dia, cats } = mergeRegion(suppressed ? [] : all, children)
+  return {
+    schema: 'vitalmesh.region-rollup/1', region: region.id, level: region.level,
+    window: { kind: w.name, start, end: cut.start === start ? cut.end : end, ...(timeZone === 'UTC' ? {} : { timeZone }) }, version, residents,
+    hr: statsToJSON(hr), sys: statsToJSON(sys), dia: statsToJSON(dia), bpCategories: cats, children: children.map((c) => c.region),
+    ...(suppressed ? { suppressed: true } : {}),
+  }
 }
 
 /**
@@ -269,7 +309,7 @@ export class Aggregator {
     for (const w of this.d.windows) {
       // the current and the previous window, a DST change's hour either way
       for (const row of this.s.openWindows.all(w.name, now - 2 * w.ms - 2 * HOUR)) {
-        const acc = fromJSON(row.state, w.ms)
+        const acc = windowFromJSON(row.state, w.ms)
         if (acc.end + this.d.latenessMs >= now) this.open.set(`${w.name}|${row.start}|${row.resident_id}`, acc)
       }
     }
@@ -309,7 +349,7 @@ export class Aggregator {
       for (const w of this.d.windows) {
         for (const row of this.s.openWindows.all(w.name, now - 2 * w.ms - 2 * HOUR)) {
           if (!theirs(row.resident_id)) continue
-          if (fromJSON(row.state, w.ms).end + this.d.latenessMs >= now) this.s.forgetWindow.run(w.name, row.start, row.resident_id)
+          if (windowFromJSON(row.state, w.ms).end + this.d.latenessMs >= now) this.s.forgetWindow.run(w.name, row.start, row.resident_id)
         }
       }
     })
@@ -333,7 +373,7 @@ export class Aggregator {
     if (this.warming !== undefined && b.end + this.d.latenessMs < this.warming) return undefined
     if (b.end + this.d.retainMs < now) { this.stats.tooLate++; return undefined }
     const row = this.s.load.get(w.name, b.start, residentId)
-    acc = row ? fromJSON(row.state, w.ms) : newWindow(residentId, w.name, b, timeZone)
+    acc = row ? windowFromJSON(row.state, w.ms) : newWindow(residentId, w.name, b, timeZone)
     // old windows are loaded for one late reading and written back, not kept in memory
     if (acc.end + this.d.latenessMs >= now) this.open.set(key, acc)
     else { late.set(key, acc); this.stats.lateReadings++ }
@@ -371,7 +411,12 @@ export class Aggregator {
     const windows = this.d.windows
     const track = !this.d.spool
     let last = this.lastSpoolId
+    const owns = this.d.owns
     for (const r of rows) {
+      if (r.id !== undefined && r.id > last) last = r.id
+      // cluster mode: a reading of a resident this node no longer judges (left in its feed by a crash before the
+      // partition's position committed): the resident's judge counts it, from the log
+      if (owns && !owns(r.residentId)) continue
       const bp = r.sys !== undefined && r.dia !== undefined
       const cat = bp ? classify.evaluateOne(r, {})!.detail.category! : undefined
       let cache = this.recent.get(r.residentId)
@@ -404,7 +449,6 @@ export class Aggregator {
           this.dirty.set(`${acc.kind}|${acc.start}|${acc.residentId}`, acc)
         }
       }
-      if (r.id !== undefined && r.id > last) last = r.id
     }
     // moved once the batch is folded: readings of one spool record (several residents) share its
     // id, and a window made dirty by the record's second reading must not count it as covered
@@ -415,7 +459,7 @@ export class Aggregator {
   private save (windows: Iterable<ResidentWindow>): void {
     const groups = new Set<string>()
     for (const acc of windows) {
-      this.s.save.run(acc.kind, acc.start, acc.residentId, toJSON(acc))
+      this.s.save.run(acc.kind, acc.start, acc.residentId, windowToJSON(acc))
       // one group row per window period, not per resident (10,000 residents shared a handful)
       const g = `${acc.kind}|${acc.start}|${acc.end}`
       if (!groups.has(g)) { groups.add(g); this.s.group.run(acc.kind, acc.start, acc.end, acc.timeZone) }
@@ -493,7 +537,7 @@ export class Aggregator {
     const kind = w.name
     const out: { w: ResidentWindow, dirty: boolean }[] = []
     for (const row of this.s.windowsOf.all(kind, start)) {
-      try { out.push({ w: fromJSON(row.state, w.ms), dirty: row.dirty === 1 }) } catch (err) {
+      try { out.push({ w: windowFromJSON(row.state, w.ms), dirty: row.dirty === 1 }) } catch (err) {
         this.d.logger.warn({ err, kind, start: new Date(start).toISOString() }, 'stored resident window skipped: it cannot be read')
       }
     }
@@ -501,16 +545,7 @@ export class Aggregator {
   }
 
   summaryOf (acc: ResidentWindow, w: WindowKind, version: number): ResidentSummary {
-    const bpN = acc.sys.n
-    return {
-      residentId: acc.residentId,
-      window: { kind: w.name, start: acc.start, end: acc.end },
-      version,
-      hr: summarize(acc.hr), sys: summarize(acc.sys), dia: summarize(acc.dia),
-      bpCategories: { ...acc.cats },
-      timeInRange: { bp: bpN ? Math.round((acc.bpIn / bpN) * 1000) / 1000 : null, hr: acc.hr.n ? Math.round((acc.hrIn / acc.hr.n) * 1000) / 1000 : null },
-      alerts: this.d.alertsIn(acc.residentId, acc.start, acc.end),
-    }
+    return residentSummary(acc, w, version, this.d.alertsIn(acc.residentId, acc.start, acc.end))
   }
 
   /** Closes the windows that are past their lateness, and re-emits corrected ones. */
@@ -560,18 +595,7 @@ export class Aggregator {
     const rows = owns ? this.residentRows(w, start).filter((r) => owns(r.w.residentId)) : this.residentRows(w, start)
     const all = rows.map((r) => r.w)
     const changed = rows.filter((r) => r.dirty).map((r) => this.summaryOf(r.w, w, version))
-    const children = this.childRollups(w.name, start)
-    // the roll-up names its window as the parent checks it: a window of its zone (the longer of two sharing a start is local to the node)
-    const cut = windowAt(w, start, timeZone)
-    // fewer own residents than rollupK: the window goes up without them (children are k-protected by their own nodes)
-    const suppressed = all.length > 0 && all.length < (this.d.rollupK ?? 1)
-    const { residents, hr, sys, dia, cats } = mergeRegion(suppressed ? [] : all, children)
-    const rollup: RegionRollup = {
-      schema: 'vitalmesh.region-rollup/1', region: this.d.region.id, level: this.d.region.level,
-      window: { kind: w.name, start, end: cut.start === start ? cut.end : end, ...(timeZone === 'UTC' ? {} : { timeZone }) }, version, residents,
-      hr: statsToJSON(hr), sys: statsToJSON(sys), dia: statsToJSON(dia), bpCategories: cats, children: children.map((c) => c.region),
-      ...(suppressed ? { suppressed: true } : {}),
-    }
+    const rollup = regionRollup(this.d.region, this.d.rollupK ?? 1, w, { start, end, timeZone }, version, all, this.childRollups(w.name, start))
     const closed: ClosedWindow = { kind: w.name, start, end, timeZone, version, changed, all, rollup, facts: (id) => this.d.resident(id) }
     for (const sink of this.d.sinks) sink.emit(closed)
     this.s.emitted.run(version, w.name, start)
@@ -585,7 +609,7 @@ export class Aggregator {
     const w = this.d.windows.find((x) => x.name === kind)
     if (!w) return []
     this.checkpoint() // what is read comes from the table: the readings of the last seconds too
-    return this.s.residentWindows.all(residentId, kind, from, to, limit).map((r) => this.summaryOf(fromJSON(r.state, w.ms), w, 0))
+    return this.s.residentWindows.all(residentId, kind, from, to, limit).map((r) => this.summaryOf(windowFromJSON(r.state, w.ms), w, 0))
   }
 
   /** Closed windows in [from, to), oldest first, with every resident's data, for research pulls. */
@@ -605,7 +629,7 @@ export class Aggregator {
    * The region's aggregates per window (own residents and child regions merged), for the API.
    * `minOwn`: own residents fewer than this in a window are left out (for readers outside the node).
    */
-  regionAggregates (kind: string, from: number, to: number, minOwn = 1): { window: { kind: string, start: number, end: number }, residents: number, hr: StatsSummary, sys: StatsSummary, dia: StatsSummary, bpCategories: Record<string, number>, children: { region: string, residents: number, readings: number }[] }[] {
+  regionAggregates (kind: string, from: number, to: number, minOwn = 1): RegionAggregate[] {
     const w = this.d.windows.find((x) => x.name === kind)
     if (!w) return []
     this.checkpoint()

@@ -10,6 +10,27 @@ import { startInfluxd, type ServerProcess } from './helpers/influxd.ts'
 import { fhirServer, type FhirServer } from './helpers/fhir.ts'
 import { freePort } from './helpers/redis.ts'
 import { partitionOf } from '../cluster/log.ts'
+import { createServer, type Server } from 'node:http'
+
+/** A parent region's federation endpoint: keeps every roll-up posted to it. */
+async function parentRegion (): Promise<{ url: string, rollups: Record<string, any>[], stop(): Promise<void> }> {
+  const rollups: Record<string, any>[] = []
+  const server: Server = createServer((req, res) => {
+    let body = ''
+    req.on('data', (c: Buffer) => { body += c.toString() })
+    req.on('end', () => { rollups.push(JSON.parse(body) as Record<string, any>); res.writeHead(202, { 'content-type': 'application/json' }).end('{}') })
+  })
+  const port = await freePort()
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve))
+  return { url: `http://127.0.0.1:${port}/v1/federation/rollups`, rollups, stop: async () => { await new Promise((resolve) => server.close(resolve)) } }
+}
+
+/** The last version of each window's roll-up a parent received, without the version (how often it was sent is timing). */
+function lastRollups (rollups: readonly Record<string, any>[]): Record<string, unknown>[] {
+  const last = new Map<number, Record<string, any>>()
+  for (const r of rollups) if ((last.get(r.window.start)?.version ?? 0) < r.version) last.set(r.window.start, r)
+  return [...last.values()].sort((x, y) => x.window.start - y.window.start).map(({ version: _, ...r }) => r)
+}
 
 /**
  * Issue 17, "same results as one node": one script of readings goes through a single node and
@@ -44,6 +65,8 @@ const FAST_ENV = {
   VITALMESH_OUTBOX_POLL_MS: '50', VITALMESH_OUTBOX_MAX_BACKOFF_MS: '300', VITALMESH_OUTBOX_BREAKER_OPEN_MS: '200',
   // a device publishes its readings back to back, above the default rate limit (10/s)
   VITALMESH_PUBLISH_RATE: '1000',
+  // every window's roll-up goes to the parent region with its residents, however few (the default leaves out fewer than 5)
+  VITALMESH_ROLLUP_K: '1',
 }
 
 interface Reading { seq: number, ts: number, hr?: number, sys?: number, dia?: number, activity?: 'rest' }
@@ -108,11 +131,13 @@ describe('the 3-node cluster gives the same results as one node (issue 17)', () 
   const dirs: string[] = []
   let atSingle: FhirServer
   let atCluster: FhirServer
+  let parentOfSingle: Awaited<ReturnType<typeof parentRegion>>
+  let parentOfCluster: Awaited<ReturnType<typeof parentRegion>>
 
   beforeAll(async () => {
     atSingle = fhirServer(await freePort())
     atCluster = fhirServer(await freePort())
-    ;[nats, pg, influx] = await Promise.all([startNatsCluster({ size: 3 }), startPostgres(), startInfluxd(), atSingle.start(), atCluster.start()])
+    ;[nats, pg, influx, parentOfSingle, parentOfCluster] = await Promise.all([startNatsCluster({ size: 3 }), startPostgres(), startInfluxd(), parentRegion(), parentRegion(), atSingle.start(), atCluster.start()])
     dirs.push(tempDir('vm-same-a-'))
     const made = await run(process.execPath, ['--import', 'tsx', join(ROOT, 'cli.ts'), 'demo'], 60_000, { VITALMESH_DATA_DIR: dirs[0]! })
     expect(made.code, made.stderr).toBe(0)
@@ -122,17 +147,18 @@ describe('the 3-node cluster gives the same results as one node (issue 17)', () 
       ...FAST_ENV,
       VITALMESH_NATS_URL: nats.servers.join(','), VITALMESH_PG_URL: pg.url, VITALMESH_CLUSTER_PARTITIONS: String(PARTITIONS), VITALMESH_CLUSTER_REPLICAS: '3',
       VITALMESH_STORE: 'influx', VITALMESH_INFLUX_URL: influx.url, VITALMESH_INFLUX_DB: 'same', VITALMESH_INFLUX_CREATE_DATABASE: 'true', VITALMESH_INFLUX_API: 'v1',
+      VITALMESH_PARENT_URL: parentOfCluster.url,
     }
     const startCluster = async (): Promise<void> => {
       // one at a time: the first creates the stream and the bucket, the others check them
       for (const [i, id] of ['a', 'b', 'c'].entries()) cluster.push(await startAppProcess(dirs[i]!, { ...env, VITALMESH_NODE_ID: id }))
     }
-    ;[single] = await Promise.all([startAppProcess(dirs[3]!, FAST_ENV), startCluster()])
+    ;[single] = await Promise.all([startAppProcess(dirs[3]!, { ...FAST_ENV, VITALMESH_PARENT_URL: parentOfSingle.url }), startCluster()])
   }, 150_000)
 
   afterAll(async () => {
     await Promise.all([...cluster, single].map((n) => n?.kill('SIGKILL')))
-    await Promise.all([nats?.stop(), pg?.stop(), influx?.destroy(), atSingle?.stop(), atCluster?.stop()])
+    await Promise.all([nats?.stop(), pg?.stop(), influx?.destroy(), atSingle?.stop(), atCluster?.stop(), parentOfSingle?.stop(), parentOfCluster?.stop()])
   })
 
   const api = async (n: AppProcess, method: string, path: string, body?: unknown): Promise<{ status: number, body: any }> => {
@@ -349,4 +375,24 @@ describe('the 3-node cluster gives the same results as one node (issue 17)', () 
       expect([...bodies].filter(([, b]) => b.size > 1).map(([k, b]) => `${k}: ${b.size} Bundles`), `${name}: Idempotency-Keys carried by more than one Bundle`).toEqual([])
     }
   })
+  it('the same region: its aggregates read through every node, and the roll-ups the parent region receives, over every node\'s residents', async () => {
+    const path = `/v1/regions/local/aggregates?window=5m&from=${base - 2 * 3600_000}&to=${base + 3600_000}`
+    const one = await api(single, 'GET', path)
+    expect(one.status).toBe(200)
+    const aggregates = one.body.aggregates as { window: { start: number }, residents: number }[]
+    // residents judged on different nodes share windows: a node's own residents alone would not give these counts
+    expect(Math.max(...aggregates.map((a) => a.residents))).toBeGreaterThanOrEqual(3)
+    // (the region as configured differs in the parent's URL only: each system has a parent endpoint of its own)
+    for (const [i, n] of cluster.entries()) expect((await api(n, 'GET', path)).body.aggregates, `the region's aggregates read through node ${'abc'[i]}`).toEqual(one.body.aggregates)
+    // the parent region: one roll-up per window (the last version), the same as the single node's. The region's windows are
+    // closed by one node of the cluster a few seconds after the nodes closed their residents'
+    const want = lastRollups(parentOfSingle.rollups)
+    expect(want.length).toBeGreaterThan(0)
+    const got = await waitFor('the cluster\'s roll-ups to the parent region', async () => {
+      const have = lastRollups(parentOfCluster.rollups)
+      return JSON.stringify(have) === JSON.stringify(want) ? have : undefined
+    }, 20_000, 250).catch(() => lastRollups(parentOfCluster.rollups))
+    expect(got).toEqual(want)
+    console.log(`cluster-same-results: ${want.length} region windows, the same aggregates on every node and the same roll-ups at the parent region`)
+  }, 40_000)
 })

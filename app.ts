@@ -93,11 +93,11 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       partitions: c.partitions, replicas: c.replicas, leaseMs: c.leaseMs, postgresUrl: c.postgresUrl!,
       store, head: () => spool.head(), shippedTo: spool.cursor(LOG_CURSOR), onStored: (rows) => rollups?.touch(rows), onLinkUp: () => drain.retryNow(),
       feed: {
-        append: async (_partition, rows) => {
-          await appendToFeed(feed, registry, rows)
-          // the partition's position commits only once alerting judged these readings and the
-          // cluster's copy has the alerts they raised: a node that takes the partition over then
-          // resumes after them holding those alerts, and neither judges a reading twice nor misses one
+        append: async (_partition, rows) => { await appendToFeed(feed, registry, rows) },
+        // the partition's position commits only once alerting judged what the feed got and the
+        // cluster's copy has the alerts it raised: a node that takes the partition over then
+        // resumes after those readings holding those alerts, and neither judges one twice nor misses one
+        settled: async () => {
           await feed.whenConsumed('alerting', feed.head())
           await alertMirror!.flush()
         },

@@ -262,6 +262,12 @@ export interface PartitionConsumer<S> {
    */
   apply?(partition: number, entries: readonly LogEntry[]): Promise<void>
   /**
+   * Entries as they arrive, before the batch they belong to commits (lingerMs): what must not wait
+   * for the commit (the feed: a resident waits for an alert). At least once, like `apply`, which
+   * runs at the commit after every delivery of its entries has resolved.
+   */
+  deliver?(partition: number, entries: readonly LogEntry[]): Promise<void>
+  /**
    * Before the first entry of each time the partition is followed (its checkpoint claimed, at
    * `fromSeq`): what this node needs to take the partition over from another (alerting's hand-over).
    */
@@ -410,6 +416,17 @@ export class ConsumerRunner<S> {
     this.behind.delete(partition)
     const lingerMs = this.o.lingerMs ?? 0
     let batch: LogEntry[] = []
+    // entries of the batch not handed to `deliver` yet, and the deliveries under way (a commit waits for them)
+    let undelivered: LogEntry[] = []
+    let deliveries: Promise<void>[] = []
+    const deliver = (): void => {
+      if (!consumer.deliver || undelivered.length === 0) return
+      const d = consumer.deliver(partition, undelivered)
+      undelivered = []
+      // a failed delivery fails the commit that waits for it; until then it must not be an unhandled rejection
+      d.catch(() => {})
+      deliveries.push(d)
+    }
     let linger: NodeJS.Timeout | undefined
     // one commit at a time, in order: from the loop below, or from the linger timer
     let committing: Promise<void> = Promise.resolve()
@@ -419,6 +436,10 @@ export class ConsumerRunner<S> {
       if (batch.length === 0 || t.stopped) return
       const entries = batch
       batch = []
+      deliver()
+      const delivered = deliveries
+      deliveries = []
+      await Promise.all(delivered)
       if (consumer.apply) await consumer.apply(partition, entries)
       const next = consumer.consume(state, entries)
       const last = entries[entries.length - 1]!.streamSeq
@@ -436,7 +457,9 @@ export class ConsumerRunner<S> {
       for await (const m of messages) {
         // a fresh consumer numbers its deliveries 1, 2, 3...: a gap is a message lost on the way
         if (m.info.deliverySequence !== ++delivered) throw new Error(`partition ${partition}: delivery ${delivered} missing (got ${m.info.deliverySequence})`)
-        batch.push(decodeEntry(partition, m.seq, m.data))
+        const entry = decodeEntry(partition, m.seq, m.data)
+        batch.push(entry)
+        if (consumer.deliver) { undelivered.push(entry); if (m.info.pending === 0 || undelivered.length >= 100) deliver() }
         this.behind.set(partition, { pending: m.info.pending, batch: batch.length })
         // commit when caught up (nothing pending on the server), after lingerMs, or when the batch is full
         if (batch.length >= maxBatch) await queue()

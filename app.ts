@@ -4,12 +4,12 @@ import { monitorEventLoopDelay } from 'node:perf_hooks'
 import type { AddressInfo } from 'node:net'
 import { Gauge, Registry as MetricsRegistry } from 'prom-client'
 import { atomically, openDatabase, WalCheckpointer, topics, VitalmeshError, type Clock, type Config, type Logger, type StoredReading } from './core/index.ts'
-import { Registry, AuditLog, Fleet, CredentialSync, RegistryReplica, ensureDemo, type DemoCredentials } from './registry/index.ts'
+import { Registry, AuditLog, Fleet, CredentialSync, RegistryReplica, REPLICATED_TABLES, ensureDemo, type DemoCredentials } from './registry/index.ts'
 import { Spool, EmbeddedStore, Drain, Ingest, InfluxStore, Rollups, AlertExport, type AppendRequest, type ConsumerStatus, type TelemetryStore } from './ingest/index.ts'
-import { AlertBook, RuleSetStore, type EscalationChain, type Override } from './alerting/index.ts'
+import { AlertBook, RuleSetStore, ALERT_PREFERENCES_REPLICA, type EscalationChain, type Override } from './alerting/index.ts'
 import { Outbox, Aggregator, parseWindow, hospitalSink, researchSink, parentSink, alertFlagSink, measurementSink, type SummarySink } from './forwarder/index.ts'
 import { createBroker, createClusterBackends, redisCredentialLog, listenTls, listenWss, mqttUpgradeHandler, type Broker, type ClusterBackends, type TlsFiles } from './broker/index.ts'
-import { buildApi, alertCareRoutes, alertingRoutes, backtestRoutes, forwarderRoutes, operatorRoutes, dataRoutes, consoleRoutes, LiveHub, registerDeviceRoutes, registerMetricsRoute, reportRoutes, auditViewRoutes, publicStatsRoutes, followerRoutes } from './api/index.ts'
+import { buildApi, alertCareRoutes, alertingRoutes, localAlertActions, judgedAlertActions, type AlertActions, backtestRoutes, forwarderRoutes, operatorRoutes, dataRoutes, consoleRoutes, LiveHub, registerDeviceRoutes, registerMetricsRoute, reportRoutes, auditViewRoutes, publicStatsRoutes, followerRoutes } from './api/index.ts'
 import { ClusterNode, LOG_CURSOR } from './cluster/node.ts'
 import { AuditShipper, ClusterAuditChain } from './cluster/audit-chain.ts'
 import { nodeSource } from './cluster/node-source.ts'
@@ -170,6 +170,13 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   })
   // alerting is a cursor consumer of the spool: it runs after the PUBACK, so nothing in it can stop ingest
   alerts.attachTo(feed)
+  // acting on an alert happens where its resident is judged: here, or in cluster mode on the owner of the resident's partition
+  const localActions = localAlertActions(alerts)
+  clusterNode?.serveJudge(async (op, args) => {
+    if (!Object.hasOwn(localActions, op)) throw new VitalmeshError('VM_BAD_REQUEST', `no alert action ${op}`)
+    return await (localActions[op as keyof AlertActions] as (...a: unknown[]) => Promise<unknown>)(...args)
+  })
+  const alertActions: AlertActions = clusterNode ? judgedAlertActions(async (residentId, op, args) => await clusterNode.judge(residentId, op, args)) : localActions
 
   const windows = config.forwarder.windows.split(',').map((w) => parseWindow(w))
   const sinks: SummarySink[] = [
@@ -246,10 +253,11 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
         return done(null)
       }
       if (who.kind === 'follower' && !registry.followers.isActive(who.id)) return done(null)
-      try {
-        alerts.acknowledge(id, `${who.kind}:${who.id}`, residentId)
-        if (who.kind === 'follower') audit.append(`follower:${who.id}:mqtt`, 'alert.acknowledged', residentId, { alertId: id, via: 'mqtt' })
-      } catch (e) { log.info({ residentId, by: who.id, alertId: id, err: (e as Error).message }, 'alert acknowledgement refused') }
+      const alertId = id
+      // in cluster mode on the node judging the resident, whichever node the phone is connected to
+      alertActions.acknowledge(residentId, alertId, `${who.kind}:${who.id}`, residentId).then(() => {
+        if (who.kind === 'follower') audit.append(`follower:${who.id}:mqtt`, 'alert.acknowledged', residentId, { alertId, via: 'mqtt' })
+      }, (e: unknown) => { log.info({ residentId, by: who.id, alertId, err: (e as Error).message }, 'alert acknowledgement refused') })
       done(null)
     },
   })
@@ -337,15 +345,18 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   const registryLog = clusterNode
     ? await ClusterRegistryLog.open(c.postgresUrl!).catch((err: unknown) => { throw new Error(`cluster mode: cannot open the registry log in PostgreSQL: ${(err as Error).message}`, { cause: err }) })
     : undefined
-  if (!registryLog) RegistryReplica.uninstall(db)
+  // and the residents' care preferences, set through any node and read where the resident is judged
+  const replicated = [...REPLICATED_TABLES, ALERT_PREFERENCES_REPLICA]
+  if (!registryLog) RegistryReplica.uninstall(db, replicated)
   const registrySync = registryLog && new RegistrySync({
-    replica: new RegistryReplica(db), log: registryLog, source, clock, logger: logger.child({ component: 'registry-sync' }),
+    replica: new RegistryReplica(db, replicated), log: registryLog, source, clock, logger: logger.child({ component: 'registry-sync' }),
     applied: (ch) => {
       if (ch.tables.has('api_keys') || ch.tables.has('residents') || ch.tables.has('followers')) registry.changedElsewhere()
       for (const id of ch.newDevices) credentialSync?.deviceAppeared(id)
       for (const d of ch.revokedDevices) mqtt.disconnectIdentity(d.id, d.at)
       if (ch.tables.has('rule_sets') || ch.tables.has('rule_set_active')) rulesChanged(undefined, 'cluster')
       else for (const id of ch.residents) alerts.rulesChanged(id, 'cluster')
+      if (ch.tables.has('alert_preferences')) for (const id of ch.residents) alerts.preferencesChanged(id)
     },
   })
 
@@ -405,8 +416,8 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     },
     routes: [
       consoleRoutes({ registry, audit, stats }),
-      alertingRoutes({ registry, ruleSets, alerts, alertReads: alertMirror, audit, rulesChanged }),
-      alertCareRoutes({ registry, alerts, alertReads: alertMirror, audit }),
+      alertingRoutes({ registry, ruleSets, alerts, alertReads: alertMirror, alertActions, audit, rulesChanged }),
+      alertCareRoutes({ registry, alerts, alertReads: alertMirror, alertActions, audit }),
       backtestRoutes({ registry, ruleSets, store, audit, clock, k: config.forwarder.k, alerting: { tickMs: config.alerting.tickMs, flapCount: config.alerting.flapCount, flapWindowS: config.alerting.flapWindowS, liveHorizonS: config.alerting.liveHorizonS } }),
       dataRoutes({ registry, aggregator, windowReads: windowMirror, audit, windows: windows.map((w) => w.name), k: config.forwarder.k, reportOutcomes: (from, to) => reports.finishedOutcomes(from, to) }),
       operatorRoutes({ registry, audit, residentChanged: (id) => alerts.rulesChanged(id) }),

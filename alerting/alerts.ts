@@ -10,6 +10,7 @@ import { Timeline, type EvaluatedReading } from './timeline.ts'
 import { inQuietHours, planNotifications, type Candidate } from './notify.ts'
 
 export type { Alert, AlertEvent, AlertHandover, AlertNote, AlertState, FollowerNotice, Preferences } from './store.ts'
+export { ALERT_PREFERENCES_REPLICA } from './store.ts'
 export type { EvaluatedReading } from './timeline.ts'
 
 /** The duty desk's order: the furthest along the escalation chain first (hospital, desk, followers), then by severity, then the oldest. */
@@ -323,6 +324,9 @@ export class AlertBook {
     if (!p) { p = this.store.preferences(residentId); this.prefs.set(residentId, p) }
     return p
   }
+
+  /** A resident's preferences changed elsewhere (cluster mode: on another node, applied by the registry's replica): read them again. */
+  preferencesChanged (residentId: string): void { this.prefs.delete(residentId) }
 
   /** The resident's IANA zone: their own (alert preferences), else the region's (`alerting.timeZone`). The forwarder's daily windows follow it too. */
   timeZoneOf (residentId: string): string { return this.preferences(residentId).timeZone ?? this.o.timeZone }

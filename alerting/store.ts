@@ -153,6 +153,13 @@ export const ALERT_MIGRATIONS: Migration[] = [
  */
 export interface AlertHandover { lastNotifiedAt: number | null, escalateFrom: number | null, announceAt: number | null, deliveredAt: number | null }
 
+/**
+ * Cluster mode: a resident's care preferences (time zone, quiet hours, snoozes) are set through
+ * any node and read by the node judging the resident, so they are replicated with the registry
+ * (registry/replica.ts), keyed by resident.
+ */
+export const ALERT_PREFERENCES_REPLICA = { table: 'alert_preferences', key: ['resident_id'] } as const
+
 /** A note a staff member added to an alert (the worklist). */
 export interface AlertNote { at: number, actor: string, text: string }
 

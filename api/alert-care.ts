@@ -5,7 +5,7 @@ import type { Registry, AuditLog } from '../registry/index.ts'
 import { ConcernSchema, type AlertBook } from '../alerting/index.ts'
 import { mayAccessResident, auditRead, actorOf, requireResident } from './access.ts'
 import { ResidentParams } from './schemas.ts'
-import { alertHere, type AlertReads } from './alerting.ts'
+import { alertOf, localAlertActions, type AlertActions, type AlertReads } from './alerting.ts'
 import { orEmpty, type ZodTypeProvider } from './zod.ts'
 
 export interface AlertCareDeps {
@@ -13,6 +13,8 @@ export interface AlertCareDeps {
   alerts: AlertBook
   /** where the worklist is read: this node's alerts (default), or in cluster mode every node's */
   alertReads?: AlertReads
+  /** where an alert is acted on: here (default), or in cluster mode on the node judging its resident */
+  alertActions?: AlertActions
   audit: AuditLog
 }
 
@@ -40,6 +42,7 @@ const OWN = 'resident (own)'
  * whose standard was withdrawn.
  */
 export function alertCareRoutes (d: AlertCareDeps) {
+  const actions = d.alertActions ?? localAlertActions(d.alerts)
   return (plain: FastifyInstance): void => {
     const app = plain.withTypeProvider<ZodTypeProvider>()
     const hospitalOf = (id: string): string | null | undefined => d.registry.resident(id)?.hospitalId
@@ -102,7 +105,7 @@ export function alertCareRoutes (d: AlertCareDeps) {
 
     /** an alert the key may handle: the operator any, a hospital its residents' */
     const handled = async (p: Parameters<typeof mayAccessResident>[0], alertId: string) => {
-      const a = await alertHere(d.alerts, d.alertReads, alertId)
+      const a = await alertOf(d.alerts, d.alertReads, alertId)
       if (!mayAccessResident(p, a.residentId, hospitalOf)) throw new VitalmeshError('VM_FORBIDDEN', `this key may not access alert ${alertId}`)
       return a
     }
@@ -114,7 +117,7 @@ export function alertCareRoutes (d: AlertCareDeps) {
     }, async (req) => {
       const p = req.principal!
       const a = await handled(p, req.params.id)
-      const out = d.alerts.assign(a.id, req.body.to, actor(p))
+      const out = await actions.assign(a.residentId, a.id, req.body.to, actor(p))
       d.audit.append(actorOf(p), 'alert.assigned', a.residentId, { alertId: a.id, to: req.body.to })
       return out
     })
@@ -125,9 +128,9 @@ export function alertCareRoutes (d: AlertCareDeps) {
     }, async (req, reply) => {
       const p = req.principal!
       const a = await handled(p, req.params.id)
-      const note = d.alerts.addNote(a.id, req.body.text, actor(p))
+      const { note, notes } = await actions.addNote(a.residentId, a.id, req.body.text, actor(p))
       d.audit.append(actorOf(p), 'alert.note', a.residentId, { alertId: a.id })
-      return reply.status(201).send({ alertId: a.id, note, notes: d.alerts.notes(a.id) })
+      return reply.status(201).send({ alertId: a.id, note, notes })
     })
 
     app.post<{ Params: { id: string }, Body: z.output<typeof ResolveAlertBody> }>('/v1/alerts/:id/resolve', {
@@ -136,7 +139,7 @@ export function alertCareRoutes (d: AlertCareDeps) {
     }, async (req) => {
       const p = req.principal!
       const a = await handled(p, req.params.id)
-      const out = d.alerts.resolveByHand(a.id, req.body.reason, actor(p))
+      const out = await actions.resolveByHand(a.residentId, a.id, req.body.reason, actor(p))
       d.audit.append(actorOf(p), 'alert.resolved-by-hand', a.residentId, { alertId: a.id, reason: req.body.reason })
       return out
     })
@@ -146,10 +149,10 @@ export function alertCareRoutes (d: AlertCareDeps) {
       config: { roles: ['operator', 'hospital'], scope: 'hospital (its residents)' },
     }, async (req) => {
       const p = req.principal!
-      const a = await alertHere(d.alerts, d.alertReads, req.params.id)
+      const a = await alertOf(d.alerts, d.alertReads, req.params.id)
       if (!mayAccessResident(p, a.residentId, hospitalOf)) throw new VitalmeshError('VM_FORBIDDEN', `this key may not access alert ${req.params.id}`)
       const body = req.body
-      const closed = d.alerts.close(a.id, actor(p), body.reason)
+      const closed = await actions.close(a.residentId, a.id, actor(p), body.reason)
       d.audit.append(actorOf(p), 'alert.closed', a.residentId, { alertId: a.id, reason: body.reason })
       return closed
     })

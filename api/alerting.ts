@@ -3,7 +3,7 @@ import { parse as parseYaml } from 'yaml'
 import { z } from 'zod'
 import { VitalmeshError } from '../core/index.ts'
 import type { Registry, AuditLog } from '../registry/index.ts'
-import { RuleSetDocSchema, type Alert, type AlertBook, type RuleSetStore } from '../alerting/index.ts'
+import { RuleSetDocSchema, type Alert, type AlertBook, type AlertNote, type RuleSetStore } from '../alerting/index.ts'
 import { mayAccessResident, mayReadAlerts, auditRead, requireResident } from './access.ts'
 import { followerView } from './live.ts'
 import { ResidentParams } from './schemas.ts'
@@ -13,21 +13,61 @@ import type { ZodTypeProvider } from './zod.ts'
 export interface AlertReads {
   forResident(residentId: string, limit: number): Alert[] | Promise<Alert[]>
   needingAttention(residentIds?: (id: string) => boolean): Alert[] | Promise<Alert[]>
-  /** the node that raised an alert this node does not hold (cluster mode) */
-  raisedOn?(alertId: string): Promise<string | undefined>
+  /** one alert as the cluster's copy has it (cluster mode: an alert of a resident another node judges) */
+  get?(alertId: string): Promise<Alert | undefined>
+}
+
+/** The alert, from this node or the cluster's copy: whose it is decides who may act on it. */
+export async function alertOf (alerts: Pick<AlertBook, 'get'>, reads: AlertReads | undefined, alertId: string): Promise<Alert> {
+  const a = alerts.get(alertId) ?? await reads?.get?.(alertId)
+  if (a) return a
+  throw new VitalmeshError('VM_NOT_FOUND', `no alert ${alertId}`)
 }
 
 /**
- * The alert as this node holds it, for acting on it or reading its history. In a cluster an
- * alert raised on another node is handled there (alerting does not run on the partitions yet):
- * the answer names that node instead of saying there is no such alert.
+ * Acting on an alert, and its history: on the node that judges the alert's resident. A single
+ * node does it itself (localAlertActions); in cluster mode the request goes to the owner of the
+ * resident's partition (cluster/node.ts `judge`), so an alert is acted on through any node.
  */
-export async function alertHere (alerts: Pick<AlertBook, 'get'>, reads: AlertReads | undefined, alertId: string): Promise<Alert> {
-  const a = alerts.get(alertId)
-  if (a) return a
-  const node = await reads?.raisedOn?.(alertId)
-  if (node) throw new VitalmeshError('VM_CONFLICT', `alert ${alertId} was raised on node ${node} and is handled there: send this request to that node`)
-  throw new VitalmeshError('VM_NOT_FOUND', `no alert ${alertId}`)
+export interface AlertActions {
+  acknowledge(residentId: string, alertId: string, actor: string, onlyOf?: string): Promise<Alert>
+  assign(residentId: string, alertId: string, to: string, actor: string): Promise<Alert>
+  addNote(residentId: string, alertId: string, text: string, actor: string): Promise<{ note: AlertNote, notes: AlertNote[] }>
+  resolveByHand(residentId: string, alertId: string, reason: string, actor: string): Promise<Alert>
+  close(residentId: string, alertId: string, actor: string, reason: string): Promise<Alert>
+  history(residentId: string, alertId: string): Promise<AlertHistory>
+}
+
+export interface AlertHistory {
+  alert: Alert
+  transitions: { at: number, state: string, actor: string }[]
+  followers: { followerId: string, kind: string, at: number, deliveredAt: number | null }[]
+  notes: AlertNote[]
+}
+
+export function localAlertActions (alerts: AlertBook): AlertActions {
+  return {
+    acknowledge: async (_r, id, actor, onlyOf) => alerts.acknowledge(id, actor, onlyOf),
+    assign: async (_r, id, to, actor) => alerts.assign(id, to, actor),
+    addNote: async (_r, id, text, actor) => ({ note: alerts.addNote(id, text, actor), notes: alerts.notes(id) }),
+    resolveByHand: async (_r, id, reason, actor) => alerts.resolveByHand(id, reason, actor),
+    close: async (_r, id, actor, reason) => alerts.close(id, actor, reason),
+    history: async (_r, id) => {
+      const alert = alerts.get(id)
+      if (!alert) throw new VitalmeshError('VM_NOT_FOUND', `no alert ${id}`)
+      return {
+        alert, transitions: alerts.history(id), notes: alerts.notes(id),
+        // who was told at each step: the followers' notices, by follower id and kind (their words stay with them)
+        followers: alerts.followerNotices(id).map((n) => ({ followerId: n.followerId, kind: n.kind, at: n.at, deliveredAt: n.deliveredAt })),
+      }
+    },
+  }
+}
+
+/** The actions of `local`, done where `judge` sends them: each method by name, with its arguments (cluster mode). */
+export function judgedAlertActions (judge: (residentId: string, op: keyof AlertActions, args: unknown[]) => Promise<unknown>): AlertActions {
+  const via = <K extends keyof AlertActions>(op: K) => (async (residentId: string, ...args: unknown[]) => await judge(residentId, op, [residentId, ...args])) as unknown as AlertActions[K]
+  return { acknowledge: via('acknowledge'), assign: via('assign'), addNote: via('addNote'), resolveByHand: via('resolveByHand'), close: via('close'), history: via('history') }
 }
 
 export interface AlertingRoutesDeps {
@@ -36,6 +76,8 @@ export interface AlertingRoutesDeps {
   alerts: AlertBook
   /** where a resident's alerts are read: this node's (default), or in cluster mode every node's (cluster/alert-mirror.ts) */
   alertReads?: AlertReads
+  /** where an alert is acted on: here (default), or in cluster mode on the node judging its resident */
+  alertActions?: AlertActions
   audit: AuditLog
   /** called after a rule set was activated or deactivated, or an override changed */
   rulesChanged(residentId?: string, actor?: string): void
@@ -54,6 +96,7 @@ const ALERT_READERS = 'resident (own), hospital (its residents), follower (the r
 
 /** Rule sets (research institutions publish, operators activate), standards, alerts and overrides. */
 export function alertingRoutes (d: AlertingRoutesDeps) {
+  const actions = d.alertActions ?? localAlertActions(d.alerts)
   return (plain: FastifyInstance): void => {
     const app = plain.withTypeProvider<ZodTypeProvider>()
     // research institutions may publish YAML as well as JSON
@@ -131,21 +174,20 @@ export function alertingRoutes (d: AlertingRoutesDeps) {
       config: { roles: ['operator', 'resident', 'hospital', 'follower'], scope: ALERT_READERS },
     }, async (req) => {
       const p = req.principal!
-      const a = await alertHere(d.alerts, d.alertReads, req.params.id)
-      if (!mayReadAlerts(p, a.residentId, hospitalOf, followed)) throw new VitalmeshError('VM_FORBIDDEN', `this key may not access alert ${req.params.id}`)
-      auditRead(d.audit, p, 'pull.alert-history', a.residentId, { alertId: a.id })
-      // who was told at each step: the followers' notices, by follower id and kind (their words stay with them)
-      const followers = p.role === 'follower' ? undefined : d.alerts.followerNotices(a.id).map((n) => ({ followerId: n.followerId, kind: n.kind, at: n.at, deliveredAt: n.deliveredAt }))
-      if (p.role === 'follower') return { alert: followerView(a), transitions: d.alerts.history(a.id).map((e) => ({ at: e.at, state: e.state })) }
-      return { alert: a, transitions: d.alerts.history(a.id), ...(followers ? { followers } : {}), ...(p.role === 'operator' || p.role === 'hospital' ? { notes: d.alerts.notes(a.id) } : {}) }
+      const found = await alertOf(d.alerts, d.alertReads, req.params.id)
+      if (!mayReadAlerts(p, found.residentId, hospitalOf, followed)) throw new VitalmeshError('VM_FORBIDDEN', `this key may not access alert ${req.params.id}`)
+      auditRead(d.audit, p, 'pull.alert-history', found.residentId, { alertId: found.id })
+      const h = await actions.history(found.residentId, found.id)
+      if (p.role === 'follower') return { alert: followerView(h.alert), transitions: h.transitions.map((e) => ({ at: e.at, state: e.state })) }
+      return { alert: h.alert, transitions: h.transitions, followers: h.followers, ...(p.role === 'operator' || p.role === 'hospital' ? { notes: h.notes } : {}) }
     })
 
     app.post<{ Params: { id: string } }>('/v1/alerts/:id/ack', { schema: { summary: 'Acknowledge an alert (stops its escalation chain)', tags: ALERTS }, config: { roles: ['operator', 'resident', 'follower'], scope: 'resident (own), follower (the resident it follows)' } }, async (req) => {
       const p = req.principal!
-      const existing = await alertHere(d.alerts, d.alertReads, req.params.id)
+      const existing = await alertOf(d.alerts, d.alertReads, req.params.id)
       if (p.role === 'resident' && existing.residentId !== p.scope) throw new VitalmeshError('VM_FORBIDDEN', 'residents acknowledge only their own alerts')
       if (p.role === 'follower' && followed(p.scope ?? '') !== existing.residentId) throw new VitalmeshError('VM_FORBIDDEN', 'followers acknowledge only the alerts of the resident they follow')
-      const a = d.alerts.acknowledge(req.params.id, `${p.role}:${p.scope ?? p.keyId}`, p.role === 'operator' ? undefined : existing.residentId)
+      const a = await actions.acknowledge(existing.residentId, req.params.id, `${p.role}:${p.scope ?? p.keyId}`, p.role === 'operator' ? undefined : existing.residentId)
       if (p.role === 'follower') { d.audit.append(`follower:${p.scope}:${p.keyId}`, 'alert.acknowledged', existing.residentId, { alertId: existing.id, via: 'api' }); return followerView(a) }
       return a
     })

@@ -15,7 +15,8 @@ import { pgOpen, pgTransaction, type PgStep } from './pg.ts'
  * partition's position commits, every 250 ms, and before every read. An alert is written by one
  * node at a time (the resident's judge), so the copy in PostgreSQL is simply the last one shipped;
  * a node that takes a partition over adopts its residents' active alerts from it. Acting on an
- * alert (acknowledge, assign, close) goes through the node that shipped it last.
+ * alert (acknowledge, assign, close) works through any node: the request goes to the node judging
+ * the resident (cluster/node.ts `judge`).
  */
 const STEPS: PgStep[] = [{
   version: 1,
@@ -93,9 +94,9 @@ export class ClusterAlerts {
     return Number(r.rows[0]!.n)
   }
 
-  /** the node that shipped the alert (its source name), if any did */
-  async sourceOf (alertId: string): Promise<string | undefined> {
-    return (await this.pool.query<{ source: string }>('SELECT source FROM cluster_alerts WHERE id = $1', [alertId])).rows[0]?.source
+  /** One alert as the cluster's copy has it. */
+  async get (alertId: string): Promise<Alert | undefined> {
+    return (await this.pool.query<{ body: Alert }>('SELECT body FROM cluster_alerts WHERE id = $1', [alertId])).rows[0]?.body
   }
 
   async close (): Promise<void> { await this.pool.end() }
@@ -184,5 +185,5 @@ export class AlertMirror {
 
   async forResident (residentId: string, limit: number): Promise<Alert[]> { return await this.fresh(async () => await this.o.cluster.forResident(residentId, limit)) }
   async needingAttention (residentIds?: (id: string) => boolean): Promise<Alert[]> { return await this.fresh(async () => await this.o.cluster.needingAttention(residentIds)) }
-  async raisedOn (alertId: string): Promise<string | undefined> { return await this.fresh(async () => await this.o.cluster.sourceOf(alertId)) }
+  async get (alertId: string): Promise<Alert | undefined> { return await this.fresh(async () => await this.o.cluster.get(alertId)) }
 }

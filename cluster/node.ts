@@ -1,5 +1,5 @@
-import { connect, type NatsConnection } from 'nats'
-import type { Logger, StoredReading } from '../core/index.ts'
+import { connect, type Msg, type NatsConnection, type Subscription } from 'nats'
+import { VitalmeshError, type ErrorCode, type Logger, type StoredReading } from '../core/index.ts'
 import type { SpoolRow, TelemetryStore, WriteOutcome } from '../ingest/index.ts'
 import type { CredentialLog } from '../registry/index.ts'
 import { natsCredentialLog } from './credential-log.ts'
@@ -73,6 +73,12 @@ export interface ClusterNodeOptions {
 interface StoreState { stored: number }
 interface FeedState { fed: number }
 
+/** Requests to act on a resident's alerts go to the node that follows its partition (`judge`). */
+const judgeSubject = (partition: number): string => `vm.judge.${partition}`
+const utf8 = new TextEncoder()
+const utf8d = new TextDecoder()
+type JudgeReply = { ok: true, value: unknown } | { ok: false, code: ErrorCode, message: string }
+
 export class ClusterNode {
   readonly stats = { shipped: 0, stored: 0, fed: 0, quarantined: 0, heldPubacks: 0 }
   private shipped: number
@@ -82,6 +88,10 @@ export class ClusterNode {
   private readonly runner: ConsumerRunner<StoreState>
   private readonly feedRunner: ConsumerRunner<FeedState> | undefined
   private linkUp = true
+  private judgeHandler: ((op: string, args: unknown[]) => Promise<unknown>) | undefined
+  private readonly judgeSubs = new Map<number, Subscription>()
+  /** per followed partition, its takeover (alerts adopted, timelines rebuilt): what acts on its residents waits for it */
+  private readonly takenOver = new Map<number, Promise<void>>()
 
   private constructor (
     private readonly o: ClusterNodeOptions,
@@ -108,7 +118,11 @@ export class ClusterNode {
         consume: (s, entries) => ({ fed: s.fed + entries.length }),
         deliver: async (partition, entries) => { await feed.append(partition, entries.map((e) => e.reading)); this.stats.fed += entries.length },
         apply: async (partition) => { await feed.settled?.(partition) },
-        prepare: async (partition, fromSeq) => { await feed.takeOver?.(partition, fromSeq) },
+        prepare: async (partition, fromSeq) => {
+          const done = feed.takeOver?.(partition, fromSeq) ?? Promise.resolve()
+          this.takenOver.set(partition, done.catch(() => {}))
+          await done
+        },
       }
       // readings reach the feed as they arrive (a resident waits for an alert); the position commits at most every 100 ms,
       // as the store's: committing it per reading cost PostgreSQL about 120 µs per reading (npm run bench -- cluster)
@@ -192,10 +206,63 @@ export class ClusterNode {
   async start (): Promise<void> {
     this.owner = await PartitionOwner.start({
       kv: this.kv, node: this.o.node, partitions: this.o.partitions, leaseMs: this.o.leaseMs, renewMs: Math.floor(this.o.leaseMs * 0.3),
-      onAcquire: (p, epoch) => { this.runner.start(p, epoch); this.feedRunner?.start(p, epoch) },
-      onRelease: async (p) => { await Promise.all([this.runner.stop(p), this.feedRunner?.stop(p)]) },
+      onAcquire: (p, epoch) => { this.runner.start(p, epoch); this.feedRunner?.start(p, epoch); this.answerFor(p) },
+      onRelease: async (p) => {
+        this.judgeSubs.get(p)?.unsubscribe()
+        this.judgeSubs.delete(p)
+        await Promise.all([this.runner.stop(p), this.feedRunner?.stop(p)])
+      },
       logger: this.o.logger,
     })
+  }
+
+  /**
+   * What acts on the residents this node judges (their alerts: acknowledge, assign, close...):
+   * the other nodes send such requests here for the partitions this node follows (`judge`).
+   */
+  serveJudge (handler: (op: string, args: unknown[]) => Promise<unknown>): void { this.judgeHandler = handler }
+
+  /**
+   * Runs `op` on the node judging the resident: here when this node follows the resident's
+   * partition, else as a request to the node that does (NATS request/reply on `vm.judge.<p>`).
+   * While the partition has no owner (a node died, its lease has not run out) there is no one
+   * to answer: VM_STORE_UNAVAILABLE, to be tried again in a few seconds.
+   */
+  async judge (residentId: string, op: string, args: unknown[]): Promise<unknown> {
+    const p = this.log.partitionOf(residentId)
+    if (this.follows(p) && this.judgeHandler) {
+      await this.takenOver.get(p)
+      return await this.judgeHandler(op, args)
+    }
+    let reply: Msg
+    try {
+      reply = await this.nc.request(judgeSubject(p), utf8.encode(JSON.stringify({ op, args })), { timeout: 5000 })
+    } catch (err) {
+      throw new VitalmeshError('VM_STORE_UNAVAILABLE', `the node judging resident ${residentId} cannot be reached now (${(err as Error).message}): its partition may be moving to another node; try again in a few seconds`, { cause: err })
+    }
+    const r = JSON.parse(utf8d.decode(reply.data)) as JudgeReply
+    if (!r.ok) throw new VitalmeshError(r.code, r.message)
+    return r.value
+  }
+
+  private answerFor (p: number): void {
+    if (!this.judgeHandler || this.judgeSubs.has(p)) return
+    // a queue group: during a hand-over two nodes may listen for a moment, and one answers
+    this.judgeSubs.set(p, this.nc.subscribe(judgeSubject(p), {
+      queue: 'judge',
+      callback: (err, m) => {
+        if (err) return
+        void (async (): Promise<JudgeReply> => {
+          try {
+            const { op, args } = JSON.parse(utf8d.decode(m.data)) as { op: string, args: unknown[] }
+            await this.takenOver.get(p)
+            return { ok: true, value: await this.judgeHandler!(op, args) }
+          } catch (e) {
+            return e instanceof VitalmeshError ? { ok: false, code: e.code, message: e.message } : { ok: false, code: 'VM_INTERNAL', message: (e as Error).message }
+          }
+        })().then((r) => { m.respond(utf8.encode(JSON.stringify(r))) })
+      },
+    }))
   }
 
   /** entries of each partition this node follows that are not stored, or not fed, and checkpointed yet: the larger (/metrics) */

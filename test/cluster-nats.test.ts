@@ -167,7 +167,7 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
     expect(Math.min(...positions)).toBeGreaterThan(0)
   })
 
-  it('a reading sent to node A is judged by the owner of the resident\'s partition; its alert is read through any node, and acted on through the node that raised it', async () => {
+  it('a reading sent to node A is judged by the owner of the resident\'s partition; its alert is read and acted on through any node (MQTT and HTTP), and care preferences set on one node reach the judge', async () => {
     const { device, resident } = nodes[0]!.creds
     const d = await connect(nodes[0]!.mqttPort, device.deviceId, device.secret)
     await d.publishAsync(`vitals/${device.deviceId}`, JSON.stringify({ v: 1, seq: 1, ts: Date.now(), sys: 192, dia: 118, hr: 90 }), { qos: 1 })
@@ -186,14 +186,27 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
     console.log(`cluster-nats: an alert raised on node ${'abc'[owner]} was in node ${'abc'[other]}'s list ${Date.now() - t0} ms after the owner's`)
     expect(onOther).toMatchObject({ residentId: resident.id, severity: 'critical', state: 'open' })
     for (const i of [0, 1, 2]) expect((await get(i, '/v1/alerts/attention')).alerts.map((a) => a.id)).toContain(raised.id)
-    // acting on it goes through the node that raised it; another node says which one
-    const ack = async (i: number): Promise<Response> => await fetch(`http://127.0.0.1:${nodes[i]!.httpPort}/v1/alerts/${raised.id}/ack`, { method: 'POST', headers: { authorization: `Bearer ${nodes[i]!.creds.apiKeys.operator}` } })
-    const elsewhere = await ack(other)
-    expect(elsewhere.status).toBe(409)
-    expect(await elsewhere.json()).toMatchObject({ code: 'VM_CONFLICT', message: expect.stringMatching(new RegExp(`raised on node ${'abc'[owner]}~[0-9a-f]+ and is handled there`)) })
-    expect((await ack(owner)).status).toBe(200)
-    const acked = await waitFor('the acknowledgement in the other node\'s list', async () => (await get(other, `/v1/residents/${resident.id}/alerts`)).alerts.find((a) => a.id === raised.id && a.state === 'acknowledged'), 5_000, 50)
+    // acted on through any node: the request goes to the node judging the resident. The resident's phone, connected to
+    // another node, acknowledges it over MQTT; a nurse assigns it and reads its history through that other node
+    const phone = await connect(nodes[other]!.mqttPort, resident.id, resident.password)
+    await phone.publishAsync(`alerts/${resident.id}/ack`, JSON.stringify({ id: raised.id }), { qos: 1 })
+    await phone.endAsync()
+    const acked = await waitFor('the acknowledgement made through another node, in the owner\'s list', async () => (await get(owner, `/v1/residents/${resident.id}/alerts`)).alerts.find((a) => a.id === raised.id && a.state === 'acknowledged'), 5_000, 50)
     expect(acked.state).toBe('acknowledged')
+    const op = { authorization: `Bearer ${nodes[other]!.creds.apiKeys.operator}`, 'content-type': 'application/json' }
+    const assigned = await fetch(`http://127.0.0.1:${nodes[other]!.httpPort}/v1/alerts/${raised.id}/assign`, { method: 'POST', headers: op, body: JSON.stringify({ to: 'nurse Wang' }) })
+    expect(assigned.status, await assigned.clone().text()).toBe(200)
+    expect(await assigned.json()).toMatchObject({ id: raised.id, assignedTo: 'nurse Wang', state: 'acknowledged' })
+    const history = await (await fetch(`http://127.0.0.1:${nodes[other]!.httpPort}/v1/alerts/${raised.id}/history`, { headers: op })).json() as { transitions: { state: string, actor: string }[] }
+    expect(history.transitions.map((t) => t.state)).toEqual(expect.arrayContaining(['open', 'acknowledged']))
+    expect(history.transitions.find((t) => t.state === 'acknowledged')?.actor).toBe(`resident:${resident.id}`)
+    // and a resident's quiet hours set through one node are the ones the judging node applies (replicated with the registry)
+    const prefs = await fetch(`http://127.0.0.1:${nodes[other]!.httpPort}/v1/residents/${resident.id}/alert-preferences`, { method: 'PUT', headers: { ...op, authorization: `Bearer ${nodes[other]!.creds.apiKeys.resident}` }, body: JSON.stringify({ quietHours: { start: '22:00', end: '07:00' } }) })
+    expect(prefs.status, await prefs.clone().text()).toBe(200)
+    await waitFor('the quiet hours on the node judging the resident', async () => {
+      const r = await fetch(`http://127.0.0.1:${nodes[owner]!.httpPort}/v1/residents/${resident.id}/alert-preferences`, { headers: op })
+      return ((await r.json()) as { quietHours: unknown }).quietHours !== null
+    }, 5_000, 50)
   })
 
   it('kill -9 of a node under load: every acknowledged reading is stored once, and its partitions move within 10 s', async () => {
@@ -343,9 +356,10 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
     await w.endAsync()
     const sustained = await waitFor('the sustained tachycardia alert', async () => (await get(heir, `/v1/residents/${watch.residentId}/alerts`)).find((a) => a.state === 'open'), 10_000, 100)
     expect(sustained).toMatchObject({ severity: 'warning', concern: expect.stringMatching(/hr/) })
-    // acknowledged through the node that judges the resident now
-    const ack = await fetch(`http://127.0.0.1:${nodes[newOwner]!.httpPort}/v1/alerts/${crisis.id}/ack`, { method: 'POST', headers: { authorization: `Bearer ${nodes[newOwner]!.creds.apiKeys.operator}` } })
+    // acknowledged through node a: the node that judges the resident now does it
+    const ack = await fetch(`http://127.0.0.1:${nodes[0]!.httpPort}/v1/alerts/${crisis.id}/ack`, { method: 'POST', headers: { authorization: `Bearer ${nodes[0]!.creds.apiKeys.operator}` } })
     expect(ack.status, await ack.clone().text()).toBe(200)
+    expect(await ack.json()).toMatchObject({ id: crisis.id, state: 'acknowledged' })
     nodes[victim] = await startAppProcess(dirs[victim]!, { ...env, VITALMESH_NODE_ID: 'abc'[victim]! })
   }, 90_000)
 

@@ -9,6 +9,7 @@ import { startNatsCluster, type NatsCluster } from './helpers/nats.ts'
 import { startPostgres, type PostgresServer } from './helpers/postgres.ts'
 import { startInfluxd, type ServerProcess } from './helpers/influxd.ts'
 import { JetStreamLog } from '../cluster/log.ts'
+import { fhirServer, freePort, type FhirServer } from './helpers/fhir.ts'
 
 /**
  * Cluster mode over NATS JetStream (cluster/node.ts), with real servers: Debian's nats-server
@@ -17,6 +18,7 @@ import { JetStreamLog } from '../cluster/log.ts'
  * registry was provisioned once and copied to each node, as an operator provisions a node.
  */
 const PARTITIONS = 8
+const WINDOW_S = 5
 
 describe('cluster over NATS JetStream and PostgreSQL', () => {
   let nats: NatsCluster
@@ -27,9 +29,11 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
   const nodes: AppProcess[] = []
   let env: Record<string, string> = {}
   const dirs: string[] = []
+  let hospital: FhirServer
 
   beforeAll(async () => {
-    ;[nats, pg, influx] = await Promise.all([startNatsCluster({ size: 3 }), startPostgres(), startInfluxd()])
+    hospital = fhirServer(await freePort())
+    ;[nats, pg, influx] = await Promise.all([startNatsCluster({ size: 3 }), startPostgres(), startInfluxd(), hospital.start()])
     dirs.push(tempDir('vm-jsnode-a-'))
     const made = await run(process.execPath, ['--import', 'tsx', join(ROOT, 'cli.ts'), 'demo'], 60_000, { VITALMESH_DATA_DIR: dirs[0]! })
     expect(made.code, made.stderr).toBe(0)
@@ -41,6 +45,9 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
       VITALMESH_PUBLISH_RATE: '1000',
       // an unacknowledged critical reaches the duty desk after 6 s (not 5 min), so a takeover's test sees the chain go on
       VITALMESH_FOLLOWERS_AFTER_S: '3', VITALMESH_DESK_AFTER_S: '6',
+      // summary windows of 5 s, closed 1 s after their end: the kill -9 test checks that the hospital's summaries are complete
+      VITALMESH_WINDOWS: `${WINDOW_S}s`, VITALMESH_WINDOW_LATENESS_S: '1', VITALMESH_FORWARDER_TICK_MS: '100',
+      VITALMESH_OUTBOX_POLL_MS: '50', VITALMESH_OUTBOX_MAX_BACKOFF_MS: '300', VITALMESH_OUTBOX_BREAKER_OPEN_MS: '200',
     }
     // one at a time: the first creates the stream and the bucket, the others check them
     for (const [i, d] of dirs.entries()) nodes.push(await startAppProcess(d, { ...env, VITALMESH_NODE_ID: 'abc'[i]! }))
@@ -50,7 +57,7 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
   afterAll(async () => {
     await nc?.close()
     await Promise.all(nodes.map((n) => n.kill('SIGKILL')))
-    await Promise.all([nats?.stop(), pg?.stop(), influx?.destroy()])
+    await Promise.all([nats?.stop(), pg?.stop(), influx?.destroy(), hospital?.stop()])
   })
 
   interface Stats { readingsAccepted: number, cluster: { node: string, owned: number[], following: number[], pubacksWaitingForLog: number } }
@@ -209,8 +216,19 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
     }, 5_000, 50)
   })
 
-  it('kill -9 of a node under load: every acknowledged reading is stored once, and its partitions move within 10 s', async () => {
+  it('kill -9 of a node under load: every acknowledged reading is stored once, its partitions move within 10 s, and the hospital\'s summaries count every reading once', async () => {
     const fleet = nodes[0]!.creds.fleet.slice(1, 13)
+    // the residents' hospital takes summaries (FHIR), registered through node a and known to every node before the load
+    const op0 = { authorization: `Bearer ${nodes[0]!.creds.apiKeys.operator}`, 'content-type': 'application/json' }
+    expect((await fetch(`http://127.0.0.1:${nodes[0]!.httpPort}/v1/hospitals`, { method: 'POST', headers: op0, body: JSON.stringify({ id: 'h1', name: 'County Hospital', fhirUrl: `http://127.0.0.1:${hospital.port}/fhir`, feeds: ['summaries'] }) })).status).toBe(201)
+    for (const f of fleet) expect((await fetch(`http://127.0.0.1:${nodes[0]!.httpPort}/v1/residents/${f.residentId}`, { method: 'PATCH', headers: op0, body: JSON.stringify({ hospitalId: 'h1' }) })).status).toBe(200)
+    for (const n of nodes) {
+      await waitFor('every node to know the hospital\'s patients', async () => {
+        const r = await fetch(`http://127.0.0.1:${n.httpPort}/v1/hospitals/h1/residents`, { headers: { authorization: `Bearer ${n.creds.apiKeys.operator}` } })
+        const ids = r.status === 200 ? ((await r.json()) as { residents: string[] }).residents : []
+        return fleet.every((f) => ids.includes(f.residentId))
+      }, 10_000, 100)
+    }
     const victim = nodes[1]!
     const acked = new Map<string, Set<number>>()
     const reconnects = new Map<string, number>()
@@ -299,7 +317,25 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
       expect(have.length - want.length).toBeLessThanOrEqual(1)
     }
     console.log(`cluster-nats: ${total} acknowledged readings of ${acked.size} devices, each stored once`)
-  }, 120_000)
+
+    // every reading the log holds (the acknowledged ones, and a resent one whose PUBACK was lost) counted once in its
+    // resident's window at the hospital: the windows of the killed node's residents were rebuilt by their new owners
+    const want = new Map<string, number>()
+    for (const f of fleet) {
+      for (const e of await log.read(log.partitionOf(f.residentId))) {
+        if (e.reading.residentId !== f.residentId) continue
+        const start = e.reading.ts - (e.reading.ts % (WINDOW_S * 1000))
+        const id = `local/${f.residentId}/${WINDOW_S}s/${new Date(start).toISOString()}/hr/mean`
+        want.set(id, (want.get(id) ?? 0) + 1)
+      }
+    }
+    const counted = (): Map<string, number> => new Map([...want.keys()].map((id) => [id, Number(/mean of (\d+) readings/.exec(hospital.observations.get(id)?.resource.method?.text ?? '')?.[1] ?? 0)]))
+    await waitFor('every window\'s summary at the hospital over all its readings', async () => [...counted()].every(([id, n]) => n === want.get(id)), 30_000, 200).catch(() => {
+      const wrong = [...counted()].filter(([id, n]) => n !== want.get(id)).map(([id, n]) => `${id}: ${n} of ${want.get(id)}`)
+      throw new Error(`${wrong.length} of ${want.size} windows not counted right at the hospital: ${wrong.slice(0, 8).join('; ')}`)
+    })
+    console.log(`cluster-nats: ${want.size} summary windows of ${fleet.length} residents at the hospital, each over every reading of the log once`)
+  }, 150_000)
 
   it('the killed node comes back: it rejoins, the partitions are spread over three nodes again, each owned once', async () => {
     nodes[1] = await startAppProcess(dirs[1]!, { ...env, VITALMESH_NODE_ID: 'b' })

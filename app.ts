@@ -9,7 +9,7 @@ import { Spool, EmbeddedStore, Drain, Ingest, InfluxStore, Rollups, AlertExport,
 import { AlertBook, RuleSetStore, ALERT_PREFERENCES_REPLICA, type EscalationChain, type Override } from './alerting/index.ts'
 import { Outbox, Aggregator, parseWindow, hospitalSink, researchSink, parentSink, alertFlagSink, measurementSink, type SummarySink } from './forwarder/index.ts'
 import { createBroker, createClusterBackends, redisCredentialLog, listenTls, listenWss, mqttUpgradeHandler, type Broker, type ClusterBackends, type TlsFiles } from './broker/index.ts'
-import { buildApi, alertCareRoutes, alertingRoutes, localAlertActions, judgedAlertActions, type AlertActions, backtestRoutes, forwarderRoutes, operatorRoutes, dataRoutes, consoleRoutes, LiveHub, registerDeviceRoutes, registerMetricsRoute, reportRoutes, auditViewRoutes, publicStatsRoutes, followerRoutes } from './api/index.ts'
+import { buildApi, alertCareRoutes, alertingRoutes, localAlertActions, judgedAlertActions, localReportActions, judgedReportActions, type AlertActions, type ReportActions, backtestRoutes, forwarderRoutes, operatorRoutes, dataRoutes, consoleRoutes, LiveHub, registerDeviceRoutes, registerMetricsRoute, reportRoutes, auditViewRoutes, publicStatsRoutes, followerRoutes } from './api/index.ts'
 import { ClusterNode, LOG_CURSOR } from './cluster/node.ts'
 import { AuditShipper, ClusterAuditChain } from './cluster/audit-chain.ts'
 import { nodeSource } from './cluster/node-source.ts'
@@ -172,11 +172,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   alerts.attachTo(feed)
   // acting on an alert happens where its resident is judged: here, or in cluster mode on the owner of the resident's partition
   const localActions = localAlertActions(alerts)
-  clusterNode?.serveJudge(async (op, args) => {
-    if (!Object.hasOwn(localActions, op)) throw new VitalmeshError('VM_BAD_REQUEST', `no alert action ${op}`)
-    return await (localActions[op as keyof AlertActions] as (...a: unknown[]) => Promise<unknown>)(...args)
-  })
-  const alertActions: AlertActions = clusterNode ? judgedAlertActions(async (residentId, op, args) => await clusterNode.judge(residentId, op, args)) : localActions
+  const alertActions: AlertActions = clusterNode ? judgedAlertActions(async (residentId, op, args) => await clusterNode.judge(residentId, `alerts.${op}`, args)) : localActions
 
   const windows = config.forwarder.windows.split(',').map((w) => parseWindow(w))
   const sinks: SummarySink[] = [
@@ -209,6 +205,18 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   const deviceModels = new DeviceModelRegister(db, clock, config.demo.enabled ? DEMO_DEVICE_MODELS : [])
   const reports = new ReportBook({ db, clock, logger: logger.child({ component: 'reports' }), deviceModel: (id) => registry.device(id)?.model, catalogue: deviceModels })
   feed.attach({ name: 'reports', consume: (rows) => reports.consume(rows) })
+  // a resident's report runs are kept where its readings go: here, or in cluster mode on the node judging the resident
+  const localReports = localReportActions(reports)
+  const reportActions: ReportActions = clusterNode ? judgedReportActions(async (residentId, op, args) => await clusterNode.judge(residentId, `reports.${op}`, args)) : localReports
+  // what the other nodes of a cluster ask of the residents this node judges: `alerts.<action>` and `reports.<action>`
+  const judged = new Map<string, object>([['alerts', localActions], ['reports', localReports]])
+  clusterNode?.serveJudge(async (op, args) => {
+    const [scope, name] = op.split('.') as [string, string | undefined]
+    const actions = judged.get(scope) as Record<string, unknown> | undefined
+    const f = actions && name !== undefined && Object.hasOwn(actions, name) ? actions[name] : undefined
+    if (!f) throw new VitalmeshError('VM_BAD_REQUEST', `no action ${op} on a resident's alerts or reports`)
+    return await (f as (...a: unknown[]) => Promise<unknown>)(...args)
+  })
   // the hospitals' `measurements` FHIR feed: every reading as an Observation, enqueued with this consumer's cursor
   const sendMeasurements = measurementSink({ node: config.region.id, maxEntries: config.forwarder.fhirMaxEntries, clock, hospitals: () => registry.hospitals(), hospitalOf: (id) => registry.resident(id)?.hospitalId, enqueue: (e) => { outbox.enqueue(e) }, audit: exported })
   feed.attach({ name: 'hospital-measurements', consume: (rows) => { sendMeasurements(rows) } })
@@ -422,7 +430,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       dataRoutes({ registry, aggregator, windowReads: windowMirror, audit, windows: windows.map((w) => w.name), k: config.forwarder.k, reportOutcomes: (from, to) => reports.finishedOutcomes(from, to) }),
       operatorRoutes({ registry, audit, residentChanged: (id) => alerts.rulesChanged(id) }),
       forwarderRoutes({ registry, aggregator, windowReads: windowMirror, outbox, audit, auditTrail, region: config.region, windows, rollupK: config.forwarder.rollupK ?? config.forwarder.k, residentChanged: (id) => alerts.rulesChanged(id), keyRevoked: () => credentialWatch.poll() }),
-      reportRoutes({ registry, reports, audit, timeZoneOf: (id) => alerts.timeZoneOf(id) }),
+      reportRoutes({ registry, reports, reportActions, audit, timeZoneOf: (id) => alerts.timeZoneOf(id) }),
       auditViewRoutes({ registry, audit, auditTrail }),
       followerRoutes({ registry, audit, disconnect: (id) => mqtt.disconnectIdentity(id) }),
       publicStatsRoutes({ aggregator, windowReads: windowMirror, region: config.region, windows, k: config.forwarder.k }),

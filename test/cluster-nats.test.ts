@@ -174,7 +174,7 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
     expect(Math.min(...positions)).toBeGreaterThan(0)
   })
 
-  it('a reading sent to node A is judged by the owner of the resident\'s partition; its alert is read and acted on through any node (MQTT and HTTP), and care preferences set on one node reach the judge', async () => {
+  it('a reading sent to node A is judged by the owner of the resident\'s partition; its alert is read and acted on through any node (MQTT and HTTP), care preferences set on one node reach the judge, and a report run started through any node collects the resident\'s readings', async () => {
     const { device, resident } = nodes[0]!.creds
     const d = await connect(nodes[0]!.mqttPort, device.deviceId, device.secret)
     await d.publishAsync(`vitals/${device.deviceId}`, JSON.stringify({ v: 1, seq: 1, ts: Date.now(), sys: 192, dia: 118, hr: 90 }), { qos: 1 })
@@ -214,6 +214,22 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
       const r = await fetch(`http://127.0.0.1:${nodes[owner]!.httpPort}/v1/residents/${resident.id}/alert-preferences`, { headers: op })
       return ((await r.json()) as { quietHours: unknown }).quietHours !== null
     }, 5_000, 50)
+    // a home-BP week started through that node is kept where the resident's readings go: a reading sent to node a counts in it,
+    // and every node lists the same run
+    const mine = { authorization: `Bearer ${nodes[other]!.creds.apiKeys.resident}`, 'content-type': 'application/json' }
+    const started = await fetch(`http://127.0.0.1:${nodes[other]!.httpPort}/v1/residents/${resident.id}/reports`, { method: 'POST', headers: mine, body: JSON.stringify({ protocol: 'home-bp-7d', timeZone: 'Asia/Shanghai', guideline: 'esh-2023' }) })
+    expect(started.status, await started.clone().text()).toBe(201)
+    const runId = (await started.json() as { id: string }).id
+    const cuff = await connect(nodes[0]!.mqttPort, device.deviceId, device.secret)
+    await cuff.publishAsync(`vitals/${device.deviceId}`, JSON.stringify({ v: 1, seq: 2, ts: Date.now(), sys: 126, dia: 80, hr: 72 }), { qos: 1 })
+    await cuff.endAsync()
+    type Run = { id: string, result: { counts: { inPeriod: number } } }
+    const run = await waitFor('the reading in the report run, read through that node', async () => {
+      const r = await (await fetch(`http://127.0.0.1:${nodes[other]!.httpPort}/v1/residents/${resident.id}/reports/${runId}`, { headers: mine })).json() as Run
+      return r.result?.counts.inPeriod === 1 ? r : undefined
+    }, 5_000, 50)
+    expect(run.id).toBe(runId)
+    for (const n of nodes) expect(((await (await fetch(`http://127.0.0.1:${n.httpPort}/v1/residents/${resident.id}/reports`, { headers: mine })).json()) as { reports: Run[] }).reports.map((r) => r.id)).toEqual([runId])
   })
 
   it('kill -9 of a node under load: every acknowledged reading is stored once, its partitions move within 10 s, and the hospital\'s summaries count every reading once', async () => {

@@ -5,11 +5,11 @@ import type { AddressInfo } from 'node:net'
 import { Gauge, Registry as MetricsRegistry } from 'prom-client'
 import { atomically, openDatabase, WalCheckpointer, topics, VitalmeshError, type Clock, type Config, type Logger, type StoredReading } from './core/index.ts'
 import { Registry, AuditLog, Fleet, CredentialSync, RegistryReplica, REPLICATED_TABLES, ensureDemo, type DemoCredentials } from './registry/index.ts'
-import { Spool, EmbeddedStore, Drain, Ingest, InfluxStore, Rollups, AlertExport, type AppendRequest, type ConsumerStatus, type TelemetryStore } from './ingest/index.ts'
-import { AlertBook, RuleSetStore, ALERT_PREFERENCES_REPLICA, type EscalationChain, type Override } from './alerting/index.ts'
+import { Spool, EmbeddedStore, Drain, Ingest, InfluxStore, Rollups, AlertExport, type AppendRequest, type ConsumerStatus, type SpoolRow, type TelemetryStore } from './ingest/index.ts'
+import { AlertBook, RuleSetStore, ALERT_PREFERENCES_REPLICA, type Alert, type EscalationChain, type Override } from './alerting/index.ts'
 import { Outbox, Aggregator, parseWindow, hospitalSink, researchSink, parentSink, alertFlagSink, measurementSink, type SummarySink } from './forwarder/index.ts'
 import { createBroker, createClusterBackends, redisCredentialLog, listenTls, listenWss, mqttUpgradeHandler, type Broker, type ClusterBackends, type TlsFiles } from './broker/index.ts'
-import { buildApi, alertCareRoutes, alertingRoutes, localAlertActions, judgedAlertActions, localReportActions, judgedReportActions, type AlertActions, type ReportActions, backtestRoutes, forwarderRoutes, operatorRoutes, dataRoutes, consoleRoutes, LiveHub, registerDeviceRoutes, registerMetricsRoute, reportRoutes, auditViewRoutes, publicStatsRoutes, followerRoutes } from './api/index.ts'
+import { buildApi, alertCareRoutes, alertingRoutes, localAlertActions, judgedAlertActions, localReportActions, judgedReportActions, type AlertActions, type ReportActions, type LiveReading, backtestRoutes, forwarderRoutes, operatorRoutes, dataRoutes, consoleRoutes, LiveHub, registerDeviceRoutes, registerMetricsRoute, reportRoutes, auditViewRoutes, publicStatsRoutes, followerRoutes } from './api/index.ts'
 import { ClusterNode, LOG_CURSOR } from './cluster/node.ts'
 import { AuditShipper, ClusterAuditChain } from './cluster/audit-chain.ts'
 import { nodeSource } from './cluster/node-source.ts'
@@ -299,9 +299,18 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     hospitalOf: (id) => registry.resident(id)?.hospitalId, followersOf: (id) => registry.followers.active(id), followedBy: (fid) => registry.followers.residentOf(fid), framesPerS: config.http.liveFramesPerS, logger: logger.child({ component: 'live' }),
     audited: (actor, action, subject, detail) => { audit.append(actor, action, subject, detail) },
   })
-  spool.onCommit((rows) => live.readings(rows))
+  if (clusterNode) {
+    // cluster mode: a console on any node sees the readings and alerts of the residents every node judges
+    const slim = (r: SpoolRow): LiveReading => ({ residentId: r.residentId, deviceId: r.deviceId, seq: r.seq, ts: r.ts, hr: r.hr, sys: r.sys, dia: r.dia })
+    feed.onCommit((rows) => { if (rows.length) clusterNode.publishLive('readings', rows.map(slim)) })
+    const utf8d = new TextDecoder()
+    clusterNode.onLive({
+      readings: (data) => { if (live.watching()) live.readings(JSON.parse(utf8d.decode(data)) as LiveReading[]) },
+      alert: (data) => { live.alert(JSON.parse(utf8d.decode(data)) as Alert) },
+    })
+  } else spool.onCommit((rows) => live.readings(rows))
   alerts.setNotifier({
-    changed: (alert) => live.alert(alert),
+    changed: (alert) => { if (clusterNode) clusterNode.publishLive('alert', alert); else live.alert(alert) },
     digest: (residentId, body) => {
       mqtt.publish(topics.alerts(residentId), Buffer.from(JSON.stringify({ type: 'digest', ...body })), 1).catch((err: Error) => log.warn({ err }, 'could not publish an alert digest'))
     },

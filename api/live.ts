@@ -226,6 +226,9 @@ export class LiveHub {
     if (c.ws.readyState === c.ws.OPEN && c.ws.bufferedAmount < 1024 * 1024) c.ws.send(JSON.stringify(msg))
   }
 
+  /** Is any client watching a resident's readings (cluster mode: readings from the other nodes are decoded only then)? */
+  watching (): boolean { return this.byResident.size > 0 }
+
   readings (rows: readonly LiveReading[]): void {
     if (this.byResident.size === 0) return
     let per: Map<Client, LiveReading[]> | undefined

@@ -265,6 +265,24 @@ export class ClusterNode {
     }))
   }
 
+  /**
+   * The live stream's updates for every node's consoles: the judge of a resident publishes its
+   * readings and alert changes, and every node (the judge too) passes them to its clients. Core
+   * NATS, not the log: a console that misses one (a node's link was down) shows the next.
+   */
+  publishLive (kind: 'readings' | 'alert', body: unknown): void {
+    if (!this.nc.isClosed()) this.nc.publish(`vm.live.${kind}`, utf8.encode(JSON.stringify(body)))
+  }
+
+  onLive (handlers: { readings(data: Uint8Array): void, alert(data: Uint8Array): void }): void {
+    this.nc.subscribe('vm.live.*', {
+      callback: (err, m) => {
+        if (err) return
+        try { if (m.subject === 'vm.live.readings') handlers.readings(m.data); else if (m.subject === 'vm.live.alert') handlers.alert(m.data) } catch (e) { this.o.logger.warn({ err: e, subject: m.subject }, 'a live update from the cluster could not be passed on') }
+      },
+    })
+  }
+
   /** entries of each partition this node follows that are not stored, or not fed, and checkpointed yet: the larger (/metrics) */
   partitionLag (): Map<number, number> {
     const lag = this.runner.lag()

@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import { connect as natsConnect, type NatsConnection } from 'nats'
 import type { MqttClient } from 'mqtt'
 import { connect } from './helpers/mqtt.ts'
+import { openLive } from './helpers/live.ts'
 import { ROOT, run, startAppProcess, tempDir, waitFor, type AppProcess } from './helpers/proc.ts'
 import { startNatsCluster, type NatsCluster } from './helpers/nats.ts'
 import { startPostgres, type PostgresServer } from './helpers/postgres.ts'
@@ -174,19 +175,28 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
     expect(Math.min(...positions)).toBeGreaterThan(0)
   })
 
-  it('a reading sent to node A is judged by the owner of the resident\'s partition; its alert is read and acted on through any node (MQTT and HTTP), care preferences set on one node reach the judge, and a report run started through any node collects the resident\'s readings', async () => {
+  it('a reading sent to node A is judged by the owner of the resident\'s partition and shown live on a console of node C; its alert is read and acted on through any node (MQTT and HTTP), care preferences set on one node reach the judge, and a report run started through any node collects the resident\'s readings', async () => {
     const { device, resident } = nodes[0]!.creds
+    // raised by the node that owns the resident's partition, wherever the reading arrived
+    const owner = 'abc'.indexOf((await ownership(nodes))!.get(log.partitionOf(resident.id))!)
+    const other = owner === 2 ? 1 : 2
+    // a nurse's console on a node that neither received the reading nor judges the resident watches it live
+    const console_ = await openLive(nodes[other]!.httpPort, nodes[other]!.creds.apiKeys.operator)
+    console_.send(JSON.stringify({ type: 'watch', residentId: resident.id }))
+    expect(await console_.next((m) => m.type === 'watching' || m.type === 'error')).toMatchObject({ type: 'watching', residentId: resident.id })
     const d = await connect(nodes[0]!.mqttPort, device.deviceId, device.secret)
     await d.publishAsync(`vitals/${device.deviceId}`, JSON.stringify({ v: 1, seq: 1, ts: Date.now(), sys: 192, dia: 118, hr: 90 }), { qos: 1 })
     await d.endAsync()
+    const seen = await console_.next((m) => m.type === 'readings' && (m.readings as { residentId: string, seq: number }[]).some((r) => r.residentId === resident.id && r.seq === 1))
+    expect((seen.readings as { sys: number }[])[0]).toMatchObject({ sys: 192, dia: 118 })
+    const alerted = await console_.next((m) => m.type === 'alert' && (m.alert as { residentId: string }).residentId === resident.id)
+    expect(alerted.alert).toMatchObject({ severity: 'critical', state: 'open' })
+    await console_.close()
     const get = async (i: number, path: string): Promise<{ alerts: { id: string, residentId: string, severity: string, state: string }[] }> => {
       const res = await fetch(`http://127.0.0.1:${nodes[i]!.httpPort}${path}`, { headers: { authorization: `Bearer ${nodes[i]!.creds.apiKeys.operator}` } })
       expect(res.status).toBe(200)
       return await res.json() as { alerts: { id: string, residentId: string, severity: string, state: string }[] }
     }
-    // raised by the node that owns the resident's partition, wherever the reading arrived
-    const owner = 'abc'.indexOf((await ownership(nodes))!.get(log.partitionOf(resident.id))!)
-    const other = owner === 2 ? 1 : 2
     const raised = await waitFor('the crisis alert on the partition\'s owner', async () => (await get(owner, `/v1/residents/${resident.id}/alerts`)).alerts.find((a) => a.severity === 'critical'), 10_000)
     const t0 = Date.now()
     const onOther = await waitFor('the same alert in the resident\'s alerts on another node', async () => (await get(other, `/v1/residents/${resident.id}/alerts`)).alerts.find((a) => a.id === raised.id), 5_000, 50)

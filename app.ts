@@ -16,6 +16,7 @@ import { nodeSource } from './cluster/node-source.ts'
 import { ClusterRegistryLog, RegistrySync } from './cluster/registry-log.ts'
 import { AlertMirror, ClusterAlerts } from './cluster/alert-mirror.ts'
 import { WindowMirror } from './cluster/window-mirror.ts'
+import { OutboxMirror } from './cluster/outbox-mirror.ts'
 import { ReportBook, DeviceModelRegister, DEMO_DEVICE_MODELS, reportSink } from './reports/index.ts'
 
 export interface AppDeps {
@@ -99,7 +100,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
         // resumes after those readings holding those alerts, and neither judges one twice nor misses one
         settled: async () => {
           await feed.whenConsumed('alerting', feed.head())
-          await alertMirror!.flush()
+          await Promise.all([alertMirror!.flush(), outboxMirror!.flush()])
         },
         takeOver: async (partition, fromSeq) => {
           const theirs = (id: string): boolean => clusterNode!.log.partitionOf(id) === partition
@@ -355,6 +356,14 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       },
     }).catch((err: unknown) => { throw new Error(`cluster mode: cannot open the cluster's summary windows in PostgreSQL: ${(err as Error).message}`, { cause: err }) })
     : undefined
+  // cluster mode: what a node queued is delivered even if it dies and does not come back (cluster/outbox-mirror.ts)
+  if (!clusterNode) OutboxMirror.uninstall(db)
+  const outboxMirror = clusterNode
+    ? await OutboxMirror.open({
+      db, postgresUrl: c.postgresUrl!, clock, logger: logger.child({ component: 'outbox-mirror' }), source,
+      enqueue: (e) => outbox.enqueue(e), rescuer: () => clusterNode.follows(0), deadAfterMs: 3 * c.leaseMs,
+    }).catch((err: unknown) => { throw new Error(`cluster mode: cannot open the cluster's outbox in PostgreSQL: ${(err as Error).message}`, { cause: err }) })
+    : undefined
   const alertMirror = clusterAlerts && new AlertMirror({ db, alert: (id) => alerts.get(id), handover: (id) => alerts.handover(id), cluster: clusterAlerts, source, logger: logger.child({ component: 'alert-mirror' }) })
 
   // cluster mode over NATS: the registry is the cluster's (cluster/registry-log.ts); this node's
@@ -391,7 +400,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       mqttClients: mqtt.aedes.connectedClients, openAlerts: bySeverity, outboxPending: outbox.pending(), drained: drain.stats.drained,
       spoolRows: spool.pressure().rows, backpressureEpisodes: spool.stats.backpressureEpisodes, eventLoopDelayP99Ms: loopDelayP99Ms,
       consumers: consumerStatus(),
-      ...(clusterNode ? { cluster: { ...clusterNode.summary(), audit: auditShipper?.summary(), registry: registrySync?.summary(), alerts: alertMirror?.summary(), windows: windowMirror?.summary() } } : {}),
+      ...(clusterNode ? { cluster: { ...clusterNode.summary(), audit: auditShipper?.summary(), registry: registrySync?.summary(), alerts: alertMirror?.summary(), windows: windowMirror?.summary(), outbox: outboxMirror?.summary() } } : {}),
       rssMb: Math.round(process.memoryUsage().rss / 1048576),
     }
   }
@@ -427,6 +436,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       if (registrySync) checks.registry = registrySync.status()
       if (alertMirror) checks.alerts = alertMirror.status()
       if (windowMirror) checks.windows = windowMirror.status()
+      if (outboxMirror) checks.outbox = outboxMirror.status()
       // a consumer stopped by a failure: ingest goes on, but what it feeds (alerts, summaries) does not
       for (const c of consumerStatus()) checks[`consumer:${c.name}`] = c.failing ? `${c.failing.code}: ${c.failing.message}` : 'ok'
       return checks
@@ -486,7 +496,10 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       alertExport?.start()
       alerts.resendUndelivered()
       alerts.start()
+      // what another node delivered for this one while it was gone is not sent again
+      await outboxMirror?.reconcile().catch((err: unknown) => log.warn({ err }, 'could not read what other nodes delivered for this one while it was gone; some messages may be sent twice (receivers drop repeats by their key)'))
       outbox.start()
+      outboxMirror?.start()
       aggregator.start(config.forwarder.tickMs)
       reports.every(config.forwarder.tickMs, (tick) => { atomically(db, () => sendReports(tick())) })
       loopDelay.enable()
@@ -532,6 +545,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       await registryLog?.close()
       await alertMirror?.stop()
       await windowMirror?.stop()
+      await outboxMirror?.stop()
       await clusterAlerts?.close()
       rollups?.stop()
       alertExport?.stop()

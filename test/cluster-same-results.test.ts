@@ -8,7 +8,7 @@ import { startNatsCluster, type NatsCluster } from './helpers/nats.ts'
 import { startPostgres, type PostgresServer } from './helpers/postgres.ts'
 import { startInfluxd, type ServerProcess } from './helpers/influxd.ts'
 import { fhirServer, type FhirServer } from './helpers/fhir.ts'
-import { freePort } from './helpers/redis.ts'
+import { freePort, startRedis, type RedisServer } from './helpers/redis.ts'
 import { partitionOf } from '../cluster/log.ts'
 import { createServer, type Server } from 'node:http'
 
@@ -124,6 +124,7 @@ function normalObservations (h: FhirServer): Record<string, unknown>[] {
 
 describe('the 3-node cluster gives the same results as one node (issue 17)', () => {
   let nats: NatsCluster
+  let redis: RedisServer
   let pg: PostgresServer
   let influx: ServerProcess
   const cluster: AppProcess[] = []
@@ -137,7 +138,7 @@ describe('the 3-node cluster gives the same results as one node (issue 17)', () 
   beforeAll(async () => {
     atSingle = fhirServer(await freePort())
     atCluster = fhirServer(await freePort())
-    ;[nats, pg, influx, parentOfSingle, parentOfCluster] = await Promise.all([startNatsCluster({ size: 3 }), startPostgres(), startInfluxd(), parentRegion(), parentRegion(), atSingle.start(), atCluster.start()])
+    ;[nats, pg, influx, parentOfSingle, parentOfCluster, redis] = await Promise.all([startNatsCluster({ size: 3 }), startPostgres(), startInfluxd(), parentRegion(), parentRegion(), startRedis(), atSingle.start(), atCluster.start()])
     dirs.push(tempDir('vm-same-a-'))
     const made = await run(process.execPath, ['--import', 'tsx', join(ROOT, 'cli.ts'), 'demo'], 60_000, { VITALMESH_DATA_DIR: dirs[0]! })
     expect(made.code, made.stderr).toBe(0)
@@ -148,6 +149,8 @@ describe('the 3-node cluster gives the same results as one node (issue 17)', () 
       VITALMESH_NATS_URL: nats.servers.join(','), VITALMESH_PG_URL: pg.url, VITALMESH_CLUSTER_PARTITIONS: String(PARTITIONS), VITALMESH_CLUSTER_REPLICAS: '3',
       VITALMESH_STORE: 'influx', VITALMESH_INFLUX_URL: influx.url, VITALMESH_INFLUX_DB: 'same', VITALMESH_INFLUX_CREATE_DATABASE: 'true', VITALMESH_INFLUX_API: 'v1',
       VITALMESH_PARENT_URL: parentOfCluster.url,
+      // as docker-compose.cluster.yml runs it: the MQTT broker's state in Redis, so a message published on one node reaches a subscriber on another
+      VITALMESH_REDIS_URL: redis.url,
     }
     const startCluster = async (): Promise<void> => {
       // one at a time: the first creates the stream and the bucket, the others check them
@@ -158,7 +161,7 @@ describe('the 3-node cluster gives the same results as one node (issue 17)', () 
 
   afterAll(async () => {
     await Promise.all([...cluster, single].map((n) => n?.kill('SIGKILL')))
-    await Promise.all([nats?.stop(), pg?.stop(), influx?.destroy(), atSingle?.stop(), atCluster?.stop(), parentOfSingle?.stop(), parentOfCluster?.stop()])
+    await Promise.all([nats?.stop(), pg?.stop(), influx?.destroy(), atSingle?.stop(), atCluster?.stop(), parentOfSingle?.stop(), parentOfCluster?.stop(), redis?.stop()])
   })
 
   const api = async (n: AppProcess, method: string, path: string, body?: unknown): Promise<{ status: number, body: any }> => {
@@ -394,5 +397,26 @@ describe('the 3-node cluster gives the same results as one node (issue 17)', () 
     }, 20_000, 250).catch(() => lastRollups(parentOfCluster.rollups))
     expect(got).toEqual(want)
     console.log(`cluster-same-results: ${want.length} region windows, the same aggregates on every node and the same roll-ups at the parent region`)
+  }, 40_000)
+  it('the resident\'s phone gets its alert wherever it is connected: a crisis sent to one node, judged on another, reaches a phone on the third', async () => {
+    const owner = new Map<number, string>()
+    for (const st of await Promise.all(cluster.map(stats))) for (const p of st.cluster!.owned) owner.set(p, st.cluster!.node)
+    // a resident of a partition node b judges, with a phone (MQTT password) and a cuff, registered through node a
+    let id = ''
+    for (let i = 0; owner.get(partitionOf(id = `phone-res-${i}`, PARTITIONS)) !== 'b'; i++);
+    const made = await api(cluster[0]!, 'POST', '/v1/residents', { id, language: 'zh-CN', mqttPassword: true })
+    expect(made.status).toBe(201)
+    const cuffMade = await api(cluster[0]!, 'POST', '/v1/devices', { id: `${id}-cuff`, residentId: id })
+    expect(cuffMade.status).toBe(201)
+    await waitFor('every node to know the resident\'s cuff', async () => (await Promise.all(cluster.map(async (n) => (await api(n, 'GET', `/v1/devices/${id}-cuff`)).status))).every((x) => x === 200), 10_000, 100)
+    const phone = await connect(cluster[2]!.mqttPort, id, made.body.mqttPassword as string)
+    const got = new Promise<Record<string, unknown>>((resolve) => phone.on('message', (_t, m) => resolve(JSON.parse(m.toString()) as Record<string, unknown>)))
+    await phone.subscribeAsync(`alerts/${id}`, { qos: 1 })
+    const cuffClient = await connect(cluster[0]!.mqttPort, `${id}-cuff`, cuffMade.body.secret as string)
+    await cuffClient.publishAsync(`vitals/${id}-cuff`, JSON.stringify({ v: 1, seq: 1, ts: Date.now(), sys: 194, dia: 124, hr: 90 }), { qos: 1 })
+    await cuffClient.endAsync()
+    const alert = await Promise.race([got, new Promise<never>((_, rej) => setTimeout(() => rej(new Error('no alert reached the phone on node c within 10 s')), 10_000))])
+    expect(alert).toMatchObject({ residentId: id, severity: 'critical', state: 'open', language: 'zh-CN' })
+    await phone.endAsync()
   }, 40_000)
 })

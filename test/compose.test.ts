@@ -100,7 +100,9 @@ describe('docker-compose.cluster.yml', () => {
       const pg = new URL(config.cluster.postgresUrl!)
       expect([pg.hostname, pg.username, pg.password, pg.pathname]).toEqual(['postgres', exp(c.postgres!).POSTGRES_USER, 'pgpw', `/${exp(c.postgres!).POSTGRES_DB}`])
       ids.add(config.cluster.nodeId!)
-      for (const dep of ['postgres', 'influxdb', 'nats1', 'nats2', 'nats3']) expect(c[n]!.depends_on?.[dep]?.condition, `${n} waits for ${dep}`).toBe('service_healthy')
+      // the MQTT broker's state between nodes (an alert published on the judge reaches a phone connected to another node)
+      expect(new URL(config.cluster.redisUrl!).hostname).toBe('redis')
+      for (const dep of ['postgres', 'influxdb', 'nats1', 'nats2', 'nats3', 'redis']) expect(c[n]!.depends_on?.[dep]?.condition, `${n} waits for ${dep}`).toBe('service_healthy')
     }
     expect(ids.size).toBe(3)
     expect(new Set(nodes.map((n) => c[n]!.volumes![0]!.split(':')[0])).size).toBe(3)

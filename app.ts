@@ -75,7 +75,13 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   const spool = new Spool(ingestDb, logger.child({ component: 'ingest' }), { deadLetterMax: config.ingest.deadLetterMax, maxRows: config.ingest.spoolMaxRows, maxBytes: config.ingest.spoolMaxBytes, drainCursor: config.cluster.nats ? LOG_CURSOR : 'store' })
   // the feed's rows leave once alerting and every other consumer has them (no drain: the partition's owner stores readings from the log)
   const feed = config.cluster.nats ? new Spool(db, logger.child({ component: 'feed' }), { deadLetterMax: config.ingest.deadLetterMax, drainCursor: 'alerting' }) : spool
-  if (feed !== spool) await shipUnshippedOfOldLayout(feed, spool, registry, log)
+  if (feed !== spool) {
+    await shipUnshippedOfOldLayout(feed, spool, registry, log)
+    // readings a crash left in the feed that no consumer had: their partition's position did not pass them (it commits only
+    // once alerting judged what the feed got), so the log delivers them again to whichever node follows the partition now
+    const cut = Math.max(...FEED_CONSUMERS.map((n) => feed.cursor(n)))
+    if (cut < feed.head()) log.warn({ readings: feed.discardAfter(cut), after: cut }, 'readings a crash left unjudged in the feed dropped: the reading log delivers them again where their partition is followed now')
+  }
   /** every cursor consumer of the node: the spool's, and in cluster mode the feed's (/readyz, /v1/stats, /metrics) */
   const consumerStatus = (): ConsumerStatus[] => feed === spool ? spool.consumerStatus() : [...spool.consumerStatus(), ...feed.consumerStatus()]
   const influx = config.store.kind === 'influx'
@@ -563,6 +569,9 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     },
   }
 }
+
+/** The feed's cursor consumers (cluster mode), wired below. */
+const FEED_CONSUMERS = ['alerting', 'forwarder', 'reports', 'hospital-measurements']
 
 /**
  * Appends readings of an owned partition to the node's feed (cluster mode), one request per

@@ -58,6 +58,21 @@ export class SeqSet {
     }
   }
 
+  /** Forgets a seq (a record that was discarded before anything consumed it); absent seqs are left alone. */
+  remove (seq: number): void {
+    const r = this.r
+    for (let i = 0; i < r.length; i += 2) {
+      const start = r[i]!; const end = r[i + 1]!
+      if (seq < start) return
+      if (seq > end) continue
+      if (start === end) r.splice(i, 2)
+      else if (seq === start) r[i] = seq + 1
+      else if (seq === end) r[i + 1] = seq - 1
+      else r.splice(i, 2, start, seq - 1, seq + 1, end)
+      return
+    }
+  }
+
   get intervals (): number { return this.r.length / 2 }
 
   /** For the checkpoint: the pairs as float64 (seqs are integers up to 2^53, exact in a double). */

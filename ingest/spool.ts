@@ -281,6 +281,38 @@ export class Spool {
     }
   }
 
+  /**
+   * Cluster mode, at start, before consumers attach: drops the records after `id`, which no
+   * consumer has had, and forgets their seqs. They came from the reading log into this node's
+   * feed before a crash, and their partition's position did not pass them: the log delivers them
+   * again to whichever node follows the partition now, this one included, which must then take
+   * them (not drop them as duplicates) and judge them. Returns how many readings were dropped.
+   */
+  discardAfter (id: number): number {
+    let dropped = 0
+    atomically(this.db, () => {
+      for (const [, n, devicesJson, data] of this.s.read.iterate(id)) {
+        const devices = JSON.parse(devicesJson) as [number, string, string][]
+        for (let i = 0; i < n; i++) {
+          const deviceKey = devices[data.readDoubleLE(i * READING_BYTES)]![0]
+          this.seqs.get(deviceKey)?.remove(data.readDoubleLE(i * READING_BYTES + 8))
+          this.dirtySeqs.add(deviceKey)
+          dropped++
+        }
+      }
+      this.db.prepare('DELETE FROM spool_records WHERE id > ?').run(id)
+      this.headId = Math.max(id, this.s.head.get()!.id ?? 0)
+      // the de-duplication checkpoint may hold the dropped seqs: written again without them
+      this.checkpointDedup(Date.now())
+    })
+    const size = this.s.sizeUpTo.get(Number.MAX_SAFE_INTEGER)!
+    this.rows = size.n
+    this.bytes = size.bytes
+    this.recent = []
+    this.recentRows = 0
+    return dropped
+  }
+
   /** Writes the changed devices' seq ranges; the checkpoint then covers every committed message. Runs inside a transaction. */
   private checkpointDedup (now: number): void {
     for (const key of this.dirtySeqs) this.s.saveSeqs.run(key, this.seqs.get(key)!.toBuffer())

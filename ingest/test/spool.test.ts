@@ -304,3 +304,39 @@ describe('cursor consumers (one contract for everything downstream of the PUBACK
     db.close()
   })
 })
+
+describe('the cluster feed after a crash (discardAfter)', () => {
+  it('drops the records no consumer had and forgets their seqs, so the log can deliver them again; what was consumed stays a duplicate, across a restart too', async () => {
+    const file = join(tempDir(), 'feed.db')
+    let db = openDatabase(file)
+    let spool = new Spool(db, silentLogger(), { deadLetterMax: 10, drainCursor: 'alerting' })
+    await spool.appendAsync(req(1, [1, 2, 3]))
+    const judged = spool.head()
+    spool.ack('alerting', judged)
+    await spool.appendAsync(req(1, [4, 5]))
+    await spool.appendAsync(req(2, [9]))
+    expect(spool.discardAfter(judged)).toBe(3)
+    expect(spool.head()).toBe(judged)
+    expect(spool.read(judged, 100)).toEqual([])
+    // the log delivers 4, 5 and 9 again: taken; 1-3 were judged: duplicates
+    expect(await spool.appendAsync(req(1, [3, 4, 5]))).toEqual({ accepted: 2, duplicates: 1 })
+    expect(spool.read(judged, 100).map((r) => r.seq)).toEqual([4, 5])
+    spool.stopConsumers()
+    db.close()
+    // and after a restart the de-duplication state is the same
+    db = openDatabase(file)
+    spool = new Spool(db, silentLogger(), { deadLetterMax: 10, drainCursor: 'alerting' })
+    expect(await spool.appendAsync(req(1, [2, 5]))).toEqual({ accepted: 0, duplicates: 2 })
+    expect(await spool.appendAsync(req(2, [9]))).toEqual({ accepted: 1, duplicates: 0 })
+    spool.stopConsumers()
+    db.close()
+  })
+
+  it('SeqSet.remove splits, trims and drops intervals', () => {
+    const s = new SeqSet([1, 10, 20, 20])
+    s.remove(5); s.remove(1); s.remove(10); s.remove(20); s.remove(30)
+    expect([2, 3, 4, 6, 9].every((x) => s.has(x))).toBe(true)
+    expect([1, 5, 10, 20, 30].some((x) => s.has(x))).toBe(false)
+    expect(s.intervals).toBe(2)
+  })
+})

@@ -110,6 +110,9 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
         },
         takeOver: async (partition, fromSeq) => {
           const theirs = (id: string): boolean => clusterNode!.log.partitionOf(id) === partition
+          // what the feed holds of an earlier time this node followed the partition is consumed first: the rebuild
+          // below replaces it (those readings are before fromSeq, so in the log's part it reads) rather than adds to it
+          await Promise.all(FEED_CONSUMERS.map(async (n) => { await feed.whenConsumed(n, feed.head()) }))
           alerts.adopt(theirs, await clusterAlerts!.handedOver(theirs, alerts.activeOf(theirs)))
           // the residents' recent past, up to where the partition resumes: what the rules look back on, and the
           // summary windows still open (a day's, from the resident's local midnight). Readings reach the log after
@@ -306,6 +309,8 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     hospitalOf: (id) => registry.resident(id)?.hospitalId, followersOf: (id) => registry.followers.active(id), followedBy: (fid) => registry.followers.residentOf(fid), framesPerS: config.http.liveFramesPerS, logger: logger.child({ component: 'live' }),
     audited: (actor, action, subject, detail) => { audit.append(actor, action, subject, detail) },
   })
+  /** cluster mode: resolves once the alerts changed so far are in the cluster's copy (or it cannot be reached now); set once that copy is open */
+  let shared = async (): Promise<void> => {}
   if (clusterNode) {
     // cluster mode: a console on any node sees the readings and alerts of the residents every node judges
     const slim = (r: SpoolRow): LiveReading => ({ residentId: r.residentId, deviceId: r.deviceId, seq: r.seq, ts: r.ts, hr: r.hr, sys: r.sys, dia: r.dia })
@@ -322,7 +327,9 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       mqtt.publish(topics.alerts(residentId), Buffer.from(JSON.stringify({ type: 'digest', ...body })), 1).catch((err: Error) => log.warn({ err }, 'could not publish an alert digest'))
     },
     alert: (alert, delivered) => {
-      mqtt.publish(topics.alerts(alert.residentId), Buffer.from(JSON.stringify(alert)), 1).then(delivered, (err: Error) => {
+      // cluster mode: told only once the cluster's copy has the alert, so a node that dies right after telling leaves
+      // the next owner holding it (and not telling again); PostgreSQL unreachable, the resident is told anyway
+      void shared().then(() => mqtt.publish(topics.alerts(alert.residentId), Buffer.from(JSON.stringify(alert)), 1)).then(delivered, (err: Error) => {
         log.warn({ err, alertId: alert.id }, 'could not publish an alert; it will be re-sent after a restart')
       })
     },
@@ -371,6 +378,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     }).catch((err: unknown) => { throw new Error(`cluster mode: cannot open the cluster's outbox in PostgreSQL: ${(err as Error).message}`, { cause: err }) })
     : undefined
   const alertMirror = clusterAlerts && new AlertMirror({ db, alert: (id) => alerts.get(id), handover: (id) => alerts.handover(id), cluster: clusterAlerts, source, logger: logger.child({ component: 'alert-mirror' }) })
+  if (alertMirror) shared = async () => { await alertMirror.flush().catch(() => {}) }
 
   // cluster mode over NATS: the registry is the cluster's (cluster/registry-log.ts); this node's
   // SQLite is a replica of it, kept in step every 100 ms. Every registry table exists by now

@@ -92,6 +92,8 @@ export class ClusterNode {
   private readonly judgeSubs = new Map<number, Subscription>()
   /** per followed partition, its takeover (alerts adopted, timelines rebuilt): what acts on its residents waits for it */
   private readonly takenOver = new Map<number, Promise<void>>()
+  /** per partition, the lease epoch under which this node last took it over */
+  private readonly takenAt = new Map<number, number>()
 
   private constructor (
     private readonly o: ClusterNodeOptions,
@@ -118,10 +120,14 @@ export class ClusterNode {
         consume: (s, entries) => ({ fed: s.fed + entries.length }),
         deliver: async (partition, entries) => { await feed.append(partition, entries.map((e) => e.reading)); this.stats.fed += entries.length },
         apply: async (partition) => { await feed.settled?.(partition) },
-        prepare: async (partition, fromSeq) => {
+        prepare: async (partition, fromSeq, epoch) => {
+          // once per lease: following the partition again after a failure under the same lease (a NATS hiccup, a
+          // failed commit) goes on from this node's own state, which holds everything its feed got
+          if (this.takenAt.get(partition) === epoch) return
           const done = feed.takeOver?.(partition, fromSeq) ?? Promise.resolve()
           this.takenOver.set(partition, done.catch(() => {}))
           await done
+          this.takenAt.set(partition, epoch)
         },
       }
       // readings reach the feed as they arrive (a resident waits for an alert); the position commits at most every 100 ms,

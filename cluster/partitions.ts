@@ -271,7 +271,7 @@ export interface PartitionConsumer<S> {
    * Before the first entry of each time the partition is followed (its checkpoint claimed, at
    * `fromSeq`): what this node needs to take the partition over from another (alerting's hand-over).
    */
-  prepare?(partition: number, fromSeq: number): Promise<void>
+  prepare?(partition: number, fromSeq: number, epoch: number): Promise<void>
 }
 
 export interface RunnerOptions<S> {
@@ -386,7 +386,7 @@ export class ConsumerRunner<S> {
     let state = cp ? cp.state : consumer.initial(partition)
     let seq = cp?.seq ?? 0
     if (t.stopped) return
-    await consumer.prepare?.(partition, seq)
+    await consumer.prepare?.(partition, seq, epoch)
     if (t.stopped) return
     this.o.onStart?.(partition, seq)
     // Our own ephemeral consumer rather than nats.js's ordered one: nats-server 2.9 may place

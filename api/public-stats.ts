@@ -39,11 +39,14 @@ const IN_RANGE = new Set(['normal', 'elevated'])
  * alerts), suppressed on its own when they are fewer than k.
  */
 export async function publicRegionWindows (d: PublicStatsDeps, kind: string, from: number, to: number): Promise<PublicWindow[]> {
-  return (await (d.windowReads ?? d.aggregator).regionAggregates(kind, from, to, d.k)).map((a) => {
+  const reads = d.windowReads ?? d.aggregator
+  const aggregates = await reads.regionAggregates(kind, from, to, d.k)
+  const owns = await Promise.all(aggregates.map(async (a) => await reads.ownAlerts(kind, a.window.start)))
+  return aggregates.map((a, i) => {
     const suppressed = a.residents < d.k
     const bpTotal = Object.values(a.bpCategories).reduce((x, y) => x + y, 0)
     const bpIn = Object.entries(a.bpCategories).filter(([c]) => IN_RANGE.has(c)).reduce((x, [, n]) => x + n, 0)
-    const own = d.aggregator.ownAlerts(kind, a.window.start)
+    const own = owns[i]!
     return {
       start: a.window.start,
       end: a.window.end,

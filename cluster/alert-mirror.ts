@@ -1,7 +1,7 @@
 import pg from 'pg'
 import { migrate, type DB, type Logger, type Migration } from '../core/index.ts'
 import { byAttention, type Alert, type AlertHandover } from '../alerting/index.ts'
-import { LinkState, every, readShipped } from './link-state.ts'
+import { Shipper, dropTriggers, installTriggers, readShipped } from './link-state.ts'
 import { pgOpen, pgTransaction, type PgStep } from './pg.ts'
 
 /**
@@ -116,18 +116,21 @@ export interface AlertMirrorOptions {
 }
 
 /** Ships this node's alert changes to the cluster's copy; reads the cluster's copy (after shipping this node's). */
-export class AlertMirror {
+export class AlertMirror extends Shipper {
   private readonly s
-  private readonly link: LinkState
-  private running: Promise<void> | undefined
-  private timer: { stop(): void } | undefined
   readonly stats = { shipped: 0 }
 
   constructor (private readonly o: AlertMirrorOptions) {
+    super(o.logger, {
+      failing: "cannot ship this node's alerts to the cluster's copy in PostgreSQL; other nodes do not see its latest changes until it can",
+      back: "alerts shipped to the cluster's copy again",
+      notOk: 'alerts not shipped',
+    }, o.intervalMs)
     migrate(o.db, 'alert-mirror', ALERT_MIRROR_MIGRATIONS)
-    for (const t of TRIGGERS) o.db.exec(`DROP TRIGGER IF EXISTS ${t}`)
-    o.db.exec('CREATE TRIGGER alert_mirror_ins AFTER INSERT ON alerts BEGIN INSERT INTO alert_mirror_outbox (alert_id) VALUES (NEW.id); END')
-    o.db.exec('CREATE TRIGGER alert_mirror_upd AFTER UPDATE ON alerts BEGIN INSERT INTO alert_mirror_outbox (alert_id) VALUES (NEW.id); END')
+    installTriggers(o.db, {
+      alert_mirror_ins: 'CREATE TRIGGER alert_mirror_ins AFTER INSERT ON alerts BEGIN INSERT INTO alert_mirror_outbox (alert_id) VALUES (NEW.id); END',
+      alert_mirror_upd: 'CREATE TRIGGER alert_mirror_upd AFTER UPDATE ON alerts BEGIN INSERT INTO alert_mirror_outbox (alert_id) VALUES (NEW.id); END',
+    })
     this.s = {
       pending: o.db.prepare<[number], { id: number, alert_id: string }>('SELECT id, alert_id FROM alert_mirror_outbox ORDER BY id LIMIT ?'),
       shipped: o.db.prepare('DELETE FROM alert_mirror_outbox WHERE id <= ?'),
@@ -135,24 +138,12 @@ export class AlertMirror {
       seed: o.db.prepare('INSERT INTO alert_mirror_outbox (alert_id) SELECT id FROM alerts ORDER BY opened_at'),
       markSeeded: o.db.prepare('UPDATE alert_mirror_state SET seeded = 1 WHERE id = 1'),
     }
-    this.link = new LinkState(o.logger, {
-      failing: "cannot ship this node's alerts to the cluster's copy in PostgreSQL; other nodes do not see its latest changes until it can",
-      back: "alerts shipped to the cluster's copy again",
-      notOk: 'alerts not shipped',
-    })
   }
 
   /** A node not in a cluster notes nothing: the triggers an earlier cluster start left are dropped. */
-  static uninstall (db: DB): void { for (const t of TRIGGERS) db.exec(`DROP TRIGGER IF EXISTS ${t}`) }
+  static uninstall (db: DB): void { dropTriggers(db, TRIGGERS) }
 
-  /** Ships every change noted before the call; concurrent calls take turns. */
-  async flush (): Promise<void> {
-    while (this.running) await this.running.catch(() => {})
-    this.running = this.ship()
-    try { await this.link.watch(this.running) } finally { this.running = undefined }
-  }
-
-  private async ship (): Promise<void> {
+  protected async ship (): Promise<void> {
     for (let rows = this.s.pending.all(500); rows.length > 0; rows = this.s.pending.all(500)) {
       const alerts: { alert: Alert, handover?: AlertHandover }[] = []
       for (const id of new Set(rows.map((r) => r.alert_id))) {
@@ -165,18 +156,11 @@ export class AlertMirror {
     }
   }
 
-  start (): void {
+  override start (): void {
     // a node that joins with alerts of its own (or a history from before cluster mode) brings them in
     if (!this.s.seeded.get()!.seeded) this.o.db.transaction(() => { this.s.seed.run(); this.s.markSeeded.run() })()
-    this.timer = every(this.o.intervalMs ?? 250, async () => { await this.flush() })
+    super.start()
   }
-
-  async stop (): Promise<void> {
-    this.timer?.stop()
-    await this.flush().catch(() => {})
-  }
-
-  status (): string { return this.link.status() }
 
   summary (): Record<string, unknown> { return { shipped: this.stats.shipped, problem: this.link.current } }
 

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto'
 import pg from 'pg'
 import type { Logger } from '../core/index.ts'
 import { ChainWalk, GENESIS, type AuditEntry, type AuditLog, type AuditTrail, type ChainCheck } from '../registry/index.ts'
-import { LinkState, every, readShipped } from './link-state.ts'
+import { Shipper, readShipped } from './link-state.ts'
 import { pgOpen, pgTransaction, type PgStep } from './pg.ts'
 
 /**
@@ -170,29 +170,19 @@ export interface AuditShipperOptions {
  * Ships this node's audit trail to the cluster's chain, a batch per transaction, in its order.
  * `flush` ships what is recorded now (reads call it first); a timer ships the rest.
  */
-export class AuditShipper implements AuditTrail {
+export class AuditShipper extends Shipper implements AuditTrail {
   private upTo: number | undefined
-  private running: Promise<void> | undefined
-  private timer: { stop(): void } | undefined
-  private readonly link: LinkState
   readonly stats = { shipped: 0 }
 
   constructor (private readonly o: AuditShipperOptions) {
-    this.link = new LinkState(o.logger, {
+    super(o.logger, {
       failing: "cannot ship the audit trail to the cluster's chain in PostgreSQL; entries wait here and are shipped once it can",
       back: "audit trail shipped to the cluster's chain again",
       notOk: 'audit trail not shipped',
-    })
+    }, o.intervalMs)
   }
 
-  /** Ships every entry recorded before the call; concurrent calls take turns. */
-  async flush (): Promise<void> {
-    while (this.running) await this.running.catch(() => {})
-    this.running = this.ship()
-    try { await this.link.watch(this.running) } finally { this.running = undefined }
-  }
-
-  private async ship (): Promise<void> {
+  protected async ship (): Promise<void> {
     if (this.upTo === undefined) {
       const at = await this.o.chain.shippedUpTo(this.o.source)
       const mine = at.seq > 0 ? this.o.local.list(at.seq - 1, 1)[0] : undefined
@@ -209,17 +199,6 @@ export class AuditShipper implements AuditTrail {
       this.upTo = upTo
     }
   }
-
-  start (): void { this.timer = every(this.o.intervalMs ?? 250, async () => { await this.flush() }) }
-
-  /** Stops the timer after one last pass (entries left are shipped at the next start). */
-  async stop (): Promise<void> {
-    this.timer?.stop()
-    await this.flush().catch(() => {})
-  }
-
-  /** 'ok', or why the trail cannot be shipped now (/readyz). */
-  status (): string { return this.link.status() }
 
   /** What operators see (/v1/stats). */
   summary (): Record<string, unknown> { return { source: this.o.source, shippedTo: this.upTo ?? null, shipped: this.stats.shipped, problem: this.link.current } }

@@ -40,6 +40,57 @@ export class LinkState {
 }
 
 /**
+ * A node's shipping of what it noted locally to a shared store in PostgreSQL (the audit trail,
+ * the alerts', windows' and outbox's copies): `flush` ships what was noted before the call
+ * (concurrent calls take turns), a timer ships the rest every `intervalMs` (and then does the
+ * round's `afterShip`, such as the emitter's or rescuer's work), and the link's state goes to
+ * /readyz. A subclass writes `ship`.
+ */
+export abstract class Shipper {
+  protected readonly link: LinkState
+  private running: Promise<void> | undefined
+  private timer: { stop(): void } | undefined
+
+  constructor (logger: Logger, words: ConstructorParameters<typeof LinkState>[1], private readonly intervalMs = 250) {
+    this.link = new LinkState(logger, words)
+  }
+
+  protected abstract ship (): Promise<void>
+
+  /** after each timed round's shipping */
+  protected async afterShip (): Promise<void> {}
+
+  /** Ships every change noted before the call; concurrent calls take turns. */
+  async flush (): Promise<void> {
+    while (this.running) await this.running.catch(() => {})
+    this.running = this.ship()
+    try { await this.link.watch(this.running) } finally { this.running = undefined }
+  }
+
+  start (): void { this.timer = every(this.intervalMs, async () => { await this.flush(); await this.afterShip() }) }
+
+  /** Stops the timer after one last pass (what is left is shipped at the next start). */
+  async stop (): Promise<void> {
+    this.timer?.stop()
+    await this.flush().catch(() => {})
+  }
+
+  /** 'ok', or why not (/readyz) */
+  status (): string { return this.link.status() }
+}
+
+/** Drops a node's capturing triggers and creates them again (`sql`: name -> CREATE TRIGGER statement), so their text follows the code. */
+export function installTriggers (db: { exec(sql: string): unknown }, triggers: Record<string, string>): void {
+  for (const name of Object.keys(triggers)) db.exec(`DROP TRIGGER IF EXISTS ${name}`)
+  for (const sql of Object.values(triggers)) db.exec(sql)
+}
+
+/** Drops them (a node not in a cluster notes nothing). */
+export function dropTriggers (db: { exec(sql: string): unknown }, names: readonly string[]): void {
+  for (const name of names) db.exec(`DROP TRIGGER IF EXISTS ${name}`)
+}
+
+/**
  * A read of a shared copy in PostgreSQL after this node shipped what it holds (a node reads its
  * own writes); a failure of either is the API's 503 VM_STORE_UNAVAILABLE, saying what.
  */

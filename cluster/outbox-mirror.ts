@@ -1,7 +1,7 @@
 import pg from 'pg'
 import { migrate, type Clock, type DB, type Logger, type Migration } from '../core/index.ts'
 import type { OutboxEntry } from '../forwarder/index.ts'
-import { LinkState, every } from './link-state.ts'
+import { Shipper, dropTriggers, installTriggers } from './link-state.ts'
 import { pgOpen, pgTransaction, type PgStep } from './pg.ts'
 
 /**
@@ -57,30 +57,28 @@ export interface OutboxMirrorOptions {
   intervalMs?: number
 }
 
-export class OutboxMirror {
+export class OutboxMirror extends Shipper {
   private readonly s
-  private readonly link: LinkState
-  private running: Promise<void> | undefined
-  private timer: { stop(): void } | undefined
   private seenAt = 0
   readonly stats = { shipped: 0, rescued: 0, takenElsewhere: 0 }
 
   private constructor (private readonly o: OutboxMirrorOptions) {
+    super(o.logger, {
+      failing: "cannot ship this node's outbox to the cluster's in PostgreSQL; if this node dies, what it queued since waits for it",
+      back: "outbox shipped to the cluster's again",
+      notOk: 'outbox not shipped',
+    }, o.intervalMs)
     migrate(o.db, 'outbox-mirror', OUTBOX_MIRROR_MIGRATIONS)
-    for (const t of TRIGGERS) o.db.exec(`DROP TRIGGER IF EXISTS ${t}`)
-    o.db.exec('CREATE TRIGGER outbox_mirror_ins AFTER INSERT ON outbox BEGIN INSERT INTO outbox_mirror_outbox (outbox_id) VALUES (NEW.id); END')
-    o.db.exec('CREATE TRIGGER outbox_mirror_upd AFTER UPDATE OF delivered_at, dead_at ON outbox BEGIN INSERT INTO outbox_mirror_outbox (outbox_id) VALUES (NEW.id); END')
+    installTriggers(o.db, {
+      outbox_mirror_ins: 'CREATE TRIGGER outbox_mirror_ins AFTER INSERT ON outbox BEGIN INSERT INTO outbox_mirror_outbox (outbox_id) VALUES (NEW.id); END',
+      outbox_mirror_upd: 'CREATE TRIGGER outbox_mirror_upd AFTER UPDATE OF delivered_at, dead_at ON outbox BEGIN INSERT INTO outbox_mirror_outbox (outbox_id) VALUES (NEW.id); END',
+    })
     this.s = {
       pending: o.db.prepare<[number], { id: number, outbox_id: number }>('SELECT id, outbox_id FROM outbox_mirror_outbox ORDER BY id LIMIT ?'),
       shipped: o.db.prepare('DELETE FROM outbox_mirror_outbox WHERE id <= ?'),
       row: o.db.prepare<[number], LocalRow>('SELECT id, sink, url, headers, body, idempotency_key, created_at, delivered_at, dead_at FROM outbox WHERE id = ?'),
       takenElsewhere: o.db.prepare('UPDATE outbox SET delivered_at = ?, last_error = ? WHERE idempotency_key = ? AND delivered_at IS NULL'),
     }
-    this.link = new LinkState(o.logger, {
-      failing: "cannot ship this node's outbox to the cluster's in PostgreSQL; if this node dies, what it queued since waits for it",
-      back: "outbox shipped to the cluster's again",
-      notOk: 'outbox not shipped',
-    })
   }
 
   static async open (o: Omit<OutboxMirrorOptions, 'pool'> & { postgresUrl: string }): Promise<OutboxMirror> {
@@ -88,7 +86,7 @@ export class OutboxMirror {
   }
 
   /** A node not in a cluster notes nothing: the triggers an earlier cluster start left are dropped. */
-  static uninstall (db: DB): void { for (const t of TRIGGERS) db.exec(`DROP TRIGGER IF EXISTS ${t}`) }
+  static uninstall (db: DB): void { dropTriggers(db, TRIGGERS) }
 
   /**
    * Before this node's outbox starts: what another node took over while this one was gone is
@@ -103,14 +101,7 @@ export class OutboxMirror {
     return n
   }
 
-  /** Ships every change noted before the call; concurrent calls take turns. */
-  async flush (): Promise<void> {
-    while (this.running) await this.running.catch(() => {})
-    this.running = this.ship()
-    try { await this.link.watch(this.running) } finally { this.running = undefined }
-  }
-
-  private async ship (): Promise<void> {
+  protected async ship (): Promise<void> {
     const now = this.o.clock.now()
     if (now - this.seenAt >= 2000) {
       await this.o.pool.query('INSERT INTO cluster_outbox_nodes (source, seen_at) VALUES ($1, $2) ON CONFLICT (source) DO UPDATE SET seen_at = excluded.seen_at', [this.o.source, now])
@@ -151,20 +142,12 @@ export class OutboxMirror {
     })
   }
 
-  start (): void {
-    this.timer = every(this.o.intervalMs ?? 250, async () => {
-      await this.flush()
-      if (this.o.rescuer()) await this.rescue()
-    })
-  }
+  protected override async afterShip (): Promise<void> { if (this.o.rescuer()) await this.rescue() }
 
-  async stop (): Promise<void> {
-    this.timer?.stop()
-    await this.flush().catch(() => {})
+  override async stop (): Promise<void> {
+    await super.stop()
     await this.o.pool.end().catch(() => {})
   }
-
-  status (): string { return this.link.status() }
 
   summary (): Record<string, unknown> { return { ...this.stats, problem: this.link.current } }
 }

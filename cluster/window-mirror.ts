@@ -1,7 +1,7 @@
 import pg from 'pg'
 import { atomically, migrate, type Clock, type DB, type Logger, type Migration } from '../core/index.ts'
 import { checkRollup, mergeRegion, regionRollup, residentSummary, summarize, windowFromJSON, type ClosedWindow, type RegionRollup, type ResidentFacts, type ResidentSummary, type RegionAggregate, type ResidentWindow, type SummarySink, type WindowKind, type WindowReads } from '../forwarder/index.ts'
-import { LinkState, every, readShipped } from './link-state.ts'
+import { Shipper, dropTriggers, installTriggers, readShipped } from './link-state.ts'
 import { pgOpen, pgTransaction, type PgStep } from './pg.ts'
 
 /**
@@ -73,33 +73,30 @@ export interface WindowMirrorOptions {
 }
 
 /** Ships this node's windows to the cluster's copy, closes the region's windows when this node is the emitter, and reads the copy for the API. */
-export class WindowMirror implements WindowReads {
+export class WindowMirror extends Shipper implements WindowReads {
   private readonly s
-  private readonly link: LinkState
-  private running: Promise<void> | undefined
-  private timer: { stop(): void } | undefined
   readonly stats = { shipped: 0, regionWindows: 0 }
 
   private constructor (private readonly o: WindowMirrorOptions) {
+    super(o.logger, {
+      failing: "cannot ship this node's summary windows to the cluster's copy in PostgreSQL; the region's windows wait for them",
+      back: "summary windows shipped to the cluster's copy again",
+      notOk: 'summary windows not shipped',
+    }, o.intervalMs)
     migrate(o.db, 'window-mirror', WINDOW_MIRROR_MIGRATIONS)
-    for (const t of TRIGGERS) o.db.exec(`DROP TRIGGER IF EXISTS ${t}`)
-    for (const [name, op] of [['window_mirror_ins', 'INSERT'], ['window_mirror_upd', 'UPDATE']]) {
-      o.db.exec(`CREATE TRIGGER ${name} AFTER ${op} ON summary_windows BEGIN INSERT INTO window_mirror_outbox (kind, start, resident_id) VALUES (NEW.kind, NEW.start, NEW.resident_id); END`)
-    }
-    for (const [name, op] of [['child_mirror_ins', 'INSERT'], ['child_mirror_upd', 'UPDATE']]) {
-      o.db.exec(`CREATE TRIGGER ${name} AFTER ${op} ON child_rollups BEGIN INSERT INTO window_mirror_outbox (kind, start, child) VALUES (NEW.kind, NEW.start, NEW.child); END`)
-    }
+    const note = (cols: string, values: string): string => `BEGIN INSERT INTO window_mirror_outbox (${cols}) VALUES (${values}); END`
+    installTriggers(o.db, {
+      window_mirror_ins: `CREATE TRIGGER window_mirror_ins AFTER INSERT ON summary_windows ${note('kind, start, resident_id', 'NEW.kind, NEW.start, NEW.resident_id')}`,
+      window_mirror_upd: `CREATE TRIGGER window_mirror_upd AFTER UPDATE ON summary_windows ${note('kind, start, resident_id', 'NEW.kind, NEW.start, NEW.resident_id')}`,
+      child_mirror_ins: `CREATE TRIGGER child_mirror_ins AFTER INSERT ON child_rollups ${note('kind, start, child', 'NEW.kind, NEW.start, NEW.child')}`,
+      child_mirror_upd: `CREATE TRIGGER child_mirror_upd AFTER UPDATE ON child_rollups ${note('kind, start, child', 'NEW.kind, NEW.start, NEW.child')}`,
+    })
     this.s = {
       pending: o.db.prepare<[number], { id: number, kind: string, start: number, resident_id: string | null, child: string | null }>('SELECT id, kind, start, resident_id, child FROM window_mirror_outbox ORDER BY id LIMIT ?'),
       shipped: o.db.prepare('DELETE FROM window_mirror_outbox WHERE id <= ?'),
       window: o.db.prepare<[string, number, string], { state: string }>('SELECT state FROM summary_windows WHERE kind = ? AND start = ? AND resident_id = ?'),
       child: o.db.prepare<[string, string, number], { version: number, body: string }>('SELECT version, body FROM child_rollups WHERE child = ? AND kind = ? AND start = ?'),
     }
-    this.link = new LinkState(o.logger, {
-      failing: "cannot ship this node's summary windows to the cluster's copy in PostgreSQL; the region's windows wait for them",
-      back: "summary windows shipped to the cluster's copy again",
-      notOk: 'summary windows not shipped',
-    })
   }
 
   static async open (o: Omit<WindowMirrorOptions, 'pool'> & { postgresUrl: string }): Promise<WindowMirror> {
@@ -107,16 +104,9 @@ export class WindowMirror implements WindowReads {
   }
 
   /** A node not in a cluster notes nothing: the triggers an earlier cluster start left are dropped. */
-  static uninstall (db: DB): void { for (const t of TRIGGERS) db.exec(`DROP TRIGGER IF EXISTS ${t}`) }
+  static uninstall (db: DB): void { dropTriggers(db, TRIGGERS) }
 
-  /** Ships every window written before the call; concurrent calls take turns. */
-  async flush (): Promise<void> {
-    while (this.running) await this.running.catch(() => {})
-    this.running = this.ship()
-    try { await this.link.watch(this.running) } finally { this.running = undefined }
-  }
-
-  private async ship (): Promise<void> {
+  protected async ship (): Promise<void> {
     for (let rows = this.s.pending.all(500); rows.length > 0; rows = this.s.pending.all(500)) {
       // the window as the aggregator wrote it (forwarder/aggregator.ts windowToJSON), without its position in this node's feed
       const windows = new Map<string, { kind: string, start: number, residentId: string, end: number, timeZone: string, state: string }>()
@@ -152,20 +142,12 @@ export class WindowMirror implements WindowReads {
     }
   }
 
-  start (): void {
-    this.timer = every(this.o.intervalMs ?? 250, async () => {
-      await this.flush()
-      if (this.o.emitter()) await this.closeRegionWindows()
-    })
-  }
+  protected override async afterShip (): Promise<void> { if (this.o.emitter()) await this.closeRegionWindows() }
 
-  async stop (): Promise<void> {
-    this.timer?.stop()
-    await this.flush().catch(() => {})
+  override async stop (): Promise<void> {
+    await super.stop()
     await this.o.pool.end().catch(() => {})
   }
-
-  status (): string { return this.link.status() }
 
   summary (): Record<string, unknown> { return { ...this.stats, emitter: this.o.emitter(), problem: this.link.current } }
 
@@ -259,6 +241,16 @@ export class WindowMirror implements WindowReads {
         out.push({ kind, start, end, timeZone: all[0]?.timeZone ?? 'UTC', version: g.version, changed: [], all, rollup: undefined as never, facts: (id) => this.o.facts(id) })
       }
       return out
+    })
+  }
+
+  /** As Aggregator.ownAlerts, from the cluster's copies of every node's windows and alerts. */
+  async ownAlerts (kind: string, start: number): Promise<{ residents: number, alerts: number }> {
+    return await this.fresh(async () => {
+      const r = await this.o.pool.query<{ residents: string, alerts: string }>(`SELECT count(*) AS residents, coalesce(sum((
+        SELECT count(*) FROM cluster_alerts a WHERE a.resident_id = w.resident_id AND a.opened_at >= w.start AND a.opened_at < w.end_ts AND a.state <> 'recorded')), 0) AS alerts
+        FROM cluster_windows w WHERE w.kind = $1 AND w.start = $2`, [kind, start])
+      return { residents: Number(r.rows[0]!.residents), alerts: Number(r.rows[0]!.alerts) }
     })
   }
 

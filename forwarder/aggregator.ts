@@ -205,6 +205,8 @@ export interface WindowReads {
   residentSummaries(residentId: string, kind: string, from: number, to: number, limit?: number): ResidentSummary[] | Promise<ResidentSummary[]>
   closedWindows(kind: string, from: number, to: number, limit: number): ClosedWindow[] | Promise<ClosedWindow[]>
   regionAggregates(kind: string, from: number, to: number, minOwn?: number): RegionAggregate[] | Promise<RegionAggregate[]>
+  /** the region's own residents with readings in one window, and the alerts opened for them in it (public statistics) */
+  ownAlerts(kind: string, start: number): { residents: number, alerts: number } | Promise<{ residents: number, alerts: number }>
 }
 
 /** A resident's window as hospitals receive it; `alerts`: the alerts opened for the resident in it. */

@@ -67,6 +67,8 @@ const FAST_ENV = {
   VITALMESH_PUBLISH_RATE: '1000',
   // every window's roll-up goes to the parent region with its residents, however few (the default leaves out fewer than 5)
   VITALMESH_ROLLUP_K: '1',
+  // public statistics show windows of 2 residents or more (the default, 5, would suppress every window of this script)
+  VITALMESH_RESEARCH_K: '2',
 }
 
 interface Reading { seq: number, ts: number, hr?: number, sys?: number, dia?: number, activity?: 'rest' }
@@ -378,7 +380,7 @@ describe('the 3-node cluster gives the same results as one node (issue 17)', () 
       expect([...bodies].filter(([, b]) => b.size > 1).map(([k, b]) => `${k}: ${b.size} Bundles`), `${name}: Idempotency-Keys carried by more than one Bundle`).toEqual([])
     }
   })
-  it('the same region: its aggregates read through every node, and the roll-ups the parent region receives, over every node\'s residents', async () => {
+  it('the same region: its aggregates and public statistics read through every node, and the roll-ups the parent region receives, over every node\'s residents', async () => {
     const path = `/v1/regions/local/aggregates?window=5m&from=${base - 2 * 3600_000}&to=${base + 3600_000}`
     const one = await api(single, 'GET', path)
     expect(one.status).toBe(200)
@@ -387,6 +389,12 @@ describe('the 3-node cluster gives the same results as one node (issue 17)', () 
     expect(Math.max(...aggregates.map((a) => a.residents))).toBeGreaterThanOrEqual(3)
     // (the region as configured differs in the parent's URL only: each system has a parent endpoint of its own)
     for (const [i, n] of cluster.entries()) expect((await api(n, 'GET', path)).body.aggregates, `the region's aggregates read through node ${'abc'[i]}`).toEqual(one.body.aggregates)
+    // the public statistics (no key): the same windows, readings and alert rates through every node
+    const stats = async (n: AppProcess): Promise<unknown> => ((await (await fetch(`http://127.0.0.1:${n.httpPort}/public/regions/local/stats?window=5m&days=1`)).json()) as { windows: unknown[] }).windows
+    // (alerts count in the window of their wall-clock opening, after these windows: the rates are 0 where shown)
+    const published = await stats(single) as { residents: number | null, alertsPer1000: number | null }[]
+    expect(published.some((w) => w.residents !== null && w.alertsPer1000 !== null)).toBe(true)
+    for (const [i, n] of cluster.entries()) expect(await stats(n), `the public statistics through node ${'abc'[i]}`).toEqual(published)
     // the parent region: one roll-up per window (the last version), the same as the single node's. The region's windows are
     // closed by one node of the cluster a few seconds after the nodes closed their residents'
     const want = lastRollups(parentOfSingle.rollups)

@@ -17,6 +17,7 @@ import { ClusterRegistryLog, RegistrySync } from './cluster/registry-log.ts'
 import { AlertMirror, ClusterAlerts } from './cluster/alert-mirror.ts'
 import { WindowMirror } from './cluster/window-mirror.ts'
 import { OutboxMirror } from './cluster/outbox-mirror.ts'
+import { ReportMirror } from './cluster/report-mirror.ts'
 import { ReportBook, DeviceModelRegister, DEMO_DEVICE_MODELS, reportSink } from './reports/index.ts'
 
 export interface AppDeps {
@@ -106,7 +107,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
         // resumes after those readings holding those alerts, and neither judges one twice nor misses one
         settled: async () => {
           await feed.whenConsumed('alerting', feed.head())
-          await Promise.all([alertMirror!.flush(), outboxMirror!.flush()])
+          await Promise.all([alertMirror!.flush(), outboxMirror!.flush(), reportMirror!.flush()])
         },
         takeOver: async (partition, fromSeq) => {
           const theirs = (id: string): boolean => clusterNode!.log.partitionOf(id) === partition
@@ -114,6 +115,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
           // below replaces it (those readings are before fromSeq, so in the log's part it reads) rather than adds to it
           await Promise.all(FEED_CONSUMERS.map(async (n) => { await feed.whenConsumed(n, feed.head()) }))
           alerts.adopt(theirs, await clusterAlerts!.handedOver(theirs, alerts.activeOf(theirs)))
+          reports.adopt(await reportMirror!.handedOver(theirs))
           // the residents' recent past, up to where the partition resumes: what the rules look back on, and the
           // summary windows still open (a day's, from the resident's local midnight). Readings reach the log after
           // they are taken, so all of it reached the log within that span (a phone's old history is recorded only)
@@ -213,7 +215,17 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   // clinical reports (issue 15): readings feed protocol runs, their state committed with the reports cursor; finished reports go to hospitals through the outbox
   // the validated-device register (operators, PUT /v1/device-models/:model); the demo's two models are built in while the demo is on
   const deviceModels = new DeviceModelRegister(db, clock, config.demo.enabled ? DEMO_DEVICE_MODELS : [])
-  const reports = new ReportBook({ db, clock, logger: logger.child({ component: 'reports' }), deviceModel: (id) => registry.device(id)?.model, catalogue: deviceModels })
+  const reports = new ReportBook({
+    db, clock, logger: logger.child({ component: 'reports' }), deviceModel: (id) => registry.device(id)?.model, catalogue: deviceModels,
+    // cluster mode: only the node judging the resident finishes its runs
+    ...(clusterNode ? { owns: (id: string) => clusterNode.owns(id) } : {}),
+  })
+  // cluster mode: every node's runs in PostgreSQL, for the node that takes a resident over (cluster/report-mirror.ts)
+  if (!clusterNode) ReportMirror.uninstall(db)
+  const reportMirror = clusterNode
+    ? await ReportMirror.open({ db, postgresUrl: c.postgresUrl!, clock, logger: logger.child({ component: 'report-mirror' }), source, snapshot: (id) => reports.snapshot(id), amendMs: reports.amendWindowMs })
+      .catch((err: unknown) => { throw new Error(`cluster mode: cannot open the cluster's report runs in PostgreSQL: ${(err as Error).message}`, { cause: err }) })
+    : undefined
   feed.attach({ name: 'reports', consume: (rows) => reports.consume(rows) })
   // a resident's report runs are kept where its readings go: here, or in cluster mode on the node judging the resident
   const localReports = localReportActions(reports)
@@ -414,7 +426,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       mqttClients: mqtt.aedes.connectedClients, openAlerts: bySeverity, outboxPending: outbox.pending(), drained: drain.stats.drained,
       spoolRows: spool.pressure().rows, backpressureEpisodes: spool.stats.backpressureEpisodes, eventLoopDelayP99Ms: loopDelayP99Ms,
       consumers: consumerStatus(),
-      ...(clusterNode ? { cluster: { ...clusterNode.summary(), audit: auditShipper?.summary(), registry: registrySync?.summary(), alerts: alertMirror?.summary(), windows: windowMirror?.summary(), outbox: outboxMirror?.summary() } } : {}),
+      ...(clusterNode ? { cluster: { ...clusterNode.summary(), audit: auditShipper?.summary(), registry: registrySync?.summary(), alerts: alertMirror?.summary(), windows: windowMirror?.summary(), outbox: outboxMirror?.summary(), reports: reportMirror?.summary() } } : {}),
       rssMb: Math.round(process.memoryUsage().rss / 1048576),
     }
   }
@@ -451,6 +463,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       if (alertMirror) checks.alerts = alertMirror.status()
       if (windowMirror) checks.windows = windowMirror.status()
       if (outboxMirror) checks.outbox = outboxMirror.status()
+      if (reportMirror) checks.reports = reportMirror.status()
       // a consumer stopped by a failure: ingest goes on, but what it feeds (alerts, summaries) does not
       for (const c of consumerStatus()) checks[`consumer:${c.name}`] = c.failing ? `${c.failing.code}: ${c.failing.message}` : 'ok'
       return checks
@@ -506,6 +519,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       registrySync?.start()
       alertMirror?.start()
       windowMirror?.start()
+      reportMirror?.start()
       rollups?.start()
       alertExport?.start()
       alerts.resendUndelivered()
@@ -559,6 +573,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       await registryLog?.close()
       await alertMirror?.stop()
       await windowMirror?.stop()
+      await reportMirror?.stop()
       await outboxMirror?.stop()
       await clusterAlerts?.close()
       rollups?.stop()

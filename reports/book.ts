@@ -49,6 +49,12 @@ export interface ReportBookDeps {
   /** the validated-device register (reports/register.ts), or a fixed catalogue in tests */
   catalogue: ValidationLookup
   protocols?: readonly ReportProtocol[]
+  /**
+   * Cluster mode: does this node judge the resident now (it owns the resident's partition)?
+   * Only the judge finishes and amends a resident's runs, so a node that lost the resident
+   * sends no report of its own. Unset: every resident (a single node).
+   */
+  owns?(residentId: string): boolean
   options?: {
     /** a run is finished this long after its end, so buffered readings of devices that were offline still count */
     finishGraceMs?: number
@@ -89,7 +95,13 @@ export interface ReportOutcome {
 
 export interface StartRun { residentId: string, protocolId: string, timeZone: string, guideline: string, startTs?: number, startedBy: string }
 
-interface RunRow {
+/**
+ * A run as the cluster's copy holds it (cluster mode): its row, the readings it collected and the
+ * reports issued for it, so the node that takes the resident over goes on with it.
+ */
+export interface RunCopy { run: RunRow, readings: Record<string, unknown>[], results: { version: number, result: string, issued_at: number }[] }
+
+export interface RunRow {
   id: string, resident_id: string, protocol: string, time_zone: string, guideline: string, start_ts: number, end_ts: number,
   state: RunState, started_by: string, created_at: number, version: number, dirty: number, finished_at: number | null
 }
@@ -131,6 +143,13 @@ export class ReportBook {
       cancel: db.prepare("UPDATE report_runs SET state = 'cancelled' WHERE id = ? AND state = 'active'"),
       insertResult: db.prepare('INSERT INTO report_results (run_id, version, result, issued_at) VALUES (?, ?, ?, ?)'),
       latestResult: db.prepare<[string], { version: number, result: string, issued_at: number }>('SELECT version, result, issued_at FROM report_results WHERE run_id = ? ORDER BY version DESC LIMIT 1'),
+      allReadings: db.prepare<[string], Record<string, unknown>>('SELECT run_id, device_id, ts, sys, dia, hr, activity, device_model, validation FROM report_readings WHERE run_id = ?'),
+      results: db.prepare<[string], { version: number, result: string, issued_at: number }>('SELECT version, result, issued_at FROM report_results WHERE run_id = ? ORDER BY version'),
+      putRun: db.prepare(`INSERT INTO report_runs (id, resident_id, protocol, time_zone, guideline, start_ts, end_ts, state, started_by, created_at, version, dirty, finished_at)
+        VALUES (@id, @resident_id, @protocol, @time_zone, @guideline, @start_ts, @end_ts, @state, @started_by, @created_at, @version, @dirty, @finished_at)
+        ON CONFLICT (id) DO UPDATE SET state = excluded.state, version = excluded.version, dirty = excluded.dirty, finished_at = excluded.finished_at`),
+      putReading: db.prepare('INSERT OR IGNORE INTO report_readings (run_id, device_id, ts, sys, dia, hr, activity, device_model, validation) VALUES (@run_id, @device_id, @ts, @sys, @dia, @hr, @activity, @device_model, @validation)'),
+      putResult: db.prepare('INSERT OR IGNORE INTO report_results (run_id, version, result, issued_at) VALUES (?, ?, ?, ?)'),
       finishedBetween: db.prepare<[number, number], { id: string, resident_id: string, guideline: string, start_ts: number, end_ts: number, result: string }>(
         "SELECT r.id, r.resident_id, r.guideline, r.start_ts, r.end_ts, x.result FROM report_runs r JOIN report_results x ON x.run_id = r.id AND x.version = r.version WHERE r.state = 'finished' AND r.end_ts >= ? AND r.end_ts < ? ORDER BY r.end_ts, r.id"),
     }
@@ -185,10 +204,46 @@ export class ReportBook {
     }
   }
 
+  /** How long after its end a finished run may still be amended by a late reading. */
+  get amendWindowMs (): number { return this.amendMs }
+
+  /** A run as it is here, for the cluster's copy (cluster/report-mirror.ts). */
+  snapshot (runId: string): RunCopy | undefined {
+    const run = this.s.run.get(runId)
+    return run && { run, readings: this.s.allReadings.all(runId), results: this.s.results.all(runId) }
+  }
+
+  /**
+   * Cluster mode: this node now judges the residents whose runs these are (it took their
+   * partition over). Each run, its readings and its reports are written here as the node that
+   * judged them before left them, and the runs still open to readings are followed here.
+   */
+  adopt (copies: readonly RunCopy[]): void {
+    this.d.db.transaction(() => {
+      for (const c of copies) {
+        this.s.putRun.run(c.run)
+        for (const r of c.readings) this.s.putReading.run(r)
+        for (const x of c.results) this.s.putResult.run(c.run.id, x.version, x.result, x.issued_at)
+      }
+    })()
+    const since = this.d.clock.now() - this.amendMs
+    for (const c of copies) {
+      const r = this.s.run.get(c.run.id)!
+      this.unindex(r.resident_id, r.id)
+      if (r.state === 'active' || (r.state === 'finished' && r.end_ts > since)) {
+        this.index(r.resident_id, { id: r.id, start: r.start_ts, end: r.end_ts, state: r.state })
+        if (r.dirty) this.dirty.add(r.id)
+      }
+    }
+    if (copies.length) this.d.logger.info({ runs: copies.length }, 'took over the report runs of residents whose partition this node now owns')
+  }
+
   /** Finishes the runs that are due and amends those late readings changed: the reports to send. */
   tick (now: number = this.d.clock.now()): FinishedReport[] {
     const out: FinishedReport[] = []
     for (const [residentId, runs] of this.live) {
+      // cluster mode: the node judging the resident finishes its runs
+      if (this.d.owns && !this.d.owns(residentId)) continue
       for (const run of [...runs]) {
         if (run.state === 'active' && run.end + this.graceMs <= now) {
           out.push(this.report(run.id, now))

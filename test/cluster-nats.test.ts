@@ -372,7 +372,7 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
     expect(new Set(owners.values())).toEqual(new Set(['a', 'b', 'c']))
   }, 60_000)
 
-  it('kill -9 of the node judging residents with an open crisis and a tachycardia under way: the next owner adopts the alert (its escalation goes on from where it was, a new crisis reading opens no second alert) and sees the tachycardia whole', async () => {
+  it('kill -9 of the node judging residents with an open crisis and a tachycardia under way: the next owner adopts the alert (its escalation goes on from where it was, a new crisis reading opens no second alert) and the resident\'s report run, and sees the tachycardia whole', async () => {
     type A = { id: string, residentId: string, severity: string, state: string, concern: string, openedAt: number, deskAt: number | null }
     const get = async (i: number, path: string): Promise<A[]> => {
       const res = await fetch(`http://127.0.0.1:${nodes[i]!.httpPort}${path}`, { headers: { authorization: `Bearer ${nodes[i]!.creds.apiKeys.operator}` } })
@@ -390,10 +390,25 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
     const t0 = Date.now()
     const tachy = (seq: number, minutesAgo: number): string => JSON.stringify({ v: 1, seq, ts: t0 - minutesAgo * 60_000, hr: 132, activity: 'rest' })
     for (const [seq, ago] of [[1, 11], [2, 9], [3, 7], [4, 5]] as const) await w.publishAsync(`vitals/${watch.deviceId}`, tachy(seq, ago), { qos: 1 })
+    // the crisis resident's hospital has started a home-BP week for it (through node a; the run is kept on the judge)
+    const op0 = { authorization: `Bearer ${nodes[0]!.creds.apiKeys.operator}`, 'content-type': 'application/json' }
+    expect((await fetch(`http://127.0.0.1:${nodes[0]!.httpPort}/v1/residents/${dev.residentId}`, { method: 'PATCH', headers: op0, body: JSON.stringify({ hospitalId: 'h1' }) })).status).toBe(200)
+    const hospitalKey = (await (await fetch(`http://127.0.0.1:${nodes[0]!.httpPort}/v1/api-keys`, { method: 'POST', headers: op0, body: JSON.stringify({ role: 'hospital', scope: 'h1' }) })).json() as { key: string }).key
+    const h1 = { authorization: `Bearer ${hospitalKey}`, 'content-type': 'application/json' }
+    const started = await waitFor('the hospital\'s key and patient known to the judge', async () => {
+      const r = await fetch(`http://127.0.0.1:${nodes[0]!.httpPort}/v1/residents/${dev.residentId}/reports`, { method: 'POST', headers: h1, body: JSON.stringify({ protocol: 'home-bp-7d', timeZone: 'Asia/Shanghai', guideline: 'esh-2023' }) })
+      return r.status === 201 ? await r.json() as { id: string } : undefined
+    }, 5_000, 100)
+    type Run = { id: string, result: { counts: { inPeriod: number } } }
+    const run = async (): Promise<Run | undefined> => {
+      const r = await fetch(`http://127.0.0.1:${nodes[0]!.httpPort}/v1/residents/${dev.residentId}/reports/${started.id}`, { headers: h1 })
+      return r.status === 200 ? await r.json() as Run : undefined
+    }
     const d = await connect(nodes[0]!.mqttPort, dev.deviceId, dev.secret)
     await d.publishAsync(`vitals/${dev.deviceId}`, JSON.stringify({ v: 1, seq: 1, ts: Date.now(), sys: 194, dia: 122, hr: 88 }), { qos: 1 })
     const crisis = await waitFor('the crisis alert', async () => (await get(0, `/v1/residents/${dev.residentId}/alerts`)).find((a) => a.severity === 'critical'), 10_000)
     expect(crisis.deskAt).toBeNull()
+    await waitFor('the crisis reading in the report run', async () => (await run())?.result.counts.inPeriod === 1, 5_000, 50)
     expect(await get(0, `/v1/residents/${watch.residentId}/alerts`)).toEqual([])
     const killedAt = Date.now()
     await nodes[victim]!.kill('SIGKILL')
@@ -413,6 +428,8 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
       return all.some((a) => a.id !== crisis.id && a.concern !== crisis.concern) ? all : undefined
     }, 10_000, 100)
     expect(alerts.filter((a) => a.concern === crisis.concern && (a.state === 'open' || a.state === 'acknowledged')).map((a) => a.id)).toEqual([crisis.id])
+    // the home-BP week went on on the new judge: the reading before the kill and the one after
+    expect(await waitFor('both readings in the report run on the new judge', async () => { const r = await run(); return r?.result.counts.inPeriod === 2 ? r : undefined }, 5_000, 100)).toMatchObject({ id: started.id })
     // the tachycardia goes on past 10 minutes: the new owner sees it whole (the first 6 minutes were judged on the dead node)
     for (const [seq, ago] of [[5, 3], [6, 1]] as const) await w.publishAsync(`vitals/${watch.deviceId}`, tachy(seq, ago), { qos: 1 })
     await w.endAsync()

@@ -473,7 +473,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       alertingRoutes({ registry, ruleSets, alerts, alertReads: alertMirror, alertActions, audit, rulesChanged }),
       alertCareRoutes({ registry, alerts, alertReads: alertMirror, alertActions, audit }),
       backtestRoutes({ registry, ruleSets, store, audit, clock, k: config.forwarder.k, alerting: { tickMs: config.alerting.tickMs, flapCount: config.alerting.flapCount, flapWindowS: config.alerting.flapWindowS, liveHorizonS: config.alerting.liveHorizonS } }),
-      dataRoutes({ registry, aggregator, windowReads: windowMirror, audit, windows: windows.map((w) => w.name), k: config.forwarder.k, reportOutcomes: (from, to) => reports.finishedOutcomes(from, to) }),
+      dataRoutes({ registry, aggregator, windowReads: windowMirror, audit, windows: windows.map((w) => w.name), k: config.forwarder.k, reportOutcomes: async (from, to) => await (reportMirror ?? reports).finishedOutcomes(from, to) }),
       operatorRoutes({ registry, audit, residentChanged: (id) => alerts.rulesChanged(id) }),
       forwarderRoutes({ registry, aggregator, windowReads: windowMirror, outbox, audit, auditTrail, region: config.region, windows, rollupK: config.forwarder.rollupK ?? config.forwarder.k, residentChanged: (id) => alerts.rulesChanged(id), keyRevoked: () => credentialWatch.poll() }),
       reportRoutes({ registry, reports, reportActions, audit, timeZoneOf: (id) => alerts.timeZoneOf(id) }),

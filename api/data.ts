@@ -12,7 +12,7 @@ export interface DataRoutesDeps {
   /** cluster mode: windows are read from the cluster's copy of every node's (default: the aggregator's) */
   windowReads?: WindowReads
   /** finished clinical reports, for report-level research aggregates (reports/book.ts finishedOutcomes) */
-  reportOutcomes(from: number, to: number): ReportOutcomeInput[]
+  reportOutcomes(from: number, to: number): ReportOutcomeInput[] | Promise<ReportOutcomeInput[]>
 }
 
 const DAY = 86400_000
@@ -99,7 +99,7 @@ export function dataRoutes (d: DataRoutesDeps) {
       const from = q.from ?? to - 30 * DAY
       if (from >= to || to - from > 366 * DAY) throw new VitalmeshError('VM_BAD_REQUEST', 'query: from must be before to, at most 366 days apart')
       // consent and k are applied by the pure core before any filter, exactly as for the window aggregates
-      const payload = researchReportPayload(d.reportOutcomes(from, to), (id) => {
+      const payload = researchReportPayload(await d.reportOutcomes(from, to), (id) => {
         const r = d.registry.resident(id)
         return r && { region: r.region, birthYear: r.birthYear, hospitalId: r.hospitalId, researchConsent: r.researchConsent }
       }, { id: inst.id, pseudonymKey: inst.pseudonymKey }, d.k, { from, to })

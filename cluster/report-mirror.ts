@@ -1,7 +1,7 @@
 import pg from 'pg'
 import { migrate, type Clock, type DB, type Logger, type Migration } from '../core/index.ts'
-import type { RunCopy } from '../reports/index.ts'
-import { Shipper, dropTriggers, installTriggers } from './link-state.ts'
+import { outcomeOf, type ReportOutcome, type RunCopy } from '../reports/index.ts'
+import { Shipper, dropTriggers, installTriggers, readShipped } from './link-state.ts'
 import { pgOpen, pgTransaction, type PgStep } from './pg.ts'
 
 /**
@@ -96,6 +96,19 @@ export class ReportMirror extends Shipper {
     const r = await this.o.pool.query<{ resident_id: string, copy: RunCopy }>(
       "SELECT resident_id, copy FROM cluster_report_runs WHERE state = 'active' OR (state = 'finished' AND end_ts > $1)", [this.o.clock.now() - this.o.amendMs])
     return r.rows.filter((x) => theirs(x.resident_id)).map((x) => x.copy)
+  }
+
+  /** As ReportBook.finishedOutcomes, over every node's runs (research report aggregates). */
+  async finishedOutcomes (from: number, to: number): Promise<ReportOutcome[]> {
+    return await readShipped("the cluster's report runs", async () => { await this.flush() }, async () => {
+      const r = await this.o.pool.query<{ copy: RunCopy }>("SELECT copy FROM cluster_report_runs WHERE state = 'finished' AND end_ts >= $1 AND end_ts < $2 ORDER BY end_ts, id", [from, to])
+      const out: ReportOutcome[] = []
+      for (const { copy } of r.rows) {
+        const latest = copy.results.find((x) => x.version === copy.run.version)
+        if (latest) out.push(outcomeOf(copy.run, latest.result))
+      }
+      return out
+    })
   }
 
   override async stop (): Promise<void> {

@@ -95,6 +95,15 @@ export interface ReportOutcome {
 
 export interface StartRun { residentId: string, protocolId: string, timeZone: string, guideline: string, startTs?: number, startedBy: string }
 
+/** A finished report's outcome for research: the home-BP classification or the dipping class, or `insufficient-data`. */
+export function outcomeOf (r: { id: string, resident_id: string, guideline: string, start_ts: number, end_ts: number }, resultJson: string): ReportOutcome {
+  const result = JSON.parse(resultJson) as HomeBpResult | ProfileResult
+  const category = result.kind === 'home-bp'
+    ? (result.outcome.status === 'complete' ? result.outcome.classification : 'insufficient-data')
+    : (result.outcome.status === 'complete' && result.dip ? result.dip.classification : 'insufficient-data')
+  return { residentId: r.resident_id, runId: r.id, kind: result.kind, guideline: r.guideline, start: r.start_ts, end: r.end_ts, category }
+}
+
 /**
  * A run as the cluster's copy holds it (cluster mode): its row, the readings it collected and the
  * reports issued for it, so the node that takes the resident over goes on with it.
@@ -276,13 +285,7 @@ export class ReportBook {
    * classification or the dipping class, or `insufficient-data`.
    */
   finishedOutcomes (from: number, to: number): ReportOutcome[] {
-    return this.s.finishedBetween.all(from, to).map((r) => {
-      const result = JSON.parse(r.result) as HomeBpResult | ProfileResult
-      const category = result.kind === 'home-bp'
-        ? (result.outcome.status === 'complete' ? result.outcome.classification : 'insufficient-data')
-        : (result.outcome.status === 'complete' && result.dip ? result.dip.classification : 'insufficient-data')
-      return { residentId: r.resident_id, runId: r.id, kind: result.kind, guideline: r.guideline, start: r.start_ts, end: r.end_ts, category }
-    })
+    return this.s.finishedBetween.all(from, to).map((r) => outcomeOf(r, r.result))
   }
 
   /** Ticks on a timer; `deliver` gets the reports (the caller enqueues them in one transaction with the tick). */

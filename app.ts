@@ -102,11 +102,13 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       store, head: () => spool.head(), shippedTo: spool.cursor(LOG_CURSOR), onStored: (rows) => rollups?.touch(rows), onLinkUp: () => drain.retryNow(),
       feed: {
         append: async (_partition, rows) => { await appendToFeed(feed, registry, rows) },
-        // the partition's position commits only once alerting judged what the feed got and the
-        // cluster's copy has the alerts it raised: a node that takes the partition over then
-        // resumes after those readings holding those alerts, and neither judges one twice nor misses one
+        // the partition's position commits only once alerting, the reports and the hospitals' feed took what the feed
+        // got, and the cluster's copies have what they made of it (alerts, report runs, outbox messages): a node that
+        // takes the partition over then resumes after those readings holding all of it, and neither judges one twice nor
+        // misses one (the windows are rebuilt from the log instead)
         settled: async () => {
-          await feed.whenConsumed('alerting', feed.head())
+          const head = feed.head()
+          await Promise.all(FEED_COMMITTERS.map(async (n) => { await feed.whenConsumed(n, head) }))
           await Promise.all([alertMirror!.flush(), outboxMirror!.flush(), reportMirror!.flush()])
         },
         takeOver: async (partition, fromSeq) => {
@@ -114,15 +116,16 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
           // what the feed holds of an earlier time this node followed the partition is consumed first: the rebuild
           // below replaces it (those readings are before fromSeq, so in the log's part it reads) rather than adds to it
           await Promise.all(FEED_CONSUMERS.map(async (n) => { await feed.whenConsumed(n, feed.head()) }))
-          alerts.adopt(theirs, await clusterAlerts!.handedOver(theirs, alerts.activeOf(theirs)))
+          // with the alerts opened within the open windows' span, resolved or not: a summary counts the alerts opened in its window
+          const windowSpanMs = Math.max(0, ...windows.map((w) => w.ms)) + 3600_000 + config.forwarder.latenessS * 1000
+          alerts.adopt(theirs, await clusterAlerts!.handedOver(theirs, alerts.activeOf(theirs), clock.now() - windowSpanMs))
           reports.adopt(await reportMirror!.handedOver(theirs))
           // the residents' recent past, up to where the partition resumes: what the rules look back on, and the
           // summary windows still open (a day's, from the resident's local midnight). Readings reach the log after
           // they are taken, so all of it reached the log within that span (a phone's old history is recorded only)
           const t0 = Date.now()
           const now = clock.now()
-          const windowSpan = Math.max(0, ...windows.map((w) => w.ms)) + 3600_000 + config.forwarder.latenessS * 1000
-          const past = (await clusterNode!.log.readSince(partition, now - Math.max(alerts.lookbackMs, windowSpan), fromSeq)).map((e) => e.reading)
+          const past = (await clusterNode!.log.readSince(partition, now - Math.max(alerts.lookbackMs, windowSpanMs), fromSeq)).map((e) => e.reading)
           alerts.warm(past.filter((r) => r.ts >= now - alerts.lookbackMs))
           // a window that closed while the partition had no owner (the lease of a dead node runs out first) is sent by this one
           aggregator.takeOver(theirs, past, now - 3 * config.cluster.leaseMs)
@@ -595,6 +598,8 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
 
 /** The feed's cursor consumers (cluster mode), wired below. */
 const FEED_CONSUMERS = ['alerting', 'forwarder', 'reports', 'hospital-measurements']
+/** those whose state commits with their cursor, and is shipped before a partition's position passes what they consumed */
+const FEED_COMMITTERS = ['alerting', 'reports', 'hospital-measurements']
 
 /**
  * Appends readings of an owned partition to the node's feed (cluster mode), one request per

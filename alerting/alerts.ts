@@ -207,7 +207,8 @@ export class AlertBook {
     const forget = new Set<string>([...this.residents.keys(), ...this.store.residentsWithState()].filter(theirs))
     this.store.transaction(() => {
       for (const id of forget) this.store.forget(id)
-      for (const { alert, handover } of handed) this.store.adopt(alert, handover)
+      // an alert that has ended is not sent again, whatever its delivery was
+      for (const { alert, handover } of handed) this.store.adopt(alert, alert.state === 'open' || alert.state === 'acknowledged' ? handover : { ...handover, deliveredAt: handover.deliveredAt ?? alert.openedAt })
     })
     for (const id of forget) this.residents.delete(id)
     for (const { alert: a, handover: h } of handed) {
@@ -224,7 +225,7 @@ export class AlertBook {
       }
     }
     if (handed.length || forget.size) this.log.info({ alerts: handed.length, residents: forget.size }, 'took over alerts and dropped stale state of residents whose partition this node now owns')
-    if (handed.some((x) => x.handover.deliveredAt === null)) this.resendUndelivered()
+    if (handed.some((x) => x.handover.deliveredAt === null && (x.alert.state === 'open' || x.alert.state === 'acknowledged'))) this.resendUndelivered()
   }
 
   /** How far back (ms of reading time) the active rules look: what a node taking residents over must see of their past. */

@@ -65,11 +65,12 @@ export class ClusterAlerts {
 
   /**
    * What a node taking over a partition adopts (AlertBook.adopt): the active alerts of the
-   * residents `theirs` accepts, and the alerts `ids` (those it held active) as they are now.
+   * residents `theirs` accepts, the alerts `ids` (those it held active) as they are now, and
+   * those opened since `since` whatever their state (a summary window still open counts them).
    */
-  async handedOver (theirs: (residentId: string) => boolean, ids: readonly string[]): Promise<{ alert: Alert, handover: AlertHandover }[]> {
+  async handedOver (theirs: (residentId: string) => boolean, ids: readonly string[], since = Number.MAX_SAFE_INTEGER): Promise<{ alert: Alert, handover: AlertHandover }[]> {
     const r = await this.pool.query<{ body: Alert, handover: AlertHandover | null }>(
-      "SELECT body, handover FROM cluster_alerts WHERE state IN ('open', 'acknowledged') OR id = ANY($1::text[])", [ids])
+      "SELECT body, handover FROM cluster_alerts WHERE state IN ('open', 'acknowledged') OR id = ANY($1::text[]) OR opened_at >= $2", [ids, since])
     const none: AlertHandover = { lastNotifiedAt: null, escalateFrom: null, announceAt: null, deliveredAt: null }
     return r.rows.filter((x) => theirs(x.body.residentId)).map((x) => ({ alert: x.body, handover: x.handover ?? none }))
   }

@@ -60,6 +60,19 @@ describe('a resident taken over by another node', () => {
     expect(y.sent).toEqual([])
   })
 
+  it('counts an alert resolved on the node that died in the new judge\'s summaries, without telling the resident of it again', () => {
+    const clock = new ManualClock(T0)
+    const y = node(clock, new Set(['r1']))
+    const x = node(clock, new Set(['r1']))
+    x.book.feed([at(0, { sys: 192, dia: 118 })])
+    const a = x.book.activeAlerts()[0]!
+    const resolved = { ...x.book.get(a.id)!, state: 'resolved' as const, resolvedAt: T0 + 5 * MIN }
+    y.book.adopt((id) => id === 'r1', [{ alert: resolved, handover: { lastNotifiedAt: null, escalateFrom: null, announceAt: null, deliveredAt: null } }])
+    expect(y.book.openedBetween('r1', T0 - MIN, T0 + 10 * MIN)).toBe(1)
+    expect(y.book.activeAlerts()).toEqual([])
+    expect(y.sent).toEqual([])
+  })
+
   it('sends again an adopted alert whose delivery the node that died had not confirmed', () => {
     const clock = new ManualClock(T0)
     const x = node(clock, new Set(['r1']))

@@ -61,6 +61,12 @@ describe("the cluster's copy of every node's alerts", () => {
     expect((await a.mirror.needingAttention()).map((x) => x.id)).toEqual(['al-1', 'al-2'])
     expect((await a.mirror.forResident('res-2', 10)).map((x) => [x.id, x.state])).toEqual([['al-3', 'resolved'], ['al-2', 'open']])
     expect((await a.mirror.forResident('res-2', 10))[0]!.messages['zh-CN']).toBe('血压 190/115 mmHg（高血压危象）。')
+    // a node taking res-2 over adopts its active alerts, and those opened since a time whatever their state (a summary counts them)
+    const cluster = await ClusterAlerts.open(server.url)
+    opened.push(cluster)
+    const res2 = (id: string): boolean => id === 'res-2'
+    expect((await cluster.handedOver(res2, [])).map((x) => x.alert.id)).toEqual(['al-2'])
+    expect((await cluster.handedOver(res2, [], T)).map((x) => [x.alert.id, x.alert.state]).sort()).toEqual([['al-2', 'open'], ['al-3', 'resolved']])
   })
 
   it('alerts a node held before it joined are brought in at its first start', async () => {

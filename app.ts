@@ -143,6 +143,8 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   const source = clusterNode ? nodeSource(db, nodeId) : ''
   const auditShipper = auditChain && new AuditShipper({ local: audit, chain: auditChain, source, logger: logger.child({ component: 'audit' }) })
   const auditTrail = auditShipper ?? audit
+  // cluster mode: what acts on time passing (alerting's timers, closing windows, finishing reports) acts only on the residents this node judges
+  const judging = clusterNode ? { owns: (id: string): boolean => clusterNode.owns(id) } : {}
   const ruleSets = new RuleSetStore(db)
   const outbox = new Outbox(db, clock, logger.child({ component: 'outbox' }), { ...config.outbox, deadLetterAfterMs: config.outbox.deadLetterAfterS * 1000 })
   const alerts = new AlertBook({
@@ -165,7 +167,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     }),
     followerActive: (id) => registry.followers.isActive(id),
     // cluster mode: only the owner of the resident's partition acts on time passing
-    ...(clusterNode ? { owns: (id: string) => clusterNode.owns(id) } : {}),
+    ...judging,
     criticalAlert: alertFlagSink({ node: config.region.id, clock, hospital: (id) => registry.hospital(id), enqueue: (e) => { outbox.enqueue(e) }, audit: exported }),
     options: {
       tickMs: config.alerting.tickMs,
@@ -211,7 +213,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     alertsIn: (id, from, to) => alerts.openedBetween(id, from, to),
     sinks,
     // cluster mode: only the resident's judge sends its windows
-    ...(clusterNode ? { owns: (id: string) => clusterNode.owns(id) } : {}),
+    ...judging,
   })
   // the forwarder keeps its windows in memory and writes them with its cursor every few seconds
   feed.attach({ name: 'forwarder', checkpointsItself: true, consume: (rows) => aggregator.prepare(rows), failed: () => aggregator.failed() })
@@ -221,7 +223,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   const reports = new ReportBook({
     db, clock, logger: logger.child({ component: 'reports' }), deviceModel: (id) => registry.device(id)?.model, catalogue: deviceModels,
     // cluster mode: only the node judging the resident finishes its runs
-    ...(clusterNode ? { owns: (id: string) => clusterNode.owns(id) } : {}),
+    ...judging,
   })
   // cluster mode: every node's runs in PostgreSQL, for the node that takes a resident over (cluster/report-mirror.ts)
   if (!clusterNode) ReportMirror.uninstall(db)
@@ -607,19 +609,23 @@ const FEED_COMMITTERS = ['alerting', 'reports', 'hospital-measurements']
  * like the spool, so a batch the log delivers again (its checkpoint did not commit) is dropped.
  */
 async function appendToFeed (feed: Spool, registry: Registry, rows: readonly StoredReading[]): Promise<void> {
+  await appendByDevice(feed, rows, (deviceId) => {
+    // the device's key in this node's registry (the replica of the cluster's): the registration reaches every node within a second or two
+    const key = registry.device(deviceId)?.key
+    if (key === undefined) throw new VitalmeshError('VM_NOT_FOUND', `device ${deviceId} is not in this node's registry yet; the partition is retried`)
+    return key
+  })
+}
+
+/** Appends stored readings (a spool row's id left out) to a spool, one request per device, and resolves once they are committed. */
+async function appendByDevice (to: Spool, rows: readonly (StoredReading & { id?: number })[], keyOf: (deviceId: string) => number): Promise<void> {
   const byDevice = new Map<string, AppendRequest>()
-  for (const r of rows) {
-    let req = byDevice.get(r.deviceId)
-    if (!req) {
-      // the device's key in this node's registry (the replica of the cluster's): the registration reaches every node within a second or two
-      const key = registry.device(r.deviceId)?.key
-      if (key === undefined) throw new VitalmeshError('VM_NOT_FOUND', `device ${r.deviceId} is not in this node's registry yet; the partition is retried`)
-      byDevice.set(r.deviceId, req = { deviceKey: key, deviceId: r.deviceId, residentId: r.residentId, readings: [] })
-    }
-    const { deviceId: _d, residentId: _r, ...reading } = r
+  for (const { id: _, deviceId, residentId, ...reading } of rows) {
+    let req = byDevice.get(deviceId)
+    if (!req) byDevice.set(deviceId, req = { deviceKey: keyOf(deviceId), deviceId, residentId, readings: [] })
     req.readings.push(reading)
   }
-  await Promise.all([...byDevice.values()].map((req) => feed.appendAsync(req)))
+  await Promise.all([...byDevice.values()].map((req) => to.appendAsync(req)))
 }
 
 /**
@@ -633,13 +639,7 @@ async function shipUnshippedOfOldLayout (feed: Spool, ingest: Spool, registry: R
   if (from === 0 || from >= feed.head()) return
   let moved = 0
   for (let rows = feed.read(from, 5000); rows.length > 0; rows = feed.read(rows[rows.length - 1]!.id, 5000)) {
-    const byDevice = new Map<string, AppendRequest>()
-    for (const { id: _, deviceId, residentId, ...reading } of rows) {
-      let req = byDevice.get(deviceId)
-      if (!req) byDevice.set(deviceId, req = { deviceKey: registry.device(deviceId)?.key ?? -1, deviceId, residentId, readings: [] })
-      req.readings.push(reading)
-    }
-    await Promise.all([...byDevice.values()].map((req) => ingest.appendAsync(req)))
+    await appendByDevice(ingest, rows, (deviceId) => registry.device(deviceId)?.key ?? -1)
     moved += rows.length
   }
   feed.ack(LOG_CURSOR, feed.head())

@@ -73,9 +73,12 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   // ships to the reading log; the node's database holds the feed, the readings of the partitions
   // this node owns, which alerting, the forwarder and the reports consume (cluster/node.ts)
   const ingestDb = config.cluster.nats ? openDatabase(join(dataDir, 'ingest-spool.db')) : db
-  const spool = new Spool(ingestDb, logger.child({ component: 'ingest' }), { deadLetterMax: config.ingest.deadLetterMax, maxRows: config.ingest.spoolMaxRows, maxBytes: config.ingest.spoolMaxBytes, drainCursor: config.cluster.nats ? LOG_CURSOR : 'store' })
+  // In cluster mode neither spool fsyncs its commits: the PUBACK waits for the reading log (a majority of its
+  // replicas), so the ingest spool's fsync promised nothing more, and the feed is synced once before its partition's
+  // position commits (settled, below). Two fsyncs per reading at light load were about a third of a node's CPU.
+  const spool = new Spool(ingestDb, logger.child({ component: 'ingest' }), { deadLetterMax: config.ingest.deadLetterMax, maxRows: config.ingest.spoolMaxRows, maxBytes: config.ingest.spoolMaxBytes, drainCursor: config.cluster.nats ? LOG_CURSOR : 'store', fsync: !config.cluster.nats })
   // the feed's rows leave once alerting and every other consumer has them (no drain: the partition's owner stores readings from the log)
-  const feed = config.cluster.nats ? new Spool(db, logger.child({ component: 'feed' }), { deadLetterMax: config.ingest.deadLetterMax, drainCursor: 'alerting' }) : spool
+  const feed = config.cluster.nats ? new Spool(db, logger.child({ component: 'feed' }), { deadLetterMax: config.ingest.deadLetterMax, drainCursor: 'alerting', fsync: false }) : spool
   if (feed !== spool) {
     await shipUnshippedOfOldLayout(feed, spool, registry, log)
     // readings a crash left in the feed that no consumer had: their partition's position did not pass them (it commits only
@@ -109,7 +112,9 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
         settled: async () => {
           const head = feed.head()
           await Promise.all(FEED_COMMITTERS.map(async (n) => { await feed.whenConsumed(n, head) }))
-          await Promise.all([alertMirror!.flush(), outboxMirror!.flush(), reportMirror!.flush()])
+          // the feed's rows, and what its consumers committed of them, on disk: a power loss must not take back what
+          // the position is about to pass (the appends and the consumers' transactions are not fsynced one by one)
+          await Promise.all([feed.sync(), alertMirror!.flush(), outboxMirror!.flush(), reportMirror!.flush()])
         },
         takeOver: async (partition, fromSeq) => {
           const theirs = (id: string): boolean => clusterNode!.log.partitionOf(id) === partition
@@ -605,7 +610,7 @@ const FEED_COMMITTERS = ['alerting', 'reports', 'hospital-measurements']
 
 /**
  * Appends readings of an owned partition to the node's feed (cluster mode), one request per
- * device; resolves once they are committed (fsync). The feed de-duplicates by device and seq
+ * device; resolves once they are committed (not fsynced: `settled` syncs before the position commits). The feed de-duplicates by device and seq
  * like the spool, so a batch the log delivers again (its checkpoint did not commit) is dropped.
  */
 async function appendToFeed (feed: Spool, registry: Registry, rows: readonly StoredReading[]): Promise<void> {

@@ -11,7 +11,8 @@ import { PgCheckpointStore } from './pg-checkpoints.ts'
  * One node of a cluster over NATS JetStream and PostgreSQL (cluster mode).
  *
  * Ingest is unchanged up to the spool: a device's readings are committed to this node's spool
- * (fsync) as on a single node. The spool's drain then ships them to the reading log (cursor
+ * as on a single node, only without an fsync (the log's acknowledgement, below, is what the
+ * PUBACK waits for). The spool's drain then ships them to the reading log (cursor
  * `log`, in spool order, a sliding window of appends) instead of the telemetry store, and the
  * PUBACK waits for that: `hold` releases it once the log acknowledged every record committed
  * up to the reading's own commit, i.e. once the reading is on a majority of the log's replicas.
@@ -34,8 +35,8 @@ import { PgCheckpointStore } from './pg-checkpoints.ts'
  * appends the partition's readings to this node's feed (a spool of its own, on the database
  * those consumers keep their state in), and they consume the feed exactly as a single node's
  * consume its spool. So every reading of a resident, from any device through any node, is
- * judged on one timeline by one node, as one node would. The feed's append is durable (fsync)
- * before the partition's position commits; a reading appended on a node that died before that
+ * judged on one timeline by one node, as one node would. The feed's append is made durable (one fsync,
+ * `settled`) before the partition's position commits; a reading appended on a node that died before that
  * commit is appended again by the next owner (the window: one PostgreSQL commit).
  */
 /** The spool cursor of the drain that ships to the log (the single node's drain moves 'store'). */

@@ -46,6 +46,19 @@ export class PgCheckpointStore<S = unknown> implements CheckpointStore<S> {
   }
 
   async commit (cp: Checkpoint<S>, effects?: Effects): Promise<void> {
+    if (!effects) {
+      // One statement, one round trip (a transaction of four was most of a node's PostgreSQL work, every
+      // 100 ms per partition and consumer): the UPDATE locks the row, and a concurrent commit's UPDATE
+      // waits for it and checks the epoch again against what committed, so the fence holds as with FOR UPDATE
+      const r = await this.pool.query('UPDATE partition_checkpoints SET seq = $3, state = $4 WHERE consumer = $1 AND partition = $2 AND epoch = $5 AND seq <= $3',
+        [cp.consumer, cp.partition, cp.seq, JSON.stringify(cp.state), cp.epoch])
+      if (r.rowCount === 1) return
+      // refused: say why, as the transaction below would
+      const row = (await this.pool.query<{ epoch: string, seq: string }>('SELECT epoch, seq FROM partition_checkpoints WHERE consumer = $1 AND partition = $2', [cp.consumer, cp.partition])).rows[0]
+      const epoch = row ? Number(row.epoch) : 0
+      if (epoch !== cp.epoch) throw new StaleEpochError(cp.consumer, cp.partition, cp.epoch, epoch)
+      throw new Error(`checkpoint of ${cp.consumer}/${cp.partition} would move back from ${row!.seq} to ${cp.seq}`)
+    }
     await this.tx(async (c) => {
       const row = await this.locked(c, cp.consumer, cp.partition)
       if (row.epoch !== cp.epoch) throw new StaleEpochError(cp.consumer, cp.partition, cp.epoch, row.epoch)

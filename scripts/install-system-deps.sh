@@ -15,6 +15,7 @@ declare -A NEED=(
   [influx]=influxdb-client
   [victoria-metrics]=victoria-metrics
   [nats-server]=nats-server
+  [strace]=strace
 )
 
 missing=()

@@ -10,12 +10,14 @@ import { startNatsCluster, type NatsCluster } from './helpers/nats.ts'
 import { startPostgres, type PostgresServer } from './helpers/postgres.ts'
 import { startInfluxd, type ServerProcess } from './helpers/influxd.ts'
 import { JetStreamLog } from '../cluster/log.ts'
-import { fhirServer, freePort, type FhirServer } from './helpers/fhir.ts'
+import { medplumServer, type MedplumServer } from './helpers/medplum.ts'
+import type { Observation } from '@medplum/fhirtypes'
 
 /**
  * Cluster mode over NATS JetStream (cluster/node.ts), with real servers: Debian's nats-server
  * as a 3-node JetStream cluster, a PostgreSQL cluster made with initdb (the partitions'
- * checkpoints), one influxd every node stores into, and three vitalmesh processes. The
+ * checkpoints), one influxd every node stores into, a hospital's FHIR server (Medplum's FHIR
+ * router, test/helpers/medplum.ts) and three vitalmesh processes. The
  * registry was provisioned once and copied to each node, as an operator provisions a node.
  */
 const PARTITIONS = 8
@@ -30,11 +32,10 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
   const nodes: AppProcess[] = []
   let env: Record<string, string> = {}
   const dirs: string[] = []
-  let hospital: FhirServer
+  let hospital: MedplumServer
 
   beforeAll(async () => {
-    hospital = fhirServer(await freePort())
-    ;[nats, pg, influx] = await Promise.all([startNatsCluster({ size: 3 }), startPostgres(), startInfluxd(), hospital.start()])
+    ;[nats, pg, influx, hospital] = await Promise.all([startNatsCluster({ size: 3 }), startPostgres(), startInfluxd(), medplumServer()])
     dirs.push(tempDir('vm-jsnode-a-'))
     const made = await run(process.execPath, ['--import', 'tsx', join(ROOT, 'cli.ts'), 'demo'], 60_000, { VITALMESH_DATA_DIR: dirs[0]! })
     expect(made.code, made.stderr).toBe(0)
@@ -48,6 +49,8 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
       VITALMESH_FOLLOWERS_AFTER_S: '3', VITALMESH_DESK_AFTER_S: '6',
       // summary windows of 5 s, closed 1 s after their end: the kill -9 test checks that the hospital's summaries are complete
       VITALMESH_WINDOWS: `${WINDOW_S}s`, VITALMESH_WINDOW_LATENESS_S: '1', VITALMESH_FORWARDER_TICK_MS: '100',
+      // Medplum refuses a transaction with conditional entries beyond 8 entries (README, hospital feeds)
+      VITALMESH_FHIR_MAX_ENTRIES: '8',
       VITALMESH_OUTBOX_POLL_MS: '50', VITALMESH_OUTBOX_MAX_BACKOFF_MS: '300', VITALMESH_OUTBOX_BREAKER_OPEN_MS: '200',
     }
     // one at a time: the first creates the stream and the bucket, the others check them
@@ -246,7 +249,7 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
     const fleet = nodes[0]!.creds.fleet.slice(1, 13)
     // the residents' hospital takes summaries (FHIR), registered through node a and known to every node before the load
     const op0 = { authorization: `Bearer ${nodes[0]!.creds.apiKeys.operator}`, 'content-type': 'application/json' }
-    expect((await fetch(`http://127.0.0.1:${nodes[0]!.httpPort}/v1/hospitals`, { method: 'POST', headers: op0, body: JSON.stringify({ id: 'h1', name: 'County Hospital', fhirUrl: `http://127.0.0.1:${hospital.port}/fhir`, feeds: ['summaries'] }) })).status).toBe(201)
+    expect((await fetch(`http://127.0.0.1:${nodes[0]!.httpPort}/v1/hospitals`, { method: 'POST', headers: op0, body: JSON.stringify({ id: 'h1', name: 'County Hospital', fhirUrl: hospital.url, feeds: ['summaries'] }) })).status).toBe(201)
     for (const f of fleet) expect((await fetch(`http://127.0.0.1:${nodes[0]!.httpPort}/v1/residents/${f.residentId}`, { method: 'PATCH', headers: op0, body: JSON.stringify({ hospitalId: 'h1' }) })).status).toBe(200)
     for (const n of nodes) {
       await waitFor('every node to know the hospital\'s patients', async () => {
@@ -355,12 +358,20 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
         want.set(id, (want.get(id) ?? 0) + 1)
       }
     }
-    const counted = (): Map<string, number> => new Map([...want.keys()].map((id) => [id, Number(/mean of (\d+) readings/.exec(hospital.observations.get(id)?.resource.method?.text ?? '')?.[1] ?? 0)]))
-    await waitFor('every window\'s summary at the hospital over all its readings', async () => [...counted()].every(([id, n]) => n === want.get(id)), 30_000, 200).catch(() => {
-      const wrong = [...counted()].filter(([id, n]) => n !== want.get(id)).map(([id, n]) => `${id}: ${n} of ${want.get(id)}`)
-      throw new Error(`${wrong.length} of ${want.size} windows not counted right at the hospital: ${wrong.slice(0, 8).join('; ')}`)
+    // what the hospital's FHIR server holds: each summary Observation as last created or updated, by identifier
+    const counted = async (): Promise<Map<string, number>> => {
+      const held = new Map<string, Observation>()
+      for (const o of await hospital.search<Observation>('Observation')) for (const i of o.identifier ?? []) if (i.value) held.set(i.value, o)
+      return new Map([...want.keys()].map((id) => [id, Number(/mean of (\d+) readings/.exec(held.get(id)?.method?.text ?? '')?.[1] ?? 0)]))
+    }
+    await waitFor('every window\'s summary at the hospital over all its readings', async () => [...await counted()].every(([id, n]) => n === want.get(id)), 30_000, 200).catch(async () => {
+      const wrong = [...await counted()].filter(([id, n]) => n !== want.get(id)).map(([id, n]) => `${id}: ${n} of ${want.get(id)}`)
+      const held = await hospital.search<Observation>('Observation')
+      throw new Error(`${wrong.length} of ${want.size} windows not counted right at the hospital: ${wrong.slice(0, 8).join('; ')} (it took ${hospital.bundles} Bundles and refused ${hospital.rejected.length}: ${JSON.stringify(hospital.rejected[0]?.outcome.issue?.slice(0, 2))}; it holds ${held.length} Observations, e.g. ${JSON.stringify(held[0]?.identifier)})`)
     })
-    console.log(`cluster-nats: ${want.size} summary windows of ${fleet.length} residents at the hospital, each over every reading of the log once`)
+    // and the hospital's server took every Bundle (validated against R4 and the vital-signs profile)
+    expect(hospital.rejected.map((r) => r.outcome.issue?.[0]?.diagnostics)).toEqual([])
+    console.log(`cluster-nats: ${want.size} summary windows of ${fleet.length} residents at the hospital (${hospital.bundles} Bundles to Medplum's FHIR router), each over every reading of the log once`)
   }, 150_000)
 
   it('the killed node comes back: it rejoins, the partitions are spread over three nodes again, each owned once', async () => {

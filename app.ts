@@ -10,6 +10,7 @@ import { AlertBook, RuleSetStore, ALERT_PREFERENCES_REPLICA, type Alert, type Es
 import { Outbox, Aggregator, parseWindow, hospitalSink, researchSink, parentSink, alertFlagSink, measurementSink, type SummarySink } from './forwarder/index.ts'
 import { createBroker, createClusterBackends, redisCredentialLog, listenTls, listenWss, mqttUpgradeHandler, type Broker, type ClusterBackends, type TlsFiles } from './broker/index.ts'
 import { buildApi, alertCareRoutes, alertingRoutes, localAlertActions, judgedAlertActions, localReportActions, judgedReportActions, type AlertActions, type ReportActions, type LiveReading, backtestRoutes, forwarderRoutes, operatorRoutes, dataRoutes, consoleRoutes, LiveHub, registerDeviceRoutes, registerMetricsRoute, reportRoutes, auditViewRoutes, publicStatsRoutes, followerRoutes } from './api/index.ts'
+import { WindowRebuilds } from './cluster/window-rebuild.ts'
 import { ClusterNode, LOG_CURSOR } from './cluster/node.ts'
 import { AuditShipper, ClusterAuditChain } from './cluster/audit-chain.ts'
 import { nodeSource } from './cluster/node-source.ts'
@@ -125,17 +126,20 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
           const windowSpanMs = Math.max(0, ...windows.map((w) => w.ms)) + 3600_000 + config.forwarder.latenessS * 1000
           alerts.adopt(theirs, await clusterAlerts!.handedOver(theirs, alerts.activeOf(theirs), clock.now() - windowSpanMs))
           reports.adopt(await reportMirror!.handedOver(theirs))
-          // the residents' recent past, up to where the partition resumes: what the rules look back on, and the
-          // summary windows still open (a day's, from the resident's local midnight). Readings reach the log after
-          // they are taken, so all of it reached the log within that span (a phone's old history is recorded only)
+          // the residents' recent past, up to where the partition resumes: what the rules look back on (minutes), read
+          // before the partition resumes, so that its next readings are judged on the whole timeline
           const t0 = Date.now()
           const now = clock.now()
-          const past = (await clusterNode!.log.readSince(partition, now - Math.max(alerts.lookbackMs, windowSpanMs), fromSeq)).map((e) => e.reading)
-          alerts.warm(past.filter((r) => r.ts >= now - alerts.lookbackMs))
-          // a window that closed while the partition had no owner (the lease of a dead node runs out first) is sent by this one
-          aggregator.takeOver(theirs, past, now - 3 * config.cluster.leaseMs)
-          log.info({ partition, fromSeq, readings: past.length, ms: Date.now() - t0 }, 'took the partition over: its residents\' alerts adopted, their timelines and open summary windows rebuilt from the reading log')
+          const recent = (await clusterNode!.log.readSince(partition, now - alerts.lookbackMs, fromSeq)).map((e) => e.reading)
+          alerts.warm(recent.filter((r) => r.ts >= now - alerts.lookbackMs))
+          // and the summary windows still open (a day's, from the resident's local midnight): readings reach the log after
+          // they are taken, so all of it reached the log within that span (a phone's old history is recorded only). A busy
+          // partition's day is millions of readings: read back while the partition goes on (windowRebuilds)
+          windowRebuilds.start(partition, theirs, fromSeq, now - windowSpanMs, now - 3 * config.cluster.leaseMs)
+          log.info({ partition, fromSeq, readings: recent.length, ms: Date.now() - t0 }, 'took the partition over: its residents\' alerts adopted and their timelines rebuilt from the reading log; their open summary windows are being rebuilt')
         },
+        // the partition moved on (or the node stops): a rebuild of its windows still under way stops first
+        released: async (partition) => { await windowRebuilds.stop(partition) },
       },
       logger: logger.child({ component: 'cluster' }),
     })
@@ -220,6 +224,8 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     // cluster mode: only the resident's judge sends its windows
     ...judging,
   })
+  // cluster mode: the summary windows of a partition taken over, rebuilt from the reading log while the partition goes on
+  const windowRebuilds = new WindowRebuilds({ log: { scan: async (...a) => await clusterNode!.log.scan(...a) }, windows: aggregator, logger: logger.child({ component: 'cluster' }) })
   // the forwarder keeps its windows in memory and writes them with its cursor every few seconds
   feed.attach({ name: 'forwarder', checkpointsItself: true, consume: (rows) => aggregator.prepare(rows), failed: () => aggregator.failed() })
   // clinical reports (issue 15): readings feed protocol runs, their state committed with the reports cursor; finished reports go to hospitals through the outbox
@@ -247,7 +253,16 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     const actions = judged.get(scope) as Record<string, unknown> | undefined
     const f = actions && name !== undefined && Object.hasOwn(actions, name) ? actions[name] : undefined
     if (!f) throw new VitalmeshError('VM_BAD_REQUEST', `no action ${op} on a resident's alerts or reports`)
-    return await (f as (...a: unknown[]) => Promise<unknown>)(...args)
+    const out = await (f as (...a: unknown[]) => Promise<unknown>)(...args)
+    // what the action changed (a report run started, an alert acknowledged) is in the cluster's copy before the answer:
+    // a judge that dies right after answering leaves it to the next, which adopts it from there. Without it a run
+    // answered 201 lived only on the judge until the next shipping round (every 250 ms), and a kill -9 in between left
+    // the next owner without it (test/cluster-nats.test.ts failed so, 404, three times in a row on a loaded host).
+    // PostgreSQL unreachable: answered anyway, as the resident is told of an alert; the copy gets it when it is back
+    await Promise.all([reportMirror!.flush(), alertMirror!.flush(), outboxMirror!.flush()]).catch((err: unknown) => {
+      log.warn({ err, op }, 'an action on a resident was done on its judge, but not shipped to the cluster\'s copy yet (PostgreSQL unreachable); it is shipped when the link is back')
+    })
+    return out
   })
   // the hospitals' `measurements` FHIR feed: every reading as an Observation, enqueued with this consumer's cursor
   const sendMeasurements = measurementSink({ node: config.region.id, maxEntries: config.forwarder.fhirMaxEntries, clock, hospitals: () => registry.hospitals(), hospitalOf: (id) => registry.resident(id)?.hospitalId, enqueue: (e) => { outbox.enqueue(e) }, audit: exported })
@@ -436,7 +451,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
       mqttClients: mqtt.aedes.connectedClients, openAlerts: bySeverity, outboxPending: outbox.pending(), drained: drain.stats.drained,
       spoolRows: spool.pressure().rows, backpressureEpisodes: spool.stats.backpressureEpisodes, eventLoopDelayP99Ms: loopDelayP99Ms,
       consumers: consumerStatus(),
-      ...(clusterNode ? { cluster: { ...clusterNode.summary(), audit: auditShipper?.summary(), registry: registrySync?.summary(), alerts: alertMirror?.summary(), windows: windowMirror?.summary(), outbox: outboxMirror?.summary(), reports: reportMirror?.summary() } } : {}),
+      ...(clusterNode ? { cluster: { ...clusterNode.summary(), audit: auditShipper?.summary(), registry: registrySync?.summary(), alerts: alertMirror?.summary(), windows: { ...windowMirror?.summary(), rebuilding: windowRebuilds.partitions(), rebuilds: windowRebuilds.stats }, outbox: outboxMirror?.summary(), reports: reportMirror?.summary() } } : {}),
       rssMb: Math.round(process.memoryUsage().rss / 1048576),
     }
   }

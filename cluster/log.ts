@@ -213,32 +213,50 @@ export class JetStreamLog {
    * The entries of a partition that reached the log at or after `sinceMs` (wall clock), up to
    * stream sequence `upToSeq`: what a node taking a partition over reads to rebuild the recent
    * past of its residents (alerting's timelines) before it follows the partition from `upToSeq`.
-   * An ephemeral consumer of its own, as ConsumerRunner's (see there why not an ordered one).
    */
   async readSince (partition: number, sinceMs: number, upToSeq: number, opts: { batch?: number } = {}): Promise<LogEntry[]> {
     const out: LogEntry[] = []
-    if (upToSeq <= 0) return out
+    await this.scan(partition, { sinceMs }, upToSeq, (entries) => { for (const e of entries) out.push(e) }, opts)
+    return out
+  }
+
+  /**
+   * Hands the entries of a partition from `from` (those that reached the log at or after
+   * `sinceMs`, or those after stream sequence `afterSeq`) up to `upToSeq` to `each`, a fetched
+   * batch at a time, and resolves with the last sequence handed over (`afterSeq`, or 0, when
+   * none): a day of a busy partition is millions of entries, which are folded as they come
+   * rather than held. A throw from `each` ends the scan with it. An ephemeral consumer of its
+   * own, as ConsumerRunner's (see there why not an ordered one).
+   */
+  async scan (partition: number, from: { sinceMs: number } | { afterSeq: number }, upToSeq: number, each: (entries: LogEntry[]) => void | Promise<void>, opts: { batch?: number } = {}): Promise<number> {
+    let last = 'afterSeq' in from ? from.afterSeq : 0
+    if (upToSeq <= last) return last
     const name = `vm-warm-p${partition}-${nuid.next()}`
     await this.jsm.consumers.add(this.stream, {
       name, filter_subject: this.subject(partition),
-      deliver_policy: DeliverPolicy.StartTime, opt_start_time: new Date(sinceMs).toISOString(),
+      ...('sinceMs' in from
+        ? { deliver_policy: DeliverPolicy.StartTime, opt_start_time: new Date(from.sinceMs).toISOString() }
+        : { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from.afterSeq + 1 }),
       ack_policy: AckPolicy.None, mem_storage: true, num_replicas: 1, inactive_threshold: nanos(30_000),
     })
     try {
       const consumer = await this.js.consumers.get(this.stream, name)
       for (;;) {
         const batch = await consumer.fetch({ max_messages: opts.batch ?? 1000, expires: 2000 })
+        const entries: LogEntry[] = []
         let got = 0
-        let last = 0
+        let pending = 0
+        let done = false
         for await (const m of batch) {
           got++
-          last = m.info.pending
-          if (m.seq > upToSeq) return out
-          out.push(decodeEntry(partition, m.seq, m.data))
-          if (m.seq === upToSeq) return out
+          pending = m.info.pending
+          if (m.seq > upToSeq) { done = true; break }
+          entries.push(decodeEntry(partition, m.seq, m.data))
+          if (m.seq === upToSeq) { done = true; break }
         }
-        // nothing more in the partition, or nothing up to upToSeq left
-        if (got === 0 || last === 0) return out
+        if (entries.length) { await each(entries); last = entries[entries.length - 1]!.streamSeq }
+        // up to upToSeq, or nothing more in the partition
+        if (done || got === 0 || pending === 0) return last
       }
     } finally {
       await this.jsm.consumers.delete(this.stream, name).catch(() => {})

@@ -65,6 +65,8 @@ export interface ClusterNodeOptions {
     settled?(partition: number): Promise<void>
     /** before the partition's readings after `fromSeq` reach the feed: take over what the previous owner held of its residents */
     takeOver?(partition: number, fromSeq: number): Promise<void>
+    /** this node no longer follows the partition (after its last commit): stop what the takeover left running */
+    released?(partition: number): Promise<void>
   }
   /** the NATS link is up again: the drain retries at once, so held PUBACKs go out without waiting for its back-off */
   onLinkUp?: () => void
@@ -218,6 +220,7 @@ export class ClusterNode {
         this.judgeSubs.get(p)?.unsubscribe()
         this.judgeSubs.delete(p)
         await Promise.all([this.runner.stop(p), this.feedRunner?.stop(p)])
+        await this.o.feed?.released?.(p)
       },
       logger: this.o.logger,
     })

@@ -340,12 +340,36 @@ export class Aggregator {
    * were: the node that held them then sent them. One that closed since (while the partition
    * had no owner, between a node's death and the takeover) is rebuilt and sent: twice, if the
    * dead node sent it just before it died, rather than never.
+   *
+   * In three steps, because a day's window of a busy partition is millions of readings to read
+   * back: `beginTakeOver` before the partition resumes, `foldPast` for each batch read from the
+   * log while the feed's readings are folded too (a window's figures are sums, extremes and
+   * counts: the order they come in does not matter), and `endTakeOver`. In between no window
+   * closes, so none is sent with part of its readings.
    */
   takeOver (theirs: (residentId: string) => boolean, past: readonly (Reading & { residentId: string })[], closedSince = this.d.clock.now()): void {
+    this.beginTakeOver(theirs)
+    try { this.foldPast(past, closedSince) } finally { this.endTakeOver(past.length) }
+  }
+
+  /** How many takeovers are rebuilding windows now: while any is, no window closes. */
+  private rebuilding = 0
+
+  /** Drops what this node held of `theirs`' open windows, and holds the closing of windows until endTakeOver (see takeOver). */
+  beginTakeOver (theirs: (residentId: string) => boolean): void {
+    this.drop(theirs)
+    this.rebuilding++
+  }
+
+  /**
+   * Drops the open windows of `theirs`, in memory and in the table: those of residents another
+   * node counts now, or part of a rebuild that stopped (cluster/window-rebuild.ts).
+   */
+  drop (theirs: (residentId: string) => boolean): void {
     this.checkpoint()
     const now = this.d.clock.now()
-    const dropped: ResidentWindow[] = []
-    for (const [key, acc] of this.open) if (theirs(acc.residentId)) { this.open.delete(key); dropped.push(acc) }
+    let dropped = 0
+    for (const [key, acc] of this.open) if (theirs(acc.residentId)) { this.open.delete(key); dropped++ }
     for (const id of [...this.recent.keys()]) if (theirs(id)) this.recent.delete(id)
     atomically(this.d.db, () => {
       for (const w of this.d.windows) {
@@ -355,10 +379,20 @@ export class Aggregator {
         }
       }
     })
+    if (dropped) this.d.logger.info({ dropped }, 'open windows of residents this node took over, or stopped rebuilding, dropped')
+  }
+
+  /** Folds readings read back from the log into the windows of a takeover under way (see takeOver). */
+  foldPast (past: readonly (Reading & { residentId: string })[], closedSince: number): void {
     this.warming = closedSince
     try { this.fold(past) } finally { this.warming = undefined }
+  }
+
+  /** The rebuild of a takeover is over (done, or given up because the partition moved on): windows close again. */
+  endTakeOver (readings: number): void {
+    this.rebuilding = Math.max(0, this.rebuilding - 1)
     this.checkpoint()
-    if (dropped.length || past.length) this.d.logger.info({ dropped: dropped.length, readings: past.length }, 'open windows of residents this node took over rebuilt from the reading log')
+    if (readings) this.d.logger.info({ readings }, 'open windows of residents this node took over rebuilt from the reading log')
   }
 
   /** A resident's zone, looked up when a reading leaves the resident's current window (not for every reading). */
@@ -555,7 +589,8 @@ export class Aggregator {
     const now = this.d.clock.now()
     // window state is written every checkpointMs (each write of 10,000 residents' windows held the
     // event loop for a second or more when it ran every tick), and before any window closes
-    const dues = this.d.windows.map((w) => this.s.due.all(w.name, w.ms, now - this.d.latenessMs))
+    // while a takeover rebuilds windows from the log none closes: they close once it is done, with every reading
+    const dues = this.d.windows.map((w) => this.rebuilding > 0 ? [] : this.s.due.all(w.name, w.ms, now - this.d.latenessMs))
     // a window that closes is read from the table: everything must be written first. Otherwise a
     // slice, as after a consumer transaction (here too, for a node that receives nothing)
     if (dues.some((d) => d.length > 0)) this.checkpoint()

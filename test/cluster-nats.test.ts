@@ -442,7 +442,8 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
     // the home-BP week went on on the new judge: the reading before the kill and the one after
     expect(await waitFor('both readings in the report run on the new judge', async () => { const r = await run(); return r?.result.counts.inPeriod === 2 ? r : undefined }, 5_000, 100).catch(async (err: unknown) => {
       const r = await fetch(`http://127.0.0.1:${nodes[0]!.httpPort}/v1/residents/${dev.residentId}/reports/${started.id}`, { headers: h1 })
-      throw new Error(`${(err as Error).message}: the run through node a answers ${r.status} ${(await r.text()).slice(0, 400)}\n${nodes[newOwner]!.output().split('\n').filter((l) => /report|took|"level":(40|50)/.test(l)).slice(-12).join('\n')}`)
+      const lines = (i: number): string => nodes[i]!.output().split('\n').filter((l) => /report|took|"level":(40|50)/.test(l)).slice(-12).join('\n')
+      throw new Error(`${(err as Error).message}: the run through node a answers ${r.status} ${(await r.text()).slice(0, 400)}\nthe new judge, ${'abc'[newOwner]}:\n${lines(newOwner)}\nthe killed node, ${'abc'[victim]}:\n${lines(victim)}`)
     })).toMatchObject({ id: started.id })
     // the tachycardia goes on past 10 minutes: the new owner sees it whole (the first 6 minutes were judged on the dead node)
     for (const [seq, ago] of [[5, 3], [6, 1]] as const) await w.publishAsync(`vitals/${watch.deviceId}`, tachy(seq, ago), { qos: 1 })

@@ -13,9 +13,14 @@ export const HospitalBody = z.strictObject({
   fhirUrl: z.url().optional().describe('FHIR server endpoint receiving transaction Bundles of summaries'),
   fhirAuth: z.enum(['bearer', 'hmac']).optional(), fhirSecret: z.string().optional(),
   feeds: HospitalFeeds.optional(),
+  fhirMaxEntries: z.number().int().min(1).max(10_000).optional()
+    .describe("entries per transaction Bundle the hospital's FHIR server takes, when fewer than the node's VITALMESH_FHIR_MAX_ENTRIES (100): Medplum takes 8 when entries are conditional, as vitalmesh's are"),
 })
 export const HospitalParams = z.strictObject({ id: IdSchema.describe('hospital id') })
-export const HospitalPatch = z.strictObject({ feeds: HospitalFeeds })
+export const HospitalPatch = z.strictObject({
+  feeds: HospitalFeeds.optional(),
+  fhirMaxEntries: z.number().int().min(1).max(10_000).nullable().optional().describe("entries per transaction Bundle its FHIR server takes; null: the node's setting"),
+}).refine((b) => b.feeds !== undefined || b.fhirMaxEntries !== undefined, 'give feeds, fhirMaxEntries or both')
 export const InstitutionBody = z.strictObject({ id: IdSchema, name: z.string().min(1).max(200), pushUrl: z.url().optional(), token: z.string().optional() })
 export const NewResidentBody = z.strictObject({
   id: IdSchema, name: z.string().max(200).optional(), language: z.enum(['en', 'zh-CN']).optional(),
@@ -44,20 +49,28 @@ export function operatorRoutes (d: { registry: Registry, audit: AuditLog, reside
       const h = req.body
       d.registry.atomically(() => {
         d.registry.addHospital(h)
-        d.audit.append(`operator:${req.principal!.keyId}`, 'hospital.registered', h.id, { name: h.name, fhirUrl: h.fhirUrl ?? null, webhookUrl: h.webhookUrl ?? null, feeds: d.registry.hospital(h.id)!.feeds })
+        d.audit.append(`operator:${req.principal!.keyId}`, 'hospital.registered', h.id, { name: h.name, fhirUrl: h.fhirUrl ?? null, webhookUrl: h.webhookUrl ?? null, feeds: d.registry.hospital(h.id)!.feeds, fhirMaxEntries: h.fhirMaxEntries ?? null })
       })
-      return reply.status(201).send({ id: h.id, name: h.name, feeds: d.registry.hospital(h.id)!.feeds })
+      const saved = d.registry.hospital(h.id)!
+      return reply.status(201).send({ id: h.id, name: h.name, feeds: saved.feeds, fhirMaxEntries: saved.fhirMaxEntries })
     })
     app.patch('/v1/hospitals/:id', {
-      schema: { summary: "Choose a hospital's FHIR feeds", tags: TAGS, params: HospitalParams, body: HospitalPatch },
+      schema: { summary: "Choose a hospital's FHIR feeds, and how many entries its server takes per Bundle", tags: TAGS, params: HospitalParams, body: HospitalPatch },
       config: OPERATOR,
     }, async (req) => {
+      const { feeds, fhirMaxEntries } = req.body
       d.registry.atomically(() => {
-        d.registry.setHospitalFeeds(req.params.id, req.body.feeds)
-        d.audit.append(`operator:${req.principal!.keyId}`, 'hospital.feeds', req.params.id, { feeds: d.registry.hospital(req.params.id)!.feeds })
+        if (feeds !== undefined) {
+          d.registry.setHospitalFeeds(req.params.id, feeds)
+          d.audit.append(`operator:${req.principal!.keyId}`, 'hospital.feeds', req.params.id, { feeds: d.registry.hospital(req.params.id)!.feeds })
+        }
+        if (fhirMaxEntries !== undefined) {
+          d.registry.setHospitalFhirMaxEntries(req.params.id, fhirMaxEntries)
+          d.audit.append(`operator:${req.principal!.keyId}`, 'hospital.fhir-max-entries', req.params.id, { fhirMaxEntries })
+        }
       })
       const h = d.registry.hospital(req.params.id)!
-      return { id: h.id, name: h.name, feeds: h.feeds }
+      return { id: h.id, name: h.name, feeds: h.feeds, fhirMaxEntries: h.fhirMaxEntries }
     })
     app.post('/v1/institutions', {
       schema: { summary: 'Register a research institution', tags: TAGS, body: InstitutionBody },

@@ -19,7 +19,12 @@ export interface HospitalTarget {
   id: string, fhirUrl: string | null, fhirAuth: 'bearer' | 'hmac', fhirSecret: string | null
   /** what it chose to receive (registry HOSPITAL_FEEDS): each sink sends only its own kind */
   feeds: readonly string[]
+  /** entries per transaction Bundle its server takes, when fewer than the node's `maxEntries` (null or absent: the node's) */
+  fhirMaxEntries?: number | null
 }
+
+/** Entries per Bundle for a hospital: its own bound, else the node's. */
+const entriesFor = (h: HospitalTarget, node: number): number => Math.max(1, h.fhirMaxEntries ?? node)
 
 /**
  * Hospitals that chose the `summaries` feed: every closed window's changed resident summaries,
@@ -47,11 +52,12 @@ export function hospitalSink (d: { node: string, sender?: string, maxEntries: nu
       for (const h of d.hospitals()) {
         const entries = byHospital.get(h.id)
         if (!h.fhirUrl || !h.feeds.includes('summaries') || !entries?.length) continue
-        for (let i = 0, chunk = 0; i < entries.length; i += d.maxEntries, chunk++) {
+        const max = entriesFor(h, d.maxEntries)
+        for (let i = 0, chunk = 0; i < entries.length; i += max, chunk++) {
           const id = `${from}-${h.id}-${w.kind}-${w.start}-v${w.version}-${chunk}`
-          const body = JSON.stringify(transactionBundle(entries.slice(i, i + d.maxEntries), id, d.clock.now()))
+          const body = JSON.stringify(transactionBundle(entries.slice(i, i + max), id, d.clock.now()))
           d.enqueue({ sink: 'hospital-fhir', url: h.fhirUrl, headers: { ...signedHeaders(h.fhirAuth, h.fhirSecret, body), 'content-type': 'application/fhir+json' }, body, idempotencyKey: `fhir:${id}` })
-          d.audit('export.fhir', h.id, { bundle: id, observations: Math.min(d.maxEntries, entries.length - i), residents: [...new Set(entries.slice(i, i + d.maxEntries).map((e) => (e.resource.subject as { identifier: { value: string } }).identifier.value))] })
+          d.audit('export.fhir', h.id, { bundle: id, observations: Math.min(max, entries.length - i), residents: [...new Set(entries.slice(i, i + max).map((e) => (e.resource.subject as { identifier: { value: string } }).identifier.value))] })
         }
       }
     },
@@ -130,7 +136,7 @@ export function measurementSink (d: { node: string, maxEntries: number, clock: C
       let cur: MeasuredReading[] = []; let devices = new Set<string>()
       for (const r of readings) {
         const cost = 1 + (devices.has(r.deviceId) ? 0 : 1)
-        if (cur.length && cur.length + devices.size + cost > Math.max(2, d.maxEntries)) { chunks.push(cur); cur = []; devices = new Set() }
+        if (cur.length && cur.length + devices.size + cost > Math.max(2, entriesFor(h, d.maxEntries))) { chunks.push(cur); cur = []; devices = new Set() }
         cur.push(r); devices.add(r.deviceId)
       }
       if (cur.length) chunks.push(cur)

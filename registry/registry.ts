@@ -33,6 +33,11 @@ export interface HospitalRecord {
   fhirUrl: string | null, fhirAuth: 'bearer' | 'hmac', fhirSecret: string | null
   /** what goes to fhirUrl */
   feeds: HospitalFeed[]
+  /**
+   * entries per transaction Bundle its FHIR server takes (null: the node's VITALMESH_FHIR_MAX_ENTRIES):
+   * Medplum refuses a transaction with conditional entries beyond 8
+   */
+  fhirMaxEntries: number | null
 }
 export interface InstitutionRecord { id: string, name: string, pushUrl: string | null, token: string | null, pseudonymKey: string }
 export interface OverrideRecord { residentId: string, ruleKey: string, params: { value?: number, min?: number, max?: number, forS?: number }, setBy: string, setAt: number }
@@ -69,11 +74,12 @@ export class Registry {
     this.q = {
       resident: db.prepare<[string], { id: string, name: string | null, language: string, region: string | null, secret_hash: string | null, birth_year: number | null, conditions: string, hospital_id: string | null, research_consent: number }>('SELECT id, name, language, region, secret_hash, birth_year, conditions, hospital_id, research_consent FROM residents WHERE id = ?'),
       updateResident: db.prepare('UPDATE residents SET birth_year = coalesce(?, birth_year), conditions = coalesce(?, conditions), hospital_id = coalesce(?, hospital_id), language = coalesce(?, language), research_consent = coalesce(?, research_consent) WHERE id = ?'),
-      hospital: db.prepare<[string], { id: string, name: string, webhook_url: string | null, webhook_token: string | null, fhir_url: string | null, fhir_auth: 'bearer' | 'hmac', fhir_secret: string | null, feeds: string }>('SELECT id, name, webhook_url, webhook_token, fhir_url, fhir_auth, fhir_secret, feeds FROM hospitals WHERE id = ?'),
+      hospital: db.prepare<[string], { id: string, name: string, webhook_url: string | null, webhook_token: string | null, fhir_url: string | null, fhir_auth: 'bearer' | 'hmac', fhir_secret: string | null, feeds: string, fhir_max_entries: number | null }>('SELECT id, name, webhook_url, webhook_token, fhir_url, fhir_auth, fhir_secret, feeds, fhir_max_entries FROM hospitals WHERE id = ?'),
       setFeeds: db.prepare('UPDATE hospitals SET feeds = ? WHERE id = ?'),
+      setFhirMaxEntries: db.prepare('UPDATE hospitals SET fhir_max_entries = ? WHERE id = ?'),
       hospitals: db.prepare<[], { id: string }>('SELECT id FROM hospitals ORDER BY id'),
       patients: db.prepare<[string], { id: string }>('SELECT id FROM residents WHERE hospital_id = ? ORDER BY id'),
-      insertHospital: db.prepare('INSERT INTO hospitals (id, name, webhook_url, webhook_token, fhir_url, fhir_auth, fhir_secret, feeds, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)'),
+      insertHospital: db.prepare('INSERT INTO hospitals (id, name, webhook_url, webhook_token, fhir_url, fhir_auth, fhir_secret, feeds, fhir_max_entries, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)'),
       institution: db.prepare<[string], { id: string, name: string, push_url: string | null, token: string | null, pseudonym_key: string }>('SELECT * FROM research_institutions WHERE id = ?'),
       institutions: db.prepare<[], { id: string }>('SELECT id FROM research_institutions ORDER BY id'),
       insertInstitution: db.prepare('INSERT INTO research_institutions (id, name, push_url, token, pseudonym_key, created_at) VALUES (?, ?, ?, ?, ?, ?)'),
@@ -165,20 +171,25 @@ export class Registry {
     if (!changes) throw new VitalmeshError('VM_NOT_FOUND', `resident "${id}" is not registered`)
   }
 
-  addHospital (h: { id: string, name: string, webhookUrl?: string, webhookToken?: string, fhirUrl?: string, fhirAuth?: 'bearer' | 'hmac', fhirSecret?: string, feeds?: readonly HospitalFeed[] }): void {
+  addHospital (h: { id: string, name: string, webhookUrl?: string, webhookToken?: string, fhirUrl?: string, fhirAuth?: 'bearer' | 'hmac', fhirSecret?: string, feeds?: readonly HospitalFeed[], fhirMaxEntries?: number }): void {
     if (!isValidId(h.id)) throw new VitalmeshError('VM_BAD_REQUEST', `"${h.id}" is not a valid id`)
     if (this.q.hospital.get(h.id)) throw new VitalmeshError('VM_CONFLICT', `hospital "${h.id}" is already registered`)
-    this.q.insertHospital.run(h.id, h.name, h.webhookUrl ?? null, h.webhookToken ?? null, h.fhirUrl ?? null, h.fhirAuth ?? 'bearer', h.fhirSecret ?? null, JSON.stringify(feedList(h.feeds ?? DEFAULT_HOSPITAL_FEEDS)), Date.now())
+    this.q.insertHospital.run(h.id, h.name, h.webhookUrl ?? null, h.webhookToken ?? null, h.fhirUrl ?? null, h.fhirAuth ?? 'bearer', h.fhirSecret ?? null, JSON.stringify(feedList(h.feeds ?? DEFAULT_HOSPITAL_FEEDS)), h.fhirMaxEntries ?? null, Date.now())
   }
 
   hospital (id: string): HospitalRecord | undefined {
     const h = this.q.hospital.get(id)
-    return h && { id: h.id, name: h.name, webhookUrl: h.webhook_url, webhookToken: h.webhook_token, fhirUrl: h.fhir_url, fhirAuth: h.fhir_auth, fhirSecret: h.fhir_secret, feeds: feedList(JSON.parse(h.feeds) as HospitalFeed[]) }
+    return h && { id: h.id, name: h.name, webhookUrl: h.webhook_url, webhookToken: h.webhook_token, fhirUrl: h.fhir_url, fhirAuth: h.fhir_auth, fhirSecret: h.fhir_secret, feeds: feedList(JSON.parse(h.feeds) as HospitalFeed[]), fhirMaxEntries: h.fhir_max_entries }
   }
 
   /** Chooses what a hospital's FHIR endpoint receives from now on. */
   setHospitalFeeds (id: string, feeds: readonly HospitalFeed[]): void {
     if (!this.q.setFeeds.run(JSON.stringify(feedList(feeds)), id).changes) throw new VitalmeshError('VM_NOT_FOUND', `hospital "${id}" is not registered`)
+  }
+
+  /** How many entries a transaction Bundle to the hospital's FHIR server holds at most (null: the node's setting). */
+  setHospitalFhirMaxEntries (id: string, n: number | null): void {
+    if (!this.q.setFhirMaxEntries.run(n, id).changes) throw new VitalmeshError('VM_NOT_FOUND', `hospital "${id}" is not registered`)
   }
 
   /** The residents a hospital cares for. */
@@ -369,5 +380,10 @@ export const REGISTRY_MIGRATIONS: Migration[] = [
     version: 6,
     why: 'hospitals choose their FHIR feeds (reports, alerts, summaries, measurements); existing hospitals get the default, finished reports and critical alerts: window summaries were hundreds of resources per patient per day that clinicians did not ask for',
     up: addColumns('hospitals', { feeds: `TEXT NOT NULL DEFAULT '["reports","alerts"]'` }),
+  },
+  {
+    version: 7,
+    why: "a hospital's FHIR server may take smaller transaction Bundles than the node's setting (Medplum: 8 entries with conditional ones); null keeps the node's",
+    up: addColumns('hospitals', { fhir_max_entries: 'INTEGER' }),
   },
 ]

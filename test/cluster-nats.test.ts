@@ -49,8 +49,6 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
       VITALMESH_FOLLOWERS_AFTER_S: '3', VITALMESH_DESK_AFTER_S: '6',
       // summary windows of 5 s, closed 1 s after their end: the kill -9 test checks that the hospital's summaries are complete
       VITALMESH_WINDOWS: `${WINDOW_S}s`, VITALMESH_WINDOW_LATENESS_S: '1', VITALMESH_FORWARDER_TICK_MS: '100',
-      // Medplum refuses a transaction with conditional entries beyond 8 entries (README, hospital feeds)
-      VITALMESH_FHIR_MAX_ENTRIES: '8',
       VITALMESH_OUTBOX_POLL_MS: '50', VITALMESH_OUTBOX_MAX_BACKOFF_MS: '300', VITALMESH_OUTBOX_BREAKER_OPEN_MS: '200',
     }
     // one at a time: the first creates the stream and the bucket, the others check them
@@ -249,7 +247,7 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
     const fleet = nodes[0]!.creds.fleet.slice(1, 13)
     // the residents' hospital takes summaries (FHIR), registered through node a and known to every node before the load
     const op0 = { authorization: `Bearer ${nodes[0]!.creds.apiKeys.operator}`, 'content-type': 'application/json' }
-    expect((await fetch(`http://127.0.0.1:${nodes[0]!.httpPort}/v1/hospitals`, { method: 'POST', headers: op0, body: JSON.stringify({ id: 'h1', name: 'County Hospital', fhirUrl: hospital.url, feeds: ['summaries'] }) })).status).toBe(201)
+    expect((await fetch(`http://127.0.0.1:${nodes[0]!.httpPort}/v1/hospitals`, { method: 'POST', headers: op0, body: JSON.stringify({ id: 'h1', name: 'County Hospital', fhirUrl: hospital.url, feeds: ['summaries'], fhirMaxEntries: 8 }) })).status).toBe(201)
     for (const f of fleet) expect((await fetch(`http://127.0.0.1:${nodes[0]!.httpPort}/v1/residents/${f.residentId}`, { method: 'PATCH', headers: op0, body: JSON.stringify({ hospitalId: 'h1' }) })).status).toBe(200)
     for (const n of nodes) {
       await waitFor('every node to know the hospital\'s patients', async () => {

@@ -28,7 +28,8 @@ describe('hospital feeds, chosen per hospital', () => {
 
   it('default feeds get no summary but a Flag per critical alert; measurements get one Observation per reading (a re-send creates nothing); summaries split the BP statistics and are accepted', async () => {
     t = await startTestApp({
-      'forwarder.windows': '2s', 'forwarder.latenessS': 1, 'forwarder.tickMs': 100, 'forwarder.fhirMaxEntries': 8,
+      // the node's default of 100 entries per Bundle: each hospital says what its (Medplum) server takes
+      'forwarder.windows': '2s', 'forwarder.latenessS': 1, 'forwarder.tickMs': 100,
       'outbox.pollMs': 50, 'outbox.maxBackoffMs': 300, 'alerting.tickMs': 100, 'alerting.escalateAfterS': 1,
     })
     const ops = t.app.demo!.apiKeys.operator
@@ -37,14 +38,20 @@ describe('hospital feeds, chosen per hospital', () => {
     for (const [h, d, feeds] of setup) {
       const s = fhir[h] = await medplumServer()
       await s.repo.createResource({ resourceType: 'Patient', identifier: [{ system: RESIDENT_SYSTEM, value: d.residentId }] })
-      const res = await api(t.httpPort, 'POST', '/v1/hospitals', ops, { id: h, name: h, fhirUrl: s.url, ...(feeds ? { feeds } : {}) })
+      // Medplum refuses a transaction with conditional entries beyond 8: hA and hB say so at registration, hC below
+      const res = await api(t.httpPort, 'POST', '/v1/hospitals', ops, { id: h, name: h, fhirUrl: s.url, ...(feeds ? { feeds } : {}), ...(h === 'hC' ? {} : { fhirMaxEntries: 8 }) })
       expect(res.status).toBe(201)
       expect(res.body.feeds).toEqual(feeds ?? ['reports', 'alerts']) // the default: a few resources per patient per day
+      expect(res.body.fhirMaxEntries).toBe(h === 'hC' ? null : 8)
       expect((await api(t.httpPort, 'PATCH', `/v1/residents/${d.residentId}`, ops, { hospitalId: h })).status).toBe(200)
     }
     expect((await api(t.httpPort, 'PATCH', '/v1/hospitals/hA', ops, { feeds: ['reports', 'bogus'] })).status).toBe(400)
     expect((await api(t.httpPort, 'PATCH', '/v1/hospitals/nowhere', ops, { feeds: ['reports'] })).status).toBe(404)
-    expect((await api(t.httpPort, 'PATCH', '/v1/hospitals/hA', ops, { feeds: ['alerts', 'reports', 'alerts'] })).body).toEqual({ id: 'hA', name: 'hA', feeds: ['reports', 'alerts'] })
+    expect((await api(t.httpPort, 'PATCH', '/v1/hospitals/hA', ops, { feeds: ['alerts', 'reports', 'alerts'] })).body).toEqual({ id: 'hA', name: 'hA', feeds: ['reports', 'alerts'], fhirMaxEntries: 8 })
+    // the operator learns hC's server takes 8 (its refusals are in the outbox's dead letters otherwise) and says so
+    expect((await api(t.httpPort, 'PATCH', '/v1/hospitals/hC', ops, { fhirMaxEntries: 0 })).status).toBe(400)
+    expect((await api(t.httpPort, 'PATCH', '/v1/hospitals/hC', ops, {})).status).toBe(400)
+    expect((await api(t.httpPort, 'PATCH', '/v1/hospitals/hC', ops, { fhirMaxEntries: 8 })).body).toEqual({ id: 'hC', name: 'hC', feeds: ['summaries'], fhirMaxEntries: 8 })
 
     const clients = await Promise.all([dA, dB, dC].map((d) => connect(t!.mqttPort, d.deviceId, d.secret)))
     const sent: MeasuredReading[] = []

@@ -514,7 +514,7 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
         audited: (actor, action, subject, detail) => { audit.append(actor, action, subject, detail) },
         models: deviceModels,
       }),
-      (app) => registerMetricsRoute(app, [mqtt.metrics.registry, consumerMetrics(spool, consumerStatus, clusterNode)], { requireApiKey: config.metrics.requireApiKey, verifyApiKey: (t) => registry.verifyApiKey(t), logger }),
+      (app) => registerMetricsRoute(app, [mqtt.metrics.registry, consumerMetrics(spool, consumerStatus, clusterNode, windowRebuilds)], { requireApiKey: config.metrics.requireApiKey, verifyApiKey: (t) => registry.verifyApiKey(t), logger }),
     ],
   })
   const tlsFiles: TlsFiles | undefined = config.tls.cert && config.tls.key
@@ -667,7 +667,7 @@ async function shipUnshippedOfOldLayout (feed: Spool, ingest: Spool, registry: R
 }
 
 /** Lag and failures of each spool consumer, read when /metrics is scraped. */
-function consumerMetrics (spool: Spool, consumerStatus: () => ConsumerStatus[], cluster?: ClusterNode): MetricsRegistry {
+function consumerMetrics (spool: Spool, consumerStatus: () => ConsumerStatus[], cluster?: ClusterNode, rebuilds?: WindowRebuilds): MetricsRegistry {
   const registry = new MetricsRegistry()
   if (cluster) {
     // cluster mode over NATS: what this node owns of the reading log, and how far behind it is
@@ -678,6 +678,11 @@ function consumerMetrics (spool: Spool, consumerStatus: () => ConsumerStatus[], 
     new Gauge({
       name: 'vitalmesh_pubacks_waiting_for_log', help: 'PUBACKs held until the reading log acknowledges their readings', registers: [registry],
       collect () { this.set(cluster.pubacksWaiting()) },
+    })
+    // while above 0 this node's due summary windows wait (cluster/window-rebuild.ts): minutes at county scale
+    new Gauge({
+      name: 'vitalmesh_window_rebuilds', help: 'partitions taken over whose summary windows are being rebuilt from the reading log', registers: [registry],
+      collect () { this.set(rebuilds?.partitions().length ?? 0) },
     })
   }
   new Gauge({

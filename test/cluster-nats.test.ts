@@ -90,6 +90,8 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
     const lagged = [...text.matchAll(/^vitalmesh_partition_lag_entries\{partition="(\d+)"\} (\d+)/gm)].map((m) => Number(m[1])).sort((x, y) => x - y)
     expect(lagged).toEqual([...owners].filter(([, n]) => n === 'a').map(([p]) => p).sort((x, y) => x - y))
     expect(text).toMatch(/^vitalmesh_pubacks_waiting_for_log 0$/m)
+    // the takeovers of the start rebuilt their (empty) summary windows from the log: none is still under way
+    for (const n of nodes) await waitFor(`node ${n.httpPort}'s window rebuilds done`, async () => /^vitalmesh_window_rebuilds 0$/m.test(await (await fetch(`http://127.0.0.1:${n.httpPort}/metrics`)).text()), 10_000, 50)
   })
 
   it('a PUBACK follows the reading log\'s acknowledgement, and the partition\'s owner stores the reading', async () => {

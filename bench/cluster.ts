@@ -18,6 +18,7 @@ import { startInfluxd } from '../test/helpers/influxd.ts'
 const ROUNDS = Number(process.argv[process.argv.indexOf('--rounds') + 1]) || 3
 const RATE = 3000
 const SECONDS = 6
+const IDLE_S = 5
 const UNLIMITED = { VITALMESH_PUBLISH_RATE: '1000000', VITALMESH_PUBLISH_BURST: '1000000', VITALMESH_ALERT_FLAP_COUNT: '0' }
 
 /** the postmaster and its backends */
@@ -75,25 +76,41 @@ export async function clusterBenchmark (): Promise<void> {
   const natsPids = pidsOf(nats.dir)
   const pgData = join(pg.dir, 'data')
   try {
-    const rows: { single: number, vm: number, all: number, nats: number, pg: number }[] = []
+    // what each part burns with no load at all (timers: leases, shippers, polls), in ms of CPU per second: a round
+    // counts it too, and at RATE readings/s it is idle / RATE * 1000 µs of each reading (`net` below leaves it out)
+    await settled(single); await clusterSettled(nodes)
+    const idle = await (async () => {
+      const i0 = { single: cpuMs(single.pid), vm: cpuOf(nodes.map((n) => n.pid)), nats: cpuOf(natsPids), pg: cpuOf(postgresPids(pgData)) }
+      const t0 = performance.now()
+      await new Promise((r) => setTimeout(r, IDLE_S * 1000))
+      const s = (performance.now() - t0) / 1000
+      return { single: (cpuMs(single.pid) - i0.single) / s, vm: (cpuOf(nodes.map((n) => n.pid)) - i0.vm) / s, nats: (cpuOf(natsPids) - i0.nats) / s, pg: (cpuOf(postgresPids(pgData)) - i0.pg) / s }
+    })()
+    console.log(`idle (${IDLE_S} s, no load): one node ${idle.single.toFixed(1)} ms of CPU per second; vitalmesh ×3 ${idle.vm.toFixed(1)}, nats-server ×3 ${idle.nats.toFixed(1)}, PostgreSQL ${idle.pg.toFixed(1)}`)
+    const rows: { single: number, vm: number, all: number, nats: number, pg: number, singleNet: number, vmNet: number }[] = []
     for (let round = 0; round < ROUNDS; round++) {
       // one node: 60 devices at RATE readings/s in all
       await settled(single)
-      const c0 = cpuMs(single.pid)
+      const c0 = cpuMs(single.pid); const w0 = performance.now()
       const r1 = await load(single, { devices: 60, inflight: 1, seconds: SECONDS, batch: 1, rate: RATE })
       await settled(single)
-      const singleUs = ((cpuMs(single.pid) - c0) * 1000) / r1.readings
+      const singleMs = cpuMs(single.pid) - c0; const singleS = (performance.now() - w0) / 1000
+      const singleUs = (singleMs * 1000) / r1.readings
       // the cluster: the same 60 devices, 20 on each node, RATE / 3 each
       await clusterSettled(nodes)
-      const v0 = cpuOf(nodes.map((n) => n.pid)); const n0 = cpuOf(natsPids); const p0 = cpuOf(postgresPids(pgData))
+      const v0 = cpuOf(nodes.map((n) => n.pid)); const n0 = cpuOf(natsPids); const p0 = cpuOf(postgresPids(pgData)); const w1 = performance.now()
       const rs = await Promise.all(nodes.map((n, i) => load(n, { devices: 20, inflight: 1, seconds: SECONDS, batch: 1, rate: RATE / 3, skip: i * 20 })))
       await clusterSettled(nodes)
+      const clusterS = (performance.now() - w1) / 1000
       const readings = rs.reduce((s, r) => s + r.readings, 0)
-      const vm = ((cpuOf(nodes.map((n) => n.pid)) - v0) * 1000) / readings
+      const vmMs = cpuOf(nodes.map((n) => n.pid)) - v0
+      const vm = (vmMs * 1000) / readings
       const natsUs = ((cpuOf(natsPids) - n0) * 1000) / readings
       const pgUs = ((cpuOf(postgresPids(pgData)) - p0) * 1000) / readings
-      rows.push({ single: singleUs, vm, all: vm + natsUs + pgUs, nats: natsUs, pg: pgUs })
-      console.log(`round ${round + 1}: one node ${singleUs.toFixed(1)} µs/reading; cluster: vitalmesh ×3 ${vm.toFixed(1)}, nats-server ×3 ${natsUs.toFixed(1)}, PostgreSQL ${pgUs.toFixed(1)}, all ${(vm + natsUs + pgUs).toFixed(1)} µs/reading (${readings} readings)`)
+      const singleNet = ((singleMs - idle.single * singleS) * 1000) / r1.readings
+      const vmNet = ((vmMs - idle.vm * clusterS) * 1000) / readings
+      rows.push({ single: singleUs, vm, all: vm + natsUs + pgUs, nats: natsUs, pg: pgUs, singleNet, vmNet })
+      console.log(`round ${round + 1}: one node ${singleUs.toFixed(1)} µs/reading (${singleNet.toFixed(1)} net of idle); cluster: vitalmesh ×3 ${vm.toFixed(1)} (${vmNet.toFixed(1)} net of idle), nats-server ×3 ${natsUs.toFixed(1)}, PostgreSQL ${pgUs.toFixed(1)}, all ${(vm + natsUs + pgUs).toFixed(1)} µs/reading (${readings} readings)`)
     }
     // throughput: closed loop, 10 messages in flight per device, 30 devices (10 per node)
     await settled(single)
@@ -109,6 +126,7 @@ export async function clusterBenchmark (): Promise<void> {
       `cluster mode, ${ROUNDS} rounds of ${SECONDS} s at ${RATE} single readings/s (60 devices; in the cluster 20 per node), InfluxDB 1.6 store on this host (its CPU not counted), ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}:`,
       `  server CPU µs per reading, median (min–max): one node ${range(rows.map((r) => r.single))}; cluster vitalmesh ×3 ${range(rows.map((r) => r.vm))}, nats-server ×3 ${range(rows.map((r) => r.nats))}, PostgreSQL ${range(rows.map((r) => r.pg))}`,
       `  cluster / one node: vitalmesh processes ${range(ratio, 2)}×, with nats-server and PostgreSQL ${range(ratioAll, 2)}× (goal ≤ 1.5×)`,
+      `  net of what each burns idle (one node ${idle.single.toFixed(1)}, vitalmesh ×3 ${idle.vm.toFixed(1)} ms of CPU per second): one node ${range(rows.map((r) => r.singleNet))}, vitalmesh ×3 ${range(rows.map((r) => r.vmNet))} µs/reading, ${range(rows.map((r) => r.vmNet / r.singleNet), 2)}×`,
       `  throughput, closed loop (10 in flight per device, 30 devices): one node ${Math.round(t1.readings / t1.seconds)} readings/s (PUBACK p99 ${t1.p99.toFixed(1)} ms); 3 nodes ${Math.round(t3Rate)} readings/s (PUBACK p99 ${p99.toFixed(1)} ms)`,
     ].join('\n'))
   } finally {

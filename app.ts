@@ -10,7 +10,7 @@ import { AlertBook, RuleSetStore, ALERT_PREFERENCES_REPLICA, type Alert, type Es
 import { Outbox, Aggregator, parseWindow, hospitalSink, researchSink, parentSink, alertFlagSink, measurementSink, type SummarySink } from './forwarder/index.ts'
 import { createBroker, createClusterBackends, redisCredentialLog, listenTls, listenWss, mqttUpgradeHandler, type Broker, type ClusterBackends, type TlsFiles } from './broker/index.ts'
 import { buildApi, alertCareRoutes, alertingRoutes, localAlertActions, judgedAlertActions, localReportActions, judgedReportActions, type AlertActions, type ReportActions, type LiveReading, backtestRoutes, forwarderRoutes, operatorRoutes, dataRoutes, consoleRoutes, LiveHub, registerDeviceRoutes, registerMetricsRoute, reportRoutes, auditViewRoutes, publicStatsRoutes, followerRoutes } from './api/index.ts'
-import { WindowRebuilds } from './cluster/window-rebuild.ts'
+import { WindowRebuilds, firstCopies } from './cluster/window-rebuild.ts'
 import { ClusterNode, LOG_CURSOR } from './cluster/node.ts'
 import { AuditShipper, ClusterAuditChain } from './cluster/audit-chain.ts'
 import { nodeSource } from './cluster/node-source.ts'
@@ -130,11 +130,13 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
           // before the partition resumes, so that its next readings are judged on the whole timeline
           const t0 = Date.now()
           const now = clock.now()
-          const recent = (await clusterNode!.log.readSince(partition, now - alerts.lookbackMs, fromSeq)).map((e) => e.reading)
+          const recent = firstCopies(new Map(), (await clusterNode!.log.readSince(partition, now - alerts.lookbackMs, fromSeq)).map((e) => e.reading))
           alerts.warm(recent.filter((r) => r.ts >= now - alerts.lookbackMs))
           // and the summary windows still open (a day's, from the resident's local midnight): readings reach the log after
           // they are taken, so all of it reached the log within that span (a phone's old history is recorded only). A busy
           // partition's day is millions of readings: read back while the partition goes on (windowRebuilds)
+          // (a rebuild of an earlier time this node followed it, still under way, stops first: this one replaces it)
+          await windowRebuilds.stop(partition)
           windowRebuilds.start(partition, theirs, fromSeq, now - windowSpanMs, now - 3 * config.cluster.leaseMs)
           log.info({ partition, fromSeq, readings: recent.length, ms: Date.now() - t0 }, 'took the partition over: its residents\' alerts adopted and their timelines rebuilt from the reading log; their open summary windows are being rebuilt')
         },

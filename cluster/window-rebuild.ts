@@ -1,5 +1,26 @@
 import type { Logger, StoredReading } from '../core/index.ts'
+import { SeqSet } from '../ingest/seqset.ts'
 import type { JetStreamLog, LogEntry } from './log.ts'
+
+/**
+ * The first copy of each reading (device and seq) among `readings`, noting them in `seen`. The log
+ * holds a reading twice when its device sent it again after JetStream's duplicate window (2 min:
+ * its PUBACK was lost, and it reached another node later): a node's feed drops the second copy by
+ * seq, and what is read back from the log at a takeover must drop it too, or the windows and
+ * the rules' timelines count it twice.
+ */
+export function firstCopies (seen: Map<string, SeqSet>, readings: readonly StoredReading[]): StoredReading[] {
+  const out: StoredReading[] = []
+  for (const r of readings) {
+    let set = seen.get(r.deviceId)
+    // no bound that matters: what is read back is a day of a partition at most, its gaps few
+    if (!set) seen.set(r.deviceId, set = new SeqSet([], 1_000_000))
+    if (set.has(r.seq)) continue
+    set.add(r.seq)
+    out.push(r)
+  }
+  return out
+}
 
 /**
  * The summary windows a node rebuilds when it takes a partition over, read back from the
@@ -11,6 +32,8 @@ import type { JetStreamLog, LogEntry } from './log.ts'
  * partition resumes). Windows are sums, extremes and counts, so the readings read back and the
  * ones the feed brings meanwhile may be folded in any order; until the rebuild is done no
  * window closes (Aggregator.beginTakeOver), so none is sent with part of its readings.
+ *
+ * A reading the log holds twice (`firstCopies`) is folded once.
  *
  * A failed read (NATS moved a leader, a timeout) goes on from the last entry folded, after a
  * back-off. A rebuild stops when the partition moves on: the windows it made are dropped again
@@ -77,12 +100,13 @@ export class WindowRebuilds {
     const t0 = Date.now()
     let from: { sinceMs: number } | { afterSeq: number } = { sinceMs }
     let readings = 0
+    const seen = new Map<string, SeqSet>()
     try {
       for (let failures = 0; ; failures++) {
         try {
           await this.d.log.scan(partition, from, upToSeq, (entries: LogEntry[]) => {
             if (r.stopped) throw new Stopped()
-            this.d.windows.foldPast(entries.map((e) => e.reading), closedSince)
+            this.d.windows.foldPast(firstCopies(seen, entries.map((e) => e.reading)), closedSince)
             readings += entries.length
             from = { afterSeq: entries[entries.length - 1]!.streamSeq }
           })

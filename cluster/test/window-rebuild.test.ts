@@ -76,6 +76,17 @@ describe('rebuilding a taken-over partition\'s summary windows while it goes on'
     expect(t.rebuilds.stats).toMatchObject({ started: 1, done: 1, readings: 6 })
   })
 
+  it('a reading the log holds twice (its device sent it again after the duplicate window) is folded once', async () => {
+    const twice: LogEntry[] = [...log.slice(0, 3), { ...log[1]!, streamSeq: 14 }, ...log.slice(3).map((e) => ({ ...e, streamSeq: e.streamSeq + 1 }))]
+    const t = setup(twice)
+    t.rebuilds.start(3, (id) => id === R, 17, 0, t.clock.now())
+    for (let i = 0; i < 20 && t.rebuilds.partitions().length > 0; i++) await t.next()
+    t.clock.set(T0 + H.ms + 60_000 + 1)
+    t.aggregator.tick()
+    expect(counts(t.sent)).toEqual([6])
+    expect(t.rebuilds.stats.readings).toBe(7) // entries read; readings folded: six
+  })
+
   it('a failed read goes on after the last entry folded: nothing counted twice, nothing missed', async () => {
     const t = setup(log, { failAfter: 1 })
     t.rebuilds.start(3, (id) => id === R, 16, 0, t.clock.now())

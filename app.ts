@@ -76,7 +76,8 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
   const ingestDb = config.cluster.nats ? openDatabase(join(dataDir, 'ingest-spool.db')) : db
   // In cluster mode neither spool fsyncs its commits: the PUBACK waits for the reading log (a majority of its
   // replicas), so the ingest spool's fsync promised nothing more, and the feed is synced once before its partition's
-  // position commits (settled, below). Two fsyncs per reading at light load were about a third of a node's CPU.
+  // position commits (settled, below): two fsyncs per reading fewer at light load. (The nodes' CPU per reading did not
+  // move measurably with them, bench/README.md: it is not where cluster mode's cost is.)
   const spool = new Spool(ingestDb, logger.child({ component: 'ingest' }), { deadLetterMax: config.ingest.deadLetterMax, maxRows: config.ingest.spoolMaxRows, maxBytes: config.ingest.spoolMaxBytes, drainCursor: config.cluster.nats ? LOG_CURSOR : 'store', fsync: !config.cluster.nats })
   // the feed's rows leave once alerting and every other consumer has them (no drain: the partition's owner stores readings from the log)
   const feed = config.cluster.nats ? new Spool(db, logger.child({ component: 'feed' }), { deadLetterMax: config.ingest.deadLetterMax, drainCursor: 'alerting', fsync: false }) : spool

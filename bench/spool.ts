@@ -1,9 +1,9 @@
-// Spool commit cost alone (no broker): `npx tsx bench/spool.ts [messages per commit] [readings per message]`; ROUNDS=3000 for a steady state (300 by default is mostly warm-up)
+// Spool commit cost alone (no broker): `npx tsx bench/spool.ts [messages per commit] [readings per message]`; ROUNDS=3000 for a steady state (300 by default is mostly warm-up); FSYNC=no for a spool that commits without (cluster mode's)
 import { openDatabase, silentLogger } from '../core/index.ts'
 import { Spool } from '../ingest/index.ts'
 import { mkdtempSync } from 'node:fs'
 const dir = mkdtempSync('/tmp/sp-')
-const spool = new Spool(openDatabase(dir + '/s.db'), silentLogger(), { deadLetterMax: 10 })
+const spool = new Spool(openDatabase(dir + '/s.db'), silentLogger(), { deadLetterMax: 10, fsync: process.env.FSYNC !== 'no' })
 const seqs = new Array(20).fill(1)
 const per = Number(process.argv[2] ?? 200); const n = Number(process.argv[3] ?? 1)
 const t0 = performance.now(); const c0 = process.cpuUsage()

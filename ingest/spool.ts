@@ -82,7 +82,8 @@ export interface SpoolOptions {
    * (JetStream, a majority of its replicas), and the feed is made durable by `sync` before its
    * partition's position commits. Without it a commit still survives the process being killed
    * (WAL mode: it is in the OS), only not a power loss; at one to a few readings per commit the
-   * fsync was about half of a commit's CPU (npx tsx bench/spool.ts 1 1: 148 against 72 µs).
+   * fsync was about half of a commit's CPU (`ROUNDS=2000 npx tsx bench/spool.ts 1 1`, with and without
+   * FSYNC=no: 148 against 72 µs, 134 against 58 in a second pair).
    */
   fsync?: boolean
 }

@@ -144,6 +144,7 @@ export class Outbox {
 
   private async deliver (row: Row): Promise<void> {
     let error: string
+    let refused = false
     let retryAfterMs: number | undefined
     try {
       const res = await request(row.url, {
@@ -154,14 +155,18 @@ export class Outbox {
         bodyTimeout: this.opts.timeoutMs,
         signal: this.abort.signal,
       })
-      await res.body.dump()
       if (res.statusCode >= 200 && res.statusCode < 300) {
+        await res.body.dump()
         this.s.delivered.run(this.clock.now(), row.id)
         this.stats.delivered++
         this.breakers.delete(new URL(row.url).origin)
         return
       }
-      error = `HTTP ${res.statusCode}`
+      // why the receiver refused it, in the row's last error and the log: a FHIR server says so in an
+      // OperationOutcome ("Transaction requires strict isolation but has too many entries": Medplum's bound)
+      const why = await refusalReason(res.body, res.headers['content-type'])
+      error = why ? `HTTP ${res.statusCode}: ${why}` : `HTTP ${res.statusCode}`
+      refused = isRefusal(res.statusCode)
       const ra = Number(res.headers['retry-after'])
       if (Number.isFinite(ra) && ra >= 0) retryAfterMs = ra * 1000
     } catch (e) {
@@ -171,7 +176,9 @@ export class Outbox {
     this.stats.failures++
     const endpoint = new URL(row.url).origin
     const b = this.breakers.get(endpoint) ?? { failures: 0, openUntil: 0 }
-    b.failures++
+    // a receiver that answers and refuses this one message is up: its other messages go on (the breaker is for
+    // endpoints that are down or failing, 5xx and timeouts), and this one is retried until it is dead-lettered
+    if (!refused) b.failures++
     if (b.failures >= (this.opts.breakerFailures ?? 5)) {
       // stop hammering an endpoint that keeps failing; one trial after the pause (half-open)
       b.openUntil = this.clock.now() + (this.opts.breakerOpenMs ?? 30_000)
@@ -182,7 +189,7 @@ export class Outbox {
     const backoff = Math.min(this.opts.maxBackoffMs, 500 * 2 ** Math.min(row.attempts, 16)) * (0.5 + Math.random() / 2)
     const delay = Math.max(backoff, retryAfterMs ?? 0)
     this.s.failed.run(this.clock.now() + delay, error, row.id)
-    this.logger.warn({ sink: row.sink, url: new URL(row.url).origin, attempts: row.attempts + 1, error, retryInMs: Math.round(delay) }, 'delivery failed; will retry')
+    this.logger.warn({ sink: row.sink, url: new URL(row.url).origin, attempts: row.attempts + 1, error, retryInMs: Math.round(delay) }, refused ? 'the receiver refused the message; will retry (it is dead-lettered if it keeps refusing)' : 'delivery failed; will retry')
   }
 
   /** Resolves when nothing is pending (tests, shutdown). */
@@ -190,4 +197,37 @@ export class Outbox {
     if (this.pending() === 0 && this.busy.size === 0) return
     await new Promise<void>((resolve) => this.waiters.push(resolve))
   }
+}
+
+/**
+ * A 4xx that says the receiver refused this message, not that it is unavailable: 408 (timeout),
+ * 425 and 429 (too early, too many) are about the endpoint's state and count as failures of it.
+ */
+export function isRefusal (status: number): boolean {
+  return status >= 400 && status < 500 && status !== 408 && status !== 425 && status !== 429
+}
+
+/**
+ * The reason a receiver gave with its error, at most 300 characters: an OperationOutcome's issues
+ * (FHIR), else a JSON body's `message` or `error`, else the start of a text body.
+ */
+export async function refusalReason (body: { text(): Promise<string> }, contentType: string | string[] | undefined): Promise<string | undefined> {
+  let text: string
+  try { text = (await body.text()).slice(0, 20_000) } catch { return undefined }
+  if (!text.trim()) return undefined
+  const type = String(contentType ?? '')
+  let reason: string | undefined
+  if (/json/i.test(type) || /^\s*[{[]/.test(text)) {
+    try {
+      const j = JSON.parse(text) as { resourceType?: string, issue?: { diagnostics?: string, details?: { text?: string }, code?: string }[], message?: unknown, error?: unknown } | null
+      if (j?.resourceType === 'OperationOutcome' && Array.isArray(j.issue)) reason = j.issue.map((i) => i.details?.text ?? i.diagnostics ?? i.code).filter(Boolean).join('; ')
+      else if (typeof j?.message === 'string') reason = j.message
+      else if (typeof j?.error === 'string') reason = j.error
+      // JSON without a reason we know: itself, unless it says nothing ({} or [])
+      else reason = JSON.stringify(j) === '{}' || JSON.stringify(j) === '[]' ? undefined : JSON.stringify(j)
+      return reason ? reason.slice(0, 300) : undefined
+    } catch { /* not JSON after all: the text below */ }
+  }
+  reason = text.replace(/\s+/g, ' ').trim()
+  return reason ? reason.slice(0, 300) : undefined
 }

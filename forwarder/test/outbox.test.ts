@@ -63,6 +63,39 @@ describe('outbox', () => {
     db2.close()
   })
 
+  it('a message the receiver refuses (4xx) keeps the reason it gave and does not pause the endpoint\'s other messages', async () => {
+    // a FHIR server that refuses one Bundle as Medplum does, and takes the others
+    const hits: string[] = []
+    const fhir = Fastify({ forceCloseConnections: true })
+    fhir.post('/fhir', async (req, reply) => {
+      const key = String(req.headers['idempotency-key'])
+      hits.push(key)
+      if (key === 'big') return await reply.status(400).type('application/fhir+json').send({ resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'invalid', details: { text: 'Transaction requires strict isolation but has too many entries' } }] })
+      return await reply.status(200).send({ resourceType: 'Bundle', type: 'transaction-response' })
+    })
+    await fhir.listen({ port: 0, host: '127.0.0.1' })
+    servers.push(fhir)
+    const url = `http://127.0.0.1:${(fhir.server.address() as AddressInfo).port}/fhir`
+    const clock = new ManualClock(Date.now())
+    const o = new Outbox(openDatabase(':memory:'), clock, silentLogger(), { pollMs: 10, timeoutMs: 1000, maxBackoffMs: 20, breakerFailures: 3, breakerOpenMs: 60_000, deadLetterAfterMs: 1500 })
+    o.enqueue({ sink: 'hospital-fhir', url, headers: {}, body: '{}', idempotencyKey: 'big' })
+    o.start()
+    // refused more often than the breaker's count of failures
+    for (let n = 1; n <= 4; n++) {
+      await waitFor(`refusal ${n}`, () => o.stats.failures === n, 3000)
+      clock.advance(25)
+    }
+    expect(o.stats.circuitOpened).toBe(0)
+    // the hospital's other messages still go: the endpoint is up, it refused one Bundle
+    for (let i = 0; i < 3; i++) o.enqueue({ sink: 'hospital-fhir', url, headers: {}, body: '{}', idempotencyKey: `ok${i}` })
+    await waitFor('the other messages delivered', () => o.stats.delivered === 3, 3000)
+    // kept until dead-lettered, with the reason the server gave
+    clock.advance(1500)
+    await waitFor('the refused message dead-lettered', () => o.deadLetters().length === 1, 3000)
+    expect(o.deadLetters()[0]).toMatchObject({ idempotencyKey: 'big', lastError: 'HTTP 400: Transaction requires strict isolation but has too many entries' })
+    o.stop()
+  })
+
   it('ignores a repeated idempotency key, opens the circuit after repeated failures, dead-letters and re-drives', async () => {
     let failing = true
     const flaky = await server(async () => failing ? 500 : 200)

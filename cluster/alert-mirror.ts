@@ -1,7 +1,7 @@
 import pg from 'pg'
 import { migrate, type DB, type Logger, type Migration } from '../core/index.ts'
 import { byAttention, type Alert, type AlertHandover } from '../alerting/index.ts'
-import { Shipper, dropTriggers, installTriggers, readShipped } from './link-state.ts'
+import { Notes, Shipper, dropTriggers, installTriggers, readShipped } from './link-state.ts'
 import { pgOpen, pgTransaction, type PgStep } from './pg.ts'
 
 /**
@@ -133,8 +133,7 @@ export class AlertMirror extends Shipper {
       alert_mirror_upd: 'CREATE TRIGGER alert_mirror_upd AFTER UPDATE ON alerts BEGIN INSERT INTO alert_mirror_outbox (alert_id) VALUES (NEW.id); END',
     })
     this.s = {
-      pending: o.db.prepare<[number], { id: number, alert_id: string }>('SELECT id, alert_id FROM alert_mirror_outbox ORDER BY id LIMIT ?'),
-      shipped: o.db.prepare('DELETE FROM alert_mirror_outbox WHERE id <= ?'),
+      notes: new Notes<{ id: number, alert_id: string }>(o.db, 'alert_mirror_outbox', 'alert_id'),
       seeded: o.db.prepare<[], { seeded: number }>('SELECT seeded FROM alert_mirror_state WHERE id = 1'),
       seed: o.db.prepare('INSERT INTO alert_mirror_outbox (alert_id) SELECT id FROM alerts ORDER BY opened_at'),
       markSeeded: o.db.prepare('UPDATE alert_mirror_state SET seeded = 1 WHERE id = 1'),
@@ -145,16 +144,15 @@ export class AlertMirror extends Shipper {
   static uninstall (db: DB): void { dropTriggers(db, TRIGGERS) }
 
   protected async ship (): Promise<void> {
-    for (let rows = this.s.pending.all(500); rows.length > 0; rows = this.s.pending.all(500)) {
+    this.stats.shipped += await this.s.notes.ship(async (rows) => {
       const alerts: { alert: Alert, handover?: AlertHandover }[] = []
       for (const id of new Set(rows.map((r) => r.alert_id))) {
         const a = this.o.alert(id)
         if (a) alerts.push({ alert: a, handover: this.o.handover?.(id) })
       }
       await this.o.cluster.put(this.o.source, alerts)
-      this.s.shipped.run(rows[rows.length - 1]!.id)
-      this.stats.shipped += alerts.length
-    }
+      return alerts.length
+    })
   }
 
   override start (): void {

@@ -1,4 +1,4 @@
-import { VitalmeshError, type Logger } from '../core/index.ts'
+import { VitalmeshError, type DB, type Logger } from '../core/index.ts'
 
 /**
  * What a background loop that talks to a shared server (the audit chain's shipper, the
@@ -77,6 +77,31 @@ export abstract class Shipper {
 
   /** 'ok', or why not (/readyz) */
   status (): string { return this.link.status() }
+}
+
+/**
+ * A shipper's notes of what changed on this node since it last shipped: a table its triggers
+ * fill (`id` and the columns naming what changed). `ship` hands them over in order, 500 at a
+ * time, and drops each batch once `send` resolved, so a failed batch is sent again next round.
+ */
+export class Notes<T extends { id: number }> {
+  private readonly next
+  private readonly drop
+
+  constructor (db: DB, table: string, columns: string) {
+    this.next = db.prepare<[number], T>(`SELECT id, ${columns} FROM ${table} ORDER BY id LIMIT ?`)
+    this.drop = db.prepare(`DELETE FROM ${table} WHERE id <= ?`)
+  }
+
+  /** Sends every note there is, a batch at a time; resolves with the sum of what `send` says it shipped. */
+  async ship (send: (notes: T[]) => Promise<number>): Promise<number> {
+    let shipped = 0
+    for (let notes = this.next.all(500); notes.length > 0; notes = this.next.all(500)) {
+      shipped += await send(notes)
+      this.drop.run(notes[notes.length - 1]!.id)
+    }
+    return shipped
+  }
 }
 
 /** Drops a node's capturing triggers and creates them again (`sql`: name -> CREATE TRIGGER statement), so their text follows the code. */

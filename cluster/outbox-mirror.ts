@@ -1,7 +1,7 @@
 import pg from 'pg'
 import { migrate, type Clock, type DB, type Logger, type Migration } from '../core/index.ts'
 import type { OutboxEntry } from '../forwarder/index.ts'
-import { Shipper, dropTriggers, installTriggers } from './link-state.ts'
+import { Notes, Shipper, dropTriggers, installTriggers } from './link-state.ts'
 import { pgOpen, pgTransaction, type PgStep } from './pg.ts'
 
 /**
@@ -74,8 +74,7 @@ export class OutboxMirror extends Shipper {
       outbox_mirror_upd: 'CREATE TRIGGER outbox_mirror_upd AFTER UPDATE OF delivered_at, dead_at ON outbox BEGIN INSERT INTO outbox_mirror_outbox (outbox_id) VALUES (NEW.id); END',
     })
     this.s = {
-      pending: o.db.prepare<[number], { id: number, outbox_id: number }>('SELECT id, outbox_id FROM outbox_mirror_outbox ORDER BY id LIMIT ?'),
-      shipped: o.db.prepare('DELETE FROM outbox_mirror_outbox WHERE id <= ?'),
+      notes: new Notes<{ id: number, outbox_id: number }>(o.db, 'outbox_mirror_outbox', 'outbox_id'),
       row: o.db.prepare<[number], LocalRow>('SELECT id, sink, url, headers, body, idempotency_key, created_at, delivered_at, dead_at FROM outbox WHERE id = ?'),
       takenElsewhere: o.db.prepare('UPDATE outbox SET delivered_at = ?, last_error = ? WHERE idempotency_key = ? AND delivered_at IS NULL'),
     }
@@ -107,7 +106,7 @@ export class OutboxMirror extends Shipper {
       await this.o.pool.query('INSERT INTO cluster_outbox_nodes (source, seen_at) VALUES ($1, $2) ON CONFLICT (source) DO UPDATE SET seen_at = excluded.seen_at', [this.o.source, now])
       this.seenAt = now
     }
-    for (let rows = this.s.pending.all(500); rows.length > 0; rows = this.s.pending.all(500)) {
+    this.stats.shipped += await this.s.notes.ship(async (rows) => {
       const messages = new Map<number, LocalRow>()
       for (const r of rows) { const m = this.s.row.get(r.outbox_id); if (m) messages.set(m.id, m) }
       await pgTransaction(this.o.pool, async (c) => {
@@ -118,9 +117,8 @@ export class OutboxMirror extends Shipper {
           [m.idempotency_key, this.o.source, m.sink, m.url, m.headers, m.body, m.created_at, m.delivered_at, m.dead_at])
         }
       })
-      this.s.shipped.run(rows[rows.length - 1]!.id)
-      this.stats.shipped += messages.size
-    }
+      return messages.size
+    })
   }
 
   /** The rescuer's round: the undelivered messages of nodes not seen for `deadAfterMs` go into this node's outbox. */

@@ -1,7 +1,7 @@
 import pg from 'pg'
 import { migrate, type Clock, type DB, type Logger, type Migration } from '../core/index.ts'
 import { outcomeOf, type ReportOutcome, type RunCopy } from '../reports/index.ts'
-import { Shipper, dropTriggers, installTriggers, readShipped } from './link-state.ts'
+import { Notes, Shipper, dropTriggers, installTriggers, readShipped } from './link-state.ts'
 import { pgOpen, pgTransaction, type PgStep } from './pg.ts'
 
 /**
@@ -63,8 +63,7 @@ export class ReportMirror extends Shipper {
       report_mirror_result: `CREATE TRIGGER report_mirror_result AFTER INSERT ON report_results ${note('NEW.run_id')}`,
     })
     this.s = {
-      pending: o.db.prepare<[number], { id: number, run_id: string }>('SELECT id, run_id FROM report_mirror_outbox ORDER BY id LIMIT ?'),
-      shipped: o.db.prepare('DELETE FROM report_mirror_outbox WHERE id <= ?'),
+      notes: new Notes<{ id: number, run_id: string }>(o.db, 'report_mirror_outbox', 'run_id'),
     }
   }
 
@@ -76,7 +75,7 @@ export class ReportMirror extends Shipper {
   static uninstall (db: DB): void { dropTriggers(db, TRIGGERS) }
 
   protected async ship (): Promise<void> {
-    for (let rows = this.s.pending.all(500); rows.length > 0; rows = this.s.pending.all(500)) {
+    this.stats.shipped += await this.s.notes.ship(async (rows) => {
       const copies: RunCopy[] = []
       for (const id of new Set(rows.map((r) => r.run_id))) { const c = this.o.snapshot(id); if (c) copies.push(c) }
       await pgTransaction(this.o.pool, async (c) => {
@@ -86,9 +85,8 @@ export class ReportMirror extends Shipper {
           [x.run.id, x.run.resident_id, x.run.state, x.run.end_ts, JSON.stringify(x), this.o.source])
         }
       })
-      this.s.shipped.run(rows[rows.length - 1]!.id)
-      this.stats.shipped += copies.length
-    }
+      return copies.length
+    })
   }
 
   /** The runs of the residents `theirs` accepts that readings may still change (running, or finished within the amend window). */

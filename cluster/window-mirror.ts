@@ -1,7 +1,7 @@
 import pg from 'pg'
 import { atomically, migrate, type Clock, type DB, type Logger, type Migration } from '../core/index.ts'
 import { checkRollup, mergeRegion, regionRollup, residentSummary, summarize, windowFromJSON, type ClosedWindow, type RegionRollup, type ResidentFacts, type ResidentSummary, type RegionAggregate, type ResidentWindow, type SummarySink, type WindowKind, type WindowReads } from '../forwarder/index.ts'
-import { Shipper, dropTriggers, installTriggers, readShipped } from './link-state.ts'
+import { Notes, Shipper, dropTriggers, installTriggers, readShipped } from './link-state.ts'
 import { pgOpen, pgTransaction, type PgStep } from './pg.ts'
 
 /**
@@ -92,8 +92,7 @@ export class WindowMirror extends Shipper implements WindowReads {
       child_mirror_upd: `CREATE TRIGGER child_mirror_upd AFTER UPDATE ON child_rollups ${note('kind, start, child', 'NEW.kind, NEW.start, NEW.child')}`,
     })
     this.s = {
-      pending: o.db.prepare<[number], { id: number, kind: string, start: number, resident_id: string | null, child: string | null }>('SELECT id, kind, start, resident_id, child FROM window_mirror_outbox ORDER BY id LIMIT ?'),
-      shipped: o.db.prepare('DELETE FROM window_mirror_outbox WHERE id <= ?'),
+      notes: new Notes<{ id: number, kind: string, start: number, resident_id: string | null, child: string | null }>(o.db, 'window_mirror_outbox', 'kind, start, resident_id, child'),
       window: o.db.prepare<[string, number, string], { state: string }>('SELECT state FROM summary_windows WHERE kind = ? AND start = ? AND resident_id = ?'),
       child: o.db.prepare<[string, string, number], { version: number, body: string }>('SELECT version, body FROM child_rollups WHERE child = ? AND kind = ? AND start = ?'),
     }
@@ -107,7 +106,7 @@ export class WindowMirror extends Shipper implements WindowReads {
   static uninstall (db: DB): void { dropTriggers(db, TRIGGERS) }
 
   protected async ship (): Promise<void> {
-    for (let rows = this.s.pending.all(500); rows.length > 0; rows = this.s.pending.all(500)) {
+    this.stats.shipped += await this.s.notes.ship(async (rows) => {
       // the window as the aggregator wrote it (forwarder/aggregator.ts windowToJSON), without its position in this node's feed
       const windows = new Map<string, { kind: string, start: number, residentId: string, end: number, timeZone: string, state: string }>()
       const children = new Map<string, { child: string, kind: string, start: number, version: number, body: string }>()
@@ -137,9 +136,8 @@ export class WindowMirror extends Shipper implements WindowReads {
           [x.child, x.kind, x.start, x.version, x.body])
         }
       })
-      this.s.shipped.run(rows[rows.length - 1]!.id)
-      this.stats.shipped += windows.size + children.size
-    }
+      return windows.size + children.size
+    })
   }
 
   protected override async afterShip (): Promise<void> { if (this.o.emitter()) await this.closeRegionWindows() }

@@ -205,16 +205,18 @@ export class AlertBook {
    */
   adopt (theirs: (residentId: string) => boolean, handed: readonly { alert: Alert, handover: AlertHandover }[]): void {
     const forget = new Set<string>([...this.residents.keys(), ...this.store.residentsWithState()].filter(theirs))
+    const active = (a: Alert): boolean => a.state === 'open' || a.state === 'acknowledged'
+    // an alert that has ended is not sent again, whatever its delivery was
+    const adopted = handed.map((x) => active(x.alert) ? x : { alert: x.alert, handover: { ...x.handover, deliveredAt: x.handover.deliveredAt ?? x.alert.openedAt } })
     this.store.transaction(() => {
       for (const id of forget) this.store.forget(id)
-      // an alert that has ended is not sent again, whatever its delivery was
-      for (const { alert, handover } of handed) this.store.adopt(alert, alert.state === 'open' || alert.state === 'acknowledged' ? handover : { ...handover, deliveredAt: handover.deliveredAt ?? alert.openedAt })
+      for (const { alert, handover } of adopted) this.store.adopt(alert, handover)
     })
     for (const id of forget) this.residents.delete(id)
-    for (const { alert: a, handover: h } of handed) {
+    for (const { alert: a, handover: h } of adopted) {
       const mine = this.openOf(a.residentId)?.get(a.ruleKey)
       if (mine && mine.id !== a.id) this.unsetOpen(mine)
-      if (a.state === 'open' || a.state === 'acknowledged') {
+      if (active(a)) {
         this.setOpen(a)
         this.lastNotified.set(a.id, h.lastNotifiedAt ?? a.openedAt)
         this.escalateFrom.set(a.id, h.escalateFrom ?? (a.historic ? null : a.openedAt))
@@ -225,7 +227,7 @@ export class AlertBook {
       }
     }
     if (handed.length || forget.size) this.log.info({ alerts: handed.length, residents: forget.size }, 'took over alerts and dropped stale state of residents whose partition this node now owns')
-    if (handed.some((x) => x.handover.deliveredAt === null && (x.alert.state === 'open' || x.alert.state === 'acknowledged'))) this.resendUndelivered()
+    if (adopted.some((x) => x.handover.deliveredAt === null)) this.resendUndelivered()
   }
 
   /** How far back (ms of reading time) the active rules look: what a node taking residents over must see of their past. */

@@ -27,13 +27,15 @@ function setup (entries: LogEntry[], opts: { failAfter?: number } = {}) {
   })
   // each batch waits for `next()`: the test decides when the log answers
   const gates: (() => void)[] = []
+  // the test waiting for the scan to ask for its next batch
+  let gateWaiting: (() => void) | undefined
   let served = 0
   let failed = false
   const scan = async (_p: number, from: { sinceMs: number } | { afterSeq: number }, upToSeq: number, each: (e: LogEntry[]) => void): Promise<number> => {
     let at = 'afterSeq' in from ? entries.findIndex((e) => e.streamSeq > from.afterSeq) : 0
     if (at < 0) at = entries.length
     for (; at < entries.length && entries[at]!.streamSeq <= upToSeq; at += 2) {
-      await new Promise<void>((resolve) => gates.push(resolve))
+      await new Promise<void>((resolve) => { gates.push(resolve); gateWaiting?.() })
       if (opts.failAfter !== undefined && served === opts.failAfter && !failed) { failed = true; throw new Error('timeout') }
       each(entries.slice(at, Math.min(at + 2, entries.length)).filter((e) => e.streamSeq <= upToSeq))
       served++
@@ -41,8 +43,10 @@ function setup (entries: LogEntry[], opts: { failAfter?: number } = {}) {
     return 0
   }
   const rebuilds = new WindowRebuilds({ log: { scan }, windows: aggregator, logger: silentLogger(), retryMs: 1 })
+  // answers the scan's next request for a batch: once it asks, or not at all if the rebuild ended meanwhile
   const next = async (): Promise<void> => {
-    for (let i = 0; i < 100 && gates.length === 0; i++) await new Promise((r) => setTimeout(r, 1))
+    if (gates.length === 0) await Promise.race([new Promise<void>((resolve) => { gateWaiting = resolve }), rebuilds.idle()])
+    gateWaiting = undefined
     gates.shift()?.()
     await new Promise((r) => setImmediate(r))
   }

@@ -22,22 +22,22 @@ import { PgCheckpointStore } from './pg-checkpoints.ts'
  * its duplicate window, and the store keeps one point per device and seq in any case.
  *
  * Downstream of the log, each partition is processed by the one node that holds its lease
- * (cluster/partitions.ts): here the store consumer, which writes the partition's readings to
- * the telemetry store every node shares (InfluxDB) and checkpoints its position in PostgreSQL,
- * fenced by the lease's epoch. When a node dies, the others take its partitions over after
- * the lease (`leaseMs`) and resume from the checkpoints.
+ * (cluster/partitions.ts), by one consumer of the partition: it appends the readings to this
+ * node's feed as they arrive (a spool of its own, on the database alerting, the forwarder's
+ * windows, clinical reports and the hospitals' feed keep their state in; they consume the feed
+ * exactly as a single node's consume its spool), and at each commit writes them to the
+ * telemetry store every node shares (InfluxDB) and checkpoints the partition's position in
+ * PostgreSQL, fenced by the lease's epoch. So every reading of a resident, from any device
+ * through any node, is judged on one timeline by one node, as one node would. When a node
+ * dies, the others take its partitions over after the lease (`leaseMs`) and resume from the
+ * checkpoints.
  *
  * Rotations and revocations travel between the nodes' registries on a JetStream stream too
  * (cluster/credential-log.ts), unless the node also uses Redis, whose stream then carries them.
  *
- * Everything after the store (alerting, the forwarder's windows, clinical reports, the hospitals'
- * feed) runs on the partition's owner too: a second consumer of each owned partition, `feed`,
- * appends the partition's readings to this node's feed (a spool of its own, on the database
- * those consumers keep their state in), and they consume the feed exactly as a single node's
- * consume its spool. So every reading of a resident, from any device through any node, is
- * judged on one timeline by one node, as one node would. The feed's append is made durable (one fsync,
- * `settled`) before the partition's position commits; a reading appended on a node that died before that
- * commit is appended again by the next owner (the window: one PostgreSQL commit).
+ * The feed's append is made durable (one fsync, `settled`) before the partition's position
+ * commits; a reading appended on a node that died before that commit is appended again by the
+ * next owner (the window: one PostgreSQL commit), and stored again (the same point).
  */
 /** The spool cursor of the drain that ships to the log (the single node's drain moves 'store'). */
 export const LOG_CURSOR = 'log'
@@ -57,8 +57,8 @@ export interface ClusterNodeOptions {
   shippedTo: number
   /** after a partition's readings were stored (roll-ups) */
   onStored?: (rows: readonly StoredReading[]) => void
-  /** This node's downstream consumers of the partitions it owns. Without it, only the store consumer runs. */
-  feed?: {
+  /** This node's downstream consumers of the partitions it owns */
+  feed: {
     /** hands an owned partition's readings to the feed as they arrive; resolves once they are durable there */
     append(partition: number, rows: readonly StoredReading[]): Promise<void>
     /** before the partition's position commits past readings appended: resolves once it may (alerting judged them, their alerts are shared) */
@@ -73,8 +73,15 @@ export interface ClusterNodeOptions {
   logger: Logger
 }
 
-interface StoreState { stored: number }
-interface FeedState { fed: number }
+/** The checkpointed state of a partition's one consumer: how many entries it took (operators, tests). */
+interface OwnerState { fed: number }
+/**
+ * The name of that consumer's checkpoints. 'feed', as the feed's own consumer was named when a separate 'store'
+ * consumer wrote the store: a cluster upgraded from then resumes each partition where its feed was.
+ */
+export const OWNER_CONSUMER = 'feed'
+/** The consumer that wrote the store until 2026-12-08: what it had not stored yet is stored at a partition's takeover. */
+export const RETIRED_STORE_CONSUMER = 'store'
 
 /** Requests to act on a resident's alerts go to the node that follows its partition (`judge`). */
 const judgeSubject = (partition: number): string => `vm.judge.${partition}`
@@ -88,8 +95,7 @@ export class ClusterNode {
   /** PUBACKs waiting for the log, in commit order (their positions only grow) */
   private waiting: { upTo: number, release: () => void }[] = []
   private owner: PartitionOwner | undefined
-  private readonly runner: ConsumerRunner<StoreState>
-  private readonly feedRunner: ConsumerRunner<FeedState> | undefined
+  private readonly runner: ConsumerRunner<OwnerState>
   private linkUp = true
   private judgeHandler: ((op: string, args: unknown[]) => Promise<unknown>) | undefined
   private readonly judgeSubs = new Map<number, Subscription>()
@@ -102,41 +108,37 @@ export class ClusterNode {
     private readonly o: ClusterNodeOptions,
     private readonly nc: NatsConnection,
     readonly log: JetStreamLog,
-    private readonly checkpoints: PgCheckpointStore<StoreState>,
+    private readonly checkpoints: PgCheckpointStore<OwnerState>,
     private readonly kv: Awaited<ReturnType<typeof leaseBucket>>,
   ) {
     this.shipped = o.shippedTo
-    const storer: PartitionConsumer<StoreState> = {
-      name: 'store',
-      initial: () => ({ stored: 0 }),
-      consume: (s, entries) => ({ stored: s.stored + entries.length }),
-      apply: async (partition, entries) => { await this.store(partition, entries) },
-    }
-    // lingerMs: one store write and one checkpoint per 100 ms of a partition, not one per reading
-    // under light load (npm run bench -- cluster); a reading is queryable up to 100 ms later
-    this.runner = new ConsumerRunner<StoreState>({ log, store: checkpoints, consumer: storer, logger: o.logger, lingerMs: 100 })
     const feed = o.feed
-    if (feed) {
-      const feeder: PartitionConsumer<FeedState> = {
-        name: 'feed',
-        initial: () => ({ fed: 0 }),
-        consume: (s, entries) => ({ fed: s.fed + entries.length }),
-        deliver: async (partition, entries) => { await feed.append(partition, entries.map((e) => e.reading)); this.stats.fed += entries.length },
-        apply: async (partition) => { await feed.settled?.(partition) },
-        prepare: async (partition, fromSeq, epoch) => {
-          // once per lease: following the partition again after a failure under the same lease (a NATS hiccup, a
-          // failed commit) goes on from this node's own state, which holds everything its feed got
-          if (this.takenAt.get(partition) === epoch) return
-          const done = feed.takeOver?.(partition, fromSeq) ?? Promise.resolve()
-          this.takenOver.set(partition, done.catch(() => {}))
-          await done
-          this.takenAt.set(partition, epoch)
-        },
-      }
-      // readings reach the feed as they arrive (a resident waits for an alert); the position commits at most every 100 ms,
-      // as the store's: committing it per reading cost PostgreSQL about 120 µs per reading (npm run bench -- cluster)
-      this.feedRunner = new ConsumerRunner<FeedState>({ log, store: checkpoints as unknown as PgCheckpointStore<FeedState>, consumer: feeder, logger: o.logger, lingerMs: 100 })
+    // One consumer per owned partition does everything its owner does with the partition's readings: they reach the
+    // feed as they arrive (a resident waits for an alert), and at each commit (at most every 100 ms) they are written
+    // to the telemetry store and the feed's consumers have settled before the position commits. Two consumers (store
+    // and feed) did this until 2026-12-08: every reading was delivered, decoded and checkpointed twice, for nothing
+    // (npm run bench -- cluster, bench/README.md).
+    const consumer: PartitionConsumer<OwnerState> = {
+      name: OWNER_CONSUMER,
+      initial: () => ({ fed: 0 }),
+      consume: (s, entries) => ({ fed: s.fed + entries.length }),
+      deliver: async (partition, entries) => { await feed.append(partition, entries.map((e) => e.reading)); this.stats.fed += entries.length },
+      // the store write is at least once (a point per device and seq): done again by the next owner if this node dies before the commit
+      apply: async (partition, entries) => { await Promise.all([this.store(partition, entries), feed.settled?.(partition)]) },
+      prepare: async (partition, fromSeq, epoch) => {
+        // once per lease: following the partition again after a failure under the same lease (a NATS hiccup, a
+        // failed commit) goes on from this node's own state, which holds everything its feed got
+        if (this.takenAt.get(partition) === epoch) return
+        await this.storeWhatTheStoreConsumerLeft(partition, fromSeq, epoch)
+        const done = feed.takeOver?.(partition, fromSeq) ?? Promise.resolve()
+        this.takenOver.set(partition, done.catch(() => {}))
+        await done
+        this.takenAt.set(partition, epoch)
+      },
     }
+    // lingerMs: the position commits at most every 100 ms, not per reading under light load: committing it per reading
+    // cost PostgreSQL about 120 µs per reading, and a store write per reading cost the store (npm run bench -- cluster)
+    this.runner = new ConsumerRunner<OwnerState>({ log, store: checkpoints, consumer, logger: o.logger, lingerMs: 100 })
     void (async () => {
       for await (const s of nc.status()) {
         if (s.type === 'disconnect') { this.linkUp = false; o.logger.warn({ server: s.data }, 'NATS link down: PUBACKs wait until the reading log is reachable again') }
@@ -157,7 +159,7 @@ export class ClusterNode {
     try {
       const log = await JetStreamLog.open(nc, { partitions: o.partitions, replicas: o.replicas })
       const kv = await leaseBucket(nc.jetstream(), { replicas: o.replicas, leaseMs: o.leaseMs })
-      const checkpoints = await PgCheckpointStore.open<StoreState>(o.postgresUrl).catch((err: unknown) => {
+      const checkpoints = await PgCheckpointStore.open<OwnerState>(o.postgresUrl).catch((err: unknown) => {
         throw new Error(`cluster mode: cannot open the checkpoints in PostgreSQL: ${(err as Error).message}`, { cause: err })
       })
       return new ClusterNode(o, nc, log, checkpoints, kv)
@@ -208,6 +210,20 @@ export class ClusterNode {
     this.o.onStored?.(rows)
   }
 
+  /**
+   * Until 2026-12-08 a consumer of its own ('store') wrote each partition's readings to the store, with a
+   * position of its own that could be behind the feed's. A partition of a cluster upgraded from then has what
+   * that consumer had not stored yet stored from the log (the store keeps one point per device and seq) before it
+   * is followed; then that position is forgotten. Nothing to do for a partition that never had it.
+   */
+  private async storeWhatTheStoreConsumerLeft (partition: number, fromSeq: number, epoch: number): Promise<void> {
+    const left = await this.checkpoints.retiredPosition(RETIRED_STORE_CONSUMER, partition, epoch)
+    if (left === undefined) return
+    if (left < fromSeq) await this.log.scan(partition, { afterSeq: left }, fromSeq, async (entries) => { await this.store(partition, entries) })
+    await this.checkpoints.forget(RETIRED_STORE_CONSUMER, partition, epoch)
+    this.o.logger.info({ partition, from: left, to: fromSeq }, 'stored what the retired store consumer had left of the partition')
+  }
+
   /** The cluster's credential log on this connection (rotations and revocations between the nodes' registries). */
   async credentialLog (): Promise<CredentialLog> { return await natsCredentialLog(this.nc, { replicas: this.o.replicas }) }
 
@@ -215,12 +231,12 @@ export class ClusterNode {
   async start (): Promise<void> {
     this.owner = await PartitionOwner.start({
       kv: this.kv, node: this.o.node, partitions: this.o.partitions, leaseMs: this.o.leaseMs, renewMs: Math.floor(this.o.leaseMs * 0.3),
-      onAcquire: (p, epoch) => { this.runner.start(p, epoch); this.feedRunner?.start(p, epoch); this.answerFor(p) },
+      onAcquire: (p, epoch) => { this.runner.start(p, epoch); this.answerFor(p) },
       onRelease: async (p) => {
         this.judgeSubs.get(p)?.unsubscribe()
         this.judgeSubs.delete(p)
-        await Promise.all([this.runner.stop(p), this.feedRunner?.stop(p)])
-        await this.o.feed?.released?.(p)
+        await this.runner.stop(p)
+        await this.o.feed.released?.(p)
       },
       logger: this.o.logger,
     })
@@ -293,27 +309,23 @@ export class ClusterNode {
     })
   }
 
-  /** entries of each partition this node follows that are not stored, or not fed, and checkpointed yet: the larger (/metrics) */
+  /** entries of each partition this node follows that are not fed, stored and checkpointed yet (/metrics) */
   partitionLag (): Map<number, number> {
-    const lag = this.runner.lag()
-    for (const [p, n] of this.feedRunner?.lag() ?? []) lag.set(p, Math.max(lag.get(p) ?? 0, n))
-    return lag
+    return this.runner.lag()
   }
 
   /** Does this node follow partition p now (as `owns` for a resident)? */
   follows (partition: number): boolean {
-    return this.feedRunner ? this.feedRunner.following(partition) : this.owner?.owned().includes(partition) ?? false
+    return this.runner.following(partition)
   }
 
   /**
    * Does this node judge the resident now: does it follow the resident's partition into its
    * feed? From the lease's acquisition until the partition's last batch was judged and committed
-   * after its release (so a batch in flight at a release is still judged here). Without a feed,
-   * whether it holds the lease.
+   * after its release (so a batch in flight at a release is still judged here).
    */
   owns (residentId: string): boolean {
-    const p = this.log.partitionOf(residentId)
-    return this.feedRunner ? this.feedRunner.following(p) : this.owner?.owned().includes(p) ?? false
+    return this.runner.following(this.log.partitionOf(residentId))
   }
 
   /** PUBACKs waiting for the log's acknowledgement (/metrics) */
@@ -333,7 +345,7 @@ export class ClusterNode {
   /** Releases the partitions (after their last commit), then closes the connections. */
   async stop (): Promise<void> {
     await this.owner?.stop()
-    await Promise.all([this.runner.stopAll(), this.feedRunner?.stopAll()])
+    await this.runner.stopAll()
     await this.checkpoints.pool.end().catch(() => {})
     await this.nc.drain().catch(() => {})
   }

@@ -69,6 +69,22 @@ export class PgCheckpointStore<S = unknown> implements CheckpointStore<S> {
     })
   }
 
+  /**
+   * The position of a consumer that no longer runs (its checkpoint was left by an earlier version), or undefined
+   * when it has none in this partition. Throws StaleEpochError when a higher epoch than `epoch` has claimed it.
+   */
+  async retiredPosition (consumer: string, partition: number, epoch: number): Promise<number | undefined> {
+    const row = (await this.pool.query<{ epoch: string, seq: string }>('SELECT epoch, seq FROM partition_checkpoints WHERE consumer = $1 AND partition = $2', [consumer, partition])).rows[0]
+    if (row === undefined) return undefined
+    if (Number(row.epoch) > epoch) throw new StaleEpochError(consumer, partition, epoch, Number(row.epoch))
+    return Number(row.seq)
+  }
+
+  /** Deletes a retired consumer's checkpoint, unless a higher epoch than `epoch` claimed it since. */
+  async forget (consumer: string, partition: number, epoch: number): Promise<void> {
+    await this.pool.query('DELETE FROM partition_checkpoints WHERE consumer = $1 AND partition = $2 AND epoch <= $3', [consumer, partition, epoch])
+  }
+
   /** Every checkpoint of a consumer (tests, tools). */
   async all (consumer: string): Promise<Checkpoint<S>[]> {
     const r = await this.pool.query<{ partition: number, epoch: string, seq: string, state: S | null }>('SELECT partition, epoch, seq, state FROM partition_checkpoints WHERE consumer = $1 ORDER BY partition', [consumer])

@@ -1,4 +1,4 @@
-import { AckPolicy, DeliverPolicy, nanos, nuid, type JetStreamClient, type JetStreamManager, type NatsConnection, type StreamConfig } from 'nats'
+import { AckPolicy, DeliverPolicy, createInbox, headers, nanos, nuid, type JetStreamClient, type JetStreamManager, type Msg, type NatsConnection, type StreamConfig, type Subscription } from 'nats'
 import type { StoredReading } from '../core/index.ts'
 
 /**
@@ -136,13 +136,15 @@ export class JetStreamLog {
   readonly partitions: number
   readonly js: JetStreamClient
   readonly jsm: JetStreamManager
+  private readonly appends: Appends
 
-  private constructor (o: Required<LogOptions>, js: JetStreamClient, jsm: JetStreamManager) {
+  private constructor (o: Required<LogOptions>, nc: NatsConnection, jsm: JetStreamManager) {
     this.stream = o.stream
     this.subjectPrefix = o.subjectPrefix
     this.partitions = o.partitions
-    this.js = js
+    this.js = nc.jetstream()
     this.jsm = jsm
+    this.appends = new Appends(nc)
   }
 
   /** Creates the stream, or checks that the existing one has this configuration (streamProblems). */
@@ -172,7 +174,7 @@ export class JetStreamLog {
       const problems = streamProblems(have, want)
       if (problems.length) throw new Error(`stream ${o.stream} cannot be the reading log: ${problems.join('; ')}`)
     }
-    return new JetStreamLog(o, nc.jetstream(), jsm)
+    return new JetStreamLog(o, nc, jsm)
   }
 
   partitionOf (residentId: string): number { return partitionOf(residentId, this.partitions) }
@@ -190,8 +192,7 @@ export class JetStreamLog {
    */
   async append (records: readonly StoredReading[], opts: { timeoutMs?: number } = {}): Promise<AppendOutcome> {
     // the id travels as the Nats-Msg-Id header; the body holds only the reading
-    const acks = await Promise.all(records.map((r) =>
-      this.js.publish(this.subject(this.partitionOf(r.residentId)), encode(r), { msgID: messageId(r), timeout: opts.timeoutMs ?? 5000 })))
+    const acks = await this.appends.publish(records.map((r) => ({ subject: this.subject(this.partitionOf(r.residentId)), data: encode(r), id: messageId(r) })), opts.timeoutMs ?? 5000)
     let duplicates = 0
     for (const a of acks) if (a.duplicate) duplicates++
     return { accepted: acks.length - duplicates, duplicates, seqs: acks.map((a) => a.seq) }
@@ -281,6 +282,71 @@ export class JetStreamLog {
       }
       out.push(decodeEntry(partition, m.seq, m.data))
       seq = m.seq + 1
+    }
+  }
+}
+
+interface PubAck { seq: number, duplicate: boolean }
+
+/**
+ * JetStream publishes whose acknowledgements come back on one subscription of this connection
+ * (`<inbox>.<n>`), a batch at a time: one promise and one timer per batch. nats.js's
+ * `js.publish` is a request each, with a timer each, and rejects each request's settled promise
+ * with a new NatsError once it has answered (nats.js 2.29, request.js `RequestOne.cancel`): 3% of
+ * a cluster node's CPU went to building those errors (npm run bench -- cluster, bench/README.md).
+ * The protocol is JetStream's: a publish with a reply subject, answered with a PubAck
+ * (`{"stream","seq","duplicate"}`), a JetStream error (`{"error":{"code","description"}}`), or a
+ * 503 status when no server of the stream listens (no responders).
+ */
+class Appends {
+  private readonly prefix = `${createInbox()}.`
+  private readonly waiting = new Map<number, (ack: PubAck | Error) => void>()
+  private next = 0
+  private readonly sub: Subscription
+
+  constructor (private readonly nc: NatsConnection) {
+    this.sub = nc.subscribe(`${this.prefix}*`, { callback: (err, m) => { if (!err) this.answered(m) } })
+  }
+
+  private answered (m: Msg): void {
+    const n = Number(m.subject.slice(this.prefix.length))
+    const done = this.waiting.get(n)
+    if (done === undefined) return // its batch timed out, or failed on another message
+    this.waiting.delete(n)
+    if (m.headers?.code === 503) { done(new Error('503: no JetStream server answers for the reading log now (no responders)')); return }
+    let body: { seq?: number, duplicate?: boolean, error?: { code?: number, description?: string } }
+    try { body = JSON.parse(utf8d.decode(m.data)) } catch { done(new Error(`the reading log answered a publish with something other than JSON (${m.data.length} bytes)`)); return }
+    if (body.error) done(new Error(`${body.error.code ?? ''}: ${body.error.description ?? 'JetStream refused the publish'}`))
+    else if (typeof body.seq !== 'number') done(new Error('the reading log answered a publish without a sequence'))
+    else done({ seq: body.seq, duplicate: body.duplicate === true })
+  }
+
+  /** Publishes every message and resolves with their acknowledgements in order; rejects on the first failure, or after timeoutMs. */
+  async publish (msgs: readonly { subject: string, data: Uint8Array, id: string }[], timeoutMs: number): Promise<PubAck[]> {
+    if (msgs.length === 0) return []
+    const acks = new Array<PubAck>(msgs.length)
+    const mine: number[] = []
+    let timer: NodeJS.Timeout | undefined
+    try {
+      return await new Promise<PubAck[]>((resolve, reject) => {
+        let left = msgs.length
+        timer = setTimeout(() => { reject(new Error('timeout')) }, timeoutMs)
+        msgs.forEach((msg, i) => {
+          const n = this.next++
+          mine.push(n)
+          this.waiting.set(n, (ack) => {
+            if (ack instanceof Error) { reject(ack); return }
+            acks[i] = ack
+            if (--left === 0) resolve(acks)
+          })
+          const h = headers()
+          h.set('Nats-Msg-Id', msg.id)
+          this.nc.publish(msg.subject, msg.data, { reply: this.prefix + n, headers: h })
+        })
+      })
+    } finally {
+      clearTimeout(timer)
+      for (const n of mine) this.waiting.delete(n)
     }
   }
 }

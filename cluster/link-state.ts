@@ -42,13 +42,14 @@ export class LinkState {
 /**
  * A node's shipping of what it noted locally to a shared store in PostgreSQL (the audit trail,
  * the alerts', windows' and outbox's copies): `flush` ships what was noted before the call
- * (concurrent calls take turns), a timer ships the rest every `intervalMs` (and then does the
+ * (calls during a shipping share the next), a timer ships the rest every `intervalMs` (and then does the
  * round's `afterShip`, such as the emitter's or rescuer's work), and the link's state goes to
  * /readyz. A subclass writes `ship`.
  */
 export abstract class Shipper {
   protected readonly link: LinkState
   private running: Promise<void> | undefined
+  private next: Promise<void> | undefined
   private timer: { stop(): void } | undefined
 
   constructor (logger: Logger, words: ConstructorParameters<typeof LinkState>[1], private readonly intervalMs = 250) {
@@ -60,9 +61,17 @@ export abstract class Shipper {
   /** after each timed round's shipping */
   protected async afterShip (): Promise<void> {}
 
-  /** Ships every change noted before the call; concurrent calls take turns. */
+  /**
+   * Ships every change noted before the call. A call while a shipping is under way waits for
+   * the next one, which every call meanwhile joins: the partitions a node commits at the same
+   * moment (cluster/partitions.ts, lingerMs) each flush before their position commits, and
+   * they share one shipping instead of taking turns.
+   */
   async flush (): Promise<void> {
-    while (this.running) await this.running.catch(() => {})
+    if (this.running) {
+      this.next ??= this.running.catch(() => {}).then(async () => { this.next = undefined; await this.flush() })
+      return await this.next
+    }
     this.running = this.ship()
     try { await this.link.watch(this.running) } finally { this.running = undefined }
   }

@@ -196,14 +196,37 @@ export class ClusterNode {
     this.waiting.push({ upTo, release })
   }
 
+  /** the store write that partitions committing now join (see `store`) */
+  private storing: { rows: StoredReading[], partitions: Set<number>, written: Promise<void> } | undefined
+
+  /**
+   * Writes a partition's readings to the telemetry store, in one write with those of every other
+   * partition committing at the same moment (their commits are aligned on the clock, lingerMs):
+   * one InfluxDB request per node and 100 ms rather than one per partition, which was 8% of a
+   * node's CPU at 16 partitions (a profile of npm run bench -- cluster). A failed write fails
+   * each of those commits, and each is retried from its checkpoint (the store keeps one point per
+   * device and seq).
+   */
   private async store (partition: number, entries: readonly LogEntry[]): Promise<void> {
-    const rows = entries.map((e) => e.reading)
+    let w = this.storing
+    if (w === undefined) {
+      const rows: StoredReading[] = []
+      const partitions = new Set<number>()
+      // gathered until the commits of this moment have run: setImmediate comes after the timers and their promises
+      w = this.storing = { rows, partitions, written: new Promise<void>((resolve) => { setImmediate(resolve) }).then(async () => { this.storing = undefined; await this.write(rows, partitions) }) }
+    }
+    w.partitions.add(partition)
+    for (const e of entries) w.rows.push(e.reading)
+    await w.written
+  }
+
+  private async write (rows: readonly StoredReading[], partitions: ReadonlySet<number>): Promise<void> {
     const out = await this.o.store.write(rows)
     const rejected = out?.rejected ?? []
     if (rejected.length) {
       // the single node quarantines these in its spool database; here they stay in the log, which keeps them for its max age
       this.stats.quarantined += rejected.length
-      this.o.logger.warn({ partition, rejected: rejected.length, first: { deviceId: rejected[0]!.row.deviceId, seq: rejected[0]!.row.seq, reason: rejected[0]!.reason } },
+      this.o.logger.warn({ partitions: [...partitions], rejected: rejected.length, first: { deviceId: rejected[0]!.row.deviceId, seq: rejected[0]!.row.seq, reason: rejected[0]!.reason } },
         'the telemetry store refused readings of the log for good; they are left out, the rest of the batch is stored')
     }
     this.stats.stored += rows.length - rejected.length
@@ -300,13 +323,29 @@ export class ClusterNode {
     if (!this.nc.isClosed()) this.nc.publish(`vm.live.${kind}`, utf8.encode(JSON.stringify(body)))
   }
 
+  /**
+   * Passes the cluster's live updates to `handlers`: alert changes always (an operator's console
+   * lists them), readings only between `watchReadings(true)` and `watchReadings(false)`, which
+   * follow whether a console of this node watches a resident: the NATS servers then forward
+   * every node's feed commits to this node only while somebody here looks at them.
+   */
   onLive (handlers: { readings(data: Uint8Array): void, alert(data: Uint8Array): void }): void {
-    this.nc.subscribe('vm.live.*', {
-      callback: (err, m) => {
-        if (err) return
-        try { if (m.subject === 'vm.live.readings') handlers.readings(m.data); else if (m.subject === 'vm.live.alert') handlers.alert(m.data) } catch (e) { this.o.logger.warn({ err: e, subject: m.subject }, 'a live update from the cluster could not be passed on') }
-      },
-    })
+    this.liveHandlers = handlers
+    this.nc.subscribe('vm.live.alert', { callback: (err, m) => { if (!err) this.passLive(m, handlers.alert) } })
+  }
+
+  watchReadings (on: boolean): void {
+    if (!on) { this.liveReadings?.unsubscribe(); this.liveReadings = undefined; return }
+    const handlers = this.liveHandlers
+    if (this.liveReadings || !handlers || this.nc.isClosed()) return
+    this.liveReadings = this.nc.subscribe('vm.live.readings', { callback: (err, m) => { if (!err) this.passLive(m, handlers.readings) } })
+  }
+
+  private liveHandlers: { readings(data: Uint8Array): void, alert(data: Uint8Array): void } | undefined
+  private liveReadings: Subscription | undefined
+
+  private passLive (m: Msg, to: (data: Uint8Array) => void): void {
+    try { to(m.data) } catch (e) { this.o.logger.warn({ err: e, subject: m.subject }, 'a live update from the cluster could not be passed on') }
   }
 
   /** entries of each partition this node follows that are not fed, stored and checkpointed yet (/metrics) */

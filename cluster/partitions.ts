@@ -281,10 +281,12 @@ export interface RunnerOptions<S> {
   /** entries per commit at most (default 500): fewer under light load, where each commit follows what has arrived */
   maxBatch?: number
   /**
-   * When caught up, wait this long for more entries before committing (default 0: commit at
-   * once). Under light load every entry would otherwise be a commit of its own, with its own
-   * effect (a store write) and checkpoint transaction: for the store consumer, whose results
-   * nobody waits for, 100 ms turns about one commit per reading into one per 100 ms.
+   * When caught up, wait up to this long for more entries before committing (default 0: commit
+   * at once). Under light load every entry would otherwise be a commit of its own, with its own
+   * effect (a store write) and checkpoint transaction: 100 ms turns about one commit per reading
+   * into one per 100 ms. The wait ends at the next multiple of lingerMs on the clock, so every
+   * partition a node follows commits at the same moments, and their effects can be gathered
+   * (ClusterNode's store writes: one per node and moment, not one per partition).
    */
   lingerMs?: number
   logger?: Logger
@@ -466,7 +468,7 @@ export class ConsumerRunner<S> {
         else if (m.info.pending === 0) {
           if (lingerMs === 0) await queue()
           // a failed commit from the timer ends the messages with its error, so the loop retries from the checkpoint
-          else linger ??= setTimeout(() => { queue().catch((err: unknown) => { messages.stop(err as Error) }) }, lingerMs)
+          else linger ??= setTimeout(() => { queue().catch((err: unknown) => { messages.stop(err as Error) }) }, lingerMs - (Date.now() % lingerMs))
         }
         if (t.stopped) break
       }

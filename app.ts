@@ -357,9 +357,10 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
     feed.onCommit((rows) => { if (rows.length) clusterNode.publishLive('readings', rows.map(slim)) })
     const utf8d = new TextDecoder()
     clusterNode.onLive({
-      readings: (data) => { if (live.watching()) live.readings(JSON.parse(utf8d.decode(data)) as LiveReading[]) },
+      readings: (data) => { live.readings(JSON.parse(utf8d.decode(data)) as LiveReading[]) },
       alert: (data) => { live.alert(JSON.parse(utf8d.decode(data)) as Alert) },
     })
+    live.onWatching((watching) => { clusterNode.watchReadings(watching) })
   } else spool.onCommit((rows) => live.readings(rows))
   alerts.setNotifier({
     changed: (alert) => { if (clusterNode) clusterNode.publishLive('alert', alert); else live.alert(alert) },

@@ -151,14 +151,20 @@ export class LiveHub {
   private addWatch (c: Client, residentId: string): void {
     c.watch.add(residentId)
     let set = this.byResident.get(residentId)
-    if (!set) this.byResident.set(residentId, set = new Set())
+    if (!set) {
+      this.byResident.set(residentId, set = new Set())
+      if (this.byResident.size === 1) this.watchingChanged?.(true)
+    }
     set.add(c)
   }
 
   private removeWatch (c: Client, residentId: string): void {
     c.watch.delete(residentId)
     const set = this.byResident.get(residentId)
-    if (set) { set.delete(c); if (set.size === 0) this.byResident.delete(residentId) }
+    if (set) {
+      set.delete(c)
+      if (set.size === 0 && this.byResident.delete(residentId) && this.byResident.size === 0) this.watchingChanged?.(false)
+    }
   }
 
   private index (c: Client): void {
@@ -226,8 +232,21 @@ export class LiveHub {
     if (c.ws.readyState === c.ws.OPEN && c.ws.bufferedAmount < 1024 * 1024) c.ws.send(JSON.stringify(msg))
   }
 
-  /** Is any client watching a resident's readings (cluster mode: readings from the other nodes are decoded only then)? */
+  /** Is any client watching a resident's readings? */
   watching (): boolean { return this.byResident.size > 0 }
+
+  private watchingChanged: ((watching: boolean) => void) | undefined
+
+  /**
+   * Tells `listener` whenever the hub starts or stops having a client that watches a resident's
+   * readings (now, and at each change). Cluster mode listens to the other nodes' readings only
+   * meanwhile: every node getting every feed commit of the cluster, to drop it, cost a delivery
+   * per reading and node (npm run bench -- cluster).
+   */
+  onWatching (listener: (watching: boolean) => void): void {
+    this.watchingChanged = listener
+    listener(this.watching())
+  }
 
   readings (rows: readonly LiveReading[]): void {
     if (this.byResident.size === 0) return

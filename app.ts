@@ -10,7 +10,7 @@ import { AlertBook, RuleSetStore, ALERT_PREFERENCES_REPLICA, type Alert, type Es
 import { Outbox, Aggregator, parseWindow, hospitalSink, researchSink, parentSink, alertFlagSink, measurementSink, type SummarySink } from './forwarder/index.ts'
 import { createBroker, createClusterBackends, redisCredentialLog, listenTls, listenWss, mqttUpgradeHandler, type Broker, type ClusterBackends, type TlsFiles } from './broker/index.ts'
 import { buildApi, alertCareRoutes, alertingRoutes, localAlertActions, judgedAlertActions, localReportActions, judgedReportActions, type AlertActions, type ReportActions, type LiveReading, backtestRoutes, forwarderRoutes, operatorRoutes, dataRoutes, consoleRoutes, LiveHub, registerDeviceRoutes, registerMetricsRoute, reportRoutes, auditViewRoutes, publicStatsRoutes, followerRoutes } from './api/index.ts'
-import { WindowRebuilds, firstCopies } from './cluster/window-rebuild.ts'
+import { WindowRebuilds } from './cluster/window-rebuild.ts'
 import { ClusterNode, LOG_CURSOR } from './cluster/node.ts'
 import { AuditShipper, ClusterAuditChain } from './cluster/audit-chain.ts'
 import { nodeSource } from './cluster/node-source.ts'
@@ -119,7 +119,9 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
           // the position is about to pass (the appends and the consumers' transactions are not fsynced one by one)
           await Promise.all([feed.sync(), alertMirror!.flush(), outboxMirror!.flush(), reportMirror!.flush()])
         },
-        takeOver: async (partition, fromSeq) => {
+        readBackMs: () => alerts.lookbackMs,
+        takeOver: async (partition, fromSeq, recent) => {
+          const t0 = Date.now()
           const theirs = (id: string): boolean => clusterNode!.log.partitionOf(id) === partition
           // what the feed holds of an earlier time this node followed the partition is consumed first: the rebuild
           // below replaces it (those readings are before fromSeq, so in the log's part it reads) rather than adds to it
@@ -128,11 +130,13 @@ export async function createApp ({ config, logger, clock }: AppDeps) {
           const windowSpanMs = Math.max(0, ...windows.map((w) => w.ms)) + 3600_000 + config.forwarder.latenessS * 1000
           alerts.adopt(theirs, await clusterAlerts!.handedOver(theirs, alerts.activeOf(theirs), clock.now() - windowSpanMs))
           reports.adopt(await reportMirror!.handedOver(theirs))
-          // the residents' recent past, up to where the partition resumes: what the rules look back on (minutes), read
-          // before the partition resumes, so that its next readings are judged on the whole timeline
-          const t0 = Date.now()
+          // the residents' recent past up to where the partition resumes (`recent`: read back from the log before it
+          // resumes, at least the rules' look-back and the log's duplicate window): what the rules look back on, so that
+          // its next readings are judged on the whole timeline; and marked as fed, since a reading the previous owner
+          // fed may be in the log twice (a device that resent it to another node after a lost PUBACK), the second copy
+          // after where the partition resumes, which the feed then drops
           const now = clock.now()
-          const recent = firstCopies(new Map(), (await clusterNode!.log.readSince(partition, now - alerts.lookbackMs, fromSeq)).map((e) => e.reading))
+          rememberFed(feed, feedKeyOf, recent)
           alerts.warm(recent.filter((r) => r.ts >= now - alerts.lookbackMs))
           // and the summary windows still open (a day's, from the resident's local midnight): readings reach the log after
           // they are taken, so all of it reached the log within that span (a phone's old history is recorded only). A busy
@@ -648,6 +652,21 @@ function feedDeviceKeys (registry: Registry): (deviceId: string) => number {
     if (key === undefined) throw new VitalmeshError('VM_NOT_FOUND', `device ${deviceId} is not in this node's registry yet; the partition is retried`)
     keys.set(deviceId, key)
     return key
+  }
+}
+
+/** Marks readings as fed (Spool.remember), a device at a time; a device not in this node's registry yet is left out (nothing of it can be fed either). */
+function rememberFed (feed: Spool, keyOf: (deviceId: string) => number, readings: readonly StoredReading[]): void {
+  const byDevice = new Map<string, number[]>()
+  for (const r of readings) {
+    let seqs = byDevice.get(r.deviceId)
+    if (!seqs) byDevice.set(r.deviceId, seqs = [])
+    seqs.push(r.seq)
+  }
+  for (const [deviceId, seqs] of byDevice) {
+    let key: number
+    try { key = keyOf(deviceId) } catch { continue }
+    feed.remember(key, seqs)
   }
 }
 

@@ -15,7 +15,12 @@ import { startInfluxd } from '../test/helpers/influxd.ts'
  * over the nodes; then the throughput of the 3 nodes and of the one node under a closed loop.
  * Every server runs on this host: its two cores bound what a cluster can show here.
  */
-const ROUNDS = Number(process.argv[process.argv.indexOf('--rounds') + 1]) || 3
+const arg = (name: string): number | undefined => { const i = process.argv.indexOf(name); return i > 0 ? Number(process.argv[i + 1]) || undefined : undefined }
+const ROUNDS = arg('--rounds') ?? 3
+/** readings per MQTT message (a phone syncing a cuff's history sends many at once): the rate in readings stays RATE */
+const BATCH = arg('--batch') ?? 1
+/** the reading log's replicas: 3 as in production; 1 shows what the replication costs */
+const REPLICAS = arg('--replicas') ?? 3
 const RATE = 3000
 const SECONDS = 6
 const IDLE_S = 5
@@ -68,7 +73,7 @@ export async function clusterBenchmark (): Promise<void> {
   const dirs = [0, 1, 2, 3].map((i) => { const d = tempDir(`vm-bench-node${i}-`); cpSync(base, d, { recursive: true }); return d })
   const influxEnv = { VITALMESH_STORE: 'influx', VITALMESH_INFLUX_URL: influx.url, VITALMESH_INFLUX_API: 'v1', VITALMESH_INFLUX_CREATE_DATABASE: 'true' }
   const single = asServer(await startAppProcess(dirs[3]!, { ...UNLIMITED, ...influxEnv, VITALMESH_INFLUX_DB: 'single' }), 'one node')
-  const clusterEnv = { ...UNLIMITED, ...influxEnv, VITALMESH_INFLUX_DB: 'cluster', VITALMESH_NATS_URL: nats.servers.join(','), VITALMESH_PG_URL: pg.url, VITALMESH_CLUSTER_PARTITIONS: '16', VITALMESH_CLUSTER_REPLICAS: '3' }
+  const clusterEnv = { ...UNLIMITED, ...influxEnv, VITALMESH_INFLUX_DB: 'cluster', VITALMESH_NATS_URL: nats.servers.join(','), VITALMESH_PG_URL: pg.url, VITALMESH_CLUSTER_PARTITIONS: '16', VITALMESH_CLUSTER_REPLICAS: String(REPLICAS) }
   const nodes: Server[] = []
   // BENCH_CPU_PROF=<dir>: a V8 CPU profile of node0, written when it stops
   const profiled = (i: number): Record<string, string> => process.env.BENCH_CPU_PROF && i === 0 ? { BENCH_NODE_ARGS: `--cpu-prof --cpu-prof-dir=${process.env.BENCH_CPU_PROF}` } : {}
@@ -92,14 +97,14 @@ export async function clusterBenchmark (): Promise<void> {
       // one node: 60 devices at RATE readings/s in all
       await settled(single)
       const c0 = cpuMs(single.pid); const w0 = performance.now()
-      const r1 = await load(single, { devices: 60, inflight: 1, seconds: SECONDS, batch: 1, rate: RATE })
+      const r1 = await load(single, { devices: 60, inflight: 1, seconds: SECONDS, batch: BATCH, rate: RATE / BATCH })
       await settled(single)
       const singleMs = cpuMs(single.pid) - c0; const singleS = (performance.now() - w0) / 1000
       const singleUs = (singleMs * 1000) / r1.readings
       // the cluster: the same 60 devices, 20 on each node, RATE / 3 each
       await clusterSettled(nodes)
       const v0 = cpuOf(nodes.map((n) => n.pid)); const n0 = cpuOf(natsPids); const p0 = cpuOf(postgresPids(pgData)); const w1 = performance.now()
-      const rs = await Promise.all(nodes.map((n, i) => load(n, { devices: 20, inflight: 1, seconds: SECONDS, batch: 1, rate: RATE / 3, skip: i * 20 })))
+      const rs = await Promise.all(nodes.map((n, i) => load(n, { devices: 20, inflight: 1, seconds: SECONDS, batch: BATCH, rate: RATE / 3 / BATCH, skip: i * 20 })))
       await clusterSettled(nodes)
       const clusterS = (performance.now() - w1) / 1000
       const readings = rs.reduce((s, r) => s + r.readings, 0)
@@ -123,7 +128,7 @@ export async function clusterBenchmark (): Promise<void> {
     const ratioAll = rows.map((r) => r.all / r.single)
     console.log([
       '',
-      `cluster mode, ${ROUNDS} rounds of ${SECONDS} s at ${RATE} single readings/s (60 devices; in the cluster 20 per node), InfluxDB 1.6 store on this host (its CPU not counted), ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}:`,
+      `cluster mode (${REPLICAS} replicas), ${ROUNDS} rounds of ${SECONDS} s at ${RATE} readings/s, ${BATCH === 1 ? 'single readings' : `${BATCH} per message`} (60 devices; in the cluster 20 per node), InfluxDB 1.6 store on this host (its CPU not counted), ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}:`,
       `  server CPU µs per reading, median (min–max): one node ${range(rows.map((r) => r.single))}; cluster vitalmesh ×3 ${range(rows.map((r) => r.vm))}, nats-server ×3 ${range(rows.map((r) => r.nats))}, PostgreSQL ${range(rows.map((r) => r.pg))}`,
       `  cluster / one node: vitalmesh processes ${range(ratio, 2)}×, with nats-server and PostgreSQL ${range(ratioAll, 2)}× (goal ≤ 1.5×)`,
       `  net of what each burns idle (one node ${idle.single.toFixed(1)}, vitalmesh ×3 ${idle.vm.toFixed(1)} ms of CPU per second): one node ${range(rows.map((r) => r.singleNet))}, vitalmesh ×3 ${range(rows.map((r) => r.vmNet))} µs/reading, ${range(rows.map((r) => r.vmNet / r.singleNet), 2)}×`,

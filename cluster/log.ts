@@ -1,4 +1,5 @@
 import { AckPolicy, DeliverPolicy, createInbox, headers, nanos, nuid, type JetStreamClient, type JetStreamManager, type Msg, type NatsConnection, type StreamConfig, type Subscription } from 'nats'
+import { createHash } from 'node:crypto'
 import type { StoredReading } from '../core/index.ts'
 
 /**
@@ -33,16 +34,16 @@ export interface LogOptions {
 /** One reading as read back from the log. */
 export interface LogEntry {
   partition: number
-  /** the stream sequence: a partition's position is the last one its consumer committed */
+  /** the stream sequence of its message (the readings of one message share it): a partition's position is the last one its consumer committed */
   streamSeq: number
   reading: StoredReading
 }
 
 export interface AppendOutcome {
   accepted: number
-  /** retried publishes JetStream recognised by their message id and did not store again */
+  /** readings of retried messages JetStream recognised by their message id and did not store again */
   duplicates: number
-  /** stream sequence of each record, in the order given (a duplicate's is the first copy's) */
+  /** stream sequence of each record's message, in the order given (a duplicate's is the first copy's) */
   seqs: number[]
 }
 
@@ -134,6 +135,8 @@ export class JetStreamLog {
   readonly stream: string
   readonly subjectPrefix: string
   readonly partitions: number
+  /** how long JetStream drops a message whose id it has seen (LogOptions.duplicateWindowMs) */
+  readonly duplicateWindowMs: number
   readonly js: JetStreamClient
   readonly jsm: JetStreamManager
   private readonly appends: Appends
@@ -142,6 +145,7 @@ export class JetStreamLog {
     this.stream = o.stream
     this.subjectPrefix = o.subjectPrefix
     this.partitions = o.partitions
+    this.duplicateWindowMs = o.duplicateWindowMs
     this.js = nc.jetstream()
     this.jsm = jsm
     this.appends = new Appends(nc)
@@ -186,16 +190,27 @@ export class JetStreamLog {
    * every one, i.e. once it is stored on a majority of the stream's replicas: in cluster mode
    * the device's PUBACK follows this. Publishes go out together (one round trip for the batch,
    * not one per reading) and keep their order on the connection, so one device's readings keep
-   * theirs in the partition. A retry of a batch whose PUBACK was lost stores nothing twice (the
-   * message id); readings that failed in the first attempt may then land after ones that did not,
-   * which consumers already handle as late readings.
+   * theirs in the partition.
+   *
+   * Readings of one commit (`id`: the ingest spool's record; readings without one travel alone)
+   * and one partition travel in one message (`messages`): a phone's 30 readings are one message,
+   * not 30 publishes, replications, acknowledgements and deliveries (npm run bench -- cluster).
+   * A commit's readings are fixed once committed, so a batch sent again (a failed or timed-out
+   * append, a restart before the drain's cursor moved) is made of the same messages with the
+   * same ids, and JetStream stores nothing twice. A copy that travels in another message (a
+   * device that resent to another node after a lost PUBACK) is in the log twice; every consumer
+   * drops the second copy by device and seq (the feed, firstCopies, the store's one point).
    */
-  async append (records: readonly StoredReading[], opts: { timeoutMs?: number } = {}): Promise<AppendOutcome> {
-    // the id travels as the Nats-Msg-Id header; the body holds only the reading
-    const acks = await this.appends.publish(records.map((r) => ({ subject: this.subject(this.partitionOf(r.residentId)), data: encode(r), id: messageId(r) })), opts.timeoutMs ?? 5000)
+  async append (records: readonly (StoredReading & { id?: number })[], opts: { timeoutMs?: number } = {}): Promise<AppendOutcome> {
+    const groups = messages(records, (r) => this.partitionOf(r.residentId))
+    const acks = await this.appends.publish(groups.map((g) => ({ subject: this.subject(g.partition), data: encode(g.readings), id: g.readings.length === 1 ? messageId(g.readings[0]!) : batchId(g.readings) })), opts.timeoutMs ?? 5000)
+    const seqs = new Array<number>(records.length)
     let duplicates = 0
-    for (const a of acks) if (a.duplicate) duplicates++
-    return { accepted: acks.length - duplicates, duplicates, seqs: acks.map((a) => a.seq) }
+    groups.forEach((g, k) => {
+      for (const i of g.at) seqs[i] = acks[k]!.seq
+      if (acks[k]!.duplicate) duplicates += g.at.length
+    })
+    return { accepted: records.length - duplicates, duplicates, seqs }
   }
 
   /** The stream's last sequence. */
@@ -252,7 +267,7 @@ export class JetStreamLog {
           got++
           pending = m.info.pending
           if (m.seq > upToSeq) { done = true; break }
-          entries.push(decodeEntry(partition, m.seq, m.data))
+          for (const e of decodeEntries(partition, m.seq, m.data)) entries.push(e)
           if (m.seq === upToSeq) { done = true; break }
         }
         if (entries.length) { await each(entries); last = entries[entries.length - 1]!.streamSeq }
@@ -280,7 +295,7 @@ export class JetStreamLog {
         if (/no message found/i.test((err as Error).message)) return out
         throw err
       }
-      out.push(decodeEntry(partition, m.seq, m.data))
+      for (const e of decodeEntries(partition, m.seq, m.data)) out.push(e)
       seq = m.seq + 1
     }
   }
@@ -351,13 +366,57 @@ class Appends {
   }
 }
 
-/** JSON: small, and readable with `nats stream view` when an operator looks at the log. */
-export function encode (r: StoredReading): Uint8Array {
-  return utf8.encode(JSON.stringify(r))
+/** Readings per message at most: a message stays far below NATS's max_payload (1 MB by default). */
+export const MESSAGE_MAX = 1000
+
+/**
+ * The log's messages for a batch of readings: those of one commit (`id`) and partition
+ * together, in their order, at most MESSAGE_MAX each; `at` are their places in the batch. The
+ * same readings give the same messages however the batch around them was cut. Readings
+ * without an id travel alone.
+ */
+export function messages<R extends StoredReading & { id?: number }> (records: readonly R[], partitionOf: (r: R) => number): { partition: number, readings: R[], at: number[] }[] {
+  const out: { partition: number, readings: R[], at: number[] }[] = []
+  const open = new Map<string, { partition: number, readings: R[], at: number[] }>()
+  records.forEach((r, i) => {
+    const partition = partitionOf(r)
+    if (r.id === undefined) { out.push({ partition, readings: [r], at: [i] }); return }
+    const key = `${r.id}/${partition}`
+    let g = open.get(key)
+    if (g === undefined || g.readings.length >= MESSAGE_MAX) {
+      open.set(key, g = { partition, readings: [], at: [] })
+      out.push(g)
+    }
+    g.readings.push(r)
+    g.at.push(i)
+  })
+  return out
+}
+
+/**
+ * The message id of several readings: their devices and seqs, hashed (SHA-256, 128 bits kept,
+ * so two different sets never share one: JetStream would drop the second as a duplicate).
+ */
+export function batchId (readings: readonly Pick<StoredReading, 'deviceId' | 'seq'>[]): string {
+  const h = createHash('sha256')
+  for (const r of readings) h.update(`${r.deviceId}:${r.seq}\n`)
+  return `${readings.length}:${h.digest('base64url').slice(0, 22)}`
+}
+
+/**
+ * JSON: small, and readable with `nats stream view` when an operator looks at the log. One
+ * reading is an object (as every message was until 2026-12-08), several an array.
+ */
+export function encode (readings: readonly (StoredReading & { id?: number })[]): Uint8Array {
+  // the ingest spool's record id is that node's and means nothing in the log
+  const plain = readings.map(({ id: _, ...r }) => r)
+  return utf8.encode(JSON.stringify(plain.length === 1 ? plain[0] : plain))
 }
 
 const utf8d = new TextDecoder()
 
-export function decodeEntry (partition: number, streamSeq: number, data: Uint8Array): LogEntry {
-  return { partition, streamSeq, reading: JSON.parse(utf8d.decode(data)) as StoredReading }
+/** The entries of one message: its readings, each at the message's stream sequence. */
+export function decodeEntries (partition: number, streamSeq: number, data: Uint8Array): LogEntry[] {
+  const body = JSON.parse(utf8d.decode(data)) as StoredReading | StoredReading[]
+  return Array.isArray(body) ? body.map((reading) => ({ partition, streamSeq, reading })) : [{ partition, streamSeq, reading: body }]
 }

@@ -5,6 +5,8 @@ import type { CredentialLog } from '../registry/index.ts'
 import { natsCredentialLog } from './credential-log.ts'
 import { JetStreamLog, type LogEntry } from './log.ts'
 import { ConsumerRunner, PartitionOwner, leaseBucket, type PartitionConsumer } from './partitions.ts'
+import { firstCopies } from './window-rebuild.ts'
+import { SeqSet } from '../ingest/seqset.ts'
 import { PgCheckpointStore } from './pg-checkpoints.ts'
 
 /**
@@ -63,8 +65,15 @@ export interface ClusterNodeOptions {
     append(partition: number, rows: readonly StoredReading[]): Promise<void>
     /** before the partition's position commits past readings appended: resolves once it may (alerting judged them, their alerts are shared) */
     settled?(partition: number): Promise<void>
-    /** before the partition's readings after `fromSeq` reach the feed: take over what the previous owner held of its residents */
-    takeOver?(partition: number, fromSeq: number): Promise<void>
+    /**
+     * before the partition's readings after `fromSeq` reach the feed: take over what the previous owner held of its
+     * residents. `recent`: the partition's readings that reached the log within `readBackMs` (at least the log's
+     * duplicate window) up to fromSeq, each once, which the previous owner fed: to mark as fed (a copy of one after
+     * fromSeq is a duplicate) and to rebuild the rules' timelines from
+     */
+    takeOver?(partition: number, fromSeq: number, recent: readonly StoredReading[]): Promise<void>
+    /** how far back the takeover's `recent` must reach, besides the log's duplicate window (alerting's look-back) */
+    readBackMs?(): number
     /** this node no longer follows the partition (after its last commit): stop what the takeover left running */
     released?(partition: number): Promise<void>
   }
@@ -82,6 +91,12 @@ interface OwnerState { fed: number }
 export const OWNER_CONSUMER = 'feed'
 /** The consumer that wrote the store until 2026-12-08: what it had not stored yet is stored at a partition's takeover. */
 export const RETIRED_STORE_CONSUMER = 'store'
+
+const seqsOf = (m: Map<string, SeqSet>, deviceId: string): SeqSet => {
+  let set = m.get(deviceId)
+  if (!set) m.set(deviceId, set = new SeqSet())
+  return set
+}
 
 /** How long a node gathers the readings its feed committed before it publishes them to the cluster's consoles (publishLive) */
 const LIVE_GATHER_MS = 50
@@ -132,7 +147,13 @@ export class ClusterNode {
         // failed commit) goes on from this node's own state, which holds everything its feed got
         if (this.takenAt.get(partition) === epoch) return
         await this.storeWhatTheStoreConsumerLeft(partition, fromSeq, epoch)
-        const done = feed.takeOver?.(partition, fromSeq) ?? Promise.resolve()
+        // what the previous owner took of the partition lately: the copies of those readings that come after fromSeq
+        // are neither stored again (`store`) nor fed again (takeOver)
+        const recent = firstCopies(new Map(), (await this.log.readSince(partition, Date.now() - Math.max(this.log.duplicateWindowMs, feed.readBackMs?.() ?? 0), fromSeq)).map((e) => e.reading))
+        const stored = new Map<string, SeqSet>()
+        for (const r of recent) seqsOf(stored, r.deviceId).add(r.seq)
+        this.storedSeqs.set(partition, stored)
+        const done = feed.takeOver?.(partition, fromSeq, recent) ?? Promise.resolve()
         this.takenOver.set(partition, done.catch(() => {}))
         await done
         this.takenAt.set(partition, epoch)
@@ -175,8 +196,8 @@ export class ClusterNode {
   readonly sink = {
     kind: 'jetstream',
     write: async (rows: readonly SpoolRow[]): Promise<WriteOutcome | void> => {
-      // the spool's row id is this node's and means nothing in the log
-      await this.log.append(rows.map(({ id: _, ...r }) => r))
+      // a commit's readings of one partition travel in one message (the row id: the commit's record)
+      await this.log.append(rows)
     },
   }
 
@@ -210,6 +231,26 @@ export class ClusterNode {
    * device and seq).
    */
   private async store (partition: number, entries: readonly LogEntry[]): Promise<void> {
+    // each reading once: a second copy in the log (a device that resent it to another node after a lost PUBACK) is left
+    // out, even if it differs (a device that took its time anew): one point per device and seq, as on a single node.
+    // The seqs count once written: a batch whose write failed is written again when the partition is retried
+    let stored = this.storedSeqs.get(partition)
+    if (!stored) this.storedSeqs.set(partition, stored = new Map())
+    const now = new Map<string, SeqSet>()
+    const rows: StoredReading[] = []
+    for (const { reading: r } of entries) {
+      if (stored.get(r.deviceId)?.has(r.seq) || now.get(r.deviceId)?.has(r.seq)) continue
+      seqsOf(now, r.deviceId).add(r.seq)
+      rows.push(r)
+    }
+    if (rows.length) await this.storeTogether(partition, rows)
+    for (const r of rows) { const set = seqsOf(stored, r.deviceId); if (!set.has(r.seq)) set.add(r.seq) }
+  }
+
+  /** per partition followed, per device, the seqs of the readings written to the store (and at a takeover, those the previous owner wrote lately) */
+  private readonly storedSeqs = new Map<number, Map<string, SeqSet>>()
+
+  private async storeTogether (partition: number, rows: readonly StoredReading[]): Promise<void> {
     let w = this.storing
     if (w === undefined) {
       const rows: StoredReading[] = []
@@ -218,7 +259,7 @@ export class ClusterNode {
       w = this.storing = { rows, partitions, written: new Promise<void>((resolve) => { setImmediate(resolve) }).then(async () => { this.storing = undefined; await this.write(rows, partitions) }) }
     }
     w.partitions.add(partition)
-    for (const e of entries) w.rows.push(e.reading)
+    for (const r of rows) w.rows.push(r)
     await w.written
   }
 
@@ -261,6 +302,7 @@ export class ClusterNode {
         this.judgeSubs.get(p)?.unsubscribe()
         this.judgeSubs.delete(p)
         await this.runner.stop(p)
+        this.storedSeqs.delete(p)
         await this.o.feed.released?.(p)
       },
       logger: this.o.logger,

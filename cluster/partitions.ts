@@ -2,7 +2,7 @@ import { AckPolicy, ConsumerEvents, DeliverPolicy, nanos, nuid, type ConsumerMes
 import type { Logger } from '../core/index.ts'
 import { silentLogger } from '../core/index.ts'
 import { StaleEpochError, type Checkpoint, type CheckpointStore } from './checkpoints.ts'
-import { decodeEntry, fnv1a, whileClusterForms, type JetStreamLog, type LogEntry } from './log.ts'
+import { decodeEntries, fnv1a, whileClusterForms, type JetStreamLog, type LogEntry } from './log.ts'
 
 /**
  * Partition ownership by leases in a JetStream key-value bucket, and the runner that feeds an
@@ -278,7 +278,7 @@ export interface RunnerOptions<S> {
   log: JetStreamLog
   store: CheckpointStore<S>
   consumer: PartitionConsumer<S>
-  /** entries per commit at most (default 500): fewer under light load, where each commit follows what has arrived */
+  /** entries per commit at most (default 500; a message's entries are never split, so one more message's at most): fewer under light load, where each commit follows what has arrived */
   maxBatch?: number
   /**
    * When caught up, wait up to this long for more entries before committing (default 0: commit
@@ -404,7 +404,8 @@ export class ConsumerRunner<S> {
       // the server removes it by itself when this node dies
       inactive_threshold: nanos(30_000),
     })
-    const messages = await (await log.js.consumers.get(log.stream, name)).consume({ max_messages: maxBatch, expires: 5000 })
+    // 100 messages pulled ahead at most: a message holds a commit's readings of the partition (up to MESSAGE_MAX)
+    const messages = await (await log.js.consumers.get(log.stream, name)).consume({ max_messages: Math.min(maxBatch, 100), expires: 5000 })
     t.messages = messages
     if (t.stopped) messages.stop()
     void (async () => {
@@ -459,9 +460,12 @@ export class ConsumerRunner<S> {
       for await (const m of messages) {
         // a fresh consumer numbers its deliveries 1, 2, 3...: a gap is a message lost on the way
         if (m.info.deliverySequence !== ++delivered) throw new Error(`partition ${partition}: delivery ${delivered} missing (got ${m.info.deliverySequence})`)
-        const entry = decodeEntry(partition, m.seq, m.data)
-        batch.push(entry)
-        if (consumer.deliver) { undelivered.push(entry); if (m.info.pending === 0 || undelivered.length >= 100) deliver() }
+        // a message holds the readings of one commit (JetStreamLog.append): they are consumed and committed together
+        for (const entry of decodeEntries(partition, m.seq, m.data)) {
+          batch.push(entry)
+          if (consumer.deliver) undelivered.push(entry)
+        }
+        if (consumer.deliver && (m.info.pending === 0 || undelivered.length >= 100)) deliver()
         this.behind.set(partition, { pending: m.info.pending, batch: batch.length })
         // commit when caught up (nothing pending on the server), after lingerMs, or when the batch is full
         if (batch.length >= maxBatch) await queue()

@@ -636,6 +636,20 @@ export class Spool {
     return this.s.cursor.get(name)?.id ?? 0
   }
 
+  /**
+   * Marks a device's seqs as seen without appending them: their copies are dropped as
+   * duplicates from now on (checkpointed with the rest at the next de-duplication checkpoint).
+   * Cluster mode: the readings of a partition's recent past that the previous owner fed,
+   * which a node taking the partition over reads back from the log.
+   */
+  remember (deviceKey: number, seqs: readonly number[]): void {
+    let set = this.seqs.get(deviceKey)
+    if (!set) this.seqs.set(deviceKey, set = new SeqSet())
+    let added = false
+    for (const seq of seqs) if (!set.has(seq)) { set.add(seq); added = true }
+    if (added) this.dirtySeqs.add(deviceKey)
+  }
+
   /** Readings of the records after `afterId`: whole records, about `limit` readings (one record more at most). */
   read (afterId: number, limit: number): SpoolRow[] {
     const out: SpoolRow[] = []

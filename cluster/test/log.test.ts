@@ -3,9 +3,11 @@ import { connect, type NatsConnection } from 'nats'
 import { startNatsCluster, type NatsCluster } from '../../test/helpers/nats.ts'
 import { waitFor } from '../../test/helpers/proc.ts'
 import type { StoredReading } from '../../core/index.ts'
-import { JetStreamLog, fnv1a, messageId, partitionOf, streamConfig, streamProblems, whileClusterForms } from '../log.ts'
+import { JetStreamLog, MESSAGE_MAX, batchId, fnv1a, messageId, messages, partitionOf, streamConfig, streamProblems, whileClusterForms } from '../log.ts'
 
 const reading = (residentId: string, deviceId: string, seq: number): StoredReading => ({ residentId, deviceId, seq, ts: 1_700_000_000_000 + seq * 1000, hr: 60 + (seq % 40) })
+
+const batchIdOf = (rs: StoredReading[]): string => rs.length === 1 ? messageId(rs[0]!) : batchId(rs)
 
 describe('partitionOf (pure)', () => {
   it('is FNV-1a of the UTF-8 bytes: the published test vectors, so every node and version agrees', () => {
@@ -20,6 +22,25 @@ describe('partitionOf (pure)', () => {
     expect(Math.min(...counts)).toBeGreaterThan(60) // 100 expected each
     expect(partitionOf('res-42', 16)).toBe(partitionOf('res-42', 16))
     expect(messageId({ deviceId: 'cuff-1', seq: 7 })).toBe('cuff-1:7')
+  })
+
+  it('puts the readings of one commit and partition in one message, however the batch around them was cut', () => {
+    const commit7 = [reading('res-a', 'phone-a', 1), reading('res-b', 'cuff-b', 1), reading('res-a', 'phone-a', 2)].map((r) => ({ ...r, id: 7 }))
+    const commit8 = [reading('res-a', 'phone-a', 3)].map((r) => ({ ...r, id: 8 }))
+    const p = (r: StoredReading): number => partitionOf(r.residentId, 16)
+    const once = messages([...commit7, ...commit8], p)
+    expect(once.map((m) => m.readings.map((r) => `${r.deviceId}:${r.seq}`))).toEqual(partitionOf('res-a', 16) === partitionOf('res-b', 16)
+      ? [['phone-a:1', 'cuff-b:1', 'phone-a:2'], ['phone-a:3']]
+      : [['phone-a:1', 'phone-a:2'], ['cuff-b:1'], ['phone-a:3']])
+    expect(once.flatMap((m) => m.at).sort()).toEqual([0, 1, 2, 3])
+    // the drain sends commit 7 again in a batch of its own: the same messages, so the same ids
+    const again = messages(commit7, p)
+    expect(again.map((m) => batchIdOf(m.readings))).toEqual(once.slice(0, again.length).map((m) => batchIdOf(m.readings)))
+    // a commit larger than a message holds is cut the same way each time
+    const big = Array.from({ length: MESSAGE_MAX + 5 }, (_, i) => ({ ...reading('res-a', 'phone-a', 100 + i), id: 9 }))
+    expect(messages(big, p).map((m) => m.readings.length)).toEqual([MESSAGE_MAX, 5])
+    // different readings, different ids (JetStream would drop a message whose id it has seen)
+    expect(batchId(commit7)).not.toBe(batchId([...commit7].reverse().slice(1)))
   })
 
   it('refuses a stream made with another partition count, subjects or replica count', () => {
@@ -78,6 +99,30 @@ describe('JetStreamLog on a 3-node nats-server cluster', () => {
     expect(entries.map((e) => e.reading.seq)).toEqual([1, 2, 3])
   })
 
+  it('a commit\'s readings of a partition are one message: its entries share the stream sequence, a resend of the commit stores nothing twice, a copy in another commit is stored again', async () => {
+    const p = log.partitionOf('res-phone')
+    const before = (await log.counts())[p]!
+    // a phone syncing 30 readings of its cuff: one commit of the ingest spool
+    const commit = Array.from({ length: 30 }, (_, i) => ({ ...reading('res-phone', 'phone-1', i + 1), id: 41 }))
+    const first = await log.append(commit)
+    expect(first).toMatchObject({ accepted: 30, duplicates: 0 })
+    expect(new Set(first.seqs).size).toBe(1)
+    expect((await log.counts())[p]! - before).toBe(1)
+    // the drain sends it again (its acknowledgement timed out), this time after a reading of the next commit
+    const retry = await log.append([...commit, { ...reading('res-phone', 'phone-1', 31), id: 42 }])
+    expect(retry).toMatchObject({ accepted: 1, duplicates: 30 })
+    // the phone, without its PUBACK, resent its first two readings to another node, where they were committed with another reading
+    const elsewhere = await log.append([{ ...reading('res-phone', 'phone-1', 1), id: 5 }, { ...reading('res-phone', 'phone-1', 2), id: 5 }, { ...reading('res-phone', 'other-cuff', 1), id: 5 }])
+    expect(elsewhere).toMatchObject({ accepted: 3, duplicates: 0 })
+    const entries = (await log.read(p)).filter((e) => e.reading.residentId === 'res-phone')
+    expect(entries.map((e) => `${e.reading.deviceId}:${e.reading.seq}`)).toEqual([
+      ...commit.map((r) => `phone-1:${r.seq}`), 'phone-1:31', 'phone-1:1', 'phone-1:2', 'other-cuff:1',
+    ])
+    expect(entries.slice(0, 30).every((e) => e.streamSeq === first.seqs[0])).toBe(true)
+    // the reading as it was sent, without the node's record id
+    expect(entries[0]!.reading).toEqual(reading('res-phone', 'phone-1', 1))
+  })
+
   it('keeps every reading of a resident in its partition, in order, whichever device and publish sent it', async () => {
     const residents = ['res-1', 'res-2', 'res-3', 'res-4', 'res-5']
     // a cuff and a watch per resident, interleaved, in several appends as several connections would send them
@@ -97,7 +142,8 @@ describe('JetStreamLog on a 3-node nats-server cluster', () => {
       expect(all.map((e) => e.streamSeq)).toEqual([...all.map((e) => e.streamSeq)].sort((a, b) => a - b))
     }
     const counts = await log.counts()
-    expect(counts.reduce((a, b) => a + b, 0)).toBe(4 + 250)
+    // messages: the first test's 4, the commit test's 3 (30 readings in one, a reading of the next commit, a copy elsewhere), 250 here
+    expect(counts.reduce((a, b) => a + b, 0)).toBe(4 + 3 + 250)
   })
 
   it('opens an existing stream of the same shape, and refuses one of another partition count', async () => {

@@ -7,6 +7,8 @@ import { ROOT, run, startAppProcess, tempDir, type AppProcess } from '../test/he
 import { startNatsCluster } from '../test/helpers/nats.ts'
 import { startPostgres } from '../test/helpers/postgres.ts'
 import { startInfluxd } from '../test/helpers/influxd.ts'
+import { connect } from 'nats'
+import { DEFAULT_STREAM } from '../cluster/log.ts'
 
 /**
  * `npm run bench -- cluster`: server CPU per reading of cluster mode over NATS JetStream and
@@ -117,6 +119,12 @@ export async function clusterBenchmark (): Promise<void> {
       rows.push({ single: singleUs, vm, all: vm + natsUs + pgUs, nats: natsUs, pg: pgUs, singleNet, vmNet })
       console.log(`round ${round + 1}: one node ${singleUs.toFixed(1)} µs/reading (${singleNet.toFixed(1)} net of idle); cluster: vitalmesh ×3 ${vm.toFixed(1)} (${vmNet.toFixed(1)} net of idle), nats-server ×3 ${natsUs.toFixed(1)}, PostgreSQL ${pgUs.toFixed(1)}, all ${(vm + natsUs + pgUs).toFixed(1)} µs/reading (${readings} readings)`)
     }
+    // what the log holds: readings per JetStream message (a commit's readings of a partition travel together)
+    const nc = await connect({ servers: nats.servers })
+    const logMessages = (await (await nc.jetstreamManager()).streams.info(DEFAULT_STREAM)).state.messages
+    await nc.close()
+    const accepted = (await Promise.all(nodes.map(stats))).reduce((sum, x) => sum + x.readingsAccepted, 0)
+    console.log(`the reading log: ${logMessages} messages for ${accepted} readings accepted by the cluster (${(accepted / Math.max(1, logMessages)).toFixed(2)} per message)`)
     // throughput: closed loop, 10 messages in flight per device, 30 devices (10 per node)
     await settled(single)
     const t1 = await load(single, { devices: 30, inflight: 10, seconds: SECONDS, batch: 1 })

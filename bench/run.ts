@@ -25,6 +25,12 @@ if (only === 'cluster') {
   await clusterBenchmark()
   process.exit(0)
 }
+if (only === 'log') {
+  // `npm run bench -- log`: the reading log's cost to nats-server alone, by readings per message (bench/log.ts)
+  const { logBenchmark } = await import('./log.ts')
+  await logBenchmark()
+  process.exit(0)
+}
 if (only === 'backtest') {
   // `npm run bench -- backtest [--influx]`: replaying 30 days of 10,000 residents through a draft rule set (bench/backtest.ts)
   const { backtestBenchmark } = await import('./backtest.ts')

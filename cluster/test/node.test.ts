@@ -62,4 +62,41 @@ describe('a partition\'s one consumer: fed as they arrive, stored at the commit,
       await store.close()
     }
   }, 60_000)
+
+  it('a reading the log holds twice, its first copy taken by the previous owner and the second after where the partition resumes: stored once, and handed to the takeover as fed', async () => {
+    const store = new EmbeddedStore(join(tempDir('vm-node-'), 'telemetry.db'))
+    const R = 'resident-resent'
+    const reading = (seq: number, minute: number): StoredReading => ({ deviceId: 'cuff-9', residentId: R, seq, ts: Date.UTC(2026, 11, 7, 9, minute), sys: 130, dia: 85 })
+    const open = async (fed: StoredReading[], recent: StoredReading[]): Promise<ClusterNode> => await ClusterNode.open({
+      servers: nats.servers, node: 'n2', partitions: 2, replicas: 1, leaseMs: 3000, postgresUrl: postgres.url,
+      store, head: () => 0, shippedTo: 0, logger: silentLogger(),
+      feed: { append: async (_p, rows) => { fed.push(...rows) }, takeOver: async (_p, _from, r) => { recent.push(...r) } },
+    })
+    const all = async (): Promise<StoredReading[]> => await store.queryRange(R, 0, Date.UTC(2027, 0, 1), 100)
+    // the previous owner takes reading 1 and commits past it
+    const first = await open([], [])
+    await first.start()
+    const [at] = (await first.log.append([{ ...reading(1, 0), id: 1 }])).seqs
+    await waitFor('reading 1 stored by the first owner', async () => (await all()).length === 1, 15_000)
+    await first.stop()
+    const fed: StoredReading[] = []
+    const recent: StoredReading[] = []
+    const next = await open(fed, recent)
+    try {
+      // the cuff got no PUBACK and resent reading 1 to another node, taking its time anew, in a commit with reading 2
+      const second = await next.log.append([{ ...reading(1, 3), id: 7 }, { ...reading(2, 4), id: 7 }])
+      expect(second).toMatchObject({ accepted: 2, duplicates: 0 })
+      expect(second.seqs[0]).toBeGreaterThan(at!)
+      await next.start()
+      await waitFor('reading 2 stored by the next owner', async () => (await all()).length >= 2, 15_000)
+      await waitFor('the readings fed', () => fed.length === 2, 5000)
+      // one point for reading 1, the first copy's
+      expect((await all()).map((r) => [r.seq, r.ts])).toEqual([[1, reading(1, 0).ts], [2, reading(2, 4).ts]])
+      // the takeover was told that reading 1 was fed: the feed (a spool) then drops the copy it is given (ingest/test/spool.test.ts, remember)
+      expect(recent.filter((r) => r.residentId === R)).toEqual([reading(1, 0)])
+    } finally {
+      await next.stop()
+      await store.close()
+    }
+  }, 60_000)
 })

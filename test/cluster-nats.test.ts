@@ -476,7 +476,8 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
     expect(acked).toBe(false)
     await Promise.all(nats.nodes.map((n) => n.restart()))
     await puback
-    const entries = await waitFor('the log readable again', async () => await log.read(log.partitionOf(dev.residentId)).catch(() => undefined), 30_000, 200)
+    // a read that fails is tried again; the last failure is in the message if none succeeds
+    const entries = await waitFor('the log readable again', async () => await log.read(log.partitionOf(dev.residentId)), 30_000, 200)
     expect(entries.map((e) => e.reading)).toContainEqual(expect.objectContaining({ deviceId: dev.deviceId, seq: 1, hr: 77 }))
     expect(await waitFor('the reading in InfluxDB', async () => { const x = await stored(dev.deviceId); return x.length ? x : undefined }, 30_000, 200)).toEqual([1])
     await d.endAsync()

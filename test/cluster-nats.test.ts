@@ -401,6 +401,11 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
     // another resident the same node judges, whose heart rate at rest has been above 120 for 6 minutes (of the 10 the rule needs)
     const watch = nodes[0]!.creds.fleet.slice(41).find((f) => f.residentId !== dev.residentId && owners.get(log.partitionOf(f.residentId)) === 'abc'[victim])!
     const w = await connect(nodes[0]!.mqttPort, watch.deviceId, watch.secret)
+    // a console watching that resident: its readings appear there once the judge's feed took them, and alerting (an
+    // urgent consumer of the feed) judges them in that same commit, before they are published to the consoles
+    const console_ = await openLive(nodes[0]!.httpPort, nodes[0]!.creds.apiKeys.operator)
+    console_.send(JSON.stringify({ type: 'watch', residentId: watch.residentId }))
+    expect(await console_.next((m) => m.type === 'watching' || m.type === 'error')).toMatchObject({ type: 'watching', residentId: watch.residentId })
     const t0 = Date.now()
     const tachy = (seq: number, minutesAgo: number): string => JSON.stringify({ v: 1, seq, ts: t0 - minutesAgo * 60_000, hr: 132, activity: 'rest' })
     for (const [seq, ago] of [[1, 11], [2, 9], [3, 7], [4, 5]] as const) await w.publishAsync(`vitals/${watch.deviceId}`, tachy(seq, ago), { qos: 1 })
@@ -423,6 +428,9 @@ describe('cluster over NATS JetStream and PostgreSQL', () => {
     const crisis = await waitFor('the crisis alert', async () => (await get(0, `/v1/residents/${dev.residentId}/alerts`)).find((a) => a.severity === 'critical'), 10_000)
     expect(crisis.deskAt).toBeNull()
     await waitFor('the crisis reading in the report run', async () => (await run())?.result.counts.inPeriod === 1, 5_000, 50)
+    // 6 minutes of the 10 judged, and no alert yet
+    await console_.next((m) => m.type === 'readings' && (m.readings as { residentId: string, seq: number }[]).some((r) => r.residentId === watch.residentId && r.seq === 4), 10_000)
+    await console_.close()
     expect(await get(0, `/v1/residents/${watch.residentId}/alerts`)).toEqual([])
     const killedAt = Date.now()
     await nodes[victim]!.kill('SIGKILL')

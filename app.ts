@@ -655,18 +655,12 @@ function feedDeviceKeys (registry: Registry): (deviceId: string) => number {
   }
 }
 
-/** Marks readings as fed (Spool.remember), a device at a time; a device not in this node's registry yet is left out (nothing of it can be fed either). */
+/** Marks readings as fed (Spool.remember); a device not in this node's registry yet is left out (nothing of it can be fed either). */
 function rememberFed (feed: Spool, keyOf: (deviceId: string) => number, readings: readonly StoredReading[]): void {
-  const byDevice = new Map<string, number[]>()
   for (const r of readings) {
-    let seqs = byDevice.get(r.deviceId)
-    if (!seqs) byDevice.set(r.deviceId, seqs = [])
-    seqs.push(r.seq)
-  }
-  for (const [deviceId, seqs] of byDevice) {
     let key: number
-    try { key = keyOf(deviceId) } catch { continue }
-    feed.remember(key, seqs)
+    try { key = keyOf(r.deviceId) } catch { continue }
+    feed.remember(key, r.seq)
   }
 }
 

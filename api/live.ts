@@ -232,9 +232,6 @@ export class LiveHub {
     if (c.ws.readyState === c.ws.OPEN && c.ws.bufferedAmount < 1024 * 1024) c.ws.send(JSON.stringify(msg))
   }
 
-  /** Is any client watching a resident's readings? */
-  watching (): boolean { return this.byResident.size > 0 }
-
   private watchingChanged: ((watching: boolean) => void) | undefined
 
   /**
@@ -245,7 +242,7 @@ export class LiveHub {
    */
   onWatching (listener: (watching: boolean) => void): void {
     this.watchingChanged = listener
-    listener(this.watching())
+    listener(this.byResident.size > 0)
   }
 
   readings (rows: readonly LiveReading[]): void {

@@ -7,19 +7,21 @@ import { HOSPITAL_FEEDS, type Registry, type AuditLog } from '../registry/index.
 export const HospitalFeeds = z.array(z.enum(HOSPITAL_FEEDS)).max(HOSPITAL_FEEDS.length)
   .describe('what the FHIR endpoint receives: reports (finished protocol reports), alerts (a Flag per critical alert), summaries (window statistics), measurements (an Observation per reading); default ["reports","alerts"]')
 
+/** entries per transaction Bundle a hospital's FHIR server takes */
+const FhirMaxEntries = z.number().int().min(1).max(10_000)
 export const HospitalBody = z.strictObject({
   id: IdSchema, name: z.string().min(1).max(200),
   webhookUrl: z.url().optional().describe('receives escalated critical alerts'), webhookToken: z.string().optional(),
   fhirUrl: z.url().optional().describe('FHIR server endpoint receiving transaction Bundles of summaries'),
   fhirAuth: z.enum(['bearer', 'hmac']).optional(), fhirSecret: z.string().optional(),
   feeds: HospitalFeeds.optional(),
-  fhirMaxEntries: z.number().int().min(1).max(10_000).optional()
+  fhirMaxEntries: FhirMaxEntries.optional()
     .describe("entries per transaction Bundle the hospital's FHIR server takes, when fewer than the node's VITALMESH_FHIR_MAX_ENTRIES (100): Medplum takes 8 when entries are conditional, as vitalmesh's are"),
 })
 export const HospitalParams = z.strictObject({ id: IdSchema.describe('hospital id') })
 export const HospitalPatch = z.strictObject({
   feeds: HospitalFeeds.optional(),
-  fhirMaxEntries: z.number().int().min(1).max(10_000).nullable().optional().describe("entries per transaction Bundle its FHIR server takes; null: the node's setting"),
+  fhirMaxEntries: FhirMaxEntries.nullable().optional().describe("entries per transaction Bundle its FHIR server takes; null: the node's setting"),
 }).refine((b) => b.feeds !== undefined || b.fhirMaxEntries !== undefined, 'give feeds, fhirMaxEntries or both')
 export const InstitutionBody = z.strictObject({ id: IdSchema, name: z.string().min(1).max(200), pushUrl: z.url().optional(), token: z.string().optional() })
 export const NewResidentBody = z.strictObject({

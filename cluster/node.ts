@@ -236,11 +236,11 @@ export class ClusterNode {
     // The seqs count once written: a batch whose write failed is written again when the partition is retried
     let stored = this.storedSeqs.get(partition)
     if (!stored) this.storedSeqs.set(partition, stored = new Map())
-    const now = new Map<string, SeqSet>()
+    const inBatch = new Map<string, SeqSet>()
     const rows: StoredReading[] = []
     for (const { reading: r } of entries) {
-      if (stored.get(r.deviceId)?.has(r.seq) || now.get(r.deviceId)?.has(r.seq)) continue
-      seqsOf(now, r.deviceId).add(r.seq)
+      if (stored.get(r.deviceId)?.has(r.seq) || inBatch.get(r.deviceId)?.has(r.seq)) continue
+      seqsOf(inBatch, r.deviceId).add(r.seq)
       rows.push(r)
     }
     if (rows.length) await this.storeTogether(partition, rows)

@@ -224,7 +224,7 @@ export async function refusalReason (body: { text(): Promise<string> }, contentT
       else if (typeof j?.message === 'string') reason = j.message
       else if (typeof j?.error === 'string') reason = j.error
       // JSON without a reason we know: itself, unless it says nothing ({} or [])
-      else reason = JSON.stringify(j) === '{}' || JSON.stringify(j) === '[]' ? undefined : JSON.stringify(j)
+      else { const all = JSON.stringify(j); reason = all === '{}' || all === '[]' ? undefined : all }
       return reason ? reason.slice(0, 300) : undefined
     } catch { /* not JSON after all: the text below */ }
   }

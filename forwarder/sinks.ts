@@ -134,9 +134,10 @@ export function measurementSink (d: { node: string, maxEntries: number, clock: C
       // greedy chunks: a reading costs one entry, plus one for its Device the first time in a Bundle
       const chunks: MeasuredReading[][] = []
       let cur: MeasuredReading[] = []; let devices = new Set<string>()
+      const max = Math.max(2, entriesFor(h, d.maxEntries))
       for (const r of readings) {
         const cost = 1 + (devices.has(r.deviceId) ? 0 : 1)
-        if (cur.length && cur.length + devices.size + cost > Math.max(2, entriesFor(h, d.maxEntries))) { chunks.push(cur); cur = []; devices = new Set() }
+        if (cur.length && cur.length + devices.size + cost > max) { chunks.push(cur); cur = []; devices = new Set() }
         cur.push(r); devices.add(r.deviceId)
       }
       if (cur.length) chunks.push(cur)

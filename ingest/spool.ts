@@ -637,17 +637,17 @@ export class Spool {
   }
 
   /**
-   * Marks a device's seqs as seen without appending them: their copies are dropped as
-   * duplicates from now on (checkpointed with the rest at the next de-duplication checkpoint).
-   * Cluster mode: the readings of a partition's recent past that the previous owner fed,
-   * which a node taking the partition over reads back from the log.
+   * Marks a device's seq as seen without appending it: a copy is dropped as a duplicate from
+   * now on (checkpointed with the rest at the next de-duplication checkpoint). Cluster mode:
+   * the readings of a partition's recent past that the previous owner fed, which a node taking
+   * the partition over reads back from the log.
    */
-  remember (deviceKey: number, seqs: readonly number[]): void {
+  remember (deviceKey: number, seq: number): void {
     let set = this.seqs.get(deviceKey)
     if (!set) this.seqs.set(deviceKey, set = new SeqSet())
-    let added = false
-    for (const seq of seqs) if (!set.has(seq)) { set.add(seq); added = true }
-    if (added) this.dirtySeqs.add(deviceKey)
+    if (set.has(seq)) return
+    set.add(seq)
+    this.dirtySeqs.add(deviceKey)
   }
 
   /** Readings of the records after `afterId`: whole records, about `limit` readings (one record more at most). */

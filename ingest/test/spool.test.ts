@@ -20,7 +20,8 @@ describe('spool', () => {
 
   it('remember: seqs marked as fed elsewhere (a cluster node taking a partition over) are duplicates when they come again', async () => {
     const spool = new Spool(openDatabase(':memory:'), silentLogger(), { deadLetterMax: 10 })
-    spool.remember(1, [5, 3])
+    spool.remember(1, 5)
+    spool.remember(1, 3)
     expect(await spool.appendAsync(req(1, [3, 4, 5, 6]))).toEqual({ accepted: 2, duplicates: 2 })
     expect(spool.read(0, 10).map((r) => r.seq)).toEqual([4, 6])
   })
